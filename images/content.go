@@ -1,0 +1,169 @@
+package images
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Hold keeps GC away until release is called: everything that writes blobs no record
+// reaches yet (an image being made) holds the store for its whole run. Holds are shared;
+// GC waits for all of them.
+func (s *Store) Hold() (release func()) {
+	s.gcLock.RLock()
+	return s.gcLock.RUnlock
+}
+
+// BlobPath is the file holding a blob. Layers are read by qemu-img and QEMU in place,
+// and a layer's parent resolves as a relative backing file name beside it.
+func (s *Store) BlobPath(d digest.Digest) string {
+	return filepath.Join(s.root, "content", "blobs", d.Algorithm().String(), d.Encoded())
+}
+
+// ingestData is where containerd's local store keeps an ingest's bytes.
+func (s *Store) ingestData(ref string) string {
+	return filepath.Join(s.root, "content", "ingest", digest.FromString(ref).Encoded(), "data")
+}
+
+// IngestLayer adds a layer that fill writes as a file at the path it is given. The
+// file is written in place inside the content store's ingest area, then hashed in one
+// read pass and committed by a rename, so a layer costs the conversion plus one read,
+// never a copy. ref names the ingest (unique per layer being made); a crash leaves only
+// an ingest, which GC removes. Content that is already stored is not stored twice.
+// The caller holds the store (Hold) until a record reaches the layer.
+func (s *Store) IngestLayer(ctx context.Context, ref string, fill func(path string) error) (ocispec.Descriptor, error) {
+	w, err := s.content.Writer(ctx, content.WithRef(ref))
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("ingest %s: %w", ref, err)
+	}
+	if err := w.Close(); err != nil { // keeps the ingest, releases its lock
+		return ocispec.Descriptor{}, fmt.Errorf("ingest %s: %w", ref, err)
+	}
+	data := s.ingestData(ref)
+	if _, err := os.Stat(data); err != nil {
+		s.abort(ctx, ref)
+		return ocispec.Descriptor{}, fmt.Errorf("ingest %s: content store layout is not the expected one: %w", ref, err)
+	}
+	if err := fill(data); err != nil {
+		s.abort(ctx, ref)
+		return ocispec.Descriptor{}, err
+	}
+	// Reopening the ingest hashes what fill wrote (containerd's resume path).
+	w, err = s.content.Writer(ctx, content.WithRef(ref))
+	if err != nil {
+		s.abort(ctx, ref)
+		return ocispec.Descriptor{}, fmt.Errorf("ingest %s: %w", ref, err)
+	}
+	st, err := w.Status()
+	if err != nil {
+		w.Close()
+		s.abort(ctx, ref)
+		return ocispec.Descriptor{}, fmt.Errorf("ingest %s: %w", ref, err)
+	}
+	desc := ocispec.Descriptor{MediaType: MediaTypeLayer, Digest: w.Digest(), Size: st.Offset}
+	if err := w.Commit(ctx, st.Offset, desc.Digest); err != nil && !errdefs.IsAlreadyExists(err) {
+		w.Close()
+		s.abort(ctx, ref)
+		return ocispec.Descriptor{}, fmt.Errorf("ingest %s: %w", ref, err)
+	}
+	return desc, nil
+}
+
+func (s *Store) abort(ctx context.Context, ref string) {
+	if err := s.content.Abort(context.WithoutCancel(ctx), ref); err != nil && !errdefs.IsNotFound(err) {
+		log.G(ctx).WithError(err).WithField("ref", ref).Warn("abort ingest; gc removes what is left")
+	}
+}
+
+// IngestFile copies the file at path into the store as a blob of mediaType, hashing
+// while writing. Content already stored is not stored twice.
+func (s *Store) IngestFile(ctx context.Context, ref, mediaType, path string) (ocispec.Descriptor, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	defer f.Close()
+	w, err := s.content.Writer(ctx, content.WithRef(ref))
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("ingest %s: %w", ref, err)
+	}
+	defer w.Close()
+	if err := w.Truncate(0); err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("ingest %s: %w", ref, err)
+	}
+	n, err := io.Copy(w, f)
+	if err != nil {
+		s.abort(ctx, ref)
+		return ocispec.Descriptor{}, fmt.Errorf("ingest %s from %s: %w", ref, path, err)
+	}
+	desc := ocispec.Descriptor{MediaType: mediaType, Digest: w.Digest(), Size: n}
+	if err := w.Commit(ctx, n, desc.Digest); err != nil && !errdefs.IsAlreadyExists(err) {
+		s.abort(ctx, ref)
+		return ocispec.Descriptor{}, fmt.Errorf("ingest %s: %w", ref, err)
+	}
+	return desc, nil
+}
+
+// WriteJSON stores v as a JSON blob of mediaType.
+func (s *Store) WriteJSON(ctx context.Context, mediaType string, v any) (ocispec.Descriptor, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	desc := ocispec.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(b), Size: int64(len(b))}
+	if err := content.WriteBlob(ctx, s.content, "blob-"+desc.Digest.String(), bytes.NewReader(b), desc); err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("blob %s: %w", desc.Digest, err)
+	}
+	return desc, nil
+}
+
+// ReadJSON reads the blob d into v, checking its digest.
+func (s *Store) ReadJSON(ctx context.Context, d digest.Digest, v any) error {
+	ra, err := s.content.ReaderAt(ctx, ocispec.Descriptor{Digest: d})
+	if err != nil {
+		return fmt.Errorf("blob %s: %w", d, err)
+	}
+	defer ra.Close()
+	if ra.Size() > 4<<20 {
+		return fmt.Errorf("blob %s: %d bytes is too large for a JSON blob: %w", d, ra.Size(), errdefs.ErrInvalidArgument)
+	}
+	b, err := io.ReadAll(content.NewReader(ra))
+	if err != nil {
+		return fmt.Errorf("blob %s: %w", d, err)
+	}
+	if digest.FromBytes(b) != d {
+		return fmt.Errorf("blob %s: content does not match its digest: %w", d, errdefs.ErrDataLoss)
+	}
+	return json.Unmarshal(b, v)
+}
+
+// WriteManifest stores an OCI image manifest over config and layers and returns its
+// descriptor.
+func (s *Store) WriteManifest(ctx context.Context, config ocispec.Descriptor, layers []ocispec.Descriptor) (ocispec.Descriptor, error) {
+	m := ocispec.Manifest{
+		MediaType: ocispec.MediaTypeImageManifest,
+		Config:    config,
+		Layers:    layers,
+	}
+	m.SchemaVersion = 2
+	return s.WriteJSON(ctx, ocispec.MediaTypeImageManifest, m)
+}
+
+// BlobSize reports the size of a stored blob, or errdefs.ErrNotFound.
+func (s *Store) BlobSize(ctx context.Context, d digest.Digest) (int64, error) {
+	info, err := s.content.Info(ctx, d)
+	if err != nil {
+		return 0, fmt.Errorf("blob %s: %w", d, err)
+	}
+	return info.Size, nil
+}

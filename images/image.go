@@ -1,0 +1,125 @@
+package images
+
+import (
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Media types of kiln's content. A kiln image is an OCI image manifest whose config is
+// a kiln image config and whose layers are qcow2 layers (each chain bottom to top), the
+// kernel and the initrd.
+const (
+	MediaTypeConfig = "application/vnd.kiln.image.config.v1+json"
+	MediaTypeLayer  = "application/vnd.kiln.disk.qcow2"
+	MediaTypeKernel = "application/vnd.kiln.kernel"
+	MediaTypeInitrd = "application/vnd.kiln.initrd"
+)
+
+// State is an image's state, as in the cloud.
+type State string
+
+// Image states.
+const (
+	StatePending   State = "pending"   // being made; not launchable
+	StateAvailable State = "available" // complete; all content present
+	StateFailed    State = "failed"    // making it failed; StateReason says why
+)
+
+// Architectures and boot modes kiln knows.
+var (
+	Architectures   = []string{"x86_64", "arm64"}
+	BootModes       = []string{"legacy-bios", "uefi"}
+	RootDeviceTypes = []string{"ebs", "instance-store"}
+)
+
+// Config is an image's immutable description, stored as a blob of MediaTypeConfig.
+type Config struct {
+	Architecture        string               `json:"architecture"`
+	BootMode            string               `json:"bootMode"`
+	RootDeviceName      string               `json:"rootDeviceName"`
+	RootDeviceType      string               `json:"rootDeviceType"`
+	Kernel              digest.Digest        `json:"kernel,omitempty"`
+	Initrd              digest.Digest        `json:"initrd,omitempty"`
+	Cmdline             string               `json:"cmdline,omitempty"`
+	BlockDeviceMappings []BlockDeviceMapping `json:"blockDeviceMappings"`
+}
+
+// BlockDeviceMapping is one device an instance of the image gets.
+type BlockDeviceMapping struct {
+	DeviceName string `json:"deviceName"`
+	EBS        *EBS   `json:"ebs,omitempty"`
+}
+
+// EBS is a volume made from a snapshot at launch.
+type EBS struct {
+	SnapshotID          string        `json:"snapshotId"`
+	Layer               digest.Digest `json:"layer"` // the snapshot's top layer
+	VolumeSize          int64         `json:"volumeSize"` // GiB
+	DeleteOnTermination bool          `json:"deleteOnTermination"`
+	Encrypted           bool          `json:"encrypted"`
+}
+
+// Image is an image's mutable record in the metadata DB. It carries a copy of its
+// config so that listing and filtering never read blobs.
+type Image struct {
+	ID           string            `json:"id"`
+	Name         string            `json:"name"`
+	OwnerID      string            `json:"ownerId"`
+	Description  string            `json:"description,omitempty"`
+	State        State             `json:"state"`
+	StateReason  string            `json:"stateReason,omitempty"`
+	Tags         map[string]string `json:"tags,omitempty"`
+	Public       bool              `json:"public"`
+	CreationDate time.Time         `json:"creationDate"`
+	Manifest     digest.Digest     `json:"manifest,omitempty"` // set when available
+	Config
+}
+
+// Snapshot is a snapshot's record: a point-in-time copy of a volume, held as one layer
+// (with its parents) in the content store.
+type Snapshot struct {
+	ID          string            `json:"id"`
+	OwnerID     string            `json:"ownerId"`
+	Description string            `json:"description,omitempty"`
+	Layer       digest.Digest     `json:"layer"`
+	Chain       []digest.Digest   `json:"chain"` // bottom to top; the last is Layer
+	VolumeSize  int64             `json:"volumeSize"`  // GiB
+	VirtualSize int64             `json:"virtualSize"` // bytes
+	StorageSize int64             `json:"storageSize"` // bytes of the layer blob
+	ImageID     string            `json:"imageId,omitempty"` // the image it was made for
+	Tags        map[string]string `json:"tags,omitempty"`
+	StartTime   time.Time         `json:"startTime"`
+}
+
+// clone returns a deep copy, so callers never share a cached record's maps or slices.
+func (im *Image) clone() *Image {
+	c := *im
+	c.Tags = cloneTags(im.Tags)
+	c.BlockDeviceMappings = append([]BlockDeviceMapping(nil), im.BlockDeviceMappings...)
+	for i, m := range c.BlockDeviceMappings {
+		if m.EBS != nil {
+			e := *m.EBS
+			c.BlockDeviceMappings[i].EBS = &e
+		}
+	}
+	return &c
+}
+
+func (sn *Snapshot) clone() *Snapshot {
+	c := *sn
+	c.Tags = cloneTags(sn.Tags)
+	c.Chain = append([]digest.Digest(nil), sn.Chain...)
+	return &c
+}
+
+func cloneTags(t map[string]string) map[string]string {
+	if t == nil {
+		return nil
+	}
+	c := make(map[string]string, len(t))
+	for k, v := range t {
+		c[k] = v
+	}
+	return c
+}

@@ -1,0 +1,293 @@
+package images
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	_ "crypto/sha256" // registers sha256 for go-digest
+
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/plugins/content/local"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+var (
+	bucketImages    = []byte("images")
+	bucketSnapshots = []byte("snapshots")
+)
+
+// Store is kiln's image store: content plus records. It is safe for concurrent use.
+// Records are cached in memory (the daemon is the DB's only user), so reads never touch
+// the disk; every change is written to the DB before the cache.
+type Store struct {
+	root    string
+	content content.Store
+	db      *bolt.DB
+
+	mu        sync.RWMutex
+	images    map[string]*Image
+	snapshots map[string]*Snapshot
+
+	// gcLock is held shared by everything that writes blobs no record reaches yet
+	// (an ingest, a register), and exclusively by GC.
+	gcLock sync.RWMutex
+}
+
+// Open opens (creating if needed) the store under root. Images left pending by a daemon
+// that stopped while making them are marked failed. Open fails with an error wrapping
+// errdefs.ErrUnavailable when another process has the store open.
+func Open(ctx context.Context, root string) (*Store, error) {
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, err
+	}
+	cs, err := local.NewStore(filepath.Join(root, "content"))
+	if err != nil {
+		return nil, fmt.Errorf("content store %s: %w", root, err)
+	}
+	dbPath := filepath.Join(root, "meta.db")
+	db, err := bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		if errors.Is(err, bolterrors.ErrTimeout) {
+			return nil, fmt.Errorf("store %s is in use by another process (%s is locked); stop the other kilnd or use another --root: %w",
+				root, dbPath, errdefs.ErrUnavailable)
+		}
+		return nil, fmt.Errorf("metadata db %s: %w", dbPath, err)
+	}
+	s := &Store{root: root, content: cs, db: db, images: map[string]*Image{}, snapshots: map[string]*Snapshot{}}
+	if err := s.load(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the metadata DB. The store must not be used afterwards.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Root is the directory the store lives in.
+func (s *Store) Root() string { return s.root }
+
+// load reads every record into the cache and fails images a stopped daemon left pending.
+func (s *Store) load(ctx context.Context) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketImages, bucketSnapshots} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		if err := tx.Bucket(bucketSnapshots).ForEach(func(k, v []byte) error {
+			var sn Snapshot
+			if err := json.Unmarshal(v, &sn); err != nil {
+				return fmt.Errorf("snapshot record %s: %w", k, err)
+			}
+			s.snapshots[sn.ID] = &sn
+			return nil
+		}); err != nil {
+			return err
+		}
+		var interrupted []*Image
+		if err := tx.Bucket(bucketImages).ForEach(func(k, v []byte) error {
+			var im Image
+			if err := json.Unmarshal(v, &im); err != nil {
+				return fmt.Errorf("image record %s: %w", k, err)
+			}
+			if im.State == StatePending {
+				im.State, im.StateReason = StateFailed, "kilnd stopped while the image was being made; deregister it and try again"
+				interrupted = append(interrupted, &im)
+			}
+			s.images[im.ID] = &im
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, im := range interrupted {
+			log.G(ctx).WithField("image", im.ID).Warn("image was pending when kilnd stopped; marked failed")
+			if err := putJSON(tx, bucketImages, im.ID, im); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("metadata db %s: %w", s.root, err)
+	}
+	return nil
+}
+
+func putJSON(tx *bolt.Tx, bucket []byte, key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucket).Put([]byte(key), b)
+}
+
+// CreateImage stores a new image record. Names are unique per owner: a name the owner
+// already uses gives an error wrapping errdefs.ErrAlreadyExists.
+func (s *Store) CreateImage(im *Image) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if other := s.byName(im.OwnerID, im.Name); other != nil {
+		return fmt.Errorf("image name %q is already used by %s (%s); choose another name or deregister it: %w",
+			im.Name, other.ID, other.State, errdefs.ErrAlreadyExists)
+	}
+	if _, ok := s.images[im.ID]; ok {
+		return fmt.Errorf("image %s: %w", im.ID, errdefs.ErrAlreadyExists)
+	}
+	return s.putImage(im.clone())
+}
+
+// putImage writes im to the DB, then to the cache. The caller holds s.mu.
+func (s *Store) putImage(im *Image) error {
+	if err := s.db.Update(func(tx *bolt.Tx) error { return putJSON(tx, bucketImages, im.ID, im) }); err != nil {
+		return fmt.Errorf("image %s: %w", im.ID, err)
+	}
+	s.images[im.ID] = im
+	return nil
+}
+
+// byName finds the owner's image with that name. The caller holds s.mu.
+func (s *Store) byName(owner, name string) *Image {
+	for _, im := range s.images {
+		if im.OwnerID == owner && im.Name == name {
+			return im
+		}
+	}
+	return nil
+}
+
+// UpdateImage applies fn to a copy of the image's record and stores the result; if fn
+// fails nothing changes. An unknown id gives errdefs.ErrNotFound.
+func (s *Store) UpdateImage(id string, fn func(*Image) error) (*Image, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur, ok := s.images[id]
+	if !ok {
+		return nil, fmt.Errorf("image %s: %w", id, errdefs.ErrNotFound)
+	}
+	im := cur.clone()
+	if err := fn(im); err != nil {
+		return nil, err
+	}
+	im.ID = id
+	if err := s.putImage(im); err != nil {
+		return nil, err
+	}
+	return im.clone(), nil
+}
+
+// Image returns a copy of the image's record, or errdefs.ErrNotFound.
+func (s *Store) Image(id string) (*Image, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	im, ok := s.images[id]
+	if !ok {
+		return nil, fmt.Errorf("image %s: %w", id, errdefs.ErrNotFound)
+	}
+	return im.clone(), nil
+}
+
+// Images returns copies of the records keep accepts, oldest first.
+func (s *Store) Images(keep func(*Image) bool) []*Image {
+	s.mu.RLock()
+	var out []*Image
+	for _, im := range s.images {
+		if keep(im) {
+			out = append(out, im.clone())
+		}
+	}
+	s.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreationDate.Equal(out[j].CreationDate) {
+			return out[i].CreationDate.Before(out[j].CreationDate)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
+// DeleteImage removes the image's record together with the snapshot records made for
+// it, in one transaction. Content goes at the next GC, if nothing else reaches it.
+// An unknown id gives errdefs.ErrNotFound.
+func (s *Store) DeleteImage(id string) (*Image, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	im, ok := s.images[id]
+	if !ok {
+		return nil, fmt.Errorf("image %s: %w", id, errdefs.ErrNotFound)
+	}
+	var owned []string
+	for sid, sn := range s.snapshots {
+		if sn.ImageID == id {
+			owned = append(owned, sid)
+		}
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, sid := range owned {
+			if err := tx.Bucket(bucketSnapshots).Delete([]byte(sid)); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketImages).Delete([]byte(id))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", id, err)
+	}
+	for _, sid := range owned {
+		delete(s.snapshots, sid)
+	}
+	delete(s.images, id)
+	return im, nil
+}
+
+// PutSnapshot stores a snapshot record (new or changed).
+func (s *Store) PutSnapshot(sn *Snapshot) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := sn.clone()
+	if err := s.db.Update(func(tx *bolt.Tx) error { return putJSON(tx, bucketSnapshots, c.ID, c) }); err != nil {
+		return fmt.Errorf("snapshot %s: %w", sn.ID, err)
+	}
+	s.snapshots[c.ID] = c
+	return nil
+}
+
+// Snapshot returns a copy of the snapshot's record, or errdefs.ErrNotFound.
+func (s *Store) Snapshot(id string) (*Snapshot, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	sn, ok := s.snapshots[id]
+	if !ok {
+		return nil, fmt.Errorf("snapshot %s: %w", id, errdefs.ErrNotFound)
+	}
+	return sn.clone(), nil
+}
+
+// Snapshots returns copies of all snapshot records, ordered by id.
+func (s *Store) Snapshots() []*Snapshot {
+	s.mu.RLock()
+	out := make([]*Snapshot, 0, len(s.snapshots))
+	for _, sn := range s.snapshots {
+		out = append(out, sn.clone())
+	}
+	s.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Counts returns how many image and snapshot records there are.
+func (s *Store) Counts() (images, snapshots int) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.images), len(s.snapshots)
+}

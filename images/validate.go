@@ -1,0 +1,98 @@
+package images
+
+import (
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/containerd/errdefs"
+)
+
+// Limits on names, descriptions and tags, as in the cloud.
+const (
+	MaxNameLen        = 128
+	MinNameLen        = 3
+	MaxDescriptionLen = 255
+	MaxTags           = 50
+	MaxTagKeyLen      = 128
+	MaxTagValueLen    = 256
+	// ReservedTagPrefix starts the tag keys kiln sets itself; users cannot set them.
+	ReservedTagPrefix = "kiln:"
+)
+
+// CheckName checks an image name: 3 to 128 characters among letters, digits, spaces and
+// ( ) [ ] . - ' @ _ (the cloud's set without "/", which kiln refuses so a name can never
+// be mistaken for a path). The error wraps errdefs.ErrInvalidArgument.
+func CheckName(name string) error {
+	if n := utf8.RuneCountInString(name); n < MinNameLen || n > MaxNameLen {
+		return fmt.Errorf("image name %q: must be %d to %d characters long: %w", clip(name), MinNameLen, MaxNameLen, errdefs.ErrInvalidArgument)
+	}
+	for _, c := range name {
+		if !nameRune(c) {
+			return fmt.Errorf("image name %q: character %q is not allowed (use letters, digits, spaces and ( ) [ ] . - ' @ _): %w",
+				clip(name), c, errdefs.ErrInvalidArgument)
+		}
+	}
+	if strings.HasPrefix(name, ImagePrefix) && IsID(ImagePrefix, name) {
+		return fmt.Errorf("image name %q: looks like an image id: %w", name, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+func nameRune(c rune) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.ContainsRune(" ()[].-'@_", c)
+}
+
+// CheckDescription checks a description: at most 255 characters of printable UTF-8.
+func CheckDescription(d string) error {
+	if !utf8.ValidString(d) || utf8.RuneCountInString(d) > MaxDescriptionLen {
+		return fmt.Errorf("description: must be valid UTF-8 of at most %d characters: %w", MaxDescriptionLen, errdefs.ErrInvalidArgument)
+	}
+	for _, c := range d {
+		if c < 0x20 || c == 0x7f {
+			return fmt.Errorf("description: control character %q is not allowed: %w", c, errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
+// CheckTags checks tags set by a user: at most 50 in all (with existing, the count the
+// resource already has), keys 1 to 128 characters not starting with "kiln:", values at
+// most 256 characters, all valid UTF-8.
+func CheckTags(tags map[string]string, existing int) error {
+	if len(tags)+existing > MaxTags {
+		return fmt.Errorf("tags: at most %d per resource: %w", MaxTags, errdefs.ErrInvalidArgument)
+	}
+	for k, v := range tags {
+		if err := CheckTagKey(k); err != nil {
+			return err
+		}
+		if !utf8.ValidString(v) || utf8.RuneCountInString(v) > MaxTagValueLen {
+			return fmt.Errorf("tag %q: value must be valid UTF-8 of at most %d characters: %w", clip(k), MaxTagValueLen, errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
+// CheckTagKey checks one tag key as CheckTags does.
+func CheckTagKey(k string) error {
+	switch {
+	case k == "" || !utf8.ValidString(k) || utf8.RuneCountInString(k) > MaxTagKeyLen:
+		return fmt.Errorf("tag key %q: must be valid UTF-8 of 1 to %d characters: %w", clip(k), MaxTagKeyLen, errdefs.ErrInvalidArgument)
+	case strings.HasPrefix(strings.ToLower(k), ReservedTagPrefix):
+		return fmt.Errorf("tag key %q: the prefix %q is reserved for kiln: %w", clip(k), ReservedTagPrefix, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// clip shortens outside input quoted in an error message.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}

@@ -1,0 +1,185 @@
+package volumes
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/containerd/errdefs"
+)
+
+// Formats kiln accepts for disk files. The format is always given by the caller; kiln
+// never probes it, because a raw disk whose guest wrote a qcow2 header would otherwise
+// be read as qcow2 and could name a host file as its backing file.
+var Formats = []string{"qcow2", "raw", "vmdk", "vhdx"}
+
+// ValidFormat reports whether f is one of Formats.
+func ValidFormat(f string) bool {
+	for _, x := range Formats {
+		if f == x {
+			return true
+		}
+	}
+	return false
+}
+
+// Info is what kiln knows of a checked disk file.
+type Info struct {
+	Path        string
+	Format      string
+	VirtualSize int64 // bytes the guest sees
+	ActualSize  int64 // bytes the file takes on the host
+}
+
+// qemuInfo is the part of `qemu-img info --output=json` kiln reads.
+type qemuInfo struct {
+	Filename            string `json:"filename"`
+	Format              string `json:"format"`
+	VirtualSize         int64  `json:"virtual-size"`
+	ActualSize          int64  `json:"actual-size"`
+	BackingFilename     string `json:"backing-filename"`
+	FullBackingFilename string `json:"full-backing-filename"`
+	FormatSpecific      struct {
+		Type string `json:"type"`
+		Data struct {
+			DataFile   string `json:"data-file"`
+			CreateType string `json:"create-type"`
+			Extents    []struct {
+				Filename string `json:"filename"`
+			} `json:"extents"`
+		} `json:"data"`
+	} `json:"format-specific"`
+}
+
+// ParseInfo decodes `qemu-img info --output=json` and refuses what kiln must not use:
+// a backing file, an external data file, VMDK extents in other files. path is the file
+// that was inspected. Errors wrap errdefs.ErrInvalidArgument.
+func ParseInfo(out []byte, path, format string) (Info, error) {
+	var qi qemuInfo
+	if err := json.Unmarshal(out, &qi); err != nil {
+		return Info{}, fmt.Errorf("qemu-img info output: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	switch {
+	case qi.Format != format:
+		return Info{}, fmt.Errorf("disk %s is %q, not %q: %w", path, qi.Format, format, errdefs.ErrInvalidArgument)
+	case qi.BackingFilename != "" || qi.FullBackingFilename != "":
+		return Info{}, fmt.Errorf("disk %s has a backing file %q; flatten it first (qemu-img convert -O qcow2 IN OUT): %w",
+			path, qi.BackingFilename, errdefs.ErrInvalidArgument)
+	case qi.FormatSpecific.Data.DataFile != "":
+		return Info{}, fmt.Errorf("disk %s keeps its data in an external file %q; convert it to a self-contained qcow2 first: %w",
+			path, qi.FormatSpecific.Data.DataFile, errdefs.ErrInvalidArgument)
+	case qi.VirtualSize <= 0:
+		return Info{}, fmt.Errorf("disk %s has no size: %w", path, errdefs.ErrInvalidArgument)
+	}
+	for _, e := range qi.FormatSpecific.Data.Extents {
+		if e.Filename != path {
+			return Info{}, fmt.Errorf("disk %s names an extent in another file %q; convert it to a single-file (monolithicSparse or streamOptimized) VMDK first: %w",
+				path, e.Filename, errdefs.ErrInvalidArgument)
+		}
+	}
+	return Info{Path: path, Format: format, VirtualSize: qi.VirtualSize, ActualSize: qi.ActualSize}, nil
+}
+
+// Inspect checks a disk file of the given format before anything reads its content:
+// header checks in Go, then `qemu-img info` and `qemu-img check` under InspectLimits.
+// path must be absolute. Errors about the file wrap errdefs.ErrInvalidArgument (with
+// what is wrong and how to fix it); a missing file wraps errdefs.ErrNotFound.
+func (t Tool) Inspect(ctx context.Context, path, format string) (Info, error) {
+	if !ValidFormat(format) {
+		return Info{}, fmt.Errorf("disk format %q: must be one of %s: %w", format, strings.Join(Formats, ", "), errdefs.ErrInvalidArgument)
+	}
+	if !filepath.IsAbs(path) || filepath.Clean(path) != path {
+		return Info{}, fmt.Errorf("disk path %q: must be absolute and clean: %w", path, errdefs.ErrInvalidArgument)
+	}
+	if err := precheck(path, format); err != nil {
+		return Info{}, err
+	}
+	out, err := t.run(ctx, InspectLimits, "info", "--output=json", "-f", format, path)
+	if err != nil {
+		return Info{}, invalid(path, err)
+	}
+	info, err := ParseInfo(out, path, format)
+	if err != nil {
+		return Info{}, err
+	}
+	if err := t.check(ctx, path, format); err != nil {
+		return Info{}, err
+	}
+	return info, nil
+}
+
+// precheck looks at the first bytes of the file itself, so that a header naming a host
+// file is refused before qemu-img opens anything.
+func precheck(path, format string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("disk %s: %w", path, errdefs.ErrNotFound)
+		}
+		return fmt.Errorf("disk %s: %v: %w", path, err, errdefs.ErrInvalidArgument)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("disk %s is not a regular file: %w", path, errdefs.ErrInvalidArgument)
+	}
+	switch format {
+	case "qcow2":
+		h, err := ParseQCOW2Header(f)
+		if err != nil {
+			return fmt.Errorf("disk %s: %w", path, err)
+		}
+		if err := h.Refuse(); err != nil {
+			return fmt.Errorf("disk %s: %w", path, err)
+		}
+	case "vmdk":
+		head := make([]byte, 512)
+		n, _ := f.ReadAt(head, 0)
+		if bytes.Contains(head[:n], []byte("# Disk DescriptorFile")) {
+			return fmt.Errorf("disk %s is a VMDK descriptor that names other files; convert it to a single-file (monolithicSparse or streamOptimized) VMDK first: %w",
+				path, errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
+// check runs `qemu-img check`: corruption refuses the file, leaked clusters do not.
+// Raw files have no metadata to check.
+func (t Tool) check(ctx context.Context, path, format string) error {
+	if format == "raw" {
+		return nil
+	}
+	_, err := t.run(ctx, InspectLimits, "check", "--output=json", "-f", format, path)
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ee) && ee.ExitCode() == 3:
+		return nil // leaked clusters only: wasted space, not wrong data
+	case errors.As(err, &ee) && ee.ExitCode() == 2:
+		return fmt.Errorf("disk %s is corrupt or truncated (qemu-img check found errors); repair it with qemu-img check -r all: %w",
+			path, errdefs.ErrInvalidArgument)
+	}
+	return invalid(path, err)
+}
+
+// Convert writes the checked disk src as a self-contained qcow2 v3 file at dst
+// (sparse: zero clusters are not stored). It is deterministic: the same disk content
+// gives the same bytes, so equal disks give equal layer digests.
+func (t Tool) Convert(ctx context.Context, src Info, dst string) error {
+	_, err := t.run(ctx, ConvertLimits, "convert", "-q", "-f", src.Format, "-O", "qcow2",
+		"-o", "compat=1.1,cluster_size=65536", src.Path, dst)
+	if err != nil {
+		return invalid(src.Path, err)
+	}
+	return nil
+}
