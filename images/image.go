@@ -54,7 +54,7 @@ type BlockDeviceMapping struct {
 // EBS is a volume made from a snapshot at launch.
 type EBS struct {
 	SnapshotID          string        `json:"snapshotId"`
-	Layer               digest.Digest `json:"layer"` // the snapshot's top layer
+	Layer               digest.Digest `json:"layer"`      // the snapshot's top layer
 	VolumeSize          int64         `json:"volumeSize"` // GiB
 	DeleteOnTermination bool          `json:"deleteOnTermination"`
 	Encrypted           bool          `json:"encrypted"`
@@ -83,10 +83,10 @@ type Snapshot struct {
 	OwnerID     string            `json:"ownerId"`
 	Description string            `json:"description,omitempty"`
 	Layer       digest.Digest     `json:"layer"`
-	Chain       []digest.Digest   `json:"chain"` // bottom to top; the last is Layer
-	VolumeSize  int64             `json:"volumeSize"`  // GiB
-	VirtualSize int64             `json:"virtualSize"` // bytes
-	StorageSize int64             `json:"storageSize"` // bytes of the layer blob
+	Chain       []digest.Digest   `json:"chain"`             // bottom to top; the last is Layer
+	VolumeSize  int64             `json:"volumeSize"`        // GiB
+	VirtualSize int64             `json:"virtualSize"`       // bytes
+	StorageSize int64             `json:"storageSize"`       // bytes of the layer blob
 	ImageID     string            `json:"imageId,omitempty"` // the image it was made for
 	Tags        map[string]string `json:"tags,omitempty"`
 	StartTime   time.Time         `json:"startTime"`

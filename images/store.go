@@ -291,3 +291,18 @@ func (s *Store) Counts() (images, snapshots int) {
 	defer s.mu.RUnlock()
 	return len(s.images), len(s.snapshots)
 }
+
+// DeleteSnapshot removes a snapshot record; its layers go at the next GC if nothing
+// else reaches them. An unknown id gives errdefs.ErrNotFound.
+func (s *Store) DeleteSnapshot(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.snapshots[id]; !ok {
+		return fmt.Errorf("snapshot %s: %w", id, errdefs.ErrNotFound)
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketSnapshots).Delete([]byte(id)) }); err != nil {
+		return fmt.Errorf("snapshot %s: %w", id, err)
+	}
+	delete(s.snapshots, id)
+	return nil
+}

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"kiln/daemon/api"
+)
+
+func newImageCommand(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "image",
+		Short: "Register, list, inspect, tag and deregister machine images",
+		Args:  exactArgs(0, "a subcommand (see kiln image --help)"),
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	cmd.AddCommand(
+		newImageRegisterCommand(e),
+		newImageLsCommand(e),
+		newImageInspectCommand(e),
+		newImageTagCommand(e),
+		newImageUntagCommand(e),
+		newImageDeregisterCommand(e),
+	)
+	return cmd
+}
+
+// printImages prints images as e's output asks: ids, JSON list or a table.
+func printImages(e *env, list []api.Image) error {
+	switch {
+	case e.quiet:
+		for _, im := range list {
+			fmt.Fprintln(e.stdout, im.ID)
+		}
+		return nil
+	case e.output == "json":
+		if list == nil {
+			list = []api.Image{}
+		}
+		return printJSON(e.stdout, list)
+	}
+	rows := make([][]string, len(list))
+	for i, im := range list {
+		rows[i] = []string{im.ID, im.Name, im.State, im.Architecture, im.RootDeviceType, im.OwnerID, ago(im.CreationDate)}
+	}
+	return table(e.stdout, []string{"IMAGE ID", "NAME", "STATE", "ARCH", "ROOT", "OWNER", "CREATED"}, rows)
+}
+
+// printImage prints one image as e's output asks.
+func printImage(e *env, im api.Image) error {
+	switch {
+	case e.quiet:
+		_, err := fmt.Fprintln(e.stdout, im.ID)
+		return err
+	case e.output == "json":
+		return printJSON(e.stdout, im)
+	}
+	kv := [][2]string{
+		{"ID", im.ID},
+		{"Name", im.Name},
+		{"Owner", im.OwnerID},
+		{"State", im.State},
+	}
+	if im.StateReason != "" {
+		kv = append(kv, [2]string{"State reason", im.StateReason})
+	}
+	kv = append(kv,
+		[2]string{"Description", im.Description},
+		[2]string{"Architecture", im.Architecture},
+		[2]string{"Boot mode", im.BootMode},
+		[2]string{"Root device", im.RootDeviceName + " (" + im.RootDeviceType + ")"},
+		[2]string{"Public", fmt.Sprint(im.Public)},
+		[2]string{"Created", im.CreationDate.Local().Format("2006-01-02 15:04:05 MST")},
+	)
+	if im.Kernel != "" {
+		kv = append(kv, [2]string{"Kernel", im.Kernel}, [2]string{"Initrd", im.Initrd}, [2]string{"Cmdline", im.Cmdline})
+	}
+	for _, m := range im.BlockDeviceMappings {
+		v := "(no volume)"
+		if m.EBS != nil {
+			v = fmt.Sprintf("%s, %d GiB, delete on termination: %v", m.EBS.SnapshotID, m.EBS.VolumeSize, m.EBS.DeleteOnTermination)
+		}
+		kv = append(kv, [2]string{"Device " + m.DeviceName, v})
+	}
+	keys := make([]string, 0, len(im.Tags))
+	for k := range im.Tags {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		kv = append(kv, [2]string{"Tag " + k, im.Tags[k]})
+	}
+	if im.ManifestDigest != "" {
+		kv = append(kv, [2]string{"Manifest", im.ManifestDigest})
+	}
+	return fields(e.stdout, kv)
+}
+
+// splitDisk parses --disk FILE[,format=F][,device=D].
+func splitDisk(spec string) (api.Disk, error) {
+	parts := strings.Split(spec, ",")
+	d := api.Disk{Path: parts[0], Format: "qcow2"}
+	for _, p := range parts[1:] {
+		k, v, _ := strings.Cut(p, "=")
+		switch k {
+		case "format":
+			d.Format = v
+		case "device":
+			d.DeviceName = v
+		default:
+			return d, usageError{fmt.Errorf("--disk %q: unknown option %q (want format= or device=)", spec, k)}
+		}
+	}
+	if d.Path == "" {
+		return d, usageError{fmt.Errorf("--disk %q: no file", spec)}
+	}
+	return d, nil
+}

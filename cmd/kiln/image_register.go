@@ -1,0 +1,91 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"kiln/daemon/api"
+)
+
+func newImageRegisterCommand(e *env) *cobra.Command {
+	var (
+		req   api.RegisterImageRequest
+		disks []string
+		tags  []string
+		wait  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "register NAME --disk FILE[,format=qcow2|raw|vmdk|vhdx][,device=/dev/vda]...",
+		Short: "Register an image from disk files (and optionally a kernel and initrd)",
+		Long: `Register an image from disk files. Each disk is checked (its format is the one
+given, qcow2 by default, never guessed), converted to a qcow2 layer and stored once
+however often it is registered. The image is pending until that is done; --wait
+waits for it to be available.`,
+		Args: exactArgs(1, "one image NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req.Name = args[0]
+			for _, spec := range disks {
+				d, err := splitDisk(spec)
+				if err != nil {
+					return err
+				}
+				if d.Path, err = filepath.Abs(d.Path); err != nil {
+					return err
+				}
+				req.Disks = append(req.Disks, d)
+			}
+			if len(req.Disks) == 0 {
+				return usageError{fmt.Errorf("kiln image register: at least one --disk FILE is needed")}
+			}
+			for _, p := range []*string{&req.Kernel, &req.Initrd} {
+				if *p != "" {
+					abs, err := filepath.Abs(*p)
+					if err != nil {
+						return err
+					}
+					*p = abs
+				}
+			}
+			var err error
+			if req.Tags, err = parseKV(tags); err != nil {
+				return err
+			}
+			c := e.client()
+			im, err := c.RegisterImage(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			if wait {
+				start := time.Now()
+				tty := isTerminal(e.stderr) && !e.quiet
+				im, err = c.WaitImage(cmd.Context(), im.ID, func(im api.Image) {
+					if tty {
+						fmt.Fprintf(e.stderr, "\r%s %s %5.1fs", im.ID, im.State, time.Since(start).Seconds())
+					}
+				})
+				if tty {
+					fmt.Fprintln(e.stderr)
+				}
+				if err != nil {
+					return err
+				}
+			}
+			return printImage(e, im)
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVar(&disks, "disk", nil, "disk FILE[,format=qcow2|raw|vmdk|vhdx][,device=/dev/vdX] (repeatable; the first is the root device)")
+	f.StringVar(&req.Kernel, "kernel", "", "kernel FILE to boot directly")
+	f.StringVar(&req.Initrd, "initrd", "", "initrd FILE for the kernel")
+	f.StringVar(&req.Cmdline, "cmdline", "", "kernel command line")
+	f.StringVar(&req.Architecture, "arch", "x86_64", "architecture: x86_64 or arm64")
+	f.StringVar(&req.BootMode, "boot-mode", "legacy-bios", "boot mode: legacy-bios or uefi")
+	f.StringVar(&req.RootDeviceType, "root-device-type", "ebs", "root device type: ebs or instance-store")
+	f.StringVar(&req.Description, "description", "", "description")
+	f.StringArrayVar(&tags, "tag", nil, "tag K=V (repeatable)")
+	f.BoolVar(&wait, "wait", false, "wait until the image is available")
+	return cmd
+}

@@ -1,0 +1,117 @@
+// Command kiln is the command-line client of kilnd, kiln's local machine-image
+// service. It talks to kilnd over its Unix socket (--socket, $KILN_SOCKET, or the
+// default path) and prints tables, JSON (-o json) or ids (-q).
+//
+// Exit status: 0 on success, 1 when the daemon refuses or fails (the error code and a
+// hint on stderr), 2 on a usage error.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"kiln/daemon/api"
+	"kiln/daemon/client"
+)
+
+// version is stamped by the Makefile.
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// usageError marks an error in how kiln was called (exit status 2).
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+// env is what every command shares: the client and the output settings.
+type env struct {
+	socket string
+	output string // table or json
+	quiet  bool
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func (e *env) client() *client.Client { return client.New(e.socket) }
+
+// run runs kiln with args and returns its exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	e := &env{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:           "kiln",
+		Short:         "kiln: machine images and instances on this machine",
+		Version:       version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if e.output != "table" && e.output != "json" {
+				return usageError{fmt.Errorf("-o %q: want table or json", e.output)}
+			}
+			return nil
+		},
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetArgs(args)
+	root.PersistentFlags().StringVar(&e.socket, "socket", client.DefaultSocket(), "kilnd's socket (or $KILN_SOCKET)")
+	root.PersistentFlags().StringVarP(&e.output, "output", "o", "table", "output: table or json")
+	root.PersistentFlags().BoolVarP(&e.quiet, "quiet", "q", false, "print ids only, one a line")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(newInfoCommand(e), newImageCommand(e), newGCCommand(e))
+
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var ue usageError
+	var ae *api.Error
+	switch {
+	case errors.As(err, &ue) || isCobraUsage(err):
+		fmt.Fprintf(stderr, "kiln: %v\nRun 'kiln --help' for usage.\n", err)
+		return 2
+	case errors.As(err, &ae):
+		fmt.Fprintf(stderr, "kiln: %s: %s\n", ae.Code, ae.Message)
+		if h := hint(ae.Code); h != "" {
+			fmt.Fprintf(stderr, "hint: %s\n", h)
+		}
+		return 1
+	}
+	fmt.Fprintf(stderr, "kiln: %v\n", err)
+	return 1
+}
+
+// isCobraUsage recognises cobra's own usage errors (unknown command, wrong arguments).
+func isCobraUsage(err error) bool {
+	var ae argsError
+	return errors.As(err, &ae) || isUnknownCommand(err)
+}
+
+// hint says what to do about an error code.
+func hint(code string) string {
+	switch code {
+	case api.CodeInvalidAMIIDNotFound:
+		return "'kiln image ls' lists the images you can use"
+	case api.CodeInvalidAMINameDuplicate:
+		return "names are unique per owner: choose another name, or deregister the other image"
+	case api.CodeUnknownParameter, api.CodeInvalidRequest, api.CodeRequestTooLarge:
+		return "this client and kilnd may be of different versions ('kiln info')"
+	case api.CodeIncorrectState:
+		return "'kiln image inspect' shows the state"
+	case api.CodeUnauthorizedOperation:
+		return "only the owner or an administrator may do that"
+	}
+	return ""
+}

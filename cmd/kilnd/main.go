@@ -1,0 +1,70 @@
+// Command kilnd is kiln's daemon: it keeps the machine-image store and serves the API
+// on a Unix socket. See 'kilnd --help' for its flags.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/containerd/log"
+
+	"kiln/daemon"
+	"kiln/daemon/client"
+)
+
+// version is stamped by the Makefile.
+var version = "dev"
+
+func main() {
+	cfg := daemon.Config{Version: version}
+	fs := flag.NewFlagSet("kilnd", flag.ContinueOnError)
+	fs.StringVar(&cfg.Root, "root", defaultRoot(), "the store's directory")
+	fs.StringVar(&cfg.Socket, "socket", client.DefaultSocket(), "the API socket")
+	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	format := fs.String("log-format", "text", "log format: text or json")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		os.Exit(2)
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "kilnd: unexpected argument %q\n", fs.Arg(0))
+		os.Exit(2)
+	}
+	if err := log.SetLevel(*level); err != nil {
+		fmt.Fprintf(os.Stderr, "kilnd: --log-level %q: want debug, info, warn or error\n", *level)
+		os.Exit(2)
+	}
+	switch *format {
+	case "text":
+		_ = log.SetFormat(log.TextFormat)
+	case "json":
+		_ = log.SetFormat(log.JSONFormat)
+	default:
+		fmt.Fprintf(os.Stderr, "kilnd: --log-format %q: want text or json\n", *format)
+		os.Exit(2)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := daemon.Run(ctx, cfg); err != nil {
+		log.G(ctx).WithError(err).Error("kilnd stopped")
+		stop()
+		os.Exit(1)
+	}
+}
+
+// defaultRoot is /var/lib/kiln for root, else $XDG_DATA_HOME/kiln (~/.local/share/kiln).
+func defaultRoot() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/kiln"
+	}
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "kiln")
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".local", "share", "kiln")
+}

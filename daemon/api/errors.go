@@ -1,0 +1,127 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/containerd/errdefs"
+)
+
+// Error is an API error as sent on the wire: {"code": ..., "message": ...}. Its Unwrap
+// gives back the errdefs class, so errdefs.IsNotFound(err) works on the client side.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Cloud-style error codes.
+const (
+	CodeInvalidAMIIDNotFound     = "InvalidAMIID.NotFound"
+	CodeInvalidAMINameDuplicate  = "InvalidAMIName.Duplicate"
+	CodeInvalidSnapshotNotFound  = "InvalidSnapshot.NotFound"
+	CodeInvalidParameterValue    = "InvalidParameterValue"
+	CodeInvalidRequest           = "InvalidRequest"
+	CodeUnknownParameter         = "UnknownParameter"
+	CodeRequestTooLarge          = "RequestEntityTooLarge"
+	CodeIncorrectState           = "IncorrectState"
+	CodeUnauthorizedOperation    = "UnauthorizedOperation"
+	CodeResourceAlreadyExists    = "ResourceAlreadyExists"
+	CodeResourceNotFound         = "ResourceNotFound"
+	CodeServiceUnavailable       = "ServiceUnavailable"
+	CodeInternalError            = "InternalError"
+	CodeOperationNotPermitted    = "OperationNotPermitted"
+	CodeInvalidParameterMismatch = "InvalidParameterCombination"
+)
+
+// Kind is the kind of resource an operation is about; it picks the resource-specific
+// codes (InvalidAMIID.NotFound, not a bare NotFound).
+type Kind int
+
+// Resource kinds.
+const (
+	KindNone Kind = iota
+	KindImage
+	KindSnapshot
+)
+
+// codes maps the codes to their class and HTTP status; the first code of a class is the
+// one used for KindNone.
+var codes = map[string]struct {
+	class  error
+	status int
+}{
+	CodeInvalidAMIIDNotFound:     {errdefs.ErrNotFound, http.StatusNotFound},
+	CodeInvalidSnapshotNotFound:  {errdefs.ErrNotFound, http.StatusNotFound},
+	CodeResourceNotFound:         {errdefs.ErrNotFound, http.StatusNotFound},
+	CodeInvalidAMINameDuplicate:  {errdefs.ErrAlreadyExists, http.StatusConflict},
+	CodeResourceAlreadyExists:    {errdefs.ErrAlreadyExists, http.StatusConflict},
+	CodeInvalidParameterValue:    {errdefs.ErrInvalidArgument, http.StatusBadRequest},
+	CodeInvalidParameterMismatch: {errdefs.ErrInvalidArgument, http.StatusBadRequest},
+	CodeInvalidRequest:           {errdefs.ErrInvalidArgument, http.StatusBadRequest},
+	CodeUnknownParameter:         {errdefs.ErrInvalidArgument, http.StatusBadRequest},
+	CodeRequestTooLarge:          {errdefs.ErrInvalidArgument, http.StatusRequestEntityTooLarge},
+	CodeIncorrectState:           {errdefs.ErrFailedPrecondition, http.StatusConflict},
+	CodeUnauthorizedOperation:    {errdefs.ErrPermissionDenied, http.StatusForbidden},
+	CodeOperationNotPermitted:    {errdefs.ErrPermissionDenied, http.StatusForbidden},
+	CodeServiceUnavailable:       {errdefs.ErrUnavailable, http.StatusServiceUnavailable},
+	CodeInternalError:            {errdefs.ErrUnknown, http.StatusInternalServerError},
+}
+
+// FromError maps an error from kiln's packages to the API error for a resource kind.
+// An *Error passes through unchanged.
+func FromError(err error, kind Kind) *Error {
+	var ae *Error
+	if errors.As(err, &ae) {
+		return ae
+	}
+	c := code(err, kind)
+	// The class's own words ("not found") end the message; the code says that already.
+	msg := strings.TrimSuffix(err.Error(), ": "+codes[c].class.Error())
+	return &Error{Code: c, Message: msg}
+}
+
+func code(err error, kind Kind) string {
+	switch {
+	case errdefs.IsNotFound(err):
+		switch kind {
+		case KindImage:
+			return CodeInvalidAMIIDNotFound
+		case KindSnapshot:
+			return CodeInvalidSnapshotNotFound
+		}
+		return CodeResourceNotFound
+	case errdefs.IsAlreadyExists(err):
+		if kind == KindImage {
+			return CodeInvalidAMINameDuplicate
+		}
+		return CodeResourceAlreadyExists
+	case errdefs.IsInvalidArgument(err):
+		return CodeInvalidParameterValue
+	case errdefs.IsFailedPrecondition(err), errdefs.IsConflict(err):
+		return CodeIncorrectState
+	case errdefs.IsPermissionDenied(err):
+		return CodeUnauthorizedOperation
+	case errdefs.IsUnavailable(err):
+		return CodeServiceUnavailable
+	}
+	return CodeInternalError
+}
+
+// Status is the HTTP status that carries the error.
+func (e *Error) Status() int {
+	if c, ok := codes[e.Code]; ok {
+		return c.status
+	}
+	return http.StatusInternalServerError
+}
+
+// Unwrap gives the errdefs class of the error's code.
+func (e *Error) Unwrap() error {
+	if c, ok := codes[e.Code]; ok {
+		return c.class
+	}
+	return errdefs.ErrUnknown
+}

@@ -1,0 +1,95 @@
+package api
+
+import "time"
+
+// Version is the API's path prefix.
+const Version = "v1"
+
+// Info is GET /v1/info.
+type Info struct {
+	Version     string `json:"version"`
+	Accelerator string `json:"accelerator"` // kvm or tcg
+	Root        string `json:"root"`
+	Socket      string `json:"socket"`
+	Images      int    `json:"images"`
+	Snapshots   int    `json:"snapshots"`
+	Instances   int    `json:"instances"`
+}
+
+// Image is an image as the API shows it (GET /v1/images, /v1/images/{image}).
+type Image struct {
+	ID                  string               `json:"id"`
+	Name                string               `json:"name"`
+	OwnerID             string               `json:"ownerId"`
+	Description         string               `json:"description,omitempty"`
+	State               string               `json:"state"`
+	StateReason         string               `json:"stateReason,omitempty"`
+	Architecture        string               `json:"architecture"`
+	BootMode            string               `json:"bootMode"`
+	RootDeviceType      string               `json:"rootDeviceType"`
+	RootDeviceName      string               `json:"rootDeviceName"`
+	BlockDeviceMappings []BlockDeviceMapping `json:"blockDeviceMappings"`
+	Kernel              string               `json:"kernel,omitempty"` // digest
+	Initrd              string               `json:"initrd,omitempty"` // digest
+	Cmdline             string               `json:"cmdline,omitempty"`
+	Tags                map[string]string    `json:"tags"`
+	Public              bool                 `json:"public"`
+	CreationDate        time.Time            `json:"creationDate"`
+	ManifestDigest      string               `json:"manifestDigest,omitempty"`
+}
+
+// BlockDeviceMapping is one device of an image.
+type BlockDeviceMapping struct {
+	DeviceName string `json:"deviceName"`
+	EBS        *EBS   `json:"ebs,omitempty"`
+}
+
+// EBS is a volume made from a snapshot at launch.
+type EBS struct {
+	SnapshotID          string `json:"snapshotId"`
+	VolumeSize          int64  `json:"volumeSize"` // GiB
+	DeleteOnTermination bool   `json:"deleteOnTermination"`
+	Encrypted           bool   `json:"encrypted"`
+}
+
+// Disk is one disk file of a register request.
+type Disk struct {
+	Path       string `json:"path"`                 // absolute, readable by kilnd
+	Format     string `json:"format"`               // qcow2, raw, vmdk or vhdx
+	DeviceName string `json:"deviceName,omitempty"` // default: /dev/vda, /dev/vdb, ...
+}
+
+// RegisterImageRequest is POST /v1/images. The answer is the image, pending; it
+// becomes available or failed.
+type RegisterImageRequest struct {
+	Name           string            `json:"name"`
+	Description    string            `json:"description,omitempty"`
+	Disks          []Disk            `json:"disks"`
+	Kernel         string            `json:"kernel,omitempty"` // absolute path
+	Initrd         string            `json:"initrd,omitempty"` // absolute path
+	Cmdline        string            `json:"cmdline,omitempty"`
+	Architecture   string            `json:"architecture,omitempty"`
+	BootMode       string            `json:"bootMode,omitempty"`
+	RootDeviceType string            `json:"rootDeviceType,omitempty"`
+	Tags           map[string]string `json:"tags,omitempty"`
+}
+
+// TagRequest is POST /v1/images/{image}/tags: set these tags (adding or replacing).
+type TagRequest struct {
+	Tags map[string]string `json:"tags"`
+}
+
+// UntagRequest is POST /v1/images/{image}/untag: remove these tag keys.
+type UntagRequest struct {
+	Keys []string `json:"keys"`
+}
+
+// GCResult is POST /v1/gc.
+type GCResult struct {
+	BlobsRemoved   int   `json:"blobsRemoved"`
+	BytesFreed     int64 `json:"bytesFreed"`
+	IngestsRemoved int   `json:"ingestsRemoved"`
+}
+
+// MaxBodySize bounds every request body.
+const MaxBodySize = 1 << 20

@@ -1,0 +1,216 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"kiln/daemon/api"
+)
+
+// Client talks to one kilnd. It is safe for concurrent use.
+type Client struct {
+	socket string
+	hc     *http.Client
+}
+
+// New returns a client of the daemon listening on socket. It does not connect yet.
+func New(socket string) *Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+		MaxIdleConns: 4,
+	}
+	return &Client{socket: socket, hc: &http.Client{Transport: tr}}
+}
+
+// DefaultSocket is the socket kiln uses when none is given: $KILN_SOCKET, else
+// /run/kiln/kiln.sock for root, else $XDG_RUNTIME_DIR/kiln/kiln.sock.
+func DefaultSocket() string {
+	if s := os.Getenv("KILN_SOCKET"); s != "" {
+		return s
+	}
+	if os.Geteuid() == 0 {
+		return "/run/kiln/kiln.sock"
+	}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "kiln", "kiln.sock")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("kiln-%d", os.Getuid()), "kiln.sock")
+}
+
+// ErrDaemonUnreachable wraps a failure to reach the daemon at all.
+var ErrDaemonUnreachable = errors.New("kilnd is not reachable")
+
+// do sends a request and decodes a 2xx answer into out (when not nil).
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	u := "http://kilnd/" + api.Version + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%w at %s (is it running? start it with 'make run' or systemctl start kilnd): %v", ErrDaemonUnreachable, c.socket, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		ae := &api.Error{}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if err := json.Unmarshal(b, ae); err != nil || ae.Code == "" {
+			return &api.Error{Code: api.CodeInternalError, Message: fmt.Sprintf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))}
+		}
+		return ae
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decode %s %s answer: %w", method, path, err)
+	}
+	return nil
+}
+
+// Info returns what the daemon says of itself.
+func (c *Client) Info(ctx context.Context) (api.Info, error) {
+	var info api.Info
+	err := c.do(ctx, http.MethodGet, "/info", nil, nil, &info)
+	return info, err
+}
+
+// ListImagesOptions narrow an image listing.
+type ListImagesOptions struct {
+	Filters []string // KEY=PATTERN
+	Owner   string   // "self", a user name, or empty for all visible
+}
+
+// Images lists the images the caller may see that pass the options.
+func (c *Client) Images(ctx context.Context, opts ListImagesOptions) ([]api.Image, error) {
+	q := url.Values{}
+	for _, f := range opts.Filters {
+		q.Add("filter", f)
+	}
+	if opts.Owner != "" {
+		q.Set("owner", opts.Owner)
+	}
+	var out []api.Image
+	err := c.do(ctx, http.MethodGet, "/images", q, nil, &out)
+	return out, err
+}
+
+// Image returns the image ref names: an ami- id or a name.
+func (c *Client) Image(ctx context.Context, ref string) (api.Image, error) {
+	var im api.Image
+	err := c.do(ctx, http.MethodGet, "/images/"+url.PathEscape(ref), nil, nil, &im)
+	return im, err
+}
+
+// RegisterImage starts registering an image and returns it, pending. WaitImage waits
+// for the outcome.
+func (c *Client) RegisterImage(ctx context.Context, req api.RegisterImageRequest) (api.Image, error) {
+	var im api.Image
+	err := c.do(ctx, http.MethodPost, "/images", nil, req, &im)
+	return im, err
+}
+
+// ErrImageFailed is returned by WaitImage when the image ends failed.
+var ErrImageFailed = errors.New("image failed")
+
+// WaitImage polls the image until it leaves pending, calling progress (when not nil)
+// after each poll. A failed image returns ErrImageFailed with the reason.
+func (c *Client) WaitImage(ctx context.Context, id string, progress func(api.Image)) (api.Image, error) {
+	delay := 20 * time.Millisecond
+	for {
+		im, err := c.Image(ctx, id)
+		if err != nil {
+			return im, err
+		}
+		if progress != nil {
+			progress(im)
+		}
+		switch im.State {
+		case "available":
+			return im, nil
+		case "failed":
+			return im, fmt.Errorf("%w: %s: %s", ErrImageFailed, im.ID, im.StateReason)
+		}
+		select {
+		case <-ctx.Done():
+			return im, ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 500*time.Millisecond)
+	}
+}
+
+// DeregisterImage deregisters the image: it can no longer be launched; its content is
+// collected by the next GC when nothing else uses it.
+func (c *Client) DeregisterImage(ctx context.Context, ref string) error {
+	return c.do(ctx, http.MethodDelete, "/images/"+url.PathEscape(ref), nil, nil, nil)
+}
+
+// TagImage adds or replaces tags on the image.
+func (c *Client) TagImage(ctx context.Context, ref string, tags map[string]string) (api.Image, error) {
+	var im api.Image
+	err := c.do(ctx, http.MethodPost, "/images/"+url.PathEscape(ref)+"/tags", nil, api.TagRequest{Tags: tags}, &im)
+	return im, err
+}
+
+// UntagImage removes tag keys from the image.
+func (c *Client) UntagImage(ctx context.Context, ref string, keys []string) (api.Image, error) {
+	var im api.Image
+	err := c.do(ctx, http.MethodPost, "/images/"+url.PathEscape(ref)+"/untag", nil, api.UntagRequest{Keys: keys}, &im)
+	return im, err
+}
+
+// GC collects content nothing references.
+func (c *Client) GC(ctx context.Context) (api.GCResult, error) {
+	var res api.GCResult
+	err := c.do(ctx, http.MethodPost, "/gc", nil, nil, &res)
+	return res, err
+}
+
+// Raw sends a request with a raw body and returns the status and the raw answer; it is
+// for tests of the API's input handling.
+func (c *Client) Raw(ctx context.Context, method, path string, body io.Reader) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://kilnd"+path, body)
+	if err != nil {
+		return 0, nil, err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}

@@ -1,0 +1,109 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/containerd/log"
+
+	"kiln/builder"
+	"kiln/hypervisor"
+	"kiln/images"
+	"kiln/volumes"
+)
+
+// Config is kilnd's configuration.
+type Config struct {
+	Root       string      // the store's directory
+	Socket     string      // the API socket's path
+	SocketMode os.FileMode // default 0660
+	Version    string      // reported by /v1/info
+	KVMDevice  string      // default /dev/kvm
+	QemuImg    string      // the qemu-img binary; default from PATH
+	Qemu       string      // the qemu-system-x86_64 binary; default from PATH
+	// Ready, when set, is called once the daemon serves.
+	Ready func()
+}
+
+// shutdownTimeout bounds how long kilnd waits for requests and operations on stop.
+const shutdownTimeout = 10 * time.Second
+
+// Run runs kilnd until ctx is cancelled: it opens the store (failing images a previous
+// run left half-made), listens on the socket and serves the API. On cancel it stops
+// accepting requests, cancels running operations and waits for them (bounded).
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.SocketMode == 0 {
+		cfg.SocketMode = 0o660
+	}
+	if cfg.KVMDevice == "" {
+		cfg.KVMDevice = "/dev/kvm"
+	}
+	if cfg.Qemu == "" {
+		cfg.Qemu = "qemu-system-x86_64"
+	}
+	store, err := images.Open(ctx, cfg.Root)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	accel, why := hypervisor.DetectAccelerator(ctx, cfg.Qemu, cfg.KVMDevice)
+	l := log.G(ctx).WithField("path", cfg.Root)
+	if accel == hypervisor.AccelTCG {
+		l = l.WithField("kvm", why)
+	}
+	ln, err := Listen(cfg.Socket, cfg.SocketMode)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, store, accel, ln, l)
+}
+
+func serve(ctx context.Context, cfg Config, store *images.Store, accel string, ln net.Listener, l *log.Entry) error {
+	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelOps()
+	s := &server{
+		cfg:     cfg,
+		store:   store,
+		builder: &builder.Builder{Store: store, Tool: volumes.Tool{Path: cfg.QemuImg}},
+		accel:   accel,
+		uid:     uint32(os.Getuid()),
+		opsCtx:  opsCtx,
+	}
+	hs := &http.Server{
+		Handler:           s.routes(),
+		ConnContext:       withCaller(&s.users),
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	l.WithField("socket", cfg.Socket).WithField("accelerator", accel).Info("kilnd serving")
+	if cfg.Ready != nil {
+		cfg.Ready()
+	}
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve %s: %w", cfg.Socket, err)
+	case <-ctx.Done():
+	}
+	l.Info("kilnd stopping")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	err := hs.Shutdown(sctx)
+	cancelOps()
+	done := make(chan struct{})
+	go func() { s.ops.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-sctx.Done():
+		err = errors.Join(err, errors.New("operations did not stop in time"))
+	}
+	return err
+}

@@ -1,0 +1,342 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+
+	"kiln/builder"
+	"kiln/daemon/api"
+	"kiln/images"
+)
+
+// server holds what the handlers share.
+type server struct {
+	cfg     Config
+	store   *images.Store
+	builder *builder.Builder
+	accel   string
+	uid     uint32 // kilnd's own uid
+	users   userNames
+
+	// ops runs long operations; they stop when opsCtx is cancelled.
+	opsCtx context.Context
+	ops    sync.WaitGroup
+}
+
+// handlerFunc is a handler that returns its error; route writes it.
+type handlerFunc func(w http.ResponseWriter, r *http.Request, c Caller) error
+
+func (s *server) routes() http.Handler {
+	mux := http.NewServeMux()
+	route := func(pattern string, kind api.Kind, h handlerFunc) {
+		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			start := time.Now()
+			c, ok := callerFrom(r.Context())
+			if !ok {
+				writeError(w, &api.Error{Code: api.CodeUnauthorizedOperation, Message: "the caller's credentials are unknown"})
+				return
+			}
+			err := h(w, r, c)
+			l := log.G(r.Context()).WithField("op", r.Method+" "+r.URL.Path).WithField("uid", c.UID).WithField("dur", time.Since(start))
+			if err != nil {
+				ae := api.FromError(err, kind)
+				if ae.Status() >= 500 {
+					l.WithError(err).Error("request failed")
+				} else {
+					l.WithField("code", ae.Code).Debug(ae.Message)
+				}
+				writeError(w, ae)
+				return
+			}
+			l.Debug("request done")
+		})
+	}
+	v := "/" + api.Version
+	route("GET "+v+"/info", api.KindNone, s.info)
+	route("GET "+v+"/images", api.KindImage, s.listImages)
+	route("POST "+v+"/images", api.KindImage, s.registerImage)
+	route("GET "+v+"/images/{image}", api.KindImage, s.inspectImage)
+	route("DELETE "+v+"/images/{image}", api.KindImage, s.deregisterImage)
+	route("POST "+v+"/images/{image}/tags", api.KindImage, s.tagImage)
+	route("POST "+v+"/images/{image}/untag", api.KindImage, s.untagImage)
+	route("POST "+v+"/gc", api.KindNone, s.gc)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, &api.Error{Code: api.CodeInvalidRequest, Message: fmt.Sprintf("no such API call: %s %s", r.Method, r.URL.Path)})
+	})
+	return mux
+}
+
+func writeError(w http.ResponseWriter, e *api.Error) {
+	status := e.Status()
+	if e.Code == api.CodeInvalidRequest && strings.HasPrefix(e.Message, "no such API call") {
+		status = http.StatusNotFound
+	}
+	writeJSON(w, status, e)
+}
+
+func (s *server) info(w http.ResponseWriter, r *http.Request, c Caller) error {
+	nImages, nSnapshots := s.store.Counts()
+	writeJSON(w, http.StatusOK, api.Info{
+		Version:     s.cfg.Version,
+		Accelerator: s.accel,
+		Root:        s.cfg.Root,
+		Socket:      s.cfg.Socket,
+		Images:      nImages,
+		Snapshots:   nSnapshots,
+	})
+	return nil
+}
+
+// admin reports whether the caller administers this kiln: root, or the user kilnd runs
+// as (a user-mode daemon is its user's own).
+func (s *server) admin(c Caller) bool {
+	return c.UID == 0 || c.UID == s.uid
+}
+
+// visible reports whether the caller may see an image: its own, a public one, or any
+// for an administrator.
+func (s *server) visible(c Caller, im *images.Image) bool {
+	return s.admin(c) || im.OwnerID == c.User || im.Public
+}
+
+// lookupImage finds the image ref names for the caller: an ami- id, or a name (the
+// caller's own image of that name first, else the one visible image of that name).
+// An image the caller may not see is not found.
+func (s *server) lookupImage(c Caller, ref string) (*images.Image, error) {
+	if images.IsID(images.ImagePrefix, ref) {
+		im, err := s.store.Image(ref)
+		if err != nil || !s.visible(c, im) {
+			return nil, fmt.Errorf("image %s: %w", ref, errdefs.ErrNotFound)
+		}
+		return im, nil
+	}
+	named := s.store.Images(func(im *images.Image) bool { return im.Name == ref && s.visible(c, im) })
+	for _, im := range named {
+		if im.OwnerID == c.User {
+			return im, nil
+		}
+	}
+	switch len(named) {
+	case 0:
+		return nil, fmt.Errorf("image %q: no image has that id or name; see kiln image ls: %w", ref, errdefs.ErrNotFound)
+	case 1:
+		return named[0], nil
+	}
+	return nil, fmt.Errorf("image name %q is used by %d owners; use the image id: %w", ref, len(named), errdefs.ErrInvalidArgument)
+}
+
+func (s *server) listImages(w http.ResponseWriter, r *http.Request, c Caller) error {
+	q := r.URL.Query()
+	f, err := images.ParseFilter(q["filter"])
+	if err != nil {
+		return err
+	}
+	owner := q.Get("owner")
+	if owner == "self" {
+		owner = c.User
+	}
+	list := s.store.Images(func(im *images.Image) bool {
+		return s.visible(c, im) && (owner == "" || im.OwnerID == owner) && f.Match(im)
+	})
+	out := make([]api.Image, len(list))
+	for i, im := range list {
+		out[i] = toAPIImage(im)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *server) inspectImage(w http.ResponseWriter, r *http.Request, c Caller) error {
+	im, err := s.lookupImage(c, r.PathValue("image"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, toAPIImage(im))
+	return nil
+}
+
+func (s *server) registerImage(w http.ResponseWriter, r *http.Request, c Caller) error {
+	var req api.RegisterImageRequest
+	if err := decodeBody(r.Body, &req); err != nil {
+		return err
+	}
+	breq := builder.RegisterRequest{
+		Name:           req.Name,
+		OwnerID:        c.User,
+		Description:    req.Description,
+		Kernel:         req.Kernel,
+		Initrd:         req.Initrd,
+		Cmdline:        req.Cmdline,
+		Architecture:   req.Architecture,
+		BootMode:       req.BootMode,
+		RootDeviceType: req.RootDeviceType,
+		Tags:           req.Tags,
+	}
+	for _, d := range req.Disks {
+		breq.Disks = append(breq.Disks, builder.Disk{Path: d.Path, Format: d.Format, DeviceName: d.DeviceName})
+	}
+	reg, err := s.builder.Prepare(r.Context(), breq)
+	if err != nil {
+		return err
+	}
+	log.G(r.Context()).WithField("image", reg.Image.ID).WithField("uid", c.UID).Info("registering image")
+	s.ops.Go(func() {
+		// The image's fate is recorded on its record; nothing more to do with err here.
+		_, _ = reg.Run(log.WithLogger(s.opsCtx, log.G(r.Context())))
+	})
+	writeJSON(w, http.StatusAccepted, toAPIImage(reg.Image))
+	return nil
+}
+
+// ownImage finds an image the caller may change: its own, or any for an administrator.
+func (s *server) ownImage(c Caller, ref string) (*images.Image, error) {
+	im, err := s.lookupImage(c, ref)
+	if err != nil {
+		return nil, err
+	}
+	if !s.admin(c) && im.OwnerID != c.User {
+		return nil, fmt.Errorf("image %s belongs to %s: %w", im.ID, im.OwnerID, errdefs.ErrPermissionDenied)
+	}
+	return im, nil
+}
+
+func (s *server) deregisterImage(w http.ResponseWriter, r *http.Request, c Caller) error {
+	im, err := s.ownImage(c, r.PathValue("image"))
+	if err != nil {
+		return err
+	}
+	if im.State == images.StatePending {
+		return fmt.Errorf("image %s is still being made; deregister it when it is available or failed: %w", im.ID, errdefs.ErrFailedPrecondition)
+	}
+	if _, err := s.store.DeleteImage(im.ID); err != nil {
+		return err
+	}
+	log.G(r.Context()).WithField("image", im.ID).WithField("uid", c.UID).Info("image deregistered")
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *server) tagImage(w http.ResponseWriter, r *http.Request, c Caller) error {
+	var req api.TagRequest
+	if err := decodeBody(r.Body, &req); err != nil {
+		return err
+	}
+	if len(req.Tags) == 0 {
+		return fmt.Errorf("no tags given (KEY=VALUE): %w", errdefs.ErrInvalidArgument)
+	}
+	im, err := s.ownImage(c, r.PathValue("image"))
+	if err != nil {
+		return err
+	}
+	im, err = s.store.UpdateImage(im.ID, func(im *images.Image) error {
+		added := 0
+		for k := range req.Tags {
+			if _, ok := im.Tags[k]; !ok {
+				added++
+			}
+		}
+		if err := images.CheckTags(req.Tags, len(im.Tags)+added-len(req.Tags)); err != nil {
+			return err
+		}
+		if im.Tags == nil {
+			im.Tags = map[string]string{}
+		}
+		for k, v := range req.Tags {
+			im.Tags[k] = v
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, toAPIImage(im))
+	return nil
+}
+
+func (s *server) untagImage(w http.ResponseWriter, r *http.Request, c Caller) error {
+	var req api.UntagRequest
+	if err := decodeBody(r.Body, &req); err != nil {
+		return err
+	}
+	if len(req.Keys) == 0 {
+		return fmt.Errorf("no tag keys given: %w", errdefs.ErrInvalidArgument)
+	}
+	im, err := s.ownImage(c, r.PathValue("image"))
+	if err != nil {
+		return err
+	}
+	im, err = s.store.UpdateImage(im.ID, func(im *images.Image) error {
+		for _, k := range req.Keys {
+			if err := images.CheckTagKey(k); err != nil {
+				return err
+			}
+			delete(im.Tags, k)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, toAPIImage(im))
+	return nil
+}
+
+func (s *server) gc(w http.ResponseWriter, r *http.Request, c Caller) error {
+	if !s.admin(c) {
+		return fmt.Errorf("gc is for administrators: %w", errdefs.ErrPermissionDenied)
+	}
+	res, err := s.store.GC(r.Context())
+	if err != nil {
+		return err
+	}
+	log.G(r.Context()).WithField("blobs", res.BlobsRemoved).WithField("bytes", res.BytesFreed).
+		WithField("ingests", res.IngestsRemoved).Info("gc done")
+	writeJSON(w, http.StatusOK, api.GCResult(res))
+	return nil
+}
+
+func toAPIImage(im *images.Image) api.Image {
+	out := api.Image{
+		ID:                  im.ID,
+		Name:                im.Name,
+		OwnerID:             im.OwnerID,
+		Description:         im.Description,
+		State:               string(im.State),
+		StateReason:         im.StateReason,
+		Architecture:        im.Architecture,
+		BootMode:            im.BootMode,
+		RootDeviceType:      im.RootDeviceType,
+		RootDeviceName:      im.RootDeviceName,
+		BlockDeviceMappings: []api.BlockDeviceMapping{},
+		Kernel:              im.Kernel.String(),
+		Initrd:              im.Initrd.String(),
+		Cmdline:             im.Cmdline,
+		Tags:                im.Tags,
+		Public:              im.Public,
+		CreationDate:        im.CreationDate,
+		ManifestDigest:      im.Manifest.String(),
+	}
+	if out.Tags == nil {
+		out.Tags = map[string]string{}
+	}
+	for _, m := range im.BlockDeviceMappings {
+		am := api.BlockDeviceMapping{DeviceName: m.DeviceName}
+		if m.EBS != nil {
+			am.EBS = &api.EBS{
+				SnapshotID:          m.EBS.SnapshotID,
+				VolumeSize:          m.EBS.VolumeSize,
+				DeleteOnTermination: m.EBS.DeleteOnTermination,
+				Encrypted:           m.EBS.Encrypted,
+			}
+		}
+		out.BlockDeviceMappings = append(out.BlockDeviceMappings, am)
+	}
+	return out
+}
