@@ -15,7 +15,15 @@ trap 'rm -rf "$work"' EXIT
 # Modules in the order they must be loaded (each after what its depends= names).
 modules="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk cdrom isofs evdev button"
 
-kpkg=$(apt-cache depends linux-image-cloud-amd64 | sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -n 1)
+kernel_package() {
+	apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+		sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -n 1
+}
+kpkg=$(kernel_package)
+if [ -z "$kpkg" ] && [ "$(id -u)" = 0 ]; then
+	apt-get update -qq # a machine whose package lists were never fetched
+	kpkg=$(kernel_package)
+fi
 if [ -z "$kpkg" ]; then
 	echo "build.sh: no linux-image-*-cloud-amd64 package found; run 'apt-get update' first" >&2
 	exit 1

@@ -1,0 +1,74 @@
+# kiln: a local machine-image service. `make help` lists the targets.
+
+GO        ?= go
+TESTFLAGS ?=
+BENCHFLAGS ?= -benchtime=1x
+FUZZTIME  ?= 20s
+PREFIX    ?= /usr/local
+DESTDIR   ?=
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.version=$(VERSION)
+GUEST     := testdata/guest/out
+SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
+
+# Debian packages kiln and its tests need.
+PACKAGES := qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio gzip util-linux dpkg apt
+
+.PHONY: help deps build guest test test-short bench fuzz lint run install clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
+
+deps: ## install the Debian packages kiln needs (idempotent, quiet when all are there)
+	@missing=$$(for p in $(PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+build: ## build bin/kilnd and bin/kiln
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/kilnd ./cmd/kiln
+
+guest: deps $(GUEST)/.built ## build the test guest (testdata/guest/out)
+
+$(GUEST)/.built: testdata/guest/build.sh testdata/guest/initrd-init $(shell find testdata/guest/rootfs -type f)
+	sh testdata/guest/build.sh $(GUEST)
+	touch $@
+
+test: deps guest ## run every test, the ones that boot the guest included
+	$(GO) test -timeout 18m $(TESTFLAGS) ./...
+
+test-short: ## the quick loop: no guests, no long tests
+	$(GO) test -short $(TESTFLAGS) ./...
+
+bench: deps guest ## run the benchmarks (figures for the issues' notes)
+	$(GO) test -run '^$$' -bench . $(BENCHFLAGS) -timeout 30m ./...
+
+fuzz: ## run each fuzz target for FUZZTIME
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+			echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
+
+lint: ## go vet and staticcheck
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
+
+run: deps build guest ## start kilnd with the default root and a sample image (Ctrl-C stops it)
+	@set -e; ./bin/kilnd & pid=$$!; trap 'kill $$pid 2>/dev/null' INT TERM EXIT; \
+	until ./bin/kiln info >/dev/null 2>&1; do kill -0 $$pid 2>/dev/null || exit 1; sleep 0.1; done; \
+	./bin/kiln image inspect kiln-guest -q >/dev/null 2>&1 || \
+		./bin/kiln image register kiln-guest --wait -q --description "kiln test guest (busybox on Debian's cloud kernel)" \
+			--disk $(CURDIR)/$(GUEST)/root.qcow2 --kernel $(CURDIR)/$(GUEST)/vmlinuz --initrd $(CURDIR)/$(GUEST)/initrd.img \
+			--cmdline "console=ttyS0 root=/dev/vda"; \
+	./bin/kiln image ls; echo "kilnd is running; try: ./bin/kiln image ls  (Ctrl-C stops it)"; \
+	wait $$pid
+
+install: build ## install the binaries under DESTDIR/PREFIX
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 bin/kilnd bin/kiln $(DESTDIR)$(PREFIX)/bin/
+
+clean: ## remove build output and the test guest
+	rm -rf bin $(GUEST)
