@@ -78,7 +78,7 @@ const MaxCmdlineLen = 2048
 // Prepare checks a register request (names, options, and every disk file through
 // volumes.Tool.Inspect) and stores the image's record as pending. Nothing is stored
 // when a check fails; errors wrap errdefs classes (InvalidArgument for bad input,
-// AlreadyExists for a name the owner uses, NotFound for a missing file).
+// AlreadyExists for a name the owner uses).
 func (b *Builder) Prepare(ctx context.Context, req RegisterRequest) (*Registration, error) {
 	req = withDefaults(req)
 	if err := checkRequest(req); err != nil {
@@ -210,7 +210,7 @@ func checkBootFile(p string) error {
 	st, err := os.Stat(p)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return fmt.Errorf("boot file %s: %w", p, errdefs.ErrNotFound)
+		return fmt.Errorf("boot file %s does not exist: %w", p, errdefs.ErrInvalidArgument)
 	case err != nil:
 		return fmt.Errorf("boot file %s: %v: %w", p, err, errdefs.ErrInvalidArgument)
 	case !st.Mode().IsRegular():

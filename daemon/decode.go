@@ -50,6 +50,9 @@ func bodyError(err error) error {
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	_ = enc.Encode(v) // the peer has gone; nothing to do
+	writeJSONTo(w, v)
+}
+
+func writeJSONTo(w io.Writer, v any) {
+	_ = json.NewEncoder(w).Encode(v) // an error means the peer has gone; nothing to do
 }

@@ -51,7 +51,7 @@ func TestFilter(t *testing.T) {
 		{[]string{"name=web-prod"}, true},
 		{[]string{"name=web-*"}, true},
 		{[]string{"name=db-*"}, false},
-		{[]string{"name=db-*", "name=web-*"}, true}, // same key: OR
+		{[]string{"name=db-*", "name=web-*"}, true},      // same key: OR
 		{[]string{"name=web-*", "state=pending"}, false}, // different keys: AND
 		{[]string{"image-id=ami-0123456789abcdef0"}, true},
 		{[]string{"owner-id=alice"}, true},

@@ -88,8 +88,8 @@ func ParseInfo(out []byte, path, format string) (Info, error) {
 
 // Inspect checks a disk file of the given format before anything reads its content:
 // header checks in Go, then `qemu-img info` and `qemu-img check` under InspectLimits.
-// path must be absolute. Errors about the file wrap errdefs.ErrInvalidArgument (with
-// what is wrong and how to fix it); a missing file wraps errdefs.ErrNotFound.
+// path must be absolute. Errors about the file (a missing one too) wrap
+// errdefs.ErrInvalidArgument, with what is wrong and how to fix it.
 func (t Tool) Inspect(ctx context.Context, path, format string) (Info, error) {
 	if !ValidFormat(format) {
 		return Info{}, fmt.Errorf("disk format %q: must be one of %s: %w", format, strings.Join(Formats, ", "), errdefs.ErrInvalidArgument)
@@ -120,7 +120,7 @@ func precheck(path, format string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("disk %s: %w", path, errdefs.ErrNotFound)
+			return fmt.Errorf("disk %s does not exist: %w", path, errdefs.ErrInvalidArgument)
 		}
 		return fmt.Errorf("disk %s: %v: %w", path, err, errdefs.ErrInvalidArgument)
 	}

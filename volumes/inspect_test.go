@@ -105,8 +105,8 @@ func TestInspectRefusesBadPaths(t *testing.T) {
 			t.Errorf("Inspect(%q) succeeded", p)
 		}
 	}
-	if _, err := tool.Inspect(context.Background(), "/nonexistent/disk.qcow2", "qcow2"); !errdefs.IsNotFound(err) {
-		t.Errorf("missing file: got %v, want NotFound", err)
+	if _, err := tool.Inspect(context.Background(), "/nonexistent/disk.qcow2", "qcow2"); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("missing file: got %v, want InvalidArgument", err)
 	}
 }
 

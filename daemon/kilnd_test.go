@@ -1,0 +1,311 @@
+package daemon_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"kiln/daemon/api"
+	"kiln/daemon/client"
+)
+
+// kilndBin is the kilnd binary the tests run, built once by TestMain.
+var kilndBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "kilnd-bin-")
+	if err != nil {
+		panic(err)
+	}
+	kilndBin = filepath.Join(dir, "kilnd")
+	out, err := exec.Command("go", "build", "-o", kilndBin, "kiln/cmd/kilnd").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build kilnd: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// kilnd is one kilnd process of a test, with its root and socket.
+type kilnd struct {
+	t      *testing.T
+	root   string
+	socket string
+	cmd    *exec.Cmd
+	log    *bytes.Buffer
+	done   chan struct{}
+	*client.Client
+}
+
+// shortDir returns a directory under /tmp short enough for a Unix socket path.
+func shortDir(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("/tmp", "kt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+// newKilnd starts kilnd on a fresh root and waits until it serves.
+func newKilnd(t *testing.T) *kilnd {
+	d := shortDir(t)
+	k := &kilnd{t: t, root: filepath.Join(d, "root"), socket: filepath.Join(d, "s")}
+	k.Client = client.New(k.socket)
+	k.start()
+	return k
+}
+
+func (k *kilnd) start() {
+	k.t.Helper()
+	k.log = &bytes.Buffer{}
+	k.cmd = exec.Command(kilndBin, "--root", k.root, "--socket", k.socket, "--log-level", "debug")
+	k.cmd.Stdout, k.cmd.Stderr = k.log, k.log
+	if err := k.cmd.Start(); err != nil {
+		k.t.Fatal(err)
+	}
+	k.done = make(chan struct{})
+	go func() { k.cmd.Wait(); close(k.done) }()
+	k.t.Cleanup(k.kill)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := k.Info(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		select {
+		case <-k.done:
+			k.t.Fatalf("kilnd exited: %v\n%s", k.cmd.ProcessState, k.log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			k.t.Fatalf("kilnd did not serve within 30s: %v\n%s", err, k.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop stops kilnd with SIGTERM and waits for it.
+func (k *kilnd) stop() {
+	k.t.Helper()
+	k.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-k.done:
+	case <-time.After(30 * time.Second):
+		k.t.Fatalf("kilnd did not stop on SIGTERM\n%s", k.log)
+	}
+}
+
+// kill stops kilnd with SIGKILL, as a crash would.
+func (k *kilnd) kill() {
+	k.cmd.Process.Kill()
+	<-k.done
+}
+
+func (k *kilnd) restart() {
+	k.t.Helper()
+	k.stop()
+	k.start()
+}
+
+// guest returns the test guest's directory (make guest builds it).
+func guest(t testing.TB) string {
+	t.Helper()
+	d, err := filepath.Abs("../testdata/guest/out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(d, "root.qcow2")); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("the test guest is missing: run 'make guest' (%v)", err)
+		}
+		t.Skipf("the test guest is missing: run 'make guest' (%v)", err)
+	}
+	return d
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// registerGuest registers the test guest under name and waits for it.
+func registerGuest(t *testing.T, k *kilnd, name string) api.Image {
+	t.Helper()
+	g := guest(t)
+	ctx := ctxT(t)
+	im, err := k.RegisterImage(ctx, api.RegisterImageRequest{
+		Name:    name,
+		Disks:   []api.Disk{{Path: filepath.Join(g, "root.qcow2"), Format: "qcow2"}},
+		Kernel:  filepath.Join(g, "vmlinuz"),
+		Initrd:  filepath.Join(g, "initrd.img"),
+		Cmdline: "console=ttyS0 root=/dev/vda",
+	})
+	if err != nil {
+		t.Fatalf("register %s: %v", name, err)
+	}
+	if im, err = k.WaitImage(ctx, im.ID, nil); err != nil {
+		t.Fatalf("register %s: %v\n%s", name, err, k.log)
+	}
+	return im
+}
+
+// blobs maps each blob of the store to its size and checks that it hashes to its name.
+func (k *kilnd) blobs() map[string]int64 {
+	k.t.Helper()
+	dir := filepath.Join(k.root, "content", "blobs", "sha256")
+	ents, err := os.ReadDir(dir)
+	if err != nil && !os.IsNotExist(err) {
+		k.t.Fatal(err)
+	}
+	out := map[string]int64{}
+	for _, e := range ents {
+		f, err := os.Open(filepath.Join(dir, e.Name()))
+		if err != nil {
+			k.t.Fatal(err)
+		}
+		h := sha256.New()
+		n, err := io.Copy(h, f)
+		f.Close()
+		if err != nil {
+			k.t.Fatal(err)
+		}
+		if got := hex.EncodeToString(h.Sum(nil)); got != e.Name() {
+			k.t.Errorf("blob %s hashes to %s", e.Name(), got)
+		}
+		out[e.Name()] = n
+	}
+	return out
+}
+
+// ingests lists the ingests left in the content store.
+func (k *kilnd) ingests() []string {
+	ents, _ := os.ReadDir(filepath.Join(k.root, "content", "ingest"))
+	var out []string
+	for _, e := range ents {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+func total(m map[string]int64) (n int64) {
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+func TestRegisterGuestImage(t *testing.T) {
+	k := newKilnd(t)
+	ctx := ctxT(t)
+	im := registerGuest(t, k, "kiln-guest")
+
+	check := func(im api.Image, how string) {
+		t.Helper()
+		if im.State != "available" || im.RootDeviceName != "/dev/vda" || im.Kernel == "" || im.Initrd == "" ||
+			im.Cmdline != "console=ttyS0 root=/dev/vda" || len(im.BlockDeviceMappings) != 1 {
+			t.Fatalf("%s: %+v", how, im)
+		}
+		m := im.BlockDeviceMappings[0]
+		if m.DeviceName != "/dev/vda" || m.EBS == nil || !strings.HasPrefix(m.EBS.SnapshotID, "snap-") || m.EBS.VolumeSize != 1 {
+			t.Errorf("%s: block device mapping %+v %+v", how, m, m.EBS)
+		}
+	}
+	check(im, "register")
+	byID, err := k.Image(ctx, im.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(byID, "inspect by id")
+	byName, err := k.Image(ctx, "kiln-guest")
+	if err != nil || byName.ID != im.ID {
+		t.Fatalf("inspect by name: %+v, %v", byName, err)
+	}
+	list, err := k.Images(ctx, client.ListImagesOptions{Filters: []string{"name=kiln-*"}})
+	if err != nil || len(list) != 1 || list[0].ID != im.ID {
+		t.Fatalf("ls --filter name=kiln-*: %+v, %v", list, err)
+	}
+	check(list[0], "ls")
+	if list, _ := k.Images(ctx, client.ListImagesOptions{Filters: []string{"name=other"}}); len(list) != 0 {
+		t.Errorf("ls --filter name=other: %+v", list)
+	}
+	blobs := k.blobs() // checks every blob hashes to its name
+	if len(blobs) != 5 {
+		t.Errorf("%d blobs, want 5 (layer, kernel, initrd, config, manifest)", len(blobs))
+	}
+
+	// Tags.
+	if im, err = k.TagImage(ctx, im.ID, map[string]string{"env": "test", "team": "kiln"}); err != nil || im.Tags["env"] != "test" {
+		t.Fatalf("tag: %+v, %v", im.Tags, err)
+	}
+	if im, err = k.UntagImage(ctx, "kiln-guest", []string{"team"}); err != nil || len(im.Tags) != 1 {
+		t.Fatalf("untag: %+v, %v", im.Tags, err)
+	}
+	if list, _ := k.Images(ctx, client.ListImagesOptions{Filters: []string{"tag:env=test"}}); len(list) != 1 {
+		t.Errorf("ls --filter tag:env=test: %d images", len(list))
+	}
+
+	// A restart keeps everything.
+	k.restart()
+	again, err := k.Image(ctx, im.ID)
+	if err != nil || again.State != "available" || again.Tags["env"] != "test" || again.ManifestDigest != im.ManifestDigest {
+		t.Fatalf("after restart: %+v, %v", again, err)
+	}
+
+	// The same disk again adds no layer bytes: only a config and a manifest.
+	before := total(k.blobs())
+	second := registerGuest(t, k, "kiln-guest-2")
+	grown := total(k.blobs()) - before
+	if grown <= 0 || grown > 16<<10 {
+		t.Errorf("registering the same disk again grew the store by %d bytes", grown)
+	}
+	if second.BlockDeviceMappings[0].EBS.SnapshotID == im.BlockDeviceMappings[0].EBS.SnapshotID {
+		t.Error("the second image shares the first's snapshot record")
+	}
+
+	// Deregister + gc removes what only the first used and keeps what the second shares.
+	if err := k.DeregisterImage(ctx, im.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Image(ctx, im.ID); !isCode(err, api.CodeInvalidAMIIDNotFound) {
+		t.Errorf("inspect after deregister: %v", err)
+	}
+	res, err := k.GC(ctx)
+	if err != nil || res.BlobsRemoved != 2 {
+		t.Errorf("gc after deregistering the first: %+v, %v (want its config and manifest removed)", res, err)
+	}
+	if _, err := k.Image(ctx, second.ID); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(k.blobs()); n != 5 {
+		t.Errorf("%d blobs left for the second image, want 5", n)
+	}
+	if err := k.DeregisterImage(ctx, "kiln-guest-2"); err != nil {
+		t.Fatal(err)
+	}
+	if res, err = k.GC(ctx); err != nil || len(k.blobs()) != 0 {
+		t.Errorf("gc after deregistering both: %+v, %v, %d blobs left", res, err, len(k.blobs()))
+	}
+}
+
+func isCode(err error, code string) bool {
+	var ae *api.Error
+	return errors.As(err, &ae) && ae.Code == code
+}

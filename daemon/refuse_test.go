@@ -1,0 +1,163 @@
+package daemon_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"kiln/daemon/api"
+	"kiln/daemon/client"
+)
+
+// badDisks makes disk files kiln must refuse, with qemu-img and qemu-io.
+func badDisks(t *testing.T) string {
+	t.Helper()
+	d := t.TempDir()
+	run := func(argv ...string) {
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.Dir = d
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+		}
+	}
+	run("qemu-img", "create", "-q", "-f", "qcow2", "-b", "/etc/passwd", "-F", "raw", "backed.qcow2")
+	run("qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file="+filepath.Join(d, "ext.raw"), "datafile.qcow2", "16M")
+	run("sh", "-c", "head -c 4194304 /dev/urandom > random.raw")
+	run("qemu-img", "create", "-q", "-f", "qcow2", "big.qcow2", "64M")
+	run("qemu-io", "-c", "write -P 1 0 16M", "big.qcow2")
+	run("sh", "-c", "head -c 1000000 big.qcow2 > truncated.qcow2")
+	run("qemu-img", "create", "-q", "-f", "qcow2", "good.qcow2", "16M")
+	return d
+}
+
+func TestRegisterRefusals(t *testing.T) {
+	k := newKilnd(t)
+	ctx := ctxT(t)
+	d := badDisks(t)
+	good := filepath.Join(d, "good.qcow2")
+	if _, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: "taken", Disks: []api.Disk{{Path: good, Format: "qcow2"}}}); err != nil {
+		t.Fatal(err)
+	}
+	blobsBefore := len(k.blobs())
+
+	for _, tc := range []struct {
+		name string
+		req  api.RegisterImageRequest
+		code string
+		says string
+	}{
+		{"backing file", api.RegisterImageRequest{Name: "x-backed", Disks: []api.Disk{{Path: filepath.Join(d, "backed.qcow2"), Format: "qcow2"}}},
+			api.CodeInvalidParameterValue, "/etc/passwd"},
+		{"external data file", api.RegisterImageRequest{Name: "x-data", Disks: []api.Disk{{Path: filepath.Join(d, "datafile.qcow2"), Format: "qcow2"}}},
+			api.CodeInvalidParameterValue, "external file"},
+		{"raw as qcow2", api.RegisterImageRequest{Name: "x-raw", Disks: []api.Disk{{Path: filepath.Join(d, "random.raw"), Format: "qcow2"}}},
+			api.CodeInvalidParameterValue, "not a qcow2 file"},
+		{"truncated qcow2", api.RegisterImageRequest{Name: "x-trunc", Disks: []api.Disk{{Path: filepath.Join(d, "truncated.qcow2"), Format: "qcow2"}}},
+			api.CodeInvalidParameterValue, "truncated"},
+		{"name with /", api.RegisterImageRequest{Name: "a/b", Disks: []api.Disk{{Path: good, Format: "qcow2"}}},
+			api.CodeInvalidParameterValue, "not allowed"},
+		{"name of 129", api.RegisterImageRequest{Name: strings.Repeat("n", 129), Disks: []api.Disk{{Path: good, Format: "qcow2"}}},
+			api.CodeInvalidParameterValue, "128"},
+		{"duplicate name", api.RegisterImageRequest{Name: "taken", Disks: []api.Disk{{Path: good, Format: "qcow2"}}},
+			api.CodeInvalidAMINameDuplicate, "already used"},
+		{"missing disk", api.RegisterImageRequest{Name: "x-missing", Disks: []api.Disk{{Path: filepath.Join(d, "nope.qcow2"), Format: "qcow2"}}},
+			api.CodeInvalidParameterValue, "nope.qcow2 does not exist"},
+		{"no disk", api.RegisterImageRequest{Name: "x-none"}, api.CodeInvalidParameterValue, "--disk"},
+		{"unknown format", api.RegisterImageRequest{Name: "x-iso", Disks: []api.Disk{{Path: good, Format: "iso"}}},
+			api.CodeInvalidParameterValue, "must be one of"},
+		{"kernel without initrd", api.RegisterImageRequest{Name: "x-kernel", Disks: []api.Disk{{Path: good, Format: "qcow2"}}, Kernel: good},
+			api.CodeInvalidParameterValue, "initrd"},
+		{"reserved tag", api.RegisterImageRequest{Name: "x-tag", Disks: []api.Disk{{Path: good, Format: "qcow2"}}, Tags: map[string]string{"kiln:x": "y"}},
+			api.CodeInvalidParameterValue, "reserved"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := k.RegisterImage(ctx, tc.req)
+			if !isCode(err, tc.code) || !strings.Contains(err.Error(), tc.says) {
+				t.Errorf("got %v; want %s saying %q", err, tc.code, tc.says)
+			}
+		})
+	}
+
+	for _, ref := range []string{"ami-0123456789abcdef0", "no-such-image"} {
+		if _, err := k.Image(ctx, ref); !isCode(err, api.CodeInvalidAMIIDNotFound) {
+			t.Errorf("inspect %s: %v", ref, err)
+		}
+		if err := k.DeregisterImage(ctx, ref); !isCode(err, api.CodeInvalidAMIIDNotFound) {
+			t.Errorf("deregister %s: %v", ref, err)
+		}
+	}
+
+	for _, tc := range []struct {
+		name   string
+		body   []byte
+		status int
+		code   string
+	}{
+		{"malformed JSON", []byte(`{"name": "x",`), http.StatusBadRequest, api.CodeInvalidRequest},
+		{"unknown field", []byte(`{"name": "xyz", "disks": [], "colour": "red"}`), http.StatusBadRequest, api.CodeUnknownParameter},
+		{"wrong type", []byte(`{"name": 7}`), http.StatusBadRequest, api.CodeInvalidParameterValue},
+		{"two values", []byte(`{"name": "xyz"} {}`), http.StatusBadRequest, api.CodeInvalidRequest},
+		{"empty", nil, http.StatusBadRequest, api.CodeInvalidRequest},
+		{"10 MiB", append(append([]byte(`{"name": "`), bytes.Repeat([]byte("a"), 10<<20)...), `"}`...), http.StatusRequestEntityTooLarge, api.CodeRequestTooLarge},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body, err := k.Raw(ctx, http.MethodPost, "/v1/images", bytes.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ae api.Error
+			if err := json.Unmarshal(body, &ae); err != nil || status != tc.status || ae.Code != tc.code || ae.Message == "" {
+				t.Errorf("status %d body %s; want %d %s", status, body, tc.status, tc.code)
+			}
+		})
+	}
+
+	// Nothing of the refused requests was stored.
+	list, err := k.Images(ctx, client.ListImagesOptions{})
+	if err != nil || len(list) != 1 || list[0].Name != "taken" {
+		t.Errorf("images after refusals: %+v, %v", list, err)
+	}
+	if _, err := k.WaitImage(ctx, list[0].ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(k.blobs()); n < blobsBefore || n > 3 {
+		t.Errorf("%d blobs after refusals, want the one image's 3", n)
+	}
+	if in := k.ingests(); len(in) != 0 {
+		t.Errorf("ingests left: %v", in)
+	}
+}
+
+func TestSocket(t *testing.T) {
+	k := newKilnd(t)
+	// A second kilnd on the same socket is refused, and the first keeps serving.
+	other := exec.Command(kilndBin, "--root", filepath.Join(filepath.Dir(k.root), "other"), "--socket", k.socket)
+	out, err := other.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "another kilnd is serving") {
+		t.Errorf("second kilnd on the same socket: %v\n%s", err, out)
+	}
+	// A second kilnd on the same root is refused.
+	other = exec.Command(kilndBin, "--root", k.root, "--socket", k.socket+"2")
+	out, err = other.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "in use by another process") {
+		t.Errorf("second kilnd on the same root: %v\n%s", err, out)
+	}
+	if _, err := k.Info(ctxT(t)); err != nil {
+		t.Fatalf("the first kilnd stopped serving: %v", err)
+	}
+	st, err := os.Stat(k.socket)
+	if err != nil || st.Mode().Perm() != 0o660 {
+		t.Errorf("socket mode: %v, %v", st.Mode(), err)
+	}
+	// A stale socket (its daemon killed) is replaced.
+	k.kill()
+	if _, err := os.Stat(k.socket); err != nil {
+		t.Fatalf("killed kilnd left no socket file to test with: %v", err)
+	}
+	k.start()
+}
