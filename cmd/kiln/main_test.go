@@ -1,0 +1,168 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"kiln/daemon"
+	"kiln/daemon/api"
+	"kiln/daemon/client"
+)
+
+// startDaemon runs a real kilnd (in this process) on a fresh root and socket.
+func startDaemon(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("/tmp", "kc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	socket := filepath.Join(d, "s")
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- daemon.Run(ctx, daemon.Config{Root: filepath.Join(d, "root"), Socket: socket, Version: "test", Ready: func() { close(ready) }})
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("daemon: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("daemon did not start")
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("daemon: %v", err)
+		}
+	})
+	return socket
+}
+
+// kiln runs the CLI with args against socket and returns its exit status and output.
+func kiln(t *testing.T, socket string, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), append([]string{"--socket", socket}, args...), &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+func guestDir(t *testing.T) string {
+	d, _ := filepath.Abs("../../testdata/guest/out")
+	if _, err := os.Stat(filepath.Join(d, "root.qcow2")); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("the test guest is missing: run 'make guest'")
+		}
+		t.Skip("the test guest is missing: run 'make guest'")
+	}
+	return d
+}
+
+func TestCLI(t *testing.T) {
+	g := guestDir(t)
+	socket := startDaemon(t)
+
+	code, out, errOut := kiln(t, socket, "image", "register", "kiln-guest", "--wait", "-q",
+		"--disk", filepath.Join(g, "root.qcow2")+",format=qcow2,device=/dev/vda",
+		"--kernel", filepath.Join(g, "vmlinuz"), "--initrd", filepath.Join(g, "initrd.img"),
+		"--cmdline", "console=ttyS0 root=/dev/vda", "--tag", "env=test", "--description", "the test guest")
+	id := strings.TrimSpace(out)
+	if code != 0 || !strings.HasPrefix(id, "ami-") || strings.Contains(id, "\n") {
+		t.Fatalf("register: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+
+	code, out, _ = kiln(t, socket, "image", "ls")
+	if code != 0 || !strings.Contains(out, "IMAGE ID") || !strings.Contains(out, id) || !strings.Contains(out, "available") {
+		t.Errorf("ls: exit %d\n%s", code, out)
+	}
+	code, out, _ = kiln(t, socket, "image", "ls", "-q", "--filter", "tag:env=test", "--filter", "name=kiln-*")
+	if code != 0 || strings.TrimSpace(out) != id {
+		t.Errorf("ls -q --filter: exit %d, %q", code, out)
+	}
+	code, out, _ = kiln(t, socket, "image", "ls", "-o", "json", "--filter", "name=nothing*")
+	if code != 0 || strings.TrimSpace(out) != "[]" {
+		t.Errorf("ls -o json with no match: exit %d, %q", code, out)
+	}
+
+	code, out, _ = kiln(t, socket, "image", "inspect", "kiln-guest", "-o", "json")
+	var im api.Image
+	if code != 0 || json.Unmarshal([]byte(out), &im) != nil || im.ID != id || im.BlockDeviceMappings[0].EBS.SnapshotID == "" {
+		t.Fatalf("inspect -o json: exit %d\n%s", code, out)
+	}
+	for _, field := range []string{`"ownerId"`, `"rootDeviceType"`, `"blockDeviceMappings"`, `"snapshotId"`, `"volumeSize"`, `"deleteOnTermination"`, `"creationDate"`} {
+		if !strings.Contains(out, field) {
+			t.Errorf("inspect -o json lacks %s", field)
+		}
+	}
+	code, out, _ = kiln(t, socket, "image", "inspect", id)
+	if code != 0 || !strings.Contains(out, "Device /dev/vda:") || !strings.Contains(out, "Tag env:") {
+		t.Errorf("inspect: exit %d\n%s", code, out)
+	}
+
+	if code, _, errOut = kiln(t, socket, "image", "tag", id, "team=kiln", "tier=1"); code != 0 {
+		t.Errorf("tag: exit %d: %s", code, errOut)
+	}
+	if code, _, errOut = kiln(t, socket, "image", "untag", "kiln-guest", "tier"); code != 0 {
+		t.Errorf("untag: exit %d: %s", code, errOut)
+	}
+	c := client.New(socket)
+	got, err := c.Image(context.Background(), id)
+	if err != nil || got.Tags["team"] != "kiln" || got.Tags["tier"] != "" || got.Tags["env"] != "test" {
+		t.Errorf("tags after tag/untag: %v, %v", got.Tags, err)
+	}
+
+	code, out, _ = kiln(t, socket, "info", "-o", "json")
+	var info api.Info
+	if code != 0 || json.Unmarshal([]byte(out), &info) != nil || info.Images != 1 || (info.Accelerator != "kvm" && info.Accelerator != "tcg") {
+		t.Errorf("info: exit %d\n%s", code, out)
+	}
+
+	// API errors: exit 1, the code and a hint on stderr.
+	code, _, errOut = kiln(t, socket, "image", "inspect", "nope-image")
+	if code != 1 || !strings.Contains(errOut, api.CodeInvalidAMIIDNotFound) || !strings.Contains(errOut, "hint:") {
+		t.Errorf("inspect unknown: exit %d, stderr %q", code, errOut)
+	}
+	code, _, errOut = kiln(t, socket, "image", "register", "kiln-guest", "--disk", filepath.Join(g, "root.qcow2"))
+	if code != 1 || !strings.Contains(errOut, api.CodeInvalidAMINameDuplicate) {
+		t.Errorf("register duplicate: exit %d, stderr %q", code, errOut)
+	}
+	code, _, errOut = kiln(t, socket, "image", "ls", "--filter", "colour=red")
+	if code != 1 || !strings.Contains(errOut, api.CodeInvalidParameterValue) {
+		t.Errorf("ls with an unknown filter: exit %d, stderr %q", code, errOut)
+	}
+
+	// Usage errors: exit 2.
+	for _, args := range [][]string{
+		{"image", "register", "no-disk"},
+		{"image", "inspect"},
+		{"image", "frobnicate"},
+		{"image", "ls", "--bogus"},
+		{"image", "tag", id, "novalue"},
+		{"info", "-o", "yaml"},
+	} {
+		if code, _, errOut := kiln(t, socket, args...); code != 2 {
+			t.Errorf("kiln %s: exit %d, want 2 (stderr %q)", strings.Join(args, " "), code, errOut)
+		}
+	}
+
+	// A daemon that is not there: exit 1 with a hint to start it.
+	code, _, errOut = kiln(t, filepath.Join(t.TempDir(), "none.sock"), "info")
+	if code != 1 || !strings.Contains(errOut, "not reachable") {
+		t.Errorf("no daemon: exit %d, stderr %q", code, errOut)
+	}
+
+	if code, out, errOut = kiln(t, socket, "image", "deregister", "kiln-guest"); code != 0 || strings.TrimSpace(out) != "kiln-guest" {
+		t.Errorf("deregister: exit %d, %q, %q", code, out, errOut)
+	}
+	code, out, _ = kiln(t, socket, "gc")
+	if code != 0 || !strings.Contains(out, "removed 5 blobs") {
+		t.Errorf("gc: exit %d, %q", code, out)
+	}
+}
