@@ -70,6 +70,8 @@ type Registration struct {
 	req   RegisterRequest
 }
 
+var errInvalid = errdefs.ErrInvalidArgument
+
 var deviceName = regexp.MustCompile(`^/dev/vd[a-z]$`)
 
 // MaxCmdlineLen bounds a kernel command line (the x86 boot protocol's limit).

@@ -1,0 +1,170 @@
+package guest
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"kiln/builder"
+	"kiln/hypervisor"
+)
+
+func outDir(t *testing.T) string {
+	d, _ := filepath.Abs("out")
+	if _, err := os.Stat(filepath.Join(d, "root.qcow2")); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("the test guest is missing: run 'make guest'")
+		}
+		t.Skip("the test guest is missing: run 'make guest'")
+	}
+	return d
+}
+
+// boot starts the guest over disk (and seed, when not empty) and returns the QEMU
+// process, its console log path and its QMP socket.
+func boot(t *testing.T, dir, disk, seed string) (*exec.Cmd, chan error, string, string) {
+	t.Helper()
+	out := outDir(t)
+	accel, _ := hypervisor.DetectAccelerator(context.Background(), "qemu-system-x86_64", "/dev/kvm")
+	console := filepath.Join(dir, "console.log")
+	os.Remove(console)
+	qmp := filepath.Join(dir, "qmp.sock")
+	os.Remove(qmp)
+	args := []string{
+		"-machine", "q35", "-accel", accel, "-nodefaults", "-display", "none", "-m", "256",
+		"-kernel", filepath.Join(out, "vmlinuz"), "-initrd", filepath.Join(out, "initrd.img"),
+		"-append", "console=ttyS0 root=/dev/vda quiet",
+		"-drive", "file=" + disk + ",if=virtio,format=qcow2",
+		"-serial", "file:" + console,
+		"-qmp", "unix:" + qmp + ",server=on,wait=off",
+	}
+	if seed != "" {
+		args = append(args, "-drive", "file="+seed+",if=virtio,format=raw,readonly=on")
+	}
+	cmd := exec.Command("qemu-system-x86_64", args...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	return cmd, exited, console, qmp
+}
+
+// waitConsole polls the console log until it holds want.
+func waitConsole(t *testing.T, console, want string, exited chan error) string {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		b, _ := os.ReadFile(console)
+		s := strings.ReplaceAll(string(b), "\r", "")
+		if strings.Contains(s, want) {
+			return s
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("QEMU exited (%v) before %q; console:\n%s", err, want, s)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q on the console within 90s; console:\n%s", want, s)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// powerdown presses the ACPI power button over QMP.
+func powerdown(t *testing.T, sock string) {
+	t.Helper()
+	c, err := net.DialTimeout("unix", sock, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	if _, err := r.ReadBytes('\n'); err != nil { // greeting
+		t.Fatal(err)
+	}
+	for _, cmd := range []string{"qmp_capabilities", "system_powerdown"} {
+		fmt.Fprintf(c, `{"execute": %q}`+"\n", cmd)
+		for {
+			line, err := r.ReadBytes('\n')
+			if err != nil {
+				t.Fatalf("%s: %v", cmd, err)
+			}
+			var reply map[string]json.RawMessage
+			json.Unmarshal(line, &reply)
+			if _, ok := reply["error"]; ok {
+				t.Fatalf("%s: %s", cmd, line)
+			}
+			if _, ok := reply["return"]; ok {
+				break
+			}
+		}
+	}
+}
+
+func waitExit(t *testing.T, exited chan error) {
+	t.Helper()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("QEMU: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the guest did not power off within 60s of the power button")
+	}
+}
+
+// TestGuest boots the test guest over a qcow2 overlay with user data, checks its
+// console lines, powers it off with the ACPI power button, and boots it again to see
+// that what the user data wrote stayed.
+func TestGuest(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a guest")
+	}
+	out := outDir(t)
+	dir, err := os.MkdirTemp("/tmp", "kg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	disk := filepath.Join(dir, "disk.qcow2")
+	if b, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
+		"-b", filepath.Join(out, "root.qcow2"), disk).CombinedOutput(); err != nil {
+		t.Fatalf("overlay: %v: %s", err, b)
+	}
+	seed := filepath.Join(dir, "seed.iso")
+	if err := builder.WriteSeed(seed, []byte("#!/bin/sh\necho 7 > /etc/kiln-gen\n"), []byte("instance-id: i-0123456789abcdef0\n")); err != nil {
+		t.Fatal(err)
+	}
+
+	_, exited, console, qmp := boot(t, dir, disk, seed)
+	log := waitConsole(t, console, "KILN-GUEST ready", exited)
+	for _, want := range []string{"KILN-GUEST boot gen=0", "KILN-GUEST user-data exit=0"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("console lacks %q:\n%s", want, log)
+		}
+	}
+	powerdown(t, qmp)
+	waitExit(t, exited)
+	waitConsole(t, console, "KILN-GUEST poweroff", make(chan error))
+
+	_, exited, console, qmp = boot(t, dir, disk, "")
+	log = waitConsole(t, console, "KILN-GUEST ready", exited)
+	if !strings.Contains(log, "KILN-GUEST boot gen=7") || strings.Contains(log, "user-data") {
+		t.Errorf("second boot:\n%s", log)
+	}
+	powerdown(t, qmp)
+	waitExit(t, exited)
+}
