@@ -74,6 +74,7 @@ func serve(ctx context.Context, cfg Config, store *images.Store, accel string, l
 		accel:   accel,
 		uid:     uint32(os.Getuid()),
 		opsCtx:  opsCtx,
+		running: map[string]chan struct{}{},
 	}
 	hs := &http.Server{
 		Handler:           s.routes(),

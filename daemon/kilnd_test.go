@@ -41,7 +41,7 @@ func TestMain(m *testing.M) {
 
 // kilnd is one kilnd process of a test, with its root and socket.
 type kilnd struct {
-	t      *testing.T
+	tb     testing.TB
 	root   string
 	socket string
 	cmd    *exec.Cmd
@@ -51,7 +51,7 @@ type kilnd struct {
 }
 
 // shortDir returns a directory under /tmp short enough for a Unix socket path.
-func shortDir(t *testing.T) string {
+func shortDir(t testing.TB) string {
 	t.Helper()
 	d, err := os.MkdirTemp("/tmp", "kt")
 	if err != nil {
@@ -64,23 +64,23 @@ func shortDir(t *testing.T) string {
 // newKilnd starts kilnd on a fresh root and waits until it serves.
 func newKilnd(t *testing.T) *kilnd {
 	d := shortDir(t)
-	k := &kilnd{t: t, root: filepath.Join(d, "root"), socket: filepath.Join(d, "s")}
+	k := &kilnd{tb: t, root: filepath.Join(d, "root"), socket: filepath.Join(d, "s")}
 	k.Client = client.New(k.socket)
 	k.start()
 	return k
 }
 
 func (k *kilnd) start() {
-	k.t.Helper()
+	k.tb.Helper()
 	k.log = &bytes.Buffer{}
 	k.cmd = exec.Command(kilndBin, "--root", k.root, "--socket", k.socket, "--log-level", "debug")
 	k.cmd.Stdout, k.cmd.Stderr = k.log, k.log
 	if err := k.cmd.Start(); err != nil {
-		k.t.Fatal(err)
+		k.tb.Fatal(err)
 	}
 	k.done = make(chan struct{})
 	go func() { k.cmd.Wait(); close(k.done) }()
-	k.t.Cleanup(k.kill)
+	k.tb.Cleanup(k.kill)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -91,11 +91,11 @@ func (k *kilnd) start() {
 		}
 		select {
 		case <-k.done:
-			k.t.Fatalf("kilnd exited: %v\n%s", k.cmd.ProcessState, k.log)
+			k.tb.Fatalf("kilnd exited: %v\n%s", k.cmd.ProcessState, k.log)
 		default:
 		}
 		if time.Now().After(deadline) {
-			k.t.Fatalf("kilnd did not serve within 30s: %v\n%s", err, k.log)
+			k.tb.Fatalf("kilnd did not serve within 30s: %v\n%s", err, k.log)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -103,12 +103,12 @@ func (k *kilnd) start() {
 
 // stop stops kilnd with SIGTERM and waits for it.
 func (k *kilnd) stop() {
-	k.t.Helper()
+	k.tb.Helper()
 	k.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-k.done:
 	case <-time.After(30 * time.Second):
-		k.t.Fatalf("kilnd did not stop on SIGTERM\n%s", k.log)
+		k.tb.Fatalf("kilnd did not stop on SIGTERM\n%s", k.log)
 	}
 }
 
@@ -119,7 +119,7 @@ func (k *kilnd) kill() {
 }
 
 func (k *kilnd) restart() {
-	k.t.Helper()
+	k.tb.Helper()
 	k.stop()
 	k.start()
 }
@@ -169,26 +169,26 @@ func registerGuest(t *testing.T, k *kilnd, name string) api.Image {
 
 // blobs maps each blob of the store to its size and checks that it hashes to its name.
 func (k *kilnd) blobs() map[string]int64 {
-	k.t.Helper()
+	k.tb.Helper()
 	dir := filepath.Join(k.root, "content", "blobs", "sha256")
 	ents, err := os.ReadDir(dir)
 	if err != nil && !os.IsNotExist(err) {
-		k.t.Fatal(err)
+		k.tb.Fatal(err)
 	}
 	out := map[string]int64{}
 	for _, e := range ents {
 		f, err := os.Open(filepath.Join(dir, e.Name()))
 		if err != nil {
-			k.t.Fatal(err)
+			k.tb.Fatal(err)
 		}
 		h := sha256.New()
 		n, err := io.Copy(h, f)
 		f.Close()
 		if err != nil {
-			k.t.Fatal(err)
+			k.tb.Fatal(err)
 		}
 		if got := hex.EncodeToString(h.Sum(nil)); got != e.Name() {
-			k.t.Errorf("blob %s hashes to %s", e.Name(), got)
+			k.tb.Errorf("blob %s hashes to %s", e.Name(), got)
 		}
 		out[e.Name()] = n
 	}

@@ -28,7 +28,15 @@ type server struct {
 	// ops runs long operations; they stop when opsCtx is cancelled.
 	opsCtx context.Context
 	ops    sync.WaitGroup
+
+	// running maps an image being made to a channel closed when that ends.
+	mu      sync.Mutex
+	running map[string]chan struct{}
 }
+
+// maxWait bounds how long one request waits for an image to leave pending; clients
+// ask again.
+const maxWait = 30 * time.Second
 
 // handlerFunc is a handler that returns its error; route writes it.
 type handlerFunc func(w http.ResponseWriter, r *http.Request, c Caller) error
@@ -153,10 +161,33 @@ func (s *server) listImages(w http.ResponseWriter, r *http.Request, c Caller) er
 	return nil
 }
 
+// inspectImage answers GET /v1/images/{image}; with ?wait=DURATION it first waits (at
+// most maxWait) while the image is pending.
 func (s *server) inspectImage(w http.ResponseWriter, r *http.Request, c Caller) error {
 	im, err := s.lookupImage(c, r.PathValue("image"))
 	if err != nil {
 		return err
+	}
+	if q := r.URL.Query().Get("wait"); q != "" && im.State == images.StatePending {
+		d, err := time.ParseDuration(q)
+		if err != nil || d < 0 {
+			return fmt.Errorf("wait %q: want a duration such as 30s: %w", q, errdefs.ErrInvalidArgument)
+		}
+		s.mu.Lock()
+		done := s.running[im.ID]
+		s.mu.Unlock()
+		if done != nil {
+			t := time.NewTimer(min(d, maxWait))
+			select {
+			case <-done:
+			case <-t.C:
+			case <-r.Context().Done():
+			}
+			t.Stop()
+		}
+		if im, err = s.store.Image(im.ID); err != nil {
+			return err
+		}
 	}
 	writeJSON(w, http.StatusOK, toAPIImage(im))
 	return nil
@@ -187,9 +218,17 @@ func (s *server) registerImage(w http.ResponseWriter, r *http.Request, c Caller)
 		return err
 	}
 	log.G(r.Context()).WithField("image", reg.Image.ID).WithField("uid", c.UID).Info("registering image")
+	done := make(chan struct{})
+	s.mu.Lock()
+	s.running[reg.Image.ID] = done
+	s.mu.Unlock()
 	s.ops.Go(func() {
 		// The image's fate is recorded on its record; nothing more to do with err here.
 		_, _ = reg.Run(log.WithLogger(s.opsCtx, log.G(r.Context())))
+		s.mu.Lock()
+		delete(s.running, reg.Image.ID)
+		s.mu.Unlock()
+		close(done)
 	})
 	writeJSON(w, http.StatusAccepted, toAPIImage(reg.Image))
 	return nil

@@ -8,12 +8,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
 )
 
 // Hold keeps GC away until release is called: everything that writes blobs no record
@@ -37,10 +39,11 @@ func (s *Store) ingestData(ref string) string {
 
 // IngestLayer adds a layer that fill writes as a file at the path it is given. The
 // file is written in place inside the content store's ingest area, then hashed in one
-// read pass and committed by a rename, so a layer costs the conversion plus one read,
-// never a copy. ref names the ingest (unique per layer being made); a crash leaves only
-// an ingest, which GC removes. Content that is already stored is not stored twice.
-// The caller holds the store (Hold) until a record reaches the layer.
+// read pass (while the kernel writes it out to disk) and committed by a rename, so a
+// layer costs the conversion plus one read, never a copy. ref names the ingest (unique
+// per layer being made); a crash leaves only an ingest, which GC removes. Content that
+// is already stored is not stored twice. The caller holds the store (Hold) until a
+// record reaches the layer.
 func (s *Store) IngestLayer(ctx context.Context, ref string, fill func(path string) error) (ocispec.Descriptor, error) {
 	w, err := s.content.Writer(ctx, content.WithRef(ref))
 	if err != nil {
@@ -54,12 +57,23 @@ func (s *Store) IngestLayer(ctx context.Context, ref string, fill func(path stri
 		s.abort(ctx, ref)
 		return ocispec.Descriptor{}, fmt.Errorf("ingest %s: content store layout is not the expected one: %w", ref, err)
 	}
-	if err := fill(data); err != nil {
+	stopWriteback := writeback(data)
+	err = fill(data)
+	stopWriteback()
+	if err != nil {
 		s.abort(ctx, ref)
 		return ocispec.Descriptor{}, err
 	}
+	// The commit must find the data on disk; start that now, so the disk writes while
+	// the hash reads.
+	synced := make(chan error, 1)
+	go func() { synced <- syncFile(data) }()
 	// Reopening the ingest hashes what fill wrote (containerd's resume path).
 	w, err = s.content.Writer(ctx, content.WithRef(ref))
+	if serr := <-synced; err == nil && serr != nil {
+		err = serr
+		w.Close()
+	}
 	if err != nil {
 		s.abort(ctx, ref)
 		return ocispec.Descriptor{}, fmt.Errorf("ingest %s: %w", ref, err)
@@ -77,6 +91,41 @@ func (s *Store) IngestLayer(ctx context.Context, ref string, fill func(path stri
 		return ocispec.Descriptor{}, fmt.Errorf("ingest %s: %w", ref, err)
 	}
 	return desc, nil
+}
+
+// writeback starts the kernel writing a growing file out to disk every so often while
+// another process writes it, so that the sync before its commit has little left to do.
+// It returns a function that stops it.
+func writeback(path string) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			if f, err := os.Open(path); err == nil {
+				// Asynchronous: initiates writeback of dirty pages, waits for nothing.
+				_ = unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+				f.Close()
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }
 
 func (s *Store) abort(ctx context.Context, ref string) {

@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"kiln/daemon/api"
 )
@@ -145,12 +144,13 @@ func (c *Client) RegisterImage(ctx context.Context, req api.RegisterImageRequest
 // ErrImageFailed is returned by WaitImage when the image ends failed.
 var ErrImageFailed = errors.New("image failed")
 
-// WaitImage polls the image until it leaves pending, calling progress (when not nil)
-// after each poll. A failed image returns ErrImageFailed with the reason.
+// WaitImage waits until the image leaves pending (the daemon answers as soon as it
+// does), calling progress (when not nil) after each answer. A failed image returns
+// ErrImageFailed with the reason.
 func (c *Client) WaitImage(ctx context.Context, id string, progress func(api.Image)) (api.Image, error) {
-	delay := 20 * time.Millisecond
 	for {
-		im, err := c.Image(ctx, id)
+		var im api.Image
+		err := c.do(ctx, http.MethodGet, "/images/"+url.PathEscape(id), url.Values{"wait": {"30s"}}, nil, &im)
 		if err != nil {
 			return im, err
 		}
@@ -163,12 +163,9 @@ func (c *Client) WaitImage(ctx context.Context, id string, progress func(api.Ima
 		case "failed":
 			return im, fmt.Errorf("%w: %s: %s", ErrImageFailed, im.ID, im.StateReason)
 		}
-		select {
-		case <-ctx.Done():
-			return im, ctx.Err()
-		case <-time.After(delay):
+		if err := ctx.Err(); err != nil {
+			return im, err
 		}
-		delay = min(delay*2, 500*time.Millisecond)
 	}
 }
 
