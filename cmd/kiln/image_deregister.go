@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -14,15 +13,21 @@ func newImageDeregisterCommand(e *env) *cobra.Command {
 		Args:  minArgs(1, "at least one IMAGE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c := e.client()
-			var errs []error
+			var last error
+			failed := 0
 			for _, ref := range args {
 				if err := c.DeregisterImage(cmd.Context(), ref); err != nil {
-					errs = append(errs, err)
+					// Say each failure as it comes; the others still go ahead.
+					if failed > 0 {
+						reportError(e.stderr, last)
+					}
+					last = err
+					failed++
 					continue
 				}
 				fmt.Fprintln(e.stdout, ref)
 			}
-			return errors.Join(errs...)
+			return last
 		},
 	}
 }

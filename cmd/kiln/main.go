@@ -77,20 +77,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	var ue usageError
-	var ae *api.Error
-	switch {
-	case errors.As(err, &ue) || isCobraUsage(err):
+	if errors.As(err, &ue) || isCobraUsage(err) {
 		fmt.Fprintf(stderr, "kiln: %v\nRun 'kiln --help' for usage.\n", err)
 		return 2
-	case errors.As(err, &ae):
-		fmt.Fprintf(stderr, "kiln: %s: %s\n", ae.Code, ae.Message)
-		if h := hint(ae.Code); h != "" {
-			fmt.Fprintf(stderr, "hint: %s\n", h)
-		}
-		return 1
 	}
-	fmt.Fprintf(stderr, "kiln: %v\n", err)
+	reportError(stderr, err)
 	return 1
+}
+
+// reportError prints an error of the daemon's (its code, message and a hint) or any
+// other error to stderr.
+func reportError(stderr io.Writer, err error) {
+	var ae *api.Error
+	if !errors.As(err, &ae) {
+		fmt.Fprintf(stderr, "kiln: %v\n", err)
+		return
+	}
+	fmt.Fprintf(stderr, "kiln: %s: %s\n", ae.Code, ae.Message)
+	if h := hint(ae.Code); h != "" {
+		fmt.Fprintf(stderr, "hint: %s\n", h)
+	}
 }
 
 // isCobraUsage recognises cobra's own usage errors (unknown command, wrong arguments).
