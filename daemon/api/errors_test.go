@@ -1,0 +1,49 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"testing"
+
+	"github.com/containerd/errdefs"
+)
+
+func TestFromError(t *testing.T) {
+	for _, tc := range []struct {
+		err    error
+		kind   Kind
+		code   string
+		status int
+	}{
+		{errdefs.ErrNotFound, KindImage, CodeInvalidAMIIDNotFound, http.StatusNotFound},
+		{errdefs.ErrNotFound, KindSnapshot, CodeInvalidSnapshotNotFound, http.StatusNotFound},
+		{errdefs.ErrNotFound, KindNone, CodeResourceNotFound, http.StatusNotFound},
+		{errdefs.ErrAlreadyExists, KindImage, CodeInvalidAMINameDuplicate, http.StatusConflict},
+		{errdefs.ErrInvalidArgument, KindImage, CodeInvalidParameterValue, http.StatusBadRequest},
+		{errdefs.ErrFailedPrecondition, KindImage, CodeIncorrectState, http.StatusConflict},
+		{errdefs.ErrPermissionDenied, KindNone, CodeUnauthorizedOperation, http.StatusForbidden},
+		{errdefs.ErrUnavailable, KindNone, CodeServiceUnavailable, http.StatusServiceUnavailable},
+		{errors.New("disk full"), KindImage, CodeInternalError, http.StatusInternalServerError},
+	} {
+		wrapped := fmt.Errorf("image ami-0123456789abcdef0: %w", tc.err)
+		ae := FromError(wrapped, tc.kind)
+		if ae.Code != tc.code || ae.Status() != tc.status {
+			t.Errorf("%v (kind %d): %s %d, want %s %d", tc.err, tc.kind, ae.Code, ae.Status(), tc.code, tc.status)
+		}
+		// The class comes back on the client side, and its words are not said twice.
+		if tc.code != CodeInternalError && !errors.Is(ae, tc.err) {
+			t.Errorf("%s does not unwrap to %v", ae.Code, tc.err)
+		}
+		if tc.code != CodeInternalError && ae.Message != "image ami-0123456789abcdef0" {
+			t.Errorf("message %q", ae.Message)
+		}
+	}
+	pass := &Error{Code: CodeUnknownParameter, Message: "x"}
+	if FromError(fmt.Errorf("wrapped: %w", pass), KindImage) != pass {
+		t.Error("an *Error does not pass through")
+	}
+	if !errdefs.IsInvalidArgument(&Error{Code: CodeRequestTooLarge}) || (&Error{Code: CodeRequestTooLarge}).Status() != http.StatusRequestEntityTooLarge {
+		t.Error("RequestEntityTooLarge")
+	}
+}
