@@ -9,6 +9,8 @@ DESTDIR   ?=
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 GUEST     := testdata/guest/out
+# ./... leaves out testdata/; the guest's own test is named beside it.
+PKGS      := ./... ./testdata/guest
 SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # Debian packages kiln and its tests need.
@@ -37,10 +39,10 @@ $(GUEST)/.built: testdata/guest/build.sh testdata/guest/initrd-init $(shell find
 	touch $@
 
 test: deps guest ## run every test, the ones that boot the guest included
-	$(GO) test -timeout 18m $(TESTFLAGS) ./...
+	$(GO) test -timeout 18m $(TESTFLAGS) $(PKGS)
 
 test-short: ## the quick loop: no guests, no long tests
-	$(GO) test -short $(TESTFLAGS) ./...
+	$(GO) test -short $(TESTFLAGS) $(PKGS)
 
 bench: deps guest ## run the benchmarks (figures for the issues' notes)
 	$(GO) test -run '^$$' -bench . $(BENCHFLAGS) -timeout 30m ./...
@@ -53,8 +55,8 @@ fuzz: ## run each fuzz target for FUZZTIME
 	done
 
 lint: ## go vet and staticcheck
-	$(GO) vet ./...
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
+	$(GO) vet $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 $(PKGS)
 
 run: deps build guest ## start kilnd with the default root and a sample image (Ctrl-C stops it)
 	@set -e; ./bin/kilnd & pid=$$!; trap 'kill $$pid 2>/dev/null' INT TERM EXIT; \

@@ -21,7 +21,7 @@ import (
 type Config struct {
 	Root       string      // the store's directory
 	Socket     string      // the API socket's path
-	SocketMode os.FileMode // default 0660
+	SocketMode os.FileMode // default 0660 for root (group access), 0600 for a user
 	Version    string      // reported by /v1/info
 	KVMDevice  string      // default /dev/kvm
 	QemuImg    string      // the qemu-img binary; default from PATH
@@ -38,7 +38,10 @@ const shutdownTimeout = 10 * time.Second
 // accepting requests, cancels running operations and waits for them (bounded).
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.SocketMode == 0 {
-		cfg.SocketMode = 0o660
+		cfg.SocketMode = 0o600
+		if os.Geteuid() == 0 {
+			cfg.SocketMode = 0o660
+		}
 	}
 	if cfg.KVMDevice == "" {
 		cfg.KVMDevice = "/dev/kvm"

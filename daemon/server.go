@@ -270,33 +270,10 @@ func (s *server) tagImage(w http.ResponseWriter, r *http.Request, c Caller) erro
 	if len(req.Tags) == 0 {
 		return fmt.Errorf("no tags given (KEY=VALUE): %w", errdefs.ErrInvalidArgument)
 	}
-	im, err := s.ownImage(c, r.PathValue("image"))
-	if err != nil {
+	return s.changeImage(w, c, r.PathValue("image"), func(im *images.Image) (err error) {
+		im.Tags, err = images.MergeTags(im.Tags, req.Tags)
 		return err
-	}
-	im, err = s.store.UpdateImage(im.ID, func(im *images.Image) error {
-		added := 0
-		for k := range req.Tags {
-			if _, ok := im.Tags[k]; !ok {
-				added++
-			}
-		}
-		if err := images.CheckTags(req.Tags, len(im.Tags)+added-len(req.Tags)); err != nil {
-			return err
-		}
-		if im.Tags == nil {
-			im.Tags = map[string]string{}
-		}
-		for k, v := range req.Tags {
-			im.Tags[k] = v
-		}
-		return nil
 	})
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, toAPIImage(im))
-	return nil
 }
 
 func (s *server) untagImage(w http.ResponseWriter, r *http.Request, c Caller) error {
@@ -307,11 +284,7 @@ func (s *server) untagImage(w http.ResponseWriter, r *http.Request, c Caller) er
 	if len(req.Keys) == 0 {
 		return fmt.Errorf("no tag keys given: %w", errdefs.ErrInvalidArgument)
 	}
-	im, err := s.ownImage(c, r.PathValue("image"))
-	if err != nil {
-		return err
-	}
-	im, err = s.store.UpdateImage(im.ID, func(im *images.Image) error {
+	return s.changeImage(w, c, r.PathValue("image"), func(im *images.Image) error {
 		for _, k := range req.Keys {
 			if err := images.CheckTagKey(k); err != nil {
 				return err
@@ -320,7 +293,16 @@ func (s *server) untagImage(w http.ResponseWriter, r *http.Request, c Caller) er
 		}
 		return nil
 	})
+}
+
+// changeImage applies change to the record of an image the caller may change and
+// answers with the image as it is then.
+func (s *server) changeImage(w http.ResponseWriter, c Caller, ref string, change func(*images.Image) error) error {
+	im, err := s.ownImage(c, ref)
 	if err != nil {
+		return err
+	}
+	if im, err = s.store.UpdateImage(im.ID, change); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, toAPIImage(im))

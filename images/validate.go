@@ -78,6 +78,22 @@ func CheckTags(tags map[string]string, existing int) error {
 	return nil
 }
 
+// MergeTags returns tags with add set on them (added or replaced), checked as CheckTags
+// checks tags a user sets. tags itself is not changed.
+func MergeTags(tags, add map[string]string) (map[string]string, error) {
+	out := make(map[string]string, len(tags)+len(add))
+	for k, v := range tags {
+		out[k] = v
+	}
+	for k, v := range add {
+		out[k] = v
+	}
+	if err := CheckTags(add, len(out)-len(add)); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CheckTagKey checks one tag key as CheckTags does.
 func CheckTagKey(k string) error {
 	switch {

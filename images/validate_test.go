@@ -60,3 +60,21 @@ func TestCheckTags(t *testing.T) {
 		}
 	}
 }
+
+func TestMergeTags(t *testing.T) {
+	have := map[string]string{"a": "1", "b": "2"}
+	got, err := MergeTags(have, map[string]string{"b": "3", "c": "4"})
+	if err != nil || len(got) != 3 || got["b"] != "3" || got["c"] != "4" || have["b"] != "2" {
+		t.Fatalf("MergeTags: %v, %v (input now %v)", got, err, have)
+	}
+	full := map[string]string{}
+	for i := range MaxTags {
+		full[strings.Repeat("k", i+1)] = "v"
+	}
+	if _, err := MergeTags(full, map[string]string{"k": "replaced"}); err != nil {
+		t.Errorf("replacing a tag at the limit: %v", err)
+	}
+	if _, err := MergeTags(full, map[string]string{"new": "x"}); err == nil {
+		t.Error("a 51st tag was accepted")
+	}
+}
