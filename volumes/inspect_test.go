@@ -209,3 +209,32 @@ func seedHeaders(f *testing.F) [][]byte {
 	}
 	return out
 }
+
+// TestParseInfo reads recorded `qemu-img info` output (testdata/README.md says how it
+// was made): the second line of defence behind the header checks.
+func TestParseInfo(t *testing.T) {
+	for _, tc := range []struct {
+		file, path, format, want string
+	}{
+		{"info-good-qcow2.json", "/tmp/okx.qcow2", "qcow2", ""},
+		{"info-good-qcow2.json", "/tmp/okx.qcow2", "raw", `is "qcow2", not "raw"`},
+		{"info-backed-qcow2.json", "/tmp/bk.qcow2", "qcow2", `backing file "/etc/passwd"`},
+		{"info-datafile-qcow2.json", "/tmp/dfx.qcow2", "qcow2", `external file "/tmp/dfx.raw"`},
+		{"info-split-vmdk.json", "/tmp/split.vmdk", "vmdk", `extent in another file "/tmp/split-s001.vmdk"`},
+	} {
+		out, err := os.ReadFile(filepath.Join("testdata", tc.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := ParseInfo(out, tc.path, tc.format)
+		switch {
+		case tc.want == "" && (err != nil || info.VirtualSize != 1<<20):
+			t.Errorf("%s: %+v, %v", tc.file, info, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !errdefs.IsInvalidArgument(err)):
+			t.Errorf("%s as %s: %v; want InvalidArgument saying %q", tc.file, tc.format, err, tc.want)
+		}
+	}
+	if _, err := ParseInfo([]byte("not json"), "/x", "raw"); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("garbage output: %v", err)
+	}
+}
