@@ -70,8 +70,6 @@ type Registration struct {
 	req   RegisterRequest
 }
 
-var errInvalid = errdefs.ErrInvalidArgument
-
 var deviceName = regexp.MustCompile(`^/dev/vd[a-z]$`)
 
 // MaxCmdlineLen bounds a kernel command line (the x86 boot protocol's limit).
@@ -245,7 +243,7 @@ func (r *Registration) Run(ctx context.Context) (*images.Image, error) {
 		if ferr != nil {
 			return nil, errors.Join(err, ferr)
 		}
-		r.dropSnapshots()
+		r.dropSnapshots(l)
 		l.WithError(err).Info("image failed")
 		return failed, err
 	}
@@ -253,10 +251,15 @@ func (r *Registration) Run(ctx context.Context) (*images.Image, error) {
 	return im, nil
 }
 
-func (r *Registration) dropSnapshots() {
+// dropSnapshots removes the snapshots made for a failed image, so that it keeps no
+// content from GC.
+func (r *Registration) dropSnapshots(l *log.Entry) {
 	for _, sn := range r.b.Store.Snapshots() {
-		if sn.ImageID == r.Image.ID {
-			_ = r.b.Store.DeleteSnapshot(sn.ID)
+		if sn.ImageID != r.Image.ID {
+			continue
+		}
+		if err := r.b.Store.DeleteSnapshot(sn.ID); err != nil {
+			l.WithError(err).WithField("snapshot", sn.ID).Warn("snapshot of a failed image stays until the image is deregistered")
 		}
 	}
 }

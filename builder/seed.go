@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/containerd/errdefs"
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/disk"
 	"github.com/diskfs/go-diskfs/filesystem"
@@ -19,7 +20,7 @@ const MaxUserData = 1 << 20
 // "cidata" (with Rock Ridge) holding user-data and meta-data. path must not exist.
 func WriteSeed(path string, userData, metaData []byte) error {
 	if len(userData) > MaxUserData {
-		return fmt.Errorf("user data is %d bytes; at most %d: %w", len(userData), MaxUserData, errInvalid)
+		return fmt.Errorf("user data is %d bytes; at most %d: %w", len(userData), MaxUserData, errdefs.ErrInvalidArgument)
 	}
 	// go-diskfs wants relative paths inside its work dir; work in the seed's directory.
 	dir := filepath.Dir(path)

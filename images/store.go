@@ -81,7 +81,8 @@ func (s *Store) Close() error { return s.db.Close() }
 // Root is the directory the store lives in.
 func (s *Store) Root() string { return s.root }
 
-// load reads every record into the cache and fails images a stopped daemon left pending.
+// load reads every record into the cache and fails images a stopped daemon left
+// pending, dropping the snapshots made for them: a failed image holds no content.
 func (s *Store) load(ctx context.Context) error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketImages, bucketSnapshots} {
@@ -89,17 +90,7 @@ func (s *Store) load(ctx context.Context) error {
 				return err
 			}
 		}
-		if err := tx.Bucket(bucketSnapshots).ForEach(func(k, v []byte) error {
-			var sn Snapshot
-			if err := json.Unmarshal(v, &sn); err != nil {
-				return fmt.Errorf("snapshot record %s: %w", k, err)
-			}
-			s.snapshots[sn.ID] = &sn
-			return nil
-		}); err != nil {
-			return err
-		}
-		var interrupted []*Image
+		interrupted := map[string]*Image{}
 		if err := tx.Bucket(bucketImages).ForEach(func(k, v []byte) error {
 			var im Image
 			if err := json.Unmarshal(v, &im); err != nil {
@@ -107,16 +98,37 @@ func (s *Store) load(ctx context.Context) error {
 			}
 			if im.State == StatePending {
 				im.State, im.StateReason = StateFailed, "kilnd stopped while the image was being made; deregister it and try again"
-				interrupted = append(interrupted, &im)
+				im.BlockDeviceMappings = nil
+				interrupted[im.ID] = &im
 			}
 			s.images[im.ID] = &im
 			return nil
 		}); err != nil {
 			return err
 		}
-		for _, im := range interrupted {
-			log.G(ctx).WithField("image", im.ID).Warn("image was pending when kilnd stopped; marked failed")
-			if err := putJSON(tx, bucketImages, im.ID, im); err != nil {
+		for id, im := range interrupted {
+			log.G(ctx).WithField("image", id).Warn("image was pending when kilnd stopped; marked failed")
+			if err := putJSON(tx, bucketImages, id, im); err != nil {
+				return err
+			}
+		}
+		var dropped [][]byte
+		if err := tx.Bucket(bucketSnapshots).ForEach(func(k, v []byte) error {
+			var sn Snapshot
+			if err := json.Unmarshal(v, &sn); err != nil {
+				return fmt.Errorf("snapshot record %s: %w", k, err)
+			}
+			if _, ok := interrupted[sn.ImageID]; ok {
+				dropped = append(dropped, k)
+				return nil
+			}
+			s.snapshots[sn.ID] = &sn
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, k := range dropped {
+			if err := tx.Bucket(bucketSnapshots).Delete(k); err != nil {
 				return err
 			}
 		}

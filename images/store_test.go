@@ -137,6 +137,11 @@ func TestRecordsPersistAndPendingFails(t *testing.T) {
 	if err := s.CreateImage(pending); err != nil {
 		t.Fatal(err)
 	}
+	// A snapshot made for the pending image before the daemon stopped.
+	half := layer(t, s, "half", []byte("half an image"))
+	if err := s.PutSnapshot(&Snapshot{ID: NewID(SnapshotPrefix), Layer: half.Digest, Chain: []digest.Digest{half.Digest}, ImageID: pending.ID}); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.CreateImage(&Image{ID: NewID(ImagePrefix), Name: "kept", OwnerID: "alice"}); !errdefs.IsAlreadyExists(err) {
 		t.Errorf("duplicate name for the same owner: %v", err)
 	}
@@ -150,9 +155,9 @@ func TestRecordsPersistAndPendingFails(t *testing.T) {
 	if err != nil || got.State != StateAvailable || got.Manifest != avail.Manifest || len(got.BlockDeviceMappings) != 1 {
 		t.Errorf("after reopen: %+v, %v", got, err)
 	}
-	half, err := s.Image(pending.ID)
-	if err != nil || half.State != StateFailed || half.StateReason == "" {
-		t.Errorf("pending image after reopen: %+v, %v", half, err)
+	failed, err := s.Image(pending.ID)
+	if err != nil || failed.State != StateFailed || failed.StateReason == "" {
+		t.Errorf("pending image after reopen: %+v, %v", failed, err)
 	}
 	if n, sn := s.Counts(); n != 3 || sn != 1 {
 		t.Errorf("counts after reopen: %d images, %d snapshots", n, sn)
