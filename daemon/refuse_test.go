@@ -117,6 +117,13 @@ func TestRegisterRefusals(t *testing.T) {
 		})
 	}
 
+	for _, call := range [][2]string{{http.MethodPut, "/v1/images"}, {http.MethodGet, "/v2/images"}, {http.MethodPost, "/v1/images/x/colour"}} {
+		status, body, err := k.Raw(ctx, call[0], call[1], nil)
+		if err != nil || status != http.StatusNotFound || !strings.Contains(string(body), api.CodeInvalidAction) {
+			t.Errorf("%s %s: %d %s %v", call[0], call[1], status, body, err)
+		}
+	}
+
 	// Nothing of the refused requests was stored.
 	list, err := k.Images(ctx, client.ListImagesOptions{})
 	if err != nil || len(list) != 1 || list[0].Name != "taken" {

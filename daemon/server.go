@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -76,17 +75,13 @@ func (s *server) routes() http.Handler {
 	route("POST "+v+"/images/{image}/untag", api.KindImage, s.untagImage)
 	route("POST "+v+"/gc", api.KindNone, s.gc)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, &api.Error{Code: api.CodeInvalidRequest, Message: fmt.Sprintf("no such API call: %s %s", r.Method, r.URL.Path)})
+		writeError(w, &api.Error{Code: api.CodeInvalidAction, Message: fmt.Sprintf("no such API call: %s %s", r.Method, r.URL.Path)})
 	})
 	return mux
 }
 
 func writeError(w http.ResponseWriter, e *api.Error) {
-	status := e.Status()
-	if e.Code == api.CodeInvalidRequest && strings.HasPrefix(e.Message, "no such API call") {
-		status = http.StatusNotFound
-	}
-	writeJSON(w, status, e)
+	writeJSON(w, e.Status(), e)
 }
 
 func (s *server) info(w http.ResponseWriter, r *http.Request, c Caller) error {

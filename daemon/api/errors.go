@@ -34,6 +34,7 @@ const (
 	CodeInternalError            = "InternalError"
 	CodeOperationNotPermitted    = "OperationNotPermitted"
 	CodeInvalidParameterMismatch = "InvalidParameterCombination"
+	CodeInvalidAction            = "InvalidAction" // no such API call
 )
 
 // Kind is the kind of resource an operation is about; it picks the resource-specific
@@ -68,6 +69,7 @@ var codes = map[string]struct {
 	CodeOperationNotPermitted:    {errdefs.ErrPermissionDenied, http.StatusForbidden},
 	CodeServiceUnavailable:       {errdefs.ErrUnavailable, http.StatusServiceUnavailable},
 	CodeInternalError:            {errdefs.ErrUnknown, http.StatusInternalServerError},
+	CodeInvalidAction:            {errdefs.ErrNotImplemented, http.StatusNotFound},
 }
 
 // FromError maps an error from kiln's packages to the API error for a resource kind.
