@@ -1,0 +1,196 @@
+package hypervisor
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/digitalocean/go-qemu/qmp/raw"
+
+	"kiln/hypervisor/qmp"
+)
+
+// Machine is a running QEMU process with its QMP connection. QEMU runs in its own
+// session, detached from kilnd, so it outlives kilnd; a new kilnd reattaches with
+// Attach. A Machine is safe for concurrent use.
+type Machine struct {
+	Dir string
+	PID int
+	QMP *qmp.Client
+
+	exited chan struct{} // closed once the process is gone
+	proc   *os.Process
+}
+
+// Start starts QEMU (the binary qemu) for spec, detached in its own session, and
+// returns once its QMP socket answers. QEMU's own output goes to Dir/qemu.log. If QEMU
+// exits first, the error carries its argv and the end of its log.
+func Start(ctx context.Context, qemu string, spec Spec) (*Machine, error) {
+	args, err := spec.Args()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(spec.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	sock := filepath.Join(spec.Dir, QMPSocket)
+	os.Remove(sock)
+	logPath := filepath.Join(spec.Dir, LogFile)
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	start, _ := logf.Seek(0, 2)
+	// Not CommandContext: QEMU outlives the request and kilnd itself.
+	cmd := exec.Command(qemu, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("%s: %w", qemu, err)
+	}
+	m := &Machine{Dir: spec.Dir, PID: cmd.Process.Pid, exited: make(chan struct{}), proc: cmd.Process}
+	go func() { cmd.Wait(); close(m.exited) }() // the one reaper of this child
+	if m.QMP, err = dialWhileAlive(ctx, sock, m.exited); err != nil {
+		m.kill()
+		return nil, fmt.Errorf("%s %s: %w: %s", qemu, strings.Join(args, " "), err, logTail(logPath, start))
+	}
+	return m, nil
+}
+
+// dialWhileAlive dials QMP until it answers, the process exits or ctx ends.
+func dialWhileAlive(ctx context.Context, sock string, exited <-chan struct{}) (*qmp.Client, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		c, err := qmp.Dial(ctx, sock)
+		if err == nil {
+			return c, nil
+		}
+		select {
+		case <-exited:
+			return nil, errors.New("QEMU exited at start")
+		case <-ctx.Done():
+			return nil, fmt.Errorf("QMP did not answer: %w", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// logTail is what QEMU wrote to its log since offset, at most its last 1 KiB.
+func logTail(path string, offset int64) string {
+	b, _ := os.ReadFile(path)
+	if int64(len(b)) > offset {
+		b = b[offset:]
+	}
+	if len(b) > 1024 {
+		b = b[len(b)-1024:]
+	}
+	return string(bytes.TrimSpace(b))
+}
+
+// Attach reattaches to the QEMU of an instance directory, as a restarted kilnd does:
+// its pid file names a live QEMU process and its QMP socket answers. Otherwise it
+// returns an error saying which.
+func Attach(ctx context.Context, dir string) (*Machine, error) {
+	b, err := os.ReadFile(filepath.Join(dir, PIDFile))
+	if err != nil {
+		return nil, fmt.Errorf("instance %s: no QEMU pid: %w", dir, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return nil, fmt.Errorf("instance %s: bad pid file %q", dir, b)
+	}
+	if !isQEMU(pid) {
+		return nil, fmt.Errorf("instance %s: process %d is gone", dir, pid)
+	}
+	m := &Machine{Dir: dir, PID: pid, exited: make(chan struct{})}
+	m.proc, _ = os.FindProcess(pid)
+	if m.QMP, err = qmp.Dial(ctx, filepath.Join(dir, QMPSocket)); err != nil {
+		return nil, fmt.Errorf("instance %s: QEMU %d does not answer on QMP: %w", dir, pid, err)
+	}
+	go m.watch()
+	return m, nil
+}
+
+// isQEMU reports whether pid is a live QEMU process (not a zombie, not a reused pid).
+func isQEMU(pid int) bool {
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil || !bytes.Contains(cmdline, []byte("qemu-system")) {
+		return false
+	}
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if i := bytes.LastIndexByte(stat, ')'); err == nil && i > 0 && i+2 < len(stat) {
+		return stat[i+2] != 'Z'
+	}
+	return false
+}
+
+// watch notices the exit of an attached QEMU, which is not kilnd's child: its QMP
+// connection closes, then the process goes.
+func (m *Machine) watch() {
+	<-m.QMP.Done()
+	for isQEMU(m.PID) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	close(m.exited)
+}
+
+// Exited is closed once the QEMU process is gone.
+func (m *Machine) Exited() <-chan struct{} { return m.exited }
+
+// Monitor is go-qemu's typed view of the QMP connection.
+func (m *Machine) Monitor() *raw.Monitor { return raw.NewMonitor(m.QMP) }
+
+// Stop stops the machine: the ACPI power button and up to grace for the guest to power
+// off (skipped when grace is 0), then QMP quit, then SIGTERM, then SIGKILL, each with a
+// bounded wait. It is idempotent and returns once the process is gone.
+func (m *Machine) Stop(ctx context.Context, grace time.Duration) error {
+	if grace > 0 && m.Monitor().SystemPowerdown() == nil && m.wait(ctx, grace) {
+		return nil
+	}
+	if m.Monitor().Quit() == nil && m.wait(ctx, 5*time.Second) {
+		return nil
+	}
+	m.proc.Signal(syscall.SIGTERM)
+	if m.wait(ctx, 5*time.Second) {
+		return nil
+	}
+	m.kill()
+	if !m.wait(context.WithoutCancel(ctx), 10*time.Second) {
+		return fmt.Errorf("QEMU %d did not exit after SIGKILL", m.PID)
+	}
+	return nil
+}
+
+func (m *Machine) kill() {
+	if m.proc != nil {
+		m.proc.Kill()
+	}
+}
+
+// wait waits up to d (and ctx) for the process to exit.
+func (m *Machine) wait(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-m.exited:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	select {
+	case <-m.exited:
+		return true
+	default:
+		return false
+	}
+}
