@@ -238,3 +238,34 @@ func TestParseInfo(t *testing.T) {
 		t.Errorf("garbage output: %v", err)
 	}
 }
+
+func TestCreateOverlay(t *testing.T) {
+	d := disks(t)
+	var tool Tool
+	ctx := context.Background()
+	layer := filepath.Join(d, "good.qcow2")
+	ov := filepath.Join(d, "inst", "vda.qcow2")
+	os.MkdirAll(filepath.Dir(ov), 0o700)
+	if err := tool.CreateOverlay(ctx, ov, layer, 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("qemu-img", "info", "--output=json", "--backing-chain", ov).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(out)
+	if !strings.Contains(s, `"backing-filename": "../good.qcow2"`) || !strings.Contains(s, `"virtual-size": 1073741824`) {
+		t.Errorf("overlay info:\n%s", s)
+	}
+	// The overlay reads the layer's data (written at 1 MiB with 0x5a).
+	if out, err := exec.Command("qemu-io", "-c", "read -P 0x5a 1M 2M", ov).CombinedOutput(); err != nil || strings.Contains(string(out), "fail") {
+		t.Errorf("reading the layer through the overlay: %v %s", err, out)
+	}
+	if st, _ := os.Stat(ov); st.Size() > 1<<20 {
+		t.Errorf("overlay is %d bytes: it copied the layer", st.Size())
+	}
+	blank := filepath.Join(d, "inst", "vdb.qcow2")
+	if err := tool.CreateBlank(ctx, blank, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,36 @@
+package volumes
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strconv"
+)
+
+// CreateOverlay creates a qcow2 volume at path of size bytes over the layer file
+// backing (copy-on-write: nothing of the layer is copied, so it costs the same for any
+// layer). The header names the layer by a path relative to the volume, so the store can
+// move; QEMU is given the whole chain explicitly and never follows the name. size must
+// be at least the layer's virtual size.
+func (t Tool) CreateOverlay(ctx context.Context, path, backing string, size int64) error {
+	rel, err := filepath.Rel(filepath.Dir(path), backing)
+	if err != nil {
+		return err
+	}
+	// -u: the size is given, so qemu-img need not open the layer.
+	_, err = t.run(ctx, InspectLimits, "create", "-q", "-f", "qcow2", "-o", "compat=1.1,cluster_size=65536",
+		"-u", "-F", "qcow2", "-b", rel, path, strconv.FormatInt(size, 10))
+	if err != nil {
+		return fmt.Errorf("volume %s: %w", path, err)
+	}
+	return nil
+}
+
+// CreateBlank creates an empty qcow2 volume of size bytes at path.
+func (t Tool) CreateBlank(ctx context.Context, path string, size int64) error {
+	_, err := t.run(ctx, InspectLimits, "create", "-q", "-f", "qcow2", "-o", "compat=1.1,cluster_size=65536", path, strconv.FormatInt(size, 10))
+	if err != nil {
+		return fmt.Errorf("volume %s: %w", path, err)
+	}
+	return nil
+}
