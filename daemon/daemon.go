@@ -67,7 +67,7 @@ func Run(ctx context.Context, cfg Config) error {
 	return serve(ctx, cfg, store, accel, ln, l)
 }
 
-func serve(ctx context.Context, cfg Config, store *images.Store, accel string, ln net.Listener, l *log.Entry) error {
+func serve(ctx context.Context, cfg Config, store *images.Store, accel string, ln net.Listener, l *log.Entry) (err error) {
 	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelOps()
 	s := &server{
@@ -79,6 +79,10 @@ func serve(ctx context.Context, cfg Config, store *images.Store, accel string, l
 		opsCtx:  opsCtx,
 		running: map[string]chan struct{}{},
 	}
+	if s.inst, err = newInstances(ctx, s); err != nil {
+		return err
+	}
+	s.inst.reconcile(ctx) // before serving: a client never sees a stale state
 	hs := &http.Server{
 		Handler:           s.routes(),
 		ConnContext:       withCaller(&s.users),
@@ -100,7 +104,7 @@ func serve(ctx context.Context, cfg Config, store *images.Store, accel string, l
 	l.Info("kilnd stopping")
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
-	err := hs.Shutdown(sctx)
+	err = hs.Shutdown(sctx)
 	cancelOps()
 	done := make(chan struct{})
 	go func() { s.ops.Wait(); close(done) }()

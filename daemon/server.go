@@ -28,6 +28,8 @@ type server struct {
 	opsCtx context.Context
 	ops    sync.WaitGroup
 
+	inst *instances
+
 	// running maps an image being made to a channel closed when that ends.
 	mu      sync.Mutex
 	running map[string]chan struct{}
@@ -74,6 +76,11 @@ func (s *server) routes() http.Handler {
 	route("POST "+v+"/images/{image}/tags", api.KindImage, s.tagImage)
 	route("POST "+v+"/images/{image}/untag", api.KindImage, s.untagImage)
 	route("POST "+v+"/gc", api.KindNone, s.gc)
+	route("GET "+v+"/instances", api.KindInstance, s.listInstances)
+	route("POST "+v+"/instances", api.KindInstance, s.runInstances)
+	route("GET "+v+"/instances/{instance}", api.KindInstance, s.inspectInstance)
+	route("GET "+v+"/instances/{instance}/console", api.KindInstance, s.console)
+	route("POST "+v+"/instances/{instance}/{action}", api.KindInstance, s.instanceAction)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &api.Error{Code: api.CodeInvalidAction, Message: fmt.Sprintf("no such API call: %s %s", r.Method, r.URL.Path)})
 	})
@@ -93,6 +100,7 @@ func (s *server) info(w http.ResponseWriter, r *http.Request, c Caller) error {
 		Socket:      s.cfg.Socket,
 		Images:      nImages,
 		Snapshots:   nSnapshots,
+		Instances:   s.inst.count(),
 	})
 	return nil
 }
@@ -308,7 +316,7 @@ func (s *server) gc(w http.ResponseWriter, r *http.Request, c Caller) error {
 	if !s.admin(c) {
 		return fmt.Errorf("gc is for administrators: %w", errdefs.ErrPermissionDenied)
 	}
-	res, err := s.store.GC(r.Context())
+	res, err := s.store.GC(r.Context(), s.inst.roots)
 	if err != nil {
 		return err
 	}

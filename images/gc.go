@@ -24,10 +24,11 @@ type GCResult struct {
 }
 
 // GC deletes every blob that no image, snapshot or extra root reaches, and every
-// abandoned ingest. extra names layers that something outside the store's records
-// needs (a volume's chain). It waits for holds (Hold) to be released and keeps new
-// ones out while it runs.
-func (s *Store) GC(ctx context.Context, extra ...digest.Digest) (GCResult, error) {
+// abandoned ingest. extra (when not nil) names the layers that something outside the
+// store's records needs (the volumes' chains); it is called once GC has the store to
+// itself, so a volume made under a Hold before that is counted. GC waits for holds to be
+// released and keeps new ones out while it runs.
+func (s *Store) GC(ctx context.Context, extra func() []digest.Digest) (GCResult, error) {
 	s.gcLock.Lock()
 	defer s.gcLock.Unlock()
 
@@ -44,8 +45,10 @@ func (s *Store) GC(ctx context.Context, extra ...digest.Digest) (GCResult, error
 		}
 	}
 	s.mu.RUnlock()
-	for _, d := range extra {
-		roots = append(roots, gc.Node{Type: nodeBlob, Key: d.String()})
+	if extra != nil {
+		for _, d := range extra() {
+			roots = append(roots, gc.Node{Type: nodeBlob, Key: d.String()})
+		}
 	}
 
 	reachable, err := gc.Tricolor(roots, func(n gc.Node) ([]gc.Node, error) {

@@ -75,6 +75,11 @@ func Open(ctx context.Context, root string) (*Store, error) {
 	return s, nil
 }
 
+// DB is the metadata DB, for the records the daemon keeps beside images (instances,
+// volumes, events) in buckets of its own. The buckets "images" and "snapshots" are the
+// store's: nothing else may write them.
+func (s *Store) DB() *bolt.DB { return s.db }
+
 // Close closes the metadata DB. The store must not be used afterwards.
 func (s *Store) Close() error { return s.db.Close() }
 

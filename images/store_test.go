@@ -190,7 +190,7 @@ func TestGC(t *testing.T) {
 	w.Close()
 
 	before := blobs(t, s)
-	res, err := s.GC(ctx)
+	res, err := s.GC(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +206,7 @@ func TestGC(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if res, err = s.GC(ctx); err != nil {
+	if res, err = s.GC(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	after := blobs(t, s)

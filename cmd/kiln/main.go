@@ -70,7 +70,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.PersistentFlags().StringVarP(&e.output, "output", "o", "table", "output: table or json")
 	root.PersistentFlags().BoolVarP(&e.quiet, "quiet", "q", false, "print ids only, one a line")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newInfoCommand(e), newImageCommand(e), newGCCommand(e))
+	root.AddCommand(newInfoCommand(e), newImageCommand(e), newGCCommand(e),
+		newRunCommand(e), newInstanceCommand(e), newInstanceLsCommand(e, "ps"), newConsoleCommand(e),
+		newStopCommand(e), newStartCommand(e), newRebootCommand(e), newTerminateCommand(e))
 
 	err := root.ExecuteContext(ctx)
 	if err == nil {
@@ -115,7 +117,9 @@ func hint(code string) string {
 	case api.CodeUnknownParameter, api.CodeInvalidRequest, api.CodeRequestTooLarge:
 		return "this client and kilnd may be of different versions ('kiln info')"
 	case api.CodeIncorrectState:
-		return "'kiln image inspect' shows the state"
+		return "'kiln image inspect' or 'kiln instance inspect' shows the state"
+	case api.CodeInvalidInstanceNotFound:
+		return "'kiln ps -a' lists your instances"
 	case api.CodeUnauthorizedOperation:
 		return "only the owner or an administrator may do that"
 	}

@@ -35,6 +35,9 @@ const (
 	CodeOperationNotPermitted    = "OperationNotPermitted"
 	CodeInvalidParameterMismatch = "InvalidParameterCombination"
 	CodeInvalidAction            = "InvalidAction" // no such API call
+	CodeInvalidInstanceNotFound  = "InvalidInstanceID.NotFound"
+	CodeInstanceNameDuplicate    = "InvalidInstanceName.Duplicate"
+	CodeUnsupportedOperation     = "UnsupportedOperation"
 )
 
 // Kind is the kind of resource an operation is about; it picks the resource-specific
@@ -46,6 +49,7 @@ const (
 	KindNone Kind = iota
 	KindImage
 	KindSnapshot
+	KindInstance
 )
 
 // codes maps the codes to their class and HTTP status; the first code of a class is the
@@ -70,6 +74,9 @@ var codes = map[string]struct {
 	CodeServiceUnavailable:       {errdefs.ErrUnavailable, http.StatusServiceUnavailable},
 	CodeInternalError:            {errdefs.ErrUnknown, http.StatusInternalServerError},
 	CodeInvalidAction:            {errdefs.ErrNotImplemented, http.StatusNotFound},
+	CodeInvalidInstanceNotFound:  {errdefs.ErrNotFound, http.StatusNotFound},
+	CodeInstanceNameDuplicate:    {errdefs.ErrAlreadyExists, http.StatusConflict},
+	CodeUnsupportedOperation:     {errdefs.ErrNotImplemented, http.StatusBadRequest},
 }
 
 // FromError maps an error from kiln's packages to the API error for a resource kind.
@@ -93,13 +100,20 @@ func code(err error, kind Kind) string {
 			return CodeInvalidAMIIDNotFound
 		case KindSnapshot:
 			return CodeInvalidSnapshotNotFound
+		case KindInstance:
+			return CodeInvalidInstanceNotFound
 		}
 		return CodeResourceNotFound
 	case errdefs.IsAlreadyExists(err):
-		if kind == KindImage {
+		switch kind {
+		case KindImage:
 			return CodeInvalidAMINameDuplicate
+		case KindInstance:
+			return CodeInstanceNameDuplicate
 		}
 		return CodeResourceAlreadyExists
+	case errdefs.IsNotImplemented(err):
+		return CodeUnsupportedOperation
 	case errdefs.IsInvalidArgument(err):
 		return CodeInvalidParameterValue
 	case errdefs.IsFailedPrecondition(err), errdefs.IsConflict(err):

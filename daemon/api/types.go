@@ -93,3 +93,63 @@ type GCResult struct {
 
 // MaxBodySize bounds every request body.
 const MaxBodySize = 1 << 20
+
+// InstanceType is a named size.
+type InstanceType struct {
+	Name      string `json:"name"`
+	CPUs      int    `json:"cpus"`
+	MemoryMiB int    `json:"memoryMiB"`
+}
+
+// Instance is an instance as the API shows it.
+type Instance struct {
+	ID                  string                       `json:"id"`
+	Name                string                       `json:"name"`
+	ImageID             string                       `json:"imageId"`
+	OwnerID             string                       `json:"ownerId"`
+	State               string                       `json:"state"`
+	StateReason         string                       `json:"stateReason,omitempty"`
+	InstanceType        string                       `json:"instanceType,omitempty"`
+	CPUs                int                          `json:"cpus"`
+	MemoryMiB           int                          `json:"memoryMiB"`
+	Accelerator         string                       `json:"accelerator"`
+	RootDeviceType      string                       `json:"rootDeviceType"`
+	RootDeviceName      string                       `json:"rootDeviceName"`
+	BlockDeviceMappings []InstanceBlockDeviceMapping `json:"blockDeviceMappings"`
+	LaunchTime          time.Time                    `json:"launchTime"`
+	PID                 int                          `json:"pid,omitempty"`
+	Ready               bool                         `json:"ready,omitempty"` // the guest said so on its console
+}
+
+// InstanceBlockDeviceMapping is one volume of an instance.
+type InstanceBlockDeviceMapping struct {
+	DeviceName          string `json:"deviceName"`
+	VolumeID            string `json:"volumeId"`
+	DeleteOnTermination bool   `json:"deleteOnTermination"`
+}
+
+// VolumeSpec asks for a blank volume at launch.
+type VolumeSpec struct {
+	DeviceName string `json:"deviceName"`
+	SizeGiB    int64  `json:"sizeGiB"`
+}
+
+// RunInstancesRequest is POST /v1/instances. The answer is the instances, running.
+type RunInstancesRequest struct {
+	Image        string       `json:"image"` // an ami- id or a name
+	Name         string       `json:"name,omitempty"`
+	InstanceType string       `json:"instanceType,omitempty"`
+	CPUs         *int         `json:"cpus,omitempty"`      // nil: the type's
+	MemoryMiB    *int         `json:"memoryMiB,omitempty"` // nil: the type's
+	Count        int          `json:"count,omitempty"`     // 0 means 1
+	UserData     []byte       `json:"userData,omitempty"`  // base64 in JSON
+	Volumes      []VolumeSpec `json:"volumes,omitempty"`
+}
+
+// StopRequest is POST /v1/instances/{instance}/stop and /terminate.
+type StopRequest struct {
+	Force bool `json:"force,omitempty"` // skip the guest's clean shutdown
+}
+
+// MaxUserData bounds user data (after base64 decoding).
+const MaxUserData = 256 << 10

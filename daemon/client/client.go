@@ -76,19 +76,11 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return fmt.Errorf("%w at %s (is it running? start it with 'make run' or systemctl start kilnd): %v", ErrDaemonUnreachable, c.socket, err)
+		return c.unreachable(ctx, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		ae := &api.Error{}
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		if err := json.Unmarshal(b, ae); err != nil || ae.Code == "" {
-			return &api.Error{Code: api.CodeInternalError, Message: fmt.Sprintf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))}
-		}
-		return ae
+		return decodeError(resp)
 	}
 	if out == nil {
 		return nil
@@ -97,6 +89,23 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		return fmt.Errorf("decode %s %s answer: %w", method, path, err)
 	}
 	return nil
+}
+
+func (c *Client) unreachable(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return fmt.Errorf("%w at %s (is it running? start it with 'make run' or systemctl start kilnd): %v", ErrDaemonUnreachable, c.socket, err)
+}
+
+// decodeError reads an error answer into an *api.Error.
+func decodeError(resp *http.Response) error {
+	ae := &api.Error{}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err := json.Unmarshal(b, ae); err != nil || ae.Code == "" {
+		return &api.Error{Code: api.CodeInternalError, Message: fmt.Sprintf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))}
+	}
+	return ae
 }
 
 // Info returns what the daemon says of itself.

@@ -1,0 +1,103 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"kiln/daemon/api"
+)
+
+// RunInstances launches instances of an image and returns them, running.
+func (c *Client) RunInstances(ctx context.Context, req api.RunInstancesRequest) ([]api.Instance, error) {
+	var out []api.Instance
+	err := c.do(ctx, http.MethodPost, "/instances", nil, req, &out)
+	return out, err
+}
+
+// Instances lists the caller's instances; terminated ones only with all.
+func (c *Client) Instances(ctx context.Context, all bool) ([]api.Instance, error) {
+	q := url.Values{}
+	if all {
+		q.Set("all", "true")
+	}
+	var out []api.Instance
+	err := c.do(ctx, http.MethodGet, "/instances", q, nil, &out)
+	return out, err
+}
+
+// Instance returns the instance ref names: an i- id or a name.
+func (c *Client) Instance(ctx context.Context, ref string) (api.Instance, error) {
+	var inst api.Instance
+	err := c.do(ctx, http.MethodGet, "/instances/"+url.PathEscape(ref), nil, nil, &inst)
+	return inst, err
+}
+
+// WaitInstance waits until the instance is in state want ("running", "stopped",
+// "terminated") or, for "ready", running with its guest saying it is ready. It fails
+// when the instance ends in another settled state.
+func (c *Client) WaitInstance(ctx context.Context, ref, want string) (api.Instance, error) {
+	for {
+		var inst api.Instance
+		err := c.do(ctx, http.MethodGet, "/instances/"+url.PathEscape(ref), url.Values{"wait": {want}}, nil, &inst)
+		if err != nil {
+			return inst, err
+		}
+		switch {
+		case inst.State == want || want == "ready" && inst.Ready:
+			return inst, nil
+		case inst.State == "terminated" || inst.State == "stopped" && want != "stopped":
+			return inst, fmt.Errorf("instance %s is %s (%s), not %s", inst.ID, inst.State, inst.StateReason, want)
+		}
+		if err := ctx.Err(); err != nil {
+			return inst, err
+		}
+	}
+}
+
+// InstanceAction asks for stop, start, reboot or terminate.
+func (c *Client) InstanceAction(ctx context.Context, ref, action string, force bool) (api.Instance, error) {
+	var inst api.Instance
+	var body any
+	if force {
+		body = api.StopRequest{Force: true}
+	}
+	err := c.do(ctx, http.MethodPost, "/instances/"+url.PathEscape(ref)+"/"+action, nil, body, &inst)
+	return inst, err
+}
+
+// Console copies the instance's serial console log to w; with follow it goes on
+// copying what comes until the instance stops or ctx ends.
+func (c *Client) Console(ctx context.Context, ref string, follow bool, w io.Writer) error {
+	u := "http://kilnd/" + api.Version + "/instances/" + url.PathEscape(ref) + "/console"
+	if follow {
+		u += "?follow=true"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return c.unreachable(ctx, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return decodeError(resp)
+	}
+	_, err = io.Copy(w, resp.Body)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// ConsoleText returns the console log as text, with the guest's \r\n made \n.
+func (c *Client) ConsoleText(ctx context.Context, ref string) (string, error) {
+	var b strings.Builder
+	err := c.Console(ctx, ref, false, &b)
+	return strings.ReplaceAll(b.String(), "\r", ""), err
+}

@@ -1,0 +1,470 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
+
+	"kiln/builder"
+	"kiln/daemon/api"
+	"kiln/hypervisor"
+	"kiln/images"
+)
+
+var volumeDevice = regexp.MustCompile(`^/dev/vd[b-z]$`)
+
+// run launches instances of an image: for each, a record, a volume per block device
+// mapping (an overlay on the snapshot's layers: nothing is copied), blank volumes, a
+// seed for user data, and QEMU started detached; it answers once QMP does. Anything
+// refused or failed leaves nothing behind.
+func (m *instances) run(ctx context.Context, owner string, im *images.Image, req api.RunInstancesRequest) ([]*instance, error) {
+	if im.State != images.StateAvailable {
+		return nil, fmt.Errorf("image %s is %s, not available: %w", im.ID, im.State, errdefs.ErrFailedPrecondition)
+	}
+	typ, cpus, mem, err := size(req)
+	if err != nil {
+		return nil, err
+	}
+	count := req.Count
+	if count == 0 {
+		count = 1
+	}
+	if count < 1 || count > maxCount {
+		return nil, fmt.Errorf("count %d: give 1 to %d: %w", count, maxCount, errdefs.ErrInvalidArgument)
+	}
+	if len(req.UserData) > api.MaxUserData {
+		return nil, fmt.Errorf("user data is %d bytes; at most %d: %w", len(req.UserData), api.MaxUserData, errdefs.ErrInvalidArgument)
+	}
+	used := map[string]bool{}
+	for _, bdm := range im.BlockDeviceMappings {
+		used[bdm.DeviceName] = true
+	}
+	for _, v := range req.Volumes {
+		switch {
+		case !volumeDevice.MatchString(v.DeviceName):
+			return nil, fmt.Errorf("volume device %q: want /dev/vdb to /dev/vdz: %w", v.DeviceName, errdefs.ErrInvalidArgument)
+		case used[v.DeviceName]:
+			return nil, fmt.Errorf("volume device %s is taken: %w", v.DeviceName, errdefs.ErrInvalidArgument)
+		case v.SizeGiB < 1 || v.SizeGiB > 16384:
+			return nil, fmt.Errorf("volume %s: %d GiB; give 1 to 16384: %w", v.DeviceName, v.SizeGiB, errdefs.ErrInvalidArgument)
+		}
+		used[v.DeviceName] = true
+	}
+	names := make([]string, count)
+	for i := range names {
+		names[i] = req.Name
+		if req.Name != "" && count > 1 {
+			names[i] = req.Name + "-" + strconv.Itoa(i+1)
+		}
+		if names[i] != "" {
+			if err := images.CheckName(names[i]); err != nil {
+				return nil, fmt.Errorf("instance name: %w", err)
+			}
+		}
+	}
+
+	var out []*instance
+	for i := 0; i < count; i++ {
+		inst, err := m.launch(ctx, owner, im, names[i], typ, cpus, mem, req)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, inst)
+	}
+	return out, nil
+}
+
+// reserve adds a pending record for a new instance, refusing a name the owner's live
+// instances use.
+func (m *instances) reserve(rec instanceRecord) (*instance, error) {
+	m.mu.Lock()
+	for _, other := range m.all {
+		if rec.Name != "" && other.rec.Name == rec.Name && other.rec.OwnerID == rec.OwnerID && other.rec.State != stateTerminated {
+			m.mu.Unlock()
+			return nil, fmt.Errorf("instance name %q is used by %s; choose another: %w", rec.Name, other.rec.ID, errdefs.ErrAlreadyExists)
+		}
+	}
+	inst := &instance{}
+	m.all[rec.ID] = inst // reserved: the name is taken from here on
+	m.mu.Unlock()
+	inst.op.Lock()
+	defer inst.op.Unlock()
+	if err := m.set(inst, func(r *instanceRecord) { *r = rec }); err != nil {
+		m.mu.Lock()
+		delete(m.all, rec.ID)
+		m.mu.Unlock()
+		return nil, err
+	}
+	return inst, nil
+}
+
+func (m *instances) launch(ctx context.Context, owner string, im *images.Image, name, typ string, cpus, mem int, req api.RunInstancesRequest) (*instance, error) {
+	id := images.NewID(instancePrefix)
+	if name == "" {
+		name = id
+	}
+	inst, err := m.reserve(instanceRecord{
+		ID: id, Name: name, ImageID: im.ID, OwnerID: owner, State: statePending, InstanceType: typ,
+		CPUs: cpus, MemoryMiB: mem, Accel: m.accel, RootDeviceType: im.RootDeviceType, RootDeviceName: im.RootDeviceName,
+		Kernel: im.Kernel, Initrd: im.Initrd, Cmdline: im.Cmdline, Seed: len(req.UserData) > 0, LaunchTime: time.Now().UTC(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	inst.op.Lock()
+	defer inst.op.Unlock()
+	if err := m.prepare(ctx, inst, im, req); err != nil {
+		m.discard(inst)
+		return nil, err
+	}
+	if err := m.startMachine(ctx, inst); err != nil {
+		m.discard(inst)
+		return nil, err
+	}
+	return inst, nil
+}
+
+// prepare makes the instance's directory, volumes and seed.
+func (m *instances) prepare(ctx context.Context, inst *instance, im *images.Image, req api.RunInstancesRequest) error {
+	dir := m.dir(inst.rec.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	// Layers must not go between looking them up and the volume record naming them.
+	release := m.store.Hold()
+	defer release()
+	var mappings []instanceMapping
+	for _, bdm := range im.BlockDeviceMappings {
+		if bdm.EBS == nil {
+			continue
+		}
+		chain := []digest.Digest{bdm.EBS.Layer}
+		if sn, err := m.store.Snapshot(bdm.EBS.SnapshotID); err == nil {
+			chain = sn.Chain
+		}
+		v := &volumeRecord{ID: images.NewID(volumePrefix), OwnerID: inst.rec.OwnerID, InstanceID: inst.rec.ID, DeviceName: bdm.DeviceName,
+			SnapshotID: bdm.EBS.SnapshotID, Chain: chain, SizeGiB: bdm.EBS.VolumeSize, DeleteOnTermination: bdm.EBS.DeleteOnTermination,
+			CreateTime: time.Now().UTC()}
+		if err := m.putVolume(v); err != nil {
+			return err
+		}
+		mappings = append(mappings, instanceMapping{DeviceName: v.DeviceName, VolumeID: v.ID, DeleteOnTermination: v.DeleteOnTermination})
+		if err := m.tool.CreateOverlay(ctx, m.volumePath(v), m.store.BlobPath(chain[len(chain)-1]), v.SizeGiB<<30); err != nil {
+			return err
+		}
+	}
+	for _, spec := range req.Volumes {
+		v := &volumeRecord{ID: images.NewID(volumePrefix), OwnerID: inst.rec.OwnerID, InstanceID: inst.rec.ID, DeviceName: spec.DeviceName,
+			SizeGiB: spec.SizeGiB, DeleteOnTermination: true, CreateTime: time.Now().UTC()}
+		if err := m.putVolume(v); err != nil {
+			return err
+		}
+		mappings = append(mappings, instanceMapping{DeviceName: v.DeviceName, VolumeID: v.ID, DeleteOnTermination: true})
+		if err := m.tool.CreateBlank(ctx, m.volumePath(v), v.SizeGiB<<30); err != nil {
+			return err
+		}
+	}
+	if len(req.UserData) > 0 {
+		meta := fmt.Sprintf("instance-id: %s\nlocal-hostname: %s\n", inst.rec.ID, inst.rec.Name)
+		if err := builder.WriteSeed(filepath.Join(dir, "seed.iso"), req.UserData, []byte(meta)); err != nil {
+			return err
+		}
+	}
+	return m.set(inst, func(r *instanceRecord) { r.Mappings = mappings })
+}
+
+// spec is the machine an instance record describes.
+func (m *instances) spec(rec instanceRecord) hypervisor.Spec {
+	s := hypervisor.Spec{Name: rec.ID, Dir: m.dir(rec.ID), Accel: m.accel, CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB, Cmdline: rec.Cmdline}
+	if rec.Kernel != "" {
+		s.Kernel, s.Initrd = m.store.BlobPath(rec.Kernel), m.store.BlobPath(rec.Initrd)
+	}
+	m.mu.Lock()
+	for _, mp := range rec.Mappings {
+		v := m.vols[mp.VolumeID]
+		if v == nil {
+			continue
+		}
+		var chain []string
+		for _, d := range v.Chain {
+			chain = append(chain, m.store.BlobPath(d))
+		}
+		s.Disks = append(s.Disks, hypervisor.Disk{ID: filepath.Base(mp.DeviceName), Chain: append(chain, m.volumePath(v))})
+	}
+	m.mu.Unlock()
+	if rec.Seed {
+		s.Disks = append(s.Disks, hypervisor.Disk{ID: "seed", Chain: []string{filepath.Join(m.dir(rec.ID), "seed.iso")}, Format: "raw", ReadOnly: true})
+	}
+	return s
+}
+
+// startMachine starts QEMU for the instance and makes it running. The caller holds
+// inst.op.
+func (m *instances) startMachine(ctx context.Context, inst *instance) error {
+	var consoleStart int64
+	if st, err := os.Stat(filepath.Join(m.dir(inst.rec.ID), hypervisor.ConsoleFile)); err == nil {
+		consoleStart = st.Size()
+	}
+	mach, err := hypervisor.Start(ctx, m.qemu, m.spec(inst.rec))
+	if err != nil {
+		return err
+	}
+	inst.machine, inst.guestOff = mach, false
+	m.watch(inst, mach)
+	return m.set(inst, func(r *instanceRecord) {
+		r.State, r.StateReason, r.PID, r.Accel, r.ConsoleStart = stateRunning, "", mach.PID, m.accel, consoleStart
+	})
+}
+
+// watch follows a machine until QEMU exits: a SHUTDOWN the guest asked for is noted,
+// and an exit nobody asked for makes the instance stopped (or, instance-store,
+// terminated).
+func (m *instances) watch(inst *instance, mach *hypervisor.Machine) {
+	events, err := mach.QMP.Events(context.Background())
+	go func() {
+		if err == nil {
+			for ev := range events {
+				if ev.Event == "SHUTDOWN" && ev.Data["guest"] == true {
+					m.mu.Lock()
+					inst.guestOff = true
+					m.mu.Unlock()
+				}
+			}
+		}
+		<-mach.Exited()
+		inst.op.Lock()
+		defer inst.op.Unlock()
+		if inst.machine != mach {
+			return // a stop or terminate took care of it
+		}
+		inst.machine = nil
+		m.mu.Lock()
+		reason := "QEMU exited unexpectedly; see qemu.log in the instance directory"
+		if inst.guestOff {
+			reason = "the guest shut itself down"
+		}
+		m.mu.Unlock()
+		m.gone(inst, reason)
+	}()
+}
+
+// gone records that an instance's QEMU is gone without a stop: volume-backed ones are
+// stopped, instance-store ones terminated. The caller holds inst.op.
+func (m *instances) gone(inst *instance, reason string) {
+	if inst.rec.RootDeviceType == "instance-store" {
+		m.finishTerminate(inst, reason)
+		return
+	}
+	if err := m.set(inst, func(r *instanceRecord) { r.State, r.StateReason, r.PID = stateStopped, reason, 0 }); err != nil {
+		log.L.WithError(err).WithField("instance", inst.rec.ID).Error("record stopped instance")
+	}
+}
+
+// discard removes what a failed launch made: machine, volumes, directory, record.
+func (m *instances) discard(inst *instance) {
+	if inst.machine != nil {
+		inst.machine.Stop(context.Background(), 0)
+		inst.machine = nil
+	}
+	m.deleteVolumes(inst, true)
+	os.RemoveAll(m.dir(inst.rec.ID))
+	id := inst.rec.ID
+	if err := m.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketInstances).Delete([]byte(id)) }); err != nil {
+		log.L.WithError(err).WithField("instance", id).Error("remove the record of a failed launch")
+	}
+	m.mu.Lock()
+	delete(m.all, id)
+	m.mu.Unlock()
+}
+
+// deleteVolumes deletes the instance's volumes (all, or those deleted on termination).
+func (m *instances) deleteVolumes(inst *instance, all bool) {
+	m.mu.Lock()
+	var vs []*volumeRecord
+	for _, v := range m.vols {
+		if v.InstanceID == inst.rec.ID && (all || v.DeleteOnTermination) {
+			vs = append(vs, v)
+		}
+	}
+	m.mu.Unlock()
+	for _, v := range vs {
+		if err := m.deleteVolume(v); err != nil {
+			log.L.WithError(err).WithField("volume", v.ID).Error("delete volume")
+		}
+	}
+}
+
+// stop begins a stop: the state becomes stopping at once and the rest runs as an
+// operation. force skips the guest's clean shutdown.
+func (m *instances) stop(inst *instance, by string, force bool) error {
+	inst.op.Lock()
+	defer inst.op.Unlock()
+	switch {
+	case inst.rec.RootDeviceType == "instance-store":
+		return fmt.Errorf("instance %s has an instance-store root device and cannot be stopped; terminate it instead: %w",
+			inst.rec.ID, errdefs.ErrNotImplemented)
+	case inst.rec.State != stateRunning:
+		return fmt.Errorf("instance %s is %s; only a running instance can be stopped: %w", inst.rec.ID, inst.rec.State, errdefs.ErrFailedPrecondition)
+	}
+	if err := m.set(inst, func(r *instanceRecord) { r.State, r.StateReason = stateStopping, "stopped by "+by }); err != nil {
+		return err
+	}
+	m.ops.Go(func() {
+		inst.op.Lock()
+		defer inst.op.Unlock()
+		m.halt(inst, force)
+		if err := m.set(inst, func(r *instanceRecord) { r.State, r.PID = stateStopped, 0 }); err != nil {
+			log.L.WithError(err).WithField("instance", inst.rec.ID).Error("record stopped instance")
+		}
+	})
+	return nil
+}
+
+// halt stops the instance's QEMU, if it runs. The caller holds inst.op.
+func (m *instances) halt(inst *instance, force bool) {
+	mach := inst.machine
+	if mach == nil {
+		return
+	}
+	inst.machine = nil // the watcher leaves it to us
+	grace := stopGrace
+	if force {
+		grace = 0
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(m.opsCtx), grace+time.Minute)
+	defer cancel()
+	if err := mach.Stop(ctx, grace); err != nil {
+		log.L.WithError(err).WithField("instance", inst.rec.ID).Error("stop QEMU")
+	}
+}
+
+// start starts a stopped instance again, with its volumes as they were.
+func (m *instances) start(ctx context.Context, inst *instance) error {
+	inst.op.Lock()
+	defer inst.op.Unlock()
+	if inst.rec.State != stateStopped {
+		return fmt.Errorf("instance %s is %s; only a stopped instance can be started: %w", inst.rec.ID, inst.rec.State, errdefs.ErrFailedPrecondition)
+	}
+	if err := m.set(inst, func(r *instanceRecord) { r.State, r.StateReason = statePending, "" }); err != nil {
+		return err
+	}
+	if err := m.startMachine(ctx, inst); err != nil {
+		m.set(inst, func(r *instanceRecord) { r.State, r.StateReason = stateStopped, "start failed: "+err.Error() })
+		return err
+	}
+	return nil
+}
+
+// reboot resets a running instance (QMP system_reset).
+func (m *instances) reboot(inst *instance) error {
+	inst.op.Lock()
+	defer inst.op.Unlock()
+	if inst.rec.State != stateRunning || inst.machine == nil {
+		return fmt.Errorf("instance %s is %s; only a running instance can be rebooted: %w", inst.rec.ID, inst.rec.State, errdefs.ErrFailedPrecondition)
+	}
+	if err := inst.machine.Monitor().SystemReset(); err != nil {
+		return fmt.Errorf("instance %s: reboot: %w", inst.rec.ID, err)
+	}
+	log.L.WithField("instance", inst.rec.ID).Info("instance rebooted")
+	return nil
+}
+
+// terminate begins a termination: shutting-down at once, then (as an operation) the
+// machine stops and the volumes deleted on termination go.
+func (m *instances) terminate(inst *instance, by string, force bool) error {
+	inst.op.Lock()
+	defer inst.op.Unlock()
+	if inst.rec.State == stateTerminated || inst.rec.State == stateShuttingDown {
+		return fmt.Errorf("instance %s is already %s: %w", inst.rec.ID, inst.rec.State, errdefs.ErrFailedPrecondition)
+	}
+	if err := m.set(inst, func(r *instanceRecord) { r.State, r.StateReason = stateShuttingDown, "terminated by "+by }); err != nil {
+		return err
+	}
+	m.ops.Go(func() {
+		inst.op.Lock()
+		defer inst.op.Unlock()
+		m.halt(inst, force)
+		m.finishTerminate(inst, inst.rec.StateReason)
+	})
+	return nil
+}
+
+// finishTerminate deletes what a terminated instance leaves (its volumes deleted on
+// termination, its seed) and records it terminated. The caller holds inst.op.
+func (m *instances) finishTerminate(inst *instance, reason string) {
+	m.deleteVolumes(inst, false)
+	os.Remove(filepath.Join(m.dir(inst.rec.ID), "seed.iso"))
+	if err := m.set(inst, func(r *instanceRecord) {
+		r.State, r.StateReason, r.PID, r.TerminatedAt = stateTerminated, reason, 0, time.Now().UTC()
+	}); err != nil {
+		log.L.WithError(err).WithField("instance", inst.rec.ID).Error("record terminated instance")
+	}
+}
+
+// reconcile runs at start, before kilnd serves: it reattaches to each QEMU that still
+// runs, and records the vanished ones as stopped (volume-backed) or terminated
+// (instance-store), with a reason. One instance's failure never stops the others.
+func (m *instances) reconcile(ctx context.Context) {
+	m.mu.Lock()
+	var todo []*instance
+	for _, inst := range m.all {
+		switch inst.rec.State {
+		case statePending, stateRunning, stateStopping, stateShuttingDown:
+			todo = append(todo, inst)
+		}
+	}
+	m.mu.Unlock()
+	for _, inst := range todo {
+		l := log.G(ctx).WithField("instance", inst.rec.ID)
+		inst.op.Lock()
+		mach, err := hypervisor.Attach(ctx, m.dir(inst.rec.ID))
+		if err == nil {
+			inst.machine = mach
+			m.watch(inst, mach)
+			l.WithField("pid", mach.PID).Info("reattached to running instance")
+		}
+		switch st := inst.rec.State; {
+		case err != nil && st == stateShuttingDown:
+			m.finishTerminate(inst, inst.rec.StateReason)
+		case err != nil:
+			l.WithError(err).Warn("instance's QEMU is gone")
+			m.gone(inst, "QEMU was gone when kilnd started: "+err.Error())
+		case st == stateStopping:
+			inst.op.Unlock()
+			m.set(inst, func(r *instanceRecord) { r.State = stateRunning })
+			m.stop(inst, "kilnd (a stop was under way when it stopped)", false)
+			continue
+		case st == stateShuttingDown:
+			inst.op.Unlock()
+			m.set(inst, func(r *instanceRecord) { r.State = stateRunning })
+			m.terminate(inst, "kilnd (a termination was under way when it stopped)", false)
+			continue
+		case st == statePending:
+			m.set(inst, func(r *instanceRecord) { r.State, r.PID = stateRunning, mach.PID })
+		}
+		inst.op.Unlock()
+	}
+}
+
+// toAPIInstance is the API's view of a record.
+func (m *instances) toAPI(rec instanceRecord) api.Instance {
+	out := api.Instance{
+		ID: rec.ID, Name: rec.Name, ImageID: rec.ImageID, OwnerID: rec.OwnerID, State: rec.State, StateReason: rec.StateReason,
+		InstanceType: rec.InstanceType, CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB, Accelerator: rec.Accel,
+		RootDeviceType: rec.RootDeviceType, RootDeviceName: rec.RootDeviceName, LaunchTime: rec.LaunchTime, PID: rec.PID,
+		BlockDeviceMappings: []api.InstanceBlockDeviceMapping{},
+	}
+	for _, mp := range rec.Mappings {
+		out.BlockDeviceMappings = append(out.BlockDeviceMappings, api.InstanceBlockDeviceMapping(mp))
+	}
+	return out
+}

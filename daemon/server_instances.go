@@ -1,0 +1,189 @@
+package daemon
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"kiln/daemon/api"
+	"kiln/hypervisor"
+)
+
+// readyMarkers are console lines by which a guest says it is ready: the test guest's,
+// and cloud-init's last line.
+var readyMarkers = [][]byte{[]byte("KILN-GUEST ready"), []byte("Cloud-init v. ")}
+
+// viewer says which owners' instances the caller may see: its own, or all for an
+// administrator.
+func (s *server) viewer(c Caller) func(owner string) bool {
+	return func(owner string) bool { return s.admin(c) || owner == c.User }
+}
+
+func (s *server) runInstances(w http.ResponseWriter, r *http.Request, c Caller) error {
+	var req api.RunInstancesRequest
+	if err := decodeBody(r.Body, &req); err != nil {
+		return err
+	}
+	im, err := s.lookupImage(c, req.Image)
+	if err != nil {
+		return api.FromError(err, api.KindImage) // an image's error, not an instance's
+	}
+	insts, err := s.inst.run(r.Context(), c.User, im, req)
+	out := make([]api.Instance, 0, len(insts))
+	for _, inst := range insts {
+		out = append(out, s.inst.toAPI(inst.rec))
+	}
+	if err != nil {
+		if len(out) > 0 { // some started: say which, and what stopped the rest
+			return fmt.Errorf("%d of %d instances started (%s …): %w", len(out), max(req.Count, 1), out[0].ID, err)
+		}
+		return err
+	}
+	writeJSON(w, http.StatusCreated, out)
+	return nil
+}
+
+func (s *server) listInstances(w http.ResponseWriter, r *http.Request, c Caller) error {
+	recs := s.inst.list(r.URL.Query().Get("all") == "true", s.viewer(c))
+	out := make([]api.Instance, len(recs))
+	for i, rec := range recs {
+		out[i] = s.inst.toAPI(rec)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// inspectInstance answers GET /v1/instances/{instance}; with ?wait=running|ready|stopped|terminated
+// it first waits (at most maxWait) for that.
+func (s *server) inspectInstance(w http.ResponseWriter, r *http.Request, c Caller) error {
+	inst, err := s.inst.get(r.PathValue("instance"), s.viewer(c))
+	if err != nil {
+		return err
+	}
+	want := r.URL.Query().Get("wait")
+	switch want {
+	case "", stateRunning, "ready", stateStopped, stateTerminated:
+	default:
+		return fmt.Errorf("wait %q: want running, ready, stopped or terminated: %w", want, errdefs.ErrInvalidArgument)
+	}
+	deadline := time.Now().Add(maxWait)
+	for {
+		s.inst.mu.Lock()
+		rec := inst.rec
+		s.inst.mu.Unlock()
+		view := s.inst.toAPI(rec)
+		if rec.State == stateRunning {
+			view.Ready = s.guestReady(rec)
+		}
+		done := want == "" || rec.State == want || want == "ready" && view.Ready ||
+			rec.State == stateTerminated || (want == stateRunning || want == "ready") && rec.State == stateStopped
+		if done || time.Now().After(deadline) || r.Context().Err() != nil {
+			writeJSON(w, http.StatusOK, view)
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// guestReady reports whether the instance's console says the guest is ready since QEMU
+// last started.
+func (s *server) guestReady(rec instanceRecord) bool {
+	f, err := os.Open(filepath.Join(s.inst.dir(rec.ID), hypervisor.ConsoleFile))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.NewSectionReader(f, rec.ConsoleStart, 1<<40))
+	if err != nil {
+		return false
+	}
+	for _, m := range readyMarkers {
+		if bytes.Contains(b, m) {
+			return true
+		}
+	}
+	return false
+}
+
+// instanceAction handles POST /v1/instances/{instance}/{action}.
+func (s *server) instanceAction(w http.ResponseWriter, r *http.Request, c Caller) error {
+	var req api.StopRequest
+	if r.ContentLength != 0 {
+		if err := decodeBody(r.Body, &req); err != nil {
+			return err
+		}
+	}
+	inst, err := s.inst.get(r.PathValue("instance"), s.viewer(c))
+	if err != nil {
+		return err
+	}
+	switch action := r.PathValue("action"); action {
+	case "stop":
+		err = s.inst.stop(inst, c.User, req.Force)
+	case "start":
+		err = s.inst.start(r.Context(), inst)
+	case "reboot":
+		err = s.inst.reboot(inst)
+	case "terminate":
+		err = s.inst.terminate(inst, c.User, req.Force)
+	default:
+		return &api.Error{Code: api.CodeInvalidAction, Message: fmt.Sprintf("no instance action %q (stop, start, reboot, terminate)", action)}
+	}
+	if err != nil {
+		return err
+	}
+	s.inst.mu.Lock()
+	rec := inst.rec
+	s.inst.mu.Unlock()
+	writeJSON(w, http.StatusOK, s.inst.toAPI(rec))
+	return nil
+}
+
+// console answers GET /v1/instances/{instance}/console: the serial console log, and
+// with ?follow=true what it gets next, until the instance stops or the caller goes.
+func (s *server) console(w http.ResponseWriter, r *http.Request, c Caller) error {
+	inst, err := s.inst.get(r.PathValue("instance"), s.viewer(c))
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(filepath.Join(s.inst.dir(inst.rec.ID), hypervisor.ConsoleFile))
+	if os.IsNotExist(err) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if _, err := io.Copy(w, f); err != nil || r.URL.Query().Get("follow") != "true" {
+		return nil
+	}
+	flusher, _ := w.(http.Flusher)
+	for {
+		if flusher != nil {
+			flusher.Flush()
+		}
+		select {
+		case <-r.Context().Done():
+			return nil
+		case <-time.After(200 * time.Millisecond):
+		}
+		if _, err := io.Copy(w, f); err != nil {
+			return nil
+		}
+		s.inst.mu.Lock()
+		st := inst.rec.State
+		s.inst.mu.Unlock()
+		if st == stateStopped || st == stateTerminated {
+			io.Copy(w, f)
+			return nil
+		}
+	}
+}
