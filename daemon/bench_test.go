@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -139,4 +141,134 @@ func BenchmarkImageLsFilter10k(b *testing.B) {
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "ms-median")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "ms-p99")
+}
+
+// rssKiB is a process's resident memory.
+func rssKiB(b *testing.B, pid int) float64 {
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(st), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
+			return float64(kb)
+		}
+	}
+	b.Fatal("no VmRSS")
+	return 0
+}
+
+// registerRandomImage registers an image whose root disk holds size bytes of random
+// data (written from offset 0), with the guest's kernel.
+func registerRandomImage(b *testing.B, k *kilnd, name string, size int64) api.Image {
+	g := guest(b)
+	disk := randomDisk(b, b.TempDir(), size)
+	ctx := context.Background()
+	im, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: name, Disks: []api.Disk{{Path: disk, Format: "raw"}},
+		Kernel: filepath.Join(g, "vmlinuz"), Initrd: filepath.Join(g, "initrd.img"), Cmdline: "console=ttyS0"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if im, err = k.WaitImage(ctx, im.ID, nil); err != nil {
+		b.Fatal(err)
+	}
+	os.Remove(disk)
+	return im
+}
+
+// BenchmarkLaunch measures launch latency, from the API call to QEMU answering on QMP
+// with its vCPUs running, for an image of 64 MiB and one of 4 GiB of written data
+// (median of b.N launches each; target ≤ 200 ms and a ratio ≤ 1.1), and beside it the
+// time to cp the 4 GiB layer, which tools that copy an image per launch pay.
+func BenchmarkLaunch(b *testing.B) {
+	k := newKilndB(b, filepath.Join(b.TempDir(), "root"))
+	b.Cleanup(k.killQEMUs)
+	small := registerRandomImage(b, k, "small-64m", 64<<20)
+	big := registerRandomImage(b, k, "big-4g", 4<<30)
+	ctx := context.Background()
+	launch := func(im api.Image) time.Duration {
+		start := time.Now()
+		insts, err := k.RunInstances(ctx, api.RunInstancesRequest{Image: im.ID, InstanceType: "nano"})
+		d := time.Since(start)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if _, err := k.InstanceAction(ctx, insts[0].ID, "terminate", true); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := k.WaitInstance(ctx, insts[0].ID, "terminated"); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		return d
+	}
+	var small64, big4 []time.Duration
+	for b.Loop() {
+		small64 = append(small64, launch(small))
+		big4 = append(big4, launch(big))
+	}
+	b.StopTimer()
+	median := func(ds []time.Duration) float64 {
+		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+		return float64(ds[len(ds)/2].Microseconds()) / 1000
+	}
+	m64, m4g := median(small64), median(big4)
+	b.ReportMetric(m64, "ms-median-64MiB")
+	b.ReportMetric(m4g, "ms-median-4GiB")
+	b.ReportMetric(m4g/m64, "ratio-4GiB/64MiB")
+
+	layer := filepath.Join(k.root, "content", "blobs", "sha256", largestBlob(k))
+	dst := filepath.Join(filepath.Dir(k.root), "copy.qcow2")
+	start := time.Now()
+	if out, err := exec.Command("cp", layer, dst).CombinedOutput(); err != nil {
+		b.Fatalf("cp: %v: %s", err, out)
+	}
+	b.ReportMetric(float64(time.Since(start).Milliseconds()), "ms-cp-4GiB-layer")
+	os.Remove(dst)
+}
+
+// largestBlob is the largest blob in the store: the 4 GiB image's layer.
+func largestBlob(k *kilnd) string {
+	var best string
+	var size int64
+	for name, n := range k.blobs() {
+		if n > size {
+			best, size = name, n
+		}
+	}
+	return best
+}
+
+// BenchmarkDaemonMemory reports kilnd's resident memory idle and with 10 running
+// instances (target ≤ 60 MiB).
+func BenchmarkDaemonMemory(b *testing.B) {
+	k := newKilndB(b, filepath.Join(b.TempDir(), "root"))
+	b.Cleanup(k.killQEMUs)
+	ctx := context.Background()
+	g := guest(b)
+	im, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: "guest", Disks: []api.Disk{{Path: filepath.Join(g, "root.qcow2"), Format: "qcow2"}},
+		Kernel: filepath.Join(g, "vmlinuz"), Initrd: filepath.Join(g, "initrd.img"), Cmdline: "console=ttyS0 root=/dev/vda"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := k.WaitImage(ctx, im.ID, nil); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+	}
+	idle := rssKiB(b, k.cmd.Process.Pid)
+	insts, err := k.RunInstances(ctx, api.RunInstancesRequest{Image: im.ID, InstanceType: "nano", Count: 10})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, inst := range insts {
+		if _, err := k.Instance(ctx, inst.ID); err != nil {
+			b.Fatal(err)
+		}
+	}
+	busy := rssKiB(b, k.cmd.Process.Pid)
+	b.ReportMetric(idle/1024, "MiB-rss-idle")
+	b.ReportMetric(busy/1024, "MiB-rss-10-instances")
 }
