@@ -168,3 +168,80 @@ func TestCLI(t *testing.T) {
 		t.Errorf("gc: exit %d, %q", code, out)
 	}
 }
+
+func TestCLIInstances(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a guest")
+	}
+	g := guestDir(t)
+	socket := startDaemon(t)
+	if code, _, errOut := kiln(t, socket, "image", "register", "kiln-guest", "--wait", "-q",
+		"--disk", filepath.Join(g, "root.qcow2"), "--kernel", filepath.Join(g, "vmlinuz"), "--initrd", filepath.Join(g, "initrd.img"),
+		"--cmdline", "console=ttyS0 root=/dev/vda"); code != 0 {
+		t.Fatalf("register: %s", errOut)
+	}
+	ud := filepath.Join(t.TempDir(), "user-data")
+	os.WriteFile(ud, []byte("#!/bin/sh\necho 3 > /etc/kiln-gen\n"), 0o644)
+	code, out, errOut := kiln(t, socket, "run", "kiln-guest", "--name", "web", "--cpus", "1", "--memory", "256M", "--user-data", ud, "--wait", "-q")
+	id := strings.TrimSpace(out)
+	if code != 0 || !strings.HasPrefix(id, "i-") {
+		t.Fatalf("run: exit %d, %q, %q", code, out, errOut)
+	}
+	t.Cleanup(func() { kiln(t, socket, "terminate", "--force", id) })
+	code, out, _ = kiln(t, socket, "ps")
+	if code != 0 || !strings.Contains(out, "INSTANCE ID") || !strings.Contains(out, id) || !strings.Contains(out, "running") || !strings.Contains(out, "256 MiB") {
+		t.Errorf("ps: exit %d\n%s", code, out)
+	}
+	code, out, _ = kiln(t, socket, "instance", "inspect", "web", "-o", "json")
+	var inst api.Instance
+	if code != 0 || json.Unmarshal([]byte(out), &inst) != nil || inst.ID != id || !inst.Ready || inst.MemoryMiB != 256 {
+		t.Errorf("inspect -o json: exit %d\n%s", code, out)
+	}
+	for _, field := range []string{`"imageId"`, `"launchTime"`, `"volumeId"`, `"cpus"`, `"memoryMiB"`, `"ownerId"`} {
+		if !strings.Contains(out, field) {
+			t.Errorf("inspect -o json lacks %s", field)
+		}
+	}
+	code, out, _ = kiln(t, socket, "console", "web")
+	if code != 0 || !strings.Contains(out, "KILN-GUEST user-data exit=0") {
+		t.Errorf("console: exit %d\n%s", code, out)
+	}
+	if code, _, errOut = kiln(t, socket, "stop", "web", "--wait"); code != 0 {
+		t.Fatalf("stop: %s", errOut)
+	}
+	if code, _, errOut = kiln(t, socket, "start", "web", "--wait"); code != 0 {
+		t.Fatalf("start: %s", errOut)
+	}
+	if _, out, _ = kiln(t, socket, "console", "web"); !strings.Contains(strings.ReplaceAll(out, "\r", ""), "KILN-GUEST boot gen=3") {
+		t.Errorf("after stop/start:\n%s", out)
+	}
+
+	// Refusals: exit 1 with the code; usage errors: exit 2.
+	big := filepath.Join(t.TempDir(), "big")
+	os.WriteFile(big, make([]byte, 20<<20), 0o644)
+	for _, tc := range []struct {
+		args []string
+		code int
+		says string
+	}{
+		{[]string{"run", "no-such-image"}, 1, api.CodeInvalidAMIIDNotFound},
+		{[]string{"run", "kiln-guest", "--memory", "0"}, 1, api.CodeInvalidParameterValue},
+		{[]string{"run", "kiln-guest", "--cpus", "1000"}, 1, "vCPUs"},
+		{[]string{"run", "kiln-guest", "--user-data", big}, 1, "at most"},
+		{[]string{"run", "kiln-guest", "--name", "web"}, 1, api.CodeInstanceNameDuplicate},
+		{[]string{"stop", "no-such-instance"}, 1, api.CodeInvalidInstanceNotFound},
+		{[]string{"run", "kiln-guest", "--volume", "vdb"}, 2, "DEVICE=SIZE"},
+		{[]string{"stop"}, 2, "INSTANCE"},
+	} {
+		code, _, errOut := kiln(t, socket, tc.args...)
+		if code != tc.code || !strings.Contains(errOut, tc.says) {
+			t.Errorf("kiln %s: exit %d, stderr %q; want %d saying %q", strings.Join(tc.args, " "), code, errOut, tc.code, tc.says)
+		}
+	}
+	if code, _, errOut = kiln(t, socket, "terminate", "web", "--wait"); code != 0 {
+		t.Fatalf("terminate: %s", errOut)
+	}
+	if _, out, _ = kiln(t, socket, "ps", "-a", "-q"); strings.TrimSpace(out) != id {
+		t.Errorf("ps -a -q: %q", out)
+	}
+}
