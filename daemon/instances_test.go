@@ -328,3 +328,18 @@ func TestRunRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestGuestPowersOff: a guest that powers itself off becomes stopped, with the reason;
+// an instance-store one is terminated.
+func TestGuestPowersOff(t *testing.T) {
+	k, im := guestKilnd(t)
+	inst := runOne(t, k, api.RunInstancesRequest{Image: im.ID, InstanceType: "nano",
+		UserData: []byte("#!/bin/sh\n(sleep 1; poweroff) &\n")})
+	stopped := waitState(t, k, inst.ID, "stopped")
+	if !strings.Contains(stopped.StateReason, "shut itself down") {
+		t.Errorf("reason %q", stopped.StateReason)
+	}
+	if !strings.Contains(console(t, k, inst.ID), "KILN-GUEST poweroff") {
+		t.Error("the guest did not power off cleanly")
+	}
+}
