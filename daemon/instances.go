@@ -275,6 +275,14 @@ func (m *instances) roots() []digest.Digest {
 	return out
 }
 
+// record returns a copy of the instance's record, for readers that do not hold
+// inst.op (writers hold it and m.mu).
+func (m *instances) record(inst *instance) instanceRecord {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return inst.rec
+}
+
 // get finds the instance ref names (an i- id or a name) among those the caller may
 // see; an instance the caller may not see is not found.
 func (m *instances) get(ref string, visible func(owner string) bool) (*instance, error) {

@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -9,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"kiln/daemon/api"
 )
@@ -138,6 +141,29 @@ func TestRunStopStart(t *testing.T) {
 	info, _ := k.Info(ctx)
 	if info.Instances != 1 {
 		t.Errorf("info counts %d instances", info.Instances)
+	}
+
+	// Every state change of the first instance is in the event log, in order.
+	k.stop()
+	db, err := bolt.Open(filepath.Join(k.root, "meta.db"), 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var got []string
+	db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("events")).ForEach(func(_, v []byte) error {
+			var ev struct{ Instance, From, To string }
+			json.Unmarshal(v, &ev)
+			if ev.Instance == a.ID {
+				got = append(got, ev.From+">"+ev.To)
+			}
+			return nil
+		})
+	})
+	want := ">pending pending>running running>stopping stopping>stopped stopped>pending pending>running"
+	if strings.Join(got, " ") != want {
+		t.Errorf("events of %s:\n got %s\nwant %s", a.ID, strings.Join(got, " "), want)
 	}
 }
 

@@ -218,7 +218,10 @@ func (m *instances) startMachine(ctx context.Context, inst *instance) error {
 	if err != nil {
 		return err
 	}
-	inst.machine, inst.guestOff = mach, false
+	inst.machine = mach
+	m.mu.Lock()
+	inst.guestOff = false
+	m.mu.Unlock()
 	m.watch(inst, mach)
 	return m.set(inst, func(r *instanceRecord) {
 		r.State, r.StateReason, r.PID, r.Accel, r.ConsoleStart = stateRunning, "", mach.PID, m.accel, consoleStart

@@ -37,7 +37,7 @@ func (s *server) runInstances(w http.ResponseWriter, r *http.Request, c Caller) 
 	insts, err := s.inst.run(r.Context(), c.User, im, req)
 	out := make([]api.Instance, 0, len(insts))
 	for _, inst := range insts {
-		out = append(out, s.inst.toAPI(inst.rec))
+		out = append(out, s.inst.toAPI(s.inst.record(inst)))
 	}
 	if err != nil {
 		if len(out) > 0 { // some started: say which, and what stopped the rest
@@ -74,9 +74,7 @@ func (s *server) inspectInstance(w http.ResponseWriter, r *http.Request, c Calle
 	}
 	deadline := time.Now().Add(maxWait)
 	for {
-		s.inst.mu.Lock()
-		rec := inst.rec
-		s.inst.mu.Unlock()
+		rec := s.inst.record(inst)
 		view := s.inst.toAPI(rec)
 		if rec.State == stateRunning {
 			view.Ready = s.guestReady(rec)
@@ -138,10 +136,7 @@ func (s *server) instanceAction(w http.ResponseWriter, r *http.Request, c Caller
 	if err != nil {
 		return err
 	}
-	s.inst.mu.Lock()
-	rec := inst.rec
-	s.inst.mu.Unlock()
-	writeJSON(w, http.StatusOK, s.inst.toAPI(rec))
+	writeJSON(w, http.StatusOK, s.inst.toAPI(s.inst.record(inst)))
 	return nil
 }
 
@@ -152,7 +147,7 @@ func (s *server) console(w http.ResponseWriter, r *http.Request, c Caller) error
 	if err != nil {
 		return err
 	}
-	f, err := os.Open(filepath.Join(s.inst.dir(inst.rec.ID), hypervisor.ConsoleFile))
+	f, err := os.Open(filepath.Join(s.inst.dir(inst.rec.ID), hypervisor.ConsoleFile)) // ids never change
 	if os.IsNotExist(err) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		return nil
@@ -178,10 +173,7 @@ func (s *server) console(w http.ResponseWriter, r *http.Request, c Caller) error
 		if _, err := io.Copy(w, f); err != nil {
 			return nil
 		}
-		s.inst.mu.Lock()
-		st := inst.rec.State
-		s.inst.mu.Unlock()
-		if st == stateStopped || st == stateTerminated {
+		if st := s.inst.record(inst).State; st == stateStopped || st == stateTerminated {
 			io.Copy(w, f)
 			return nil
 		}
