@@ -14,7 +14,7 @@ PKGS      := ./... ./testdata/guest
 SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # Debian packages kiln and its tests need.
-PACKAGES := qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio gzip util-linux dpkg apt
+PACKAGES := qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio gzip util-linux dpkg apt systemd
 
 .PHONY: help deps build guest test test-short bench fuzz lint run install clean
 
@@ -68,9 +68,22 @@ run: deps build guest ## start kilnd with the default root and a sample image (C
 	./bin/kiln image ls; echo "kilnd is running; try: ./bin/kiln image ls  (Ctrl-C stops it)"; \
 	wait $$pid
 
-install: build ## install the binaries under DESTDIR/PREFIX
-	install -d $(DESTDIR)$(PREFIX)/bin
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+USERUNITDIR ?= $(PREFIX)/lib/systemd/user
+DOCDIR      ?= $(PREFIX)/share/doc/kiln
+SUBST        = sed -e 's|@BINDIR@|$(PREFIX)/bin|g' -e 's|@DOCDIR@|$(DOCDIR)|g'
+
+install: build ## install binaries, systemd units, tmpfiles and sysusers entries under DESTDIR/PREFIX
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(USERUNITDIR) $(DESTDIR)$(DOCDIR) \
+		$(DESTDIR)$(PREFIX)/lib/tmpfiles.d $(DESTDIR)$(PREFIX)/lib/sysusers.d
 	install -m 0755 bin/kilnd bin/kiln $(DESTDIR)$(PREFIX)/bin/
+	for u in kilnd.service kilnd.socket kiln.slice kiln-instance@.service; do \
+		$(SUBST) systemd/units/$$u > $(DESTDIR)$(UNITDIR)/$$u; \
+		$(SUBST) systemd/units/user/$$u > $(DESTDIR)$(USERUNITDIR)/$$u; \
+	done
+	install -m 0644 systemd/units/kiln.tmpfiles $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/kiln.conf
+	install -m 0644 systemd/units/kiln.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/kiln.conf
+	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/
 
 clean: ## remove build output and the test guest
 	rm -rf bin $(GUEST)

@@ -22,7 +22,7 @@ import (
 // newKilndB starts kilnd for a benchmark, with its store under rootDir.
 func newKilndB(b *testing.B, rootDir string) *kilnd {
 	d := shortDir(b)
-	k := &kilnd{tb: b, root: rootDir, socket: filepath.Join(d, "s")}
+	k := &kilnd{tb: b, root: rootDir, socket: filepath.Join(d, "s"), logLevel: "info"}
 	k.Client = client.New(k.socket)
 	k.start()
 	return k

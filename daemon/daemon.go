@@ -14,6 +14,7 @@ import (
 	"kiln/builder"
 	"kiln/hypervisor"
 	"kiln/images"
+	"kiln/systemd"
 	"kiln/volumes"
 )
 
@@ -28,6 +29,15 @@ type Config struct {
 	Qemu       string      // the qemu-system-x86_64 binary; default from PATH
 	// Ready, when set, is called once the daemon serves.
 	Ready func()
+	// Listener, when set, is the API socket already open (socket activation); Socket
+	// then only names it.
+	Listener net.Listener
+	// SettingsFile is read at start and on each value from Reload (SIGHUP); a missing
+	// file means the defaults.
+	SettingsFile string
+	Reload       <-chan struct{}
+	// LogLevelFixed keeps the log level given on the command line over the file's.
+	LogLevelFixed bool
 }
 
 // shutdownTimeout bounds how long kilnd waits for requests and operations on stop.
@@ -60,9 +70,16 @@ func Run(ctx context.Context, cfg Config) error {
 	if accel == hypervisor.AccelTCG {
 		l = l.WithField("kvm", why)
 	}
-	ln, err := Listen(cfg.Socket, cfg.SocketMode)
-	if err != nil {
+	if err := applySettings(ctx, cfg); err != nil {
 		return err
+	}
+	ln := cfg.Listener
+	if ln == nil {
+		if ln, err = Listen(cfg.Socket, cfg.SocketMode); err != nil {
+			return err
+		}
+	} else {
+		l = l.WithField("activated", true)
 	}
 	return serve(ctx, cfg, store, accel, ln, l)
 }
@@ -82,6 +99,7 @@ func serve(ctx context.Context, cfg Config, store *images.Store, accel string, l
 	if s.inst, err = newInstances(ctx, s); err != nil {
 		return err
 	}
+	s.inst.placer = choosePlacer(ctx)
 	s.inst.reconcile(ctx) // before serving: a client never sees a stale state
 	hs := &http.Server{
 		Handler:           s.routes(),
@@ -91,16 +109,37 @@ func serve(ctx context.Context, cfg Config, store *images.Store, accel string, l
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
-	l.WithField("socket", cfg.Socket).WithField("accelerator", accel).Info("kilnd serving")
+	l.WithField("socket", cfg.Socket).WithField("accelerator", accel).WithField("units", s.inst.placer.Kind()).Info("kilnd serving")
+	systemd.Ready(s.status())
 	if cfg.Ready != nil {
 		cfg.Ready()
 	}
+	wctx, stopWatchdog := context.WithCancel(ctx)
+	defer stopWatchdog()
+	go systemd.Watchdog(wctx)
+	statusTick := time.NewTicker(10 * time.Second)
+	defer statusTick.Stop()
 
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve %s: %w", cfg.Socket, err)
-	case <-ctx.Done():
+serving:
+	for {
+		select {
+		case err := <-errc:
+			return fmt.Errorf("serve %s: %w", cfg.Socket, err)
+		case <-ctx.Done():
+			break serving
+		case <-statusTick.C:
+			systemd.Status(s.status())
+		case <-cfg.Reload:
+			systemd.Reloading()
+			if err := applySettings(ctx, cfg); err != nil {
+				l.WithError(err).Error("reload: settings kept as they were")
+			} else {
+				l.Info("settings reloaded")
+			}
+			systemd.Ready(s.status())
+		}
 	}
+	systemd.Stopping()
 	l.Info("kilnd stopping")
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()

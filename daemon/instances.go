@@ -137,6 +137,7 @@ type instances struct {
 	root   string
 	ops    *sync.WaitGroup
 	opsCtx context.Context
+	placer placer
 
 	mu   sync.Mutex
 	all  map[string]*instance

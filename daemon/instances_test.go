@@ -98,6 +98,11 @@ func TestRunStopStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitState(t, k, a.ID, "ready")
+	// Both are idempotent, as kiln-instance@.service needs: start of a running one and
+	// stop of a stopped one succeed and change nothing.
+	if again, err := k.InstanceAction(ctx, a.ID, "start", false); err != nil || again.State != "running" {
+		t.Errorf("start of a running instance: %+v, %v", again, err)
+	}
 	if con := console(t, k, a.ID); !strings.Contains(con, "KILN-GUEST boot gen=7") {
 		t.Errorf("after stop and start, the data is gone:\n%s", con)
 	}

@@ -47,6 +47,10 @@ type kilnd struct {
 	cmd    *exec.Cmd
 	log    *bytes.Buffer
 	done   chan struct{}
+	// wrap goes before kilnd's argv (systemd-socket-activate …); args after it; env is
+	// added to its environment. logLevel is --log-level ("" leaves it out).
+	wrap, args, env []string
+	logLevel        string
 	*client.Client
 }
 
@@ -64,17 +68,26 @@ func shortDir(t testing.TB) string {
 // newKilnd starts kilnd on a fresh root and waits until it serves.
 func newKilnd(t *testing.T) *kilnd {
 	d := shortDir(t)
-	k := &kilnd{tb: t, root: filepath.Join(d, "root"), socket: filepath.Join(d, "s")}
+	k := &kilnd{tb: t, root: filepath.Join(d, "root"), socket: filepath.Join(d, "s"), logLevel: "debug"}
 	k.Client = client.New(k.socket)
 	k.start()
 	return k
 }
 
+func newClient(socket string) *client.Client { return client.New(socket) }
+
 func (k *kilnd) start() {
 	k.tb.Helper()
 	k.log = &bytes.Buffer{}
-	k.cmd = exec.Command(kilndBin, "--root", k.root, "--socket", k.socket, "--log-level", "debug")
+	argv := append(append([]string{}, k.wrap...), kilndBin, "--root", k.root, "--socket", k.socket,
+		"--config", filepath.Join(filepath.Dir(k.root), "kilnd.json"))
+	if k.logLevel != "" {
+		argv = append(argv, "--log-level", k.logLevel)
+	}
+	argv = append(argv, k.args...)
+	k.cmd = exec.Command(argv[0], argv[1:]...)
 	k.cmd.Stdout, k.cmd.Stderr = k.log, k.log
+	k.cmd.Env = append(os.Environ(), k.env...)
 	if err := k.cmd.Start(); err != nil {
 		k.tb.Fatal(err)
 	}

@@ -223,6 +223,9 @@ func (m *instances) startMachine(ctx context.Context, inst *instance) error {
 	inst.guestOff = false
 	m.mu.Unlock()
 	m.watch(inst, mach)
+	if err := m.placer.Place(ctx, inst.rec.ID, mach.PID, inst.rec.CPUs, inst.rec.MemoryMiB); err != nil {
+		log.G(ctx).WithError(err).WithField("instance", inst.rec.ID).Warn("instance runs outside a systemd scope")
+	}
 	return m.set(inst, func(r *instanceRecord) {
 		r.State, r.StateReason, r.PID, r.Accel, r.ConsoleStart = stateRunning, "", mach.PID, m.accel, consoleStart
 	})
@@ -307,7 +310,8 @@ func (m *instances) deleteVolumes(inst *instance, all bool) {
 }
 
 // stop begins a stop: the state becomes stopping at once and the rest runs as an
-// operation. force skips the guest's clean shutdown.
+// operation. force skips the guest's clean shutdown. Stopping a stopped instance does
+// nothing.
 func (m *instances) stop(inst *instance, by string, force bool) error {
 	inst.op.Lock()
 	defer inst.op.Unlock()
@@ -315,6 +319,8 @@ func (m *instances) stop(inst *instance, by string, force bool) error {
 	case inst.rec.RootDeviceType == "instance-store":
 		return fmt.Errorf("instance %s has an instance-store root device and cannot be stopped; terminate it instead: %w",
 			inst.rec.ID, errdefs.ErrNotImplemented)
+	case inst.rec.State == stateStopped || inst.rec.State == stateStopping:
+		return nil // already: stop is idempotent, as in the cloud
 	case inst.rec.State != stateRunning:
 		return fmt.Errorf("instance %s is %s; only a running instance can be stopped: %w", inst.rec.ID, inst.rec.State, errdefs.ErrFailedPrecondition)
 	}
@@ -350,11 +356,16 @@ func (m *instances) halt(inst *instance, force bool) {
 	}
 }
 
-// start starts a stopped instance again, with its volumes as they were.
+// start starts a stopped instance again, with its volumes as they were. Starting a
+// running one does nothing (kiln-instance@.service relies on both).
 func (m *instances) start(ctx context.Context, inst *instance) error {
 	inst.op.Lock()
 	defer inst.op.Unlock()
-	if inst.rec.State != stateStopped {
+	switch inst.rec.State {
+	case stateRunning, statePending:
+		return nil // already: start is idempotent, as in the cloud
+	case stateStopped:
+	default:
 		return fmt.Errorf("instance %s is %s; only a stopped instance can be started: %w", inst.rec.ID, inst.rec.State, errdefs.ErrFailedPrecondition)
 	}
 	if err := m.set(inst, func(r *instanceRecord) { r.State, r.StateReason = statePending, "" }); err != nil {

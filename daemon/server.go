@@ -94,13 +94,14 @@ func writeError(w http.ResponseWriter, e *api.Error) {
 func (s *server) info(w http.ResponseWriter, r *http.Request, c Caller) error {
 	nImages, nSnapshots := s.store.Counts()
 	writeJSON(w, http.StatusOK, api.Info{
-		Version:     s.cfg.Version,
-		Accelerator: s.accel,
-		Root:        s.cfg.Root,
-		Socket:      s.cfg.Socket,
-		Images:      nImages,
-		Snapshots:   nSnapshots,
-		Instances:   s.inst.count(),
+		Version:       s.cfg.Version,
+		Accelerator:   s.accel,
+		InstanceUnits: s.inst.placer.Kind(),
+		Root:          s.cfg.Root,
+		Socket:        s.cfg.Socket,
+		Images:        nImages,
+		Snapshots:     nSnapshots,
+		Instances:     s.inst.count(),
 	})
 	return nil
 }

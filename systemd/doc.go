@@ -1,6 +1,12 @@
-// Package systemd will own kiln's systemd integration: unit files, readiness and
-// watchdog notification, socket activation, journald logging and transient units.
+// Package systemd is kiln's systemd integration: readiness, status, watchdog and
+// stopping notification (sd_notify), socket activation, logging to the journal with
+// priorities and fields, and transient scope units that put each QEMU in a cgroup of its
+// own. The unit files kiln installs live beside this package (units/).
 //
-// systemd imports the standard library and go-systemd; it must not import images,
-// volumes, hypervisor, builder or daemon.
+// Everything here works without systemd too: without NOTIFY_SOCKET nothing is sent,
+// without an activated socket kilnd listens itself, without the journal logs go to
+// stderr, without the system bus instances run detached.
+//
+// systemd imports the standard library, go-systemd and logrus; it must not import
+// images, volumes, hypervisor, builder or daemon.
 package systemd

@@ -15,6 +15,7 @@ import (
 
 	"kiln/daemon"
 	"kiln/daemon/client"
+	"kiln/systemd"
 )
 
 // version is stamped by the Makefile.
@@ -25,11 +26,13 @@ func main() {
 	fs := flag.NewFlagSet("kilnd", flag.ContinueOnError)
 	fs.StringVar(&cfg.Root, "root", defaultRoot(), "the store's directory")
 	fs.StringVar(&cfg.Socket, "socket", client.DefaultSocket(), "the API socket")
-	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
-	format := fs.String("log-format", "text", "log format: text or json")
+	fs.StringVar(&cfg.SettingsFile, "config", defaultSettings(), "settings file (JSON, re-read on SIGHUP); a missing one means the defaults")
+	level := fs.String("log-level", "info", "log level: debug, info, warn or error (wins over the settings file)")
+	format := fs.String("log-format", "text", "log format: text or json (under systemd: the journal)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
+	fs.Visit(func(f *flag.Flag) { cfg.LogLevelFixed = cfg.LogLevelFixed || f.Name == "log-level" })
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "kilnd: unexpected argument %q\n", fs.Arg(0))
 		os.Exit(2)
@@ -48,13 +51,46 @@ func main() {
 		os.Exit(2)
 	}
 
+	if systemd.UnderJournal(os.Stderr) {
+		systemd.LogToJournal(log.L.Logger, systemd.JournalSocket, "kilnd")
+	}
+	ln, err := systemd.Listener(systemd.SocketName)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "kilnd: %v\n", err)
+		os.Exit(1)
+	}
+	cfg.Listener = ln
+
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	reload := make(chan struct{}, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	cfg.Reload = reload
 	if err := daemon.Run(ctx, cfg); err != nil {
 		log.G(ctx).WithError(err).Error("kilnd stopped")
 		stop()
 		os.Exit(1)
 	}
+}
+
+// defaultSettings is /etc/kiln/kilnd.json for root, else $XDG_CONFIG_HOME/kiln/kilnd.json.
+func defaultSettings() string {
+	if os.Geteuid() == 0 {
+		return "/etc/kiln/kilnd.json"
+	}
+	if d, err := os.UserConfigDir(); err == nil {
+		return filepath.Join(d, "kiln", "kilnd.json")
+	}
+	return ""
 }
 
 // defaultRoot is /var/lib/kiln for root, else $XDG_DATA_HOME/kiln (~/.local/share/kiln).

@@ -9,11 +9,13 @@ const Version = "v1"
 type Info struct {
 	Version     string `json:"version"`
 	Accelerator string `json:"accelerator"` // kvm or tcg
-	Root        string `json:"root"`
-	Socket      string `json:"socket"`
-	Images      int    `json:"images"`
-	Snapshots   int    `json:"snapshots"`
-	Instances   int    `json:"instances"`
+	// InstanceUnits is how instances are kept: systemd-scope or detached.
+	InstanceUnits string `json:"instanceUnits"`
+	Root          string `json:"root"`
+	Socket        string `json:"socket"`
+	Images        int    `json:"images"`
+	Snapshots     int    `json:"snapshots"`
+	Instances     int    `json:"instances"`
 }
 
 // Image is an image as the API shows it (GET /v1/images, /v1/images/{image}).

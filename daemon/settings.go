@@ -1,0 +1,90 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+
+	"kiln/systemd"
+)
+
+// settings is kilnd's settings file (JSON), read at start and on SIGHUP.
+type settings struct {
+	// LogLevel is debug, info, warn or error; the command line's --log-level wins.
+	LogLevel string `json:"logLevel,omitempty"`
+}
+
+// applySettings reads cfg.SettingsFile (a missing one means the defaults) and applies
+// it. A malformed file is an error and changes nothing.
+func applySettings(ctx context.Context, cfg Config) error {
+	if cfg.SettingsFile == "" {
+		return nil
+	}
+	b, err := os.ReadFile(cfg.SettingsFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("settings %s: %w", cfg.SettingsFile, err)
+	}
+	var st settings
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&st); err != nil {
+		return fmt.Errorf("settings %s: %v (want JSON such as {\"logLevel\": \"debug\"}): %w", cfg.SettingsFile, err, errdefs.ErrInvalidArgument)
+	}
+	if st.LogLevel != "" && !cfg.LogLevelFixed {
+		if err := log.SetLevel(st.LogLevel); err != nil {
+			return fmt.Errorf("settings %s: logLevel %q: want debug, info, warn or error: %w", cfg.SettingsFile, st.LogLevel, errdefs.ErrInvalidArgument)
+		}
+		log.G(ctx).WithField("path", cfg.SettingsFile).Debugf("log level %s", st.LogLevel)
+	}
+	return nil
+}
+
+// placer puts an instance's QEMU where the host keeps its processes: a systemd scope,
+// or nowhere special (detached in its own session).
+type placer interface {
+	Place(ctx context.Context, id string, pid, cpus, memoryMiB int) error
+	Kind() string
+}
+
+// detached is the placer without systemd.
+type detached struct{}
+
+func (detached) Place(context.Context, string, int, int, int) error { return nil }
+func (detached) Kind() string                                       { return "detached" }
+
+// choosePlacer uses systemd scopes when systemd's D-Bus answers, detached processes
+// otherwise.
+func choosePlacer(ctx context.Context) placer {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	s, err := systemd.ConnectScopes(ctx, os.Geteuid() != 0)
+	if err != nil {
+		log.G(ctx).WithError(err).Debug("instances run detached")
+		return detached{}
+	}
+	return s
+}
+
+// status is the line systemd shows for kilnd.
+func (s *server) status() string {
+	running := 0
+	for _, rec := range s.inst.list(false, func(string) bool { return true }) {
+		if rec.State == stateRunning {
+			running++
+		}
+	}
+	s.mu.Lock()
+	ops := len(s.running)
+	s.mu.Unlock()
+	return fmt.Sprintf("%d instances running, %d operations in flight", running, ops)
+}

@@ -1,0 +1,251 @@
+package systemd
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
+	"github.com/sirupsen/logrus"
+)
+
+// datagrams listens on a unixgram socket, as journald and the service manager do.
+func datagrams(t *testing.T) (string, <-chan []byte) {
+	t.Helper()
+	dir, err := os.MkdirTemp("/tmp", "sd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	path := filepath.Join(dir, "socket")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ch := make(chan []byte, 64)
+	go func() {
+		buf := make([]byte, 1<<16)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				close(ch)
+				return
+			}
+			ch <- append([]byte(nil), buf[:n]...)
+		}
+	}()
+	return path, ch
+}
+
+func next(t *testing.T, ch <-chan []byte) []byte {
+	t.Helper()
+	select {
+	case b := <-ch:
+		return b
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing arrived")
+		return nil
+	}
+}
+
+// parseNative reads a journal native-protocol datagram.
+func parseNative(t *testing.T, b []byte) map[string]string {
+	out := map[string]string{}
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			t.Fatalf("unterminated field %q", b)
+		}
+		line := b[:i]
+		b = b[i+1:]
+		if k, v, ok := bytes.Cut(line, []byte("=")); ok {
+			out[string(k)] = string(v)
+			continue
+		}
+		n := binary.LittleEndian.Uint64(b[:8])
+		out[string(line)] = string(b[8 : 8+n])
+		b = b[8+n+1:]
+	}
+	return out
+}
+
+func TestJournal(t *testing.T) {
+	path, ch := datagrams(t)
+	logger := logrus.New()
+	logger.SetLevel(logrus.DebugLevel)
+	var out bytes.Buffer
+	logger.SetOutput(&out)
+	LogToJournal(logger, path, "kilnd")
+
+	logger.WithField("instance", "i-0123456789abcdef0").WithField("dur", time.Second).Warn("instance's QEMU is gone")
+	f := parseNative(t, next(t, ch))
+	want := map[string]string{"MESSAGE": "instance's QEMU is gone", "PRIORITY": "4", "INSTANCE": "i-0123456789abcdef0", "DUR": "1s", "SYSLOG_IDENTIFIER": "kilnd"}
+	for k, v := range want {
+		if f[k] != v {
+			t.Errorf("%s = %q, want %q (entry %v)", k, f[k], v, f)
+		}
+	}
+	logger.WithField("_pid", 1).WithField("op", "multi").Error("line one\nline two")
+	f = parseNative(t, next(t, ch))
+	if f["MESSAGE"] != "line one\nline two" || f["PRIORITY"] != "3" || f["PID"] != "1" || f["_PID"] != "" {
+		t.Errorf("multi-line entry: %v", f)
+	}
+	logger.Debug("quiet")
+	if f = parseNative(t, next(t, ch)); f["PRIORITY"] != "7" {
+		t.Errorf("debug priority: %v", f)
+	}
+	if out.Len() != 0 {
+		t.Errorf("entries also went to the output: %q", out.String())
+	}
+}
+
+func TestUnderJournal(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("JOURNAL_STREAM", "")
+	if UnderJournal(f) {
+		t.Error("under the journal without JOURNAL_STREAM")
+	}
+	st, _ := f.Stat()
+	sys := st.Sys().(*syscall.Stat_t)
+	t.Setenv("JOURNAL_STREAM", fmt.Sprintf("%d:%d", sys.Dev, sys.Ino))
+	if !UnderJournal(f) {
+		t.Error("not under the journal with JOURNAL_STREAM naming stderr")
+	}
+	t.Setenv("JOURNAL_STREAM", fmt.Sprintf("%d:%d", sys.Dev, sys.Ino+1))
+	if UnderJournal(f) {
+		t.Error("under the journal with JOURNAL_STREAM naming another file")
+	}
+}
+
+func TestNotify(t *testing.T) {
+	path, ch := datagrams(t)
+	t.Setenv("NOTIFY_SOCKET", path)
+	Ready("serving")
+	if got := string(next(t, ch)); got != "READY=1\nSTATUS=serving" {
+		t.Errorf("ready: %q", got)
+	}
+	Stopping()
+	if got := string(next(t, ch)); got != "STOPPING=1" {
+		t.Errorf("stopping: %q", got)
+	}
+	Reloading()
+	if got := string(next(t, ch)); !strings.HasPrefix(got, "RELOADING=1\nMONOTONIC_USEC=") {
+		t.Errorf("reloading: %q", got)
+	}
+	t.Setenv("WATCHDOG_USEC", "100000")
+	ctx, cancel := context.WithCancel(context.Background())
+	go Watchdog(ctx)
+	for i := 0; i < 3; i++ {
+		if got := string(next(t, ch)); got != "WATCHDOG=1" {
+			t.Errorf("watchdog: %q", got)
+		}
+	}
+	cancel()
+	t.Setenv("NOTIFY_SOCKET", "")
+	if sent, _ := Notify("READY=1"); sent {
+		t.Error("sent without NOTIFY_SOCKET")
+	}
+}
+
+// fakeBus records StartTransientUnit calls as systemd's D-Bus would take them.
+type fakeBus struct {
+	name, mode string
+	props      []sddbus.Property
+	result     string
+}
+
+func (f *fakeBus) StartTransientUnitContext(_ context.Context, name, mode string, props []sddbus.Property, ch chan<- string) (int, error) {
+	f.name, f.mode, f.props = name, mode, props
+	ch <- f.result
+	return 1, nil
+}
+
+func TestScopes(t *testing.T) {
+	bus := &fakeBus{result: "done"}
+	s := &Scopes{conn: bus}
+	if err := s.Place(context.Background(), "i-0123456789abcdef0", 4242, 2, 1024); err != nil {
+		t.Fatal(err)
+	}
+	if bus.name != "kiln-i-0123456789abcdef0.scope" || bus.mode != "fail" {
+		t.Errorf("unit %q mode %q", bus.name, bus.mode)
+	}
+	got := map[string]string{}
+	for _, p := range bus.props {
+		got[p.Name] = p.Value.String()
+	}
+	for k, v := range map[string]string{
+		"Slice":              `"kiln.slice"`,
+		"PIDs":               "@au [4242]",
+		"MemoryMax":          "@t 1610612736", // 1024 MiB * 5/4 + 256 MiB
+		"CPUQuotaPerSecUSec": "@t 2000000",
+		"Description":        `"kiln instance i-0123456789abcdef0"`,
+	} {
+		if got[k] != v {
+			t.Errorf("%s = %s, want %s", k, got[k], v)
+		}
+	}
+	bus.result = "failed"
+	if err := s.Place(context.Background(), "i-0123456789abcdef0", 1, 1, 256); err == nil || !strings.Contains(err.Error(), "failed") {
+		t.Errorf("a failed job: %v", err)
+	}
+}
+
+// TestUnitsVerify runs systemd-analyze verify on every unit file, with the binaries in
+// place as make install puts them.
+func TestUnitsVerify(t *testing.T) {
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("systemd-analyze is missing: run 'make deps'")
+		}
+		t.Skip("systemd-analyze is missing")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	if out, err := exec.Command("go", "build", "-o", bin+"/", "kiln/cmd/kilnd", "kiln/cmd/kiln").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	for _, mode := range []string{"system", "user"} {
+		src := "units"
+		if mode == "user" {
+			src = "units/user"
+		}
+		out := filepath.Join(dir, mode)
+		os.MkdirAll(out, 0o755)
+		var units []string
+		for _, name := range []string{"kilnd.service", "kilnd.socket", "kiln.slice", "kiln-instance@.service"} {
+			b, err := os.ReadFile(filepath.Join(src, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b = bytes.ReplaceAll(b, []byte("@BINDIR@"), []byte(bin))
+			b = bytes.ReplaceAll(b, []byte("@DOCDIR@"), []byte(dir))
+			if err := os.WriteFile(filepath.Join(out, name), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			units = append(units, strings.Replace(name, "@.", "@web.", 1))
+		}
+		args := append([]string{"verify"}, units...)
+		if mode == "user" {
+			args = append([]string{"--user"}, args...)
+		}
+		cmd := exec.Command("systemd-analyze", args...)
+		cmd.Dir = out
+		cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+t.TempDir())
+		if b, err := cmd.CombinedOutput(); err != nil || len(bytes.TrimSpace(b)) > 0 {
+			t.Errorf("systemd-analyze %s: %v\n%s", strings.Join(args, " "), err, b)
+		}
+	}
+}
