@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -229,39 +228,7 @@ func checkBootFile(p string) error {
 func (r *Registration) Run(ctx context.Context) (*images.Image, error) {
 	start := time.Now()
 	im, err := r.run(ctx)
-	l := log.G(ctx).WithField("image", r.Image.ID).WithField("dur", time.Since(start))
-	if err != nil {
-		reason := err.Error()
-		if ctx.Err() != nil {
-			reason = "cancelled: " + reason
-		}
-		failed, ferr := r.b.Store.UpdateImage(r.Image.ID, func(im *images.Image) error {
-			im.State, im.StateReason = images.StateFailed, reason
-			im.BlockDeviceMappings = nil
-			return nil
-		})
-		if ferr != nil {
-			return nil, errors.Join(err, ferr)
-		}
-		r.dropSnapshots(l)
-		l.WithError(err).Info("image failed")
-		return failed, err
-	}
-	l.Info("image available")
-	return im, nil
-}
-
-// dropSnapshots removes the snapshots made for a failed image, so that it keeps no
-// content from GC.
-func (r *Registration) dropSnapshots(l *log.Entry) {
-	for _, sn := range r.b.Store.Snapshots() {
-		if sn.ImageID != r.Image.ID {
-			continue
-		}
-		if err := r.b.Store.DeleteSnapshot(sn.ID); err != nil {
-			l.WithError(err).WithField("snapshot", sn.ID).Warn("snapshot of a failed image stays until the image is deregistered")
-		}
-	}
+	return r.b.finish(ctx, r.Image.ID, start, im, err)
 }
 
 func (r *Registration) run(ctx context.Context) (*images.Image, error) {
@@ -320,23 +287,7 @@ func (r *Registration) run(ctx context.Context) (*images.Image, error) {
 		*bf.set = desc.Digest
 		layers = append(layers, desc)
 	}
-	cdesc, err := s.WriteJSON(ctx, images.MediaTypeConfig, cfg)
-	if err != nil {
-		return nil, err
-	}
-	mdesc, err := s.WriteManifest(ctx, cdesc, layers)
-	if err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	return s.UpdateImage(r.Image.ID, func(im *images.Image) error {
-		im.Config = cfg
-		im.Manifest = mdesc.Digest
-		im.State, im.StateReason = images.StateAvailable, ""
-		return nil
-	})
+	return r.b.commit(ctx, r.Image.ID, cfg, layers)
 }
 
 // gib rounds a size in bytes up to whole GiB (at least 1), as volume sizes are given.

@@ -81,6 +81,8 @@ func (s *server) routes() http.Handler {
 	route("GET "+v+"/instances/{instance}", api.KindInstance, s.inspectInstance)
 	route("GET "+v+"/instances/{instance}/console", api.KindInstance, s.console)
 	route("POST "+v+"/instances/{instance}/{action}", api.KindInstance, s.instanceAction)
+	route("POST "+v+"/instances/{instance}/create-image", api.KindImage, s.createImage)
+	route("POST "+v+"/images/{image}/copy", api.KindImage, s.copyImage)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &api.Error{Code: api.CodeInvalidAction, Message: fmt.Sprintf("no such API call: %s %s", r.Method, r.URL.Path)})
 	})
@@ -347,6 +349,9 @@ func toAPIImage(im *images.Image) api.Image {
 		Public:              im.Public,
 		CreationDate:        im.CreationDate,
 		ManifestDigest:      im.Manifest.String(),
+		SourceInstanceID:    im.SourceInstanceID,
+		SourceImageID:       im.SourceImageID,
+		CopiedFromID:        im.CopiedFromID,
 	}
 	if out.Tags == nil {
 		out.Tags = map[string]string{}

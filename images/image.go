@@ -73,6 +73,11 @@ type Image struct {
 	Public       bool              `json:"public"`
 	CreationDate time.Time         `json:"creationDate"`
 	Manifest     digest.Digest     `json:"manifest,omitempty"` // set when available
+	// Lineage: the instance and image an image was created from (empty for a
+	// registered one), and the image it was copied from.
+	SourceInstanceID string `json:"sourceInstanceId,omitempty"`
+	SourceImageID    string `json:"sourceImageId,omitempty"`
+	CopiedFromID     string `json:"copiedFromId,omitempty"`
 	Config
 }
 

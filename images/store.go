@@ -238,8 +238,9 @@ func (s *Store) Images(keep func(*Image) bool) []*Image {
 }
 
 // DeleteImage removes the image's record together with the snapshot records made for
-// it, in one transaction. Content goes at the next GC, if nothing else reaches it.
-// An unknown id gives errdefs.ErrNotFound.
+// images that no remaining image uses (a copy shares its original's snapshots, so they
+// go with the last image that names them), in one transaction. Content goes at the next
+// GC, if nothing else reaches it. An unknown id gives errdefs.ErrNotFound.
 func (s *Store) DeleteImage(id string) (*Image, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -247,9 +248,26 @@ func (s *Store) DeleteImage(id string) (*Image, error) {
 	if !ok {
 		return nil, fmt.Errorf("image %s: %w", id, errdefs.ErrNotFound)
 	}
+	used := map[string]bool{}
+	for oid, other := range s.images {
+		if oid == id {
+			continue
+		}
+		for _, m := range other.BlockDeviceMappings {
+			if m.EBS != nil {
+				used[m.EBS.SnapshotID] = true
+			}
+		}
+	}
+	mine := map[string]bool{}
+	for _, m := range im.BlockDeviceMappings {
+		if m.EBS != nil {
+			mine[m.EBS.SnapshotID] = true
+		}
+	}
 	var owned []string
 	for sid, sn := range s.snapshots {
-		if sn.ImageID == id {
+		if (sn.ImageID == id || mine[sid] && sn.ImageID != "") && !used[sid] {
 			owned = append(owned, sid)
 		}
 	}
@@ -269,6 +287,35 @@ func (s *Store) DeleteImage(id string) (*Image, error) {
 	}
 	delete(s.images, id)
 	return im, nil
+}
+
+// CopyImage stores a new image record over the same content as src (its manifest,
+// config and snapshots: no bytes copied) with a new id and name, owned by owner. Tags
+// come along only when tags is true; launch permissions never do.
+func (s *Store) CopyImage(srcID, name, owner, description string, tags bool, now time.Time) (*Image, error) {
+	src, err := s.Image(srcID)
+	if err != nil {
+		return nil, err
+	}
+	if src.State != StateAvailable {
+		return nil, fmt.Errorf("image %s is %s; only an available image can be copied: %w", src.ID, src.State, errdefs.ErrFailedPrecondition)
+	}
+	if err := CheckName(name); err != nil {
+		return nil, err
+	}
+	cp := src.clone()
+	cp.ID, cp.Name, cp.OwnerID, cp.CreationDate, cp.CopiedFromID = NewID(ImagePrefix), name, owner, now, src.ID
+	cp.Public = false
+	if description != "" {
+		cp.Description = description
+	}
+	if !tags {
+		cp.Tags = nil
+	}
+	if err := s.CreateImage(cp); err != nil {
+		return nil, err
+	}
+	return cp.clone(), nil
 }
 
 // PutSnapshot stores a snapshot record (new or changed).

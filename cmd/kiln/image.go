@@ -19,6 +19,8 @@ func newImageCommand(e *env) *cobra.Command {
 	}
 	cmd.AddCommand(
 		newImageRegisterCommand(e),
+		newImageCreateCommand(e),
+		newImageCopyCommand(e),
 		newImageLsCommand(e),
 		newImageInspectCommand(e),
 		newImageTagCommand(e),
@@ -92,6 +94,11 @@ func printImage(e *env, im api.Image) error {
 	sort.Strings(keys)
 	for _, k := range keys {
 		kv = append(kv, [2]string{"Tag " + k, im.Tags[k]})
+	}
+	for _, l := range [][2]string{{"Source instance", im.SourceInstanceID}, {"Source image", im.SourceImageID}, {"Copied from", im.CopiedFromID}} {
+		if l[1] != "" {
+			kv = append(kv, l)
+		}
 	}
 	if im.ManifestDigest != "" {
 		kv = append(kv, [2]string{"Manifest", im.ManifestDigest})

@@ -38,6 +38,9 @@ type Image struct {
 	Public              bool                 `json:"public"`
 	CreationDate        time.Time            `json:"creationDate"`
 	ManifestDigest      string               `json:"manifestDigest,omitempty"`
+	SourceInstanceID    string               `json:"sourceInstanceId,omitempty"`
+	SourceImageID       string               `json:"sourceImageId,omitempty"`
+	CopiedFromID        string               `json:"copiedFromId,omitempty"`
 }
 
 // BlockDeviceMapping is one device of an image.
@@ -155,3 +158,19 @@ type StopRequest struct {
 
 // MaxUserData bounds user data (after base64 decoding).
 const MaxUserData = 256 << 10
+
+// CreateImageRequest is POST /v1/instances/{instance}/create-image. The answer is the
+// image, pending.
+type CreateImageRequest struct {
+	Name        string            `json:"name"`
+	Description string            `json:"description,omitempty"`
+	Tags        map[string]string `json:"tags,omitempty"`
+	NoReboot    bool              `json:"noReboot,omitempty"`
+}
+
+// CopyImageRequest is POST /v1/images/{image}/copy.
+type CopyImageRequest struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	CopyTags    bool   `json:"copyTags,omitempty"`
+}

@@ -220,3 +220,18 @@ func (c *Client) Raw(ctx context.Context, method, path string, body io.Reader) (
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, b, err
 }
+
+// CreateImage starts making an image of an instance's volumes and returns it, pending;
+// WaitImage waits for the outcome.
+func (c *Client) CreateImage(ctx context.Context, instance string, req api.CreateImageRequest) (api.Image, error) {
+	var im api.Image
+	err := c.do(ctx, http.MethodPost, "/instances/"+url.PathEscape(instance)+"/create-image", nil, req, &im)
+	return im, err
+}
+
+// CopyImage makes a new image over the same content as image (no bytes copied).
+func (c *Client) CopyImage(ctx context.Context, image string, req api.CopyImageRequest) (api.Image, error) {
+	var im api.Image
+	err := c.do(ctx, http.MethodPost, "/images/"+url.PathEscape(image)+"/copy", nil, req, &im)
+	return im, err
+}

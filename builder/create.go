@@ -1,0 +1,221 @@
+package builder
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/containerd/log"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"kiln/images"
+)
+
+// CaptureVolume is one volume of an instance to capture: its qcow2 file (an overlay
+// over Chain, or a blank volume) and where it sits.
+type CaptureVolume struct {
+	DeviceName          string
+	Path                string
+	Chain               []digest.Digest // layers under it, bottom to top
+	SizeGiB             int64
+	DeleteOnTermination bool
+}
+
+// CaptureRequest describes an image to create from an instance's volumes.
+type CaptureRequest struct {
+	Name, OwnerID, Description string
+	Tags                       map[string]string
+	SourceInstanceID           string
+	Source                     *images.Image // the instance's image: boot settings
+	Volumes                    []CaptureVolume
+}
+
+// Capture is a checked create request with its pending image record; Run makes it.
+type Capture struct {
+	Image *images.Image
+	b     *Builder
+	req   CaptureRequest
+}
+
+// PrepareCapture checks a create request and stores the new image's record, pending.
+func (b *Builder) PrepareCapture(req CaptureRequest) (*Capture, error) {
+	if err := images.CheckName(req.Name); err != nil {
+		return nil, err
+	}
+	if err := images.CheckDescription(req.Description); err != nil {
+		return nil, err
+	}
+	if err := images.CheckTags(req.Tags, 0); err != nil {
+		return nil, err
+	}
+	src := req.Source
+	im := &images.Image{
+		ID: images.NewID(images.ImagePrefix), Name: req.Name, OwnerID: req.OwnerID, Description: req.Description,
+		State: images.StatePending, Tags: req.Tags, CreationDate: b.now(),
+		SourceInstanceID: req.SourceInstanceID, SourceImageID: src.ID,
+		Config: images.Config{
+			Architecture: src.Architecture, BootMode: src.BootMode, RootDeviceName: src.RootDeviceName,
+			RootDeviceType: src.RootDeviceType, Kernel: src.Kernel, Initrd: src.Initrd, Cmdline: src.Cmdline,
+		},
+	}
+	if err := b.Store.CreateImage(im); err != nil {
+		return nil, err
+	}
+	return &Capture{Image: im, b: b, req: req}, nil
+}
+
+// Run captures each volume as a new layer on its chain (only what the instance wrote:
+// the overlay's clusters), with a snapshot record, then the config and manifest, then
+// the record becomes available; on failure it becomes failed, as a register does. The
+// volumes must not change while it runs (the instance is stopped).
+func (c *Capture) Run(ctx context.Context) (*images.Image, error) {
+	start := time.Now()
+	im, err := c.run(ctx)
+	return c.b.finish(ctx, c.Image.ID, start, im, err)
+}
+
+func (c *Capture) run(ctx context.Context) (*images.Image, error) {
+	s := c.b.Store
+	release := s.Hold()
+	defer release()
+	cfg := c.Image.Config
+	var layers []ocispec.Descriptor
+	seen := map[digest.Digest]bool{}
+	addLayer := func(d ocispec.Descriptor) {
+		if !seen[d.Digest] {
+			seen[d.Digest] = true
+			layers = append(layers, d)
+		}
+	}
+	for i, v := range c.req.Volumes {
+		ref := "create-" + c.Image.ID + "-" + strconv.Itoa(i)
+		desc, err := s.IngestLayer(ctx, ref, func(path string) error { return c.copyVolume(ctx, v, path) })
+		if err != nil {
+			return nil, err
+		}
+		chain := append(append([]digest.Digest(nil), v.Chain...), desc.Digest)
+		for _, d := range v.Chain {
+			size, err := s.BlobSize(ctx, d)
+			if err != nil {
+				return nil, fmt.Errorf("volume %s: parent layer: %w", v.DeviceName, err)
+			}
+			addLayer(ocispec.Descriptor{MediaType: images.MediaTypeLayer, Digest: d, Size: size})
+		}
+		addLayer(desc)
+		sn := &images.Snapshot{
+			ID: images.NewID(images.SnapshotPrefix), OwnerID: c.Image.OwnerID,
+			Description: fmt.Sprintf("%s of %s for %s (%s)", v.DeviceName, c.req.SourceInstanceID, c.Image.ID, c.Image.Name),
+			Layer:       desc.Digest, Chain: chain, VolumeSize: v.SizeGiB, VirtualSize: v.SizeGiB << 30,
+			StorageSize: desc.Size, ImageID: c.Image.ID, StartTime: c.b.now(),
+		}
+		if err := s.PutSnapshot(sn); err != nil {
+			return nil, err
+		}
+		cfg.BlockDeviceMappings = append(cfg.BlockDeviceMappings, images.BlockDeviceMapping{
+			DeviceName: v.DeviceName,
+			EBS: &images.EBS{SnapshotID: sn.ID, Layer: desc.Digest, VolumeSize: v.SizeGiB,
+				DeleteOnTermination: v.DeleteOnTermination},
+		})
+	}
+	for _, d := range []digest.Digest{cfg.Kernel, cfg.Initrd} {
+		if d == "" {
+			continue
+		}
+		size, err := s.BlobSize(ctx, d)
+		if err != nil {
+			return nil, fmt.Errorf("boot file: %w", err)
+		}
+		mt := images.MediaTypeKernel
+		if d == cfg.Initrd {
+			mt = images.MediaTypeInitrd
+		}
+		addLayer(ocispec.Descriptor{MediaType: mt, Digest: d, Size: size})
+	}
+	return c.b.commit(ctx, c.Image.ID, cfg, layers)
+}
+
+// copyVolume writes the volume's qcow2 file at dst as a layer: the same clusters, the
+// header naming its parent by bare hex digest (so the chain resolves in blobs/sha256).
+func (c *Capture) copyVolume(ctx context.Context, v CaptureVolume, dst string) error {
+	if err := copyFile(v.Path, dst); err != nil {
+		return fmt.Errorf("volume %s: %w", v.DeviceName, err)
+	}
+	parent := ""
+	if len(v.Chain) > 0 {
+		parent = v.Chain[len(v.Chain)-1].Encoded()
+	}
+	return c.b.Tool.Rebase(ctx, dst, parent)
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_TRUNC|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// commit writes the config and manifest and makes the image available.
+func (b *Builder) commit(ctx context.Context, id string, cfg images.Config, layers []ocispec.Descriptor) (*images.Image, error) {
+	cdesc, err := b.Store.WriteJSON(ctx, images.MediaTypeConfig, cfg)
+	if err != nil {
+		return nil, err
+	}
+	mdesc, err := b.Store.WriteManifest(ctx, cdesc, layers)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return b.Store.UpdateImage(id, func(im *images.Image) error {
+		im.Config = cfg
+		im.Manifest = mdesc.Digest
+		im.State, im.StateReason = images.StateAvailable, ""
+		return nil
+	})
+}
+
+// finish records the outcome of making an image: available, or failed with the reason
+// and without the snapshots made for it.
+func (b *Builder) finish(ctx context.Context, id string, start time.Time, im *images.Image, err error) (*images.Image, error) {
+	l := log.G(ctx).WithField("image", id).WithField("dur", time.Since(start))
+	if err == nil {
+		l.Info("image available")
+		return im, nil
+	}
+	reason := err.Error()
+	if ctx.Err() != nil {
+		reason = "cancelled: " + reason
+	}
+	failed, ferr := b.Store.UpdateImage(id, func(im *images.Image) error {
+		im.State, im.StateReason = images.StateFailed, reason
+		im.BlockDeviceMappings = nil
+		return nil
+	})
+	if ferr != nil {
+		return nil, fmt.Errorf("%w (and recording the failure: %v)", err, ferr)
+	}
+	for _, sn := range b.Store.Snapshots() {
+		if sn.ImageID == id {
+			if derr := b.Store.DeleteSnapshot(sn.ID); derr != nil {
+				l.WithError(derr).WithField("snapshot", sn.ID).Warn("snapshot of a failed image stays until the image is deregistered")
+			}
+		}
+	}
+	l.WithError(err).Info("image failed")
+	return failed, err
+}
