@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"kiln/images"
+	"kiln/volumes"
 )
 
 // CaptureVolume is one volume of an instance to capture: its qcow2 file (an overlay
@@ -93,7 +93,14 @@ func (c *Capture) run(ctx context.Context) (*images.Image, error) {
 	}
 	for i, v := range c.req.Volumes {
 		ref := "create-" + c.Image.ID + "-" + strconv.Itoa(i)
-		desc, err := s.IngestLayer(ctx, ref, func(path string) error { return c.copyVolume(ctx, v, path) })
+		parent := ""
+		if len(v.Chain) > 0 {
+			parent = v.Chain[len(v.Chain)-1].Encoded()
+		}
+		desc, err := s.IngestStream(ctx, ref, images.MediaTypeLayer, func(w io.Writer) error {
+			_, err := volumes.CopyLayer(w, v.Path, parent)
+			return err
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -136,36 +143,6 @@ func (c *Capture) run(ctx context.Context) (*images.Image, error) {
 		addLayer(ocispec.Descriptor{MediaType: mt, Digest: d, Size: size})
 	}
 	return c.b.commit(ctx, c.Image.ID, cfg, layers)
-}
-
-// copyVolume writes the volume's qcow2 file at dst as a layer: the same clusters, the
-// header naming its parent by bare hex digest (so the chain resolves in blobs/sha256).
-func (c *Capture) copyVolume(ctx context.Context, v CaptureVolume, dst string) error {
-	if err := copyFile(v.Path, dst); err != nil {
-		return fmt.Errorf("volume %s: %w", v.DeviceName, err)
-	}
-	parent := ""
-	if len(v.Chain) > 0 {
-		parent = v.Chain[len(v.Chain)-1].Encoded()
-	}
-	return c.b.Tool.Rebase(ctx, dst, parent)
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_TRUNC|os.O_CREATE, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 // commit writes the config and manifest and makes the image available.

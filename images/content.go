@@ -137,11 +137,22 @@ func (s *Store) abort(ctx context.Context, ref string) {
 // IngestFile copies the file at path into the store as a blob of mediaType, hashing
 // while writing. Content already stored is not stored twice.
 func (s *Store) IngestFile(ctx context.Context, ref, mediaType, path string) (ocispec.Descriptor, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return ocispec.Descriptor{}, err
-	}
-	defer f.Close()
+	return s.IngestStream(ctx, ref, mediaType, func(w io.Writer) error {
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = io.Copy(w, f)
+		return err
+	})
+}
+
+// IngestStream stores what write writes as a blob of mediaType, hashing while writing:
+// one pass. ref names the ingest; a failure or a crash leaves no blob (GC removes an
+// abandoned ingest). Content already stored is not stored twice. The caller holds the
+// store (Hold) until a record reaches the blob.
+func (s *Store) IngestStream(ctx context.Context, ref, mediaType string, write func(io.Writer) error) (ocispec.Descriptor, error) {
 	w, err := s.content.Writer(ctx, content.WithRef(ref))
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("ingest %s: %w", ref, err)
@@ -150,17 +161,28 @@ func (s *Store) IngestFile(ctx context.Context, ref, mediaType, path string) (oc
 	if err := w.Truncate(0); err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("ingest %s: %w", ref, err)
 	}
-	n, err := io.Copy(w, f)
-	if err != nil {
+	cw := &countingWriter{w: w}
+	if err := write(cw); err != nil {
 		s.abort(ctx, ref)
-		return ocispec.Descriptor{}, fmt.Errorf("ingest %s from %s: %w", ref, path, err)
+		return ocispec.Descriptor{}, fmt.Errorf("ingest %s: %w", ref, err)
 	}
-	desc := ocispec.Descriptor{MediaType: mediaType, Digest: w.Digest(), Size: n}
-	if err := w.Commit(ctx, n, desc.Digest); err != nil && !errdefs.IsAlreadyExists(err) {
+	desc := ocispec.Descriptor{MediaType: mediaType, Digest: w.Digest(), Size: cw.n}
+	if err := w.Commit(ctx, cw.n, desc.Digest); err != nil && !errdefs.IsAlreadyExists(err) {
 		s.abort(ctx, ref)
 		return ocispec.Descriptor{}, fmt.Errorf("ingest %s: %w", ref, err)
 	}
 	return desc, nil
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // WriteJSON stores v as a JSON blob of mediaType.

@@ -269,3 +269,57 @@ func TestCreateOverlay(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCopyLayer: a volume streamed as a layer names its parent by bare hex digest and
+// resolves beside it, with the volume's data and the parent's.
+func TestCopyLayer(t *testing.T) {
+	d := disks(t)
+	ctx := context.Background()
+	var tool Tool
+	const hexName = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	blobs := filepath.Join(d, "blobs")
+	os.MkdirAll(blobs, 0o700)
+	// The parent layer, at its digest-like name; a volume over it in an instance dir.
+	if out, err := exec.Command("cp", filepath.Join(d, "good.qcow2"), filepath.Join(blobs, hexName)).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	vol := filepath.Join(d, "inst", "vol.qcow2")
+	os.MkdirAll(filepath.Dir(vol), 0o700)
+	if err := tool.CreateOverlay(ctx, vol, filepath.Join(blobs, hexName), 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	sh(t, d, "qemu-io", "-c", "write -P 0x77 8M 4M", vol)
+
+	layer := filepath.Join(blobs, "layer")
+	f, _ := os.Create(layer)
+	n, err := CopyLayer(f, vol, hexName)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := os.Stat(vol)
+	if n != st.Size() {
+		t.Errorf("copied %d bytes of %d", n, st.Size())
+	}
+	out, err := exec.Command("qemu-img", "info", "--output=json", "--backing-chain", layer).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"backing-filename": "`+hexName+`"`) {
+		t.Fatalf("layer info: %v\n%s", err, out)
+	}
+	for _, read := range []string{"read -P 0x77 8M 4M", "read -P 0x5a 1M 2M"} { // its data, its parent's
+		if out, err := exec.Command("qemu-io", "-r", "-c", read, layer).CombinedOutput(); err != nil || strings.Contains(string(out), "fail") {
+			t.Errorf("%s through the layer: %v %s", read, err, out)
+		}
+	}
+	// A blank volume has no parent; a volume with a backing file needs one.
+	blank := filepath.Join(d, "inst", "blank.qcow2")
+	tool.CreateBlank(ctx, blank, 1<<20)
+	if _, err := CopyLayer(io.Discard, blank, ""); err != nil {
+		t.Errorf("blank volume: %v", err)
+	}
+	if _, err := CopyLayer(io.Discard, vol, ""); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("a backed volume without a parent: %v", err)
+	}
+	if _, err := CopyLayer(io.Discard, blank, hexName); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("a blank volume with a parent: %v", err)
+	}
+}

@@ -35,16 +35,3 @@ func (t Tool) CreateBlank(ctx context.Context, path string, size int64) error {
 	return nil
 }
 
-// Rebase rewrites only the header of the qcow2 file at path to name backing (a file
-// name relative to path's directory, such as a parent layer's bare hex digest) as its
-// backing file; no data moves. An empty backing removes it.
-func (t Tool) Rebase(ctx context.Context, path, backing string) error {
-	args := []string{"rebase", "-q", "-u", "-f", "qcow2", "-b", backing}
-	if backing != "" {
-		args = append(args, "-F", "qcow2")
-	}
-	if _, err := t.run(ctx, InspectLimits, append(args, path)...); err != nil {
-		return fmt.Errorf("volume %s: %w", path, err)
-	}
-	return nil
-}
