@@ -162,7 +162,10 @@ func (s *Store) IngestStream(ctx context.Context, ref, mediaType string, write f
 		return ocispec.Descriptor{}, fmt.Errorf("ingest %s: %w", ref, err)
 	}
 	cw := &countingWriter{w: w}
-	if err := write(cw); err != nil {
+	stopWriteback := writeback(s.ingestData(ref)) // the commit's fsync then finds little to do
+	err = write(cw)
+	stopWriteback()
+	if err != nil {
 		s.abort(ctx, ref)
 		return ocispec.Descriptor{}, fmt.Errorf("ingest %s: %w", ref, err)
 	}
