@@ -168,3 +168,36 @@ func TestSocket(t *testing.T) {
 	}
 	k.start()
 }
+
+func TestSnapshots(t *testing.T) {
+	k := newKilnd(t)
+	ctx := ctxT(t)
+	d := badDisks(t)
+	im, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: "snappy", Disks: []api.Disk{{Path: filepath.Join(d, "good.qcow2"), Format: "qcow2"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if im, err = k.WaitImage(ctx, im.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	list, err := k.Snapshots(ctx)
+	if err != nil || len(list) != 1 || list[0].ID != im.BlockDeviceMappings[0].EBS.SnapshotID || list[0].ImageID != im.ID || len(list[0].Chain) != 1 {
+		t.Fatalf("snapshots: %+v, %v", list, err)
+	}
+	sn, err := k.Snapshot(ctx, list[0].ID)
+	if err != nil || sn.VolumeSize != 1 || sn.StorageSize == 0 {
+		t.Errorf("inspect: %+v, %v", sn, err)
+	}
+	if err := k.DeleteSnapshot(ctx, sn.ID); !isCode(err, api.CodeIncorrectState) || !strings.Contains(err.Error(), im.ID) {
+		t.Errorf("rm of a snapshot an image uses: %v", err)
+	}
+	if err := k.DeleteSnapshot(ctx, "snap-0123456789abcdef0"); !isCode(err, api.CodeInvalidSnapshotNotFound) {
+		t.Errorf("rm of an unknown snapshot: %v", err)
+	}
+	if err := k.DeregisterImage(ctx, im.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Snapshot(ctx, sn.ID); !isCode(err, api.CodeInvalidSnapshotNotFound) {
+		t.Errorf("the image's snapshot after deregister: %v", err)
+	}
+}

@@ -83,6 +83,9 @@ func (s *server) routes() http.Handler {
 	route("POST "+v+"/instances/{instance}/{action}", api.KindInstance, s.instanceAction)
 	route("POST "+v+"/instances/{instance}/create-image", api.KindImage, s.createImage)
 	route("POST "+v+"/images/{image}/copy", api.KindImage, s.copyImage)
+	route("GET "+v+"/snapshots", api.KindSnapshot, s.listSnapshots)
+	route("GET "+v+"/snapshots/{snapshot}", api.KindSnapshot, s.inspectSnapshot)
+	route("DELETE "+v+"/snapshots/{snapshot}", api.KindSnapshot, s.deleteSnapshot)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &api.Error{Code: api.CodeInvalidAction, Message: fmt.Sprintf("no such API call: %s %s", r.Method, r.URL.Path)})
 	})

@@ -361,12 +361,20 @@ func (s *Store) Counts() (images, snapshots int) {
 }
 
 // DeleteSnapshot removes a snapshot record; its layers go at the next GC if nothing
-// else reaches them. An unknown id gives errdefs.ErrNotFound.
+// else reaches them. An unknown id gives errdefs.ErrNotFound; a snapshot an image's
+// block device mapping names gives errdefs.ErrFailedPrecondition, naming the image.
 func (s *Store) DeleteSnapshot(id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.snapshots[id]; !ok {
 		return fmt.Errorf("snapshot %s: %w", id, errdefs.ErrNotFound)
+	}
+	for _, im := range s.images {
+		for _, m := range im.BlockDeviceMappings {
+			if m.EBS != nil && m.EBS.SnapshotID == id {
+				return fmt.Errorf("snapshot %s is used by image %s (%s); deregister the image first: %w", id, im.ID, im.Name, errdefs.ErrFailedPrecondition)
+			}
+		}
 	}
 	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketSnapshots).Delete([]byte(id)) }); err != nil {
 		return fmt.Errorf("snapshot %s: %w", id, err)

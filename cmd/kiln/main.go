@@ -71,7 +71,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.PersistentFlags().BoolVarP(&e.quiet, "quiet", "q", false, "print ids only, one a line")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newInfoCommand(e), newImageCommand(e), newGCCommand(e),
-		newRunCommand(e), newInstanceCommand(e), newInstanceLsCommand(e, "ps"), newConsoleCommand(e),
+		newRunCommand(e), newSnapshotCommand(e), newInstanceCommand(e), newInstanceLsCommand(e, "ps"), newConsoleCommand(e),
 		newStopCommand(e), newStartCommand(e), newRebootCommand(e), newTerminateCommand(e))
 
 	err := root.ExecuteContext(ctx)
@@ -118,6 +118,8 @@ func hint(code string) string {
 		return "this client and kilnd may be of different versions ('kiln info')"
 	case api.CodeIncorrectState:
 		return "'kiln image inspect' or 'kiln instance inspect' shows the state"
+	case api.CodeInvalidSnapshotNotFound:
+		return "'kiln snapshot ls' lists your snapshots"
 	case api.CodeInvalidInstanceNotFound:
 		return "'kiln ps -a' lists your instances"
 	case api.CodeUnauthorizedOperation:

@@ -174,3 +174,17 @@ type CopyImageRequest struct {
 	Description string `json:"description,omitempty"`
 	CopyTags    bool   `json:"copyTags,omitempty"`
 }
+
+// Snapshot is a snapshot as the API shows it.
+type Snapshot struct {
+	ID          string            `json:"id"`
+	OwnerID     string            `json:"ownerId"`
+	Description string            `json:"description,omitempty"`
+	VolumeSize  int64             `json:"volumeSize"`  // GiB
+	StorageSize int64             `json:"storageSize"` // bytes its own layer takes
+	Layer       string            `json:"layer"`
+	Chain       []string          `json:"chain"`
+	ImageID     string            `json:"imageId,omitempty"` // made for
+	Tags        map[string]string `json:"tags"`
+	StartTime   time.Time         `json:"startTime"`
+}

@@ -235,3 +235,22 @@ func (c *Client) CopyImage(ctx context.Context, image string, req api.CopyImageR
 	err := c.do(ctx, http.MethodPost, "/images/"+url.PathEscape(image)+"/copy", nil, req, &im)
 	return im, err
 }
+
+// Snapshots lists the caller's snapshots.
+func (c *Client) Snapshots(ctx context.Context) ([]api.Snapshot, error) {
+	var out []api.Snapshot
+	err := c.do(ctx, http.MethodGet, "/snapshots", nil, nil, &out)
+	return out, err
+}
+
+// Snapshot returns one snapshot.
+func (c *Client) Snapshot(ctx context.Context, id string) (api.Snapshot, error) {
+	var sn api.Snapshot
+	err := c.do(ctx, http.MethodGet, "/snapshots/"+url.PathEscape(id), nil, nil, &sn)
+	return sn, err
+}
+
+// DeleteSnapshot deletes a snapshot no image uses.
+func (c *Client) DeleteSnapshot(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/snapshots/"+url.PathEscape(id), nil, nil, nil)
+}

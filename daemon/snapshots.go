@@ -1,0 +1,67 @@
+package daemon
+
+import (
+	"fmt"
+	"net/http"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+
+	"kiln/daemon/api"
+	"kiln/images"
+)
+
+func toAPISnapshot(sn *images.Snapshot) api.Snapshot {
+	out := api.Snapshot{ID: sn.ID, OwnerID: sn.OwnerID, Description: sn.Description, VolumeSize: sn.VolumeSize,
+		StorageSize: sn.StorageSize, Layer: sn.Layer.String(), ImageID: sn.ImageID, Tags: sn.Tags, StartTime: sn.StartTime,
+		Chain: []string{}}
+	for _, d := range sn.Chain {
+		out.Chain = append(out.Chain, d.String())
+	}
+	if out.Tags == nil {
+		out.Tags = map[string]string{}
+	}
+	return out
+}
+
+func (s *server) listSnapshots(w http.ResponseWriter, r *http.Request, c Caller) error {
+	out := []api.Snapshot{}
+	for _, sn := range s.store.Snapshots() {
+		if s.viewer(c)(sn.OwnerID) {
+			out = append(out, toAPISnapshot(sn))
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// snapshot finds a snapshot the caller owns (or any, for an administrator).
+func (s *server) snapshot(c Caller, id string) (*images.Snapshot, error) {
+	sn, err := s.store.Snapshot(id)
+	if err != nil || !s.viewer(c)(sn.OwnerID) {
+		return nil, fmt.Errorf("snapshot %q: see kiln snapshot ls: %w", id, errdefs.ErrNotFound)
+	}
+	return sn, nil
+}
+
+func (s *server) inspectSnapshot(w http.ResponseWriter, r *http.Request, c Caller) error {
+	sn, err := s.snapshot(c, r.PathValue("snapshot"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, toAPISnapshot(sn))
+	return nil
+}
+
+func (s *server) deleteSnapshot(w http.ResponseWriter, r *http.Request, c Caller) error {
+	sn, err := s.snapshot(c, r.PathValue("snapshot"))
+	if err != nil {
+		return err
+	}
+	if err := s.store.DeleteSnapshot(sn.ID); err != nil {
+		return err
+	}
+	log.G(r.Context()).WithField("snapshot", sn.ID).WithField("uid", c.UID).Info("snapshot deleted")
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
