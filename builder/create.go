@@ -15,14 +15,20 @@ import (
 	"kiln/volumes"
 )
 
-// CaptureVolume is one volume of an instance to capture: its qcow2 file (an overlay
-// over Chain, or a blank volume) and where it sits.
+// CaptureVolume is one volume of an instance to capture: its qcow2 files not yet in
+// the store (Files, bottom to top: the top, and any frozen under it by a live capture)
+// and the layers under them.
 type CaptureVolume struct {
 	DeviceName          string
-	Path                string
-	Chain               []digest.Digest // layers under it, bottom to top
+	Files               []string
+	Chain               []digest.Digest // layers under Files, bottom to top
 	SizeGiB             int64
 	DeleteOnTermination bool
+}
+
+// Captured is what a capture made of one volume: a layer per file of CaptureVolume.Files.
+type Captured struct {
+	Layers []digest.Digest
 }
 
 // CaptureRequest describes an image to create from an instance's volumes.
@@ -37,8 +43,10 @@ type CaptureRequest struct {
 // Capture is a checked create request with its pending image record; Run makes it.
 type Capture struct {
 	Image *images.Image
-	b     *Builder
-	req   CaptureRequest
+	// Captured says, after a successful Run, which layers each volume's files became.
+	Captured []Captured
+	b        *Builder
+	req      CaptureRequest
 }
 
 // PrepareCapture checks a create request and stores the new image's record, pending.
@@ -91,21 +99,28 @@ func (c *Capture) run(ctx context.Context) (*images.Image, error) {
 			layers = append(layers, d)
 		}
 	}
+	c.Captured = make([]Captured, len(c.req.Volumes))
 	for i, v := range c.req.Volumes {
-		ref := "create-" + c.Image.ID + "-" + strconv.Itoa(i)
-		parent := ""
-		if len(v.Chain) > 0 {
-			parent = v.Chain[len(v.Chain)-1].Encoded()
+		chain := append([]digest.Digest(nil), v.Chain...)
+		var desc ocispec.Descriptor
+		for j, file := range v.Files {
+			ref := "create-" + c.Image.ID + "-" + strconv.Itoa(i) + "-" + strconv.Itoa(j)
+			parent := ""
+			if len(chain) > 0 {
+				parent = chain[len(chain)-1].Encoded()
+			}
+			var err error
+			desc, err = s.IngestStream(ctx, ref, images.MediaTypeLayer, func(w io.Writer) error {
+				_, err := volumes.CopyLayer(w, file, parent)
+				return err
+			})
+			if err != nil {
+				return nil, fmt.Errorf("volume %s: %w", v.DeviceName, err)
+			}
+			chain = append(chain, desc.Digest)
+			c.Captured[i].Layers = append(c.Captured[i].Layers, desc.Digest)
 		}
-		desc, err := s.IngestStream(ctx, ref, images.MediaTypeLayer, func(w io.Writer) error {
-			_, err := volumes.CopyLayer(w, v.Path, parent)
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-		chain := append(append([]digest.Digest(nil), v.Chain...), desc.Digest)
-		for _, d := range v.Chain {
+		for _, d := range chain[:len(chain)-1] {
 			size, err := s.BlobSize(ctx, d)
 			if err != nil {
 				return nil, fmt.Errorf("volume %s: parent layer: %w", v.DeviceName, err)

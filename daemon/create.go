@@ -2,8 +2,13 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -11,6 +16,7 @@ import (
 
 	"kiln/builder"
 	"kiln/daemon/api"
+	"kiln/hypervisor"
 	"kiln/images"
 )
 
@@ -55,16 +61,21 @@ func (s *server) copyImage(w http.ResponseWriter, r *http.Request, c Caller) err
 	return nil
 }
 
-// createImage makes an image of the instance's volumes, the cloud's default way: a
-// running instance is stopped cleanly, captured, and started again; a stopped one is
-// captured as it is. The instance is held for the whole operation.
+// createImage makes an image of the instance's volumes. By default, as the cloud does,
+// a running instance is stopped cleanly, captured and started again; a stopped one is
+// captured as it is. With NoReboot a running instance is captured live: one QMP
+// transaction puts a new top on every disk at once (crash-consistent across disks), and
+// the files below, which no longer change, are captured while the guest runs on. The
+// instance is held for the whole operation.
 func (m *instances) createImage(ctx context.Context, s *server, inst *instance, owner string, req api.CreateImageRequest) (*images.Image, error) {
-	if req.NoReboot {
-		return nil, fmt.Errorf("a live capture (--no-reboot) is not built yet; create the image without it (the instance is stopped, captured and started again): %w", errdefs.ErrNotImplemented)
-	}
 	inst.op.Lock()
 	rec := inst.rec
-	if rec.State != stateRunning && rec.State != stateStopped {
+	live := req.NoReboot
+	switch {
+	case live && (rec.State != stateRunning || inst.machine == nil):
+		inst.op.Unlock()
+		return nil, fmt.Errorf("instance %s is %s; a live capture (--no-reboot) needs a running instance: %w", rec.ID, rec.State, errdefs.ErrFailedPrecondition)
+	case rec.State != stateRunning && rec.State != stateStopped:
 		inst.op.Unlock()
 		return nil, fmt.Errorf("instance %s is %s; an image can be made of a running or stopped instance: %w", rec.ID, rec.State, errdefs.ErrFailedPrecondition)
 	}
@@ -73,17 +84,28 @@ func (m *instances) createImage(ctx context.Context, s *server, inst *instance, 
 	if orig, err := m.store.Image(rec.ImageID); err == nil {
 		source.Architecture, source.BootMode = orig.Architecture, orig.BootMode
 	}
-	var vols []builder.CaptureVolume
+	stamp := strconv.FormatInt(time.Now().UnixNano(), 36)
+	var vols []*volumeRecord
+	var capVols []builder.CaptureVolume
 	m.mu.Lock()
 	for _, mp := range rec.Mappings {
-		if v := m.vols[mp.VolumeID]; v != nil {
-			vols = append(vols, builder.CaptureVolume{DeviceName: v.DeviceName, Path: m.volumePath(v), Chain: v.Chain,
-				SizeGiB: v.SizeGiB, DeleteOnTermination: mp.DeleteOnTermination})
+		v := m.vols[mp.VolumeID]
+		if v == nil {
+			continue
 		}
+		c := *v
+		c.Frozen = append([]frozenFile(nil), v.Frozen...)
+		files := m.pending(&c)
+		if live { // the top is frozen under a new one first, and captured as a file of its own
+			files[len(files)-1] = filepath.Join(m.dir(c.InstanceID), c.ID+".frozen-"+stamp+".qcow2")
+		}
+		vols = append(vols, &c)
+		capVols = append(capVols, builder.CaptureVolume{DeviceName: c.DeviceName, Files: files, Chain: c.Chain,
+			SizeGiB: c.SizeGiB, DeleteOnTermination: mp.DeleteOnTermination})
 	}
 	m.mu.Unlock()
 	capture, err := s.builder.PrepareCapture(builder.CaptureRequest{Name: req.Name, OwnerID: owner, Description: req.Description,
-		Tags: req.Tags, SourceInstanceID: rec.ID, Source: source, Volumes: vols})
+		Tags: req.Tags, SourceInstanceID: rec.ID, Source: source, Volumes: capVols})
 	if err != nil {
 		inst.op.Unlock()
 		return nil, err
@@ -101,17 +123,31 @@ func (m *instances) createImage(ctx context.Context, s *server, inst *instance, 
 			close(done)
 		}()
 		opCtx := log.WithLogger(m.opsCtx, log.G(ctx))
+		if live {
+			if err := m.freeze(opCtx, inst, vols, stamp); err != nil {
+				m.store.UpdateImage(capture.Image.ID, func(im *images.Image) error {
+					im.State, im.StateReason = images.StateFailed, "live snapshot: "+err.Error()
+					return nil
+				})
+				return
+			}
+			if _, err := capture.Run(opCtx); err == nil {
+				m.markCaptured(vols, capVols, capture.Captured, true)
+			}
+			return
+		}
 		wasRunning := rec.State == stateRunning
 		if wasRunning {
-			if err := m.set(inst, func(r *instanceRecord) {
+			m.set(inst, func(r *instanceRecord) {
 				r.State, r.StateReason = stateStopping, "stopping to create image "+capture.Image.ID
-			}); err != nil {
-				log.G(opCtx).WithError(err).Error("create image")
-			}
+			})
 			m.halt(inst, false)
 			m.set(inst, func(r *instanceRecord) { r.State, r.PID = stateStopped, 0 })
 		}
-		_, _ = capture.Run(opCtx) // the outcome is on the image's record
+		if _, err := capture.Run(opCtx); err == nil {
+			// The frozen files are in the store now; the top goes on changing.
+			m.markCaptured(vols, capVols, capture.Captured, false)
+		}
 		if wasRunning {
 			m.set(inst, func(r *instanceRecord) { r.State, r.StateReason = statePending, "" })
 			if err := m.startMachine(opCtx, inst); err != nil {
@@ -122,4 +158,116 @@ func (m *instances) createImage(ctx context.Context, s *server, inst *instance, 
 		}
 	})
 	return capture.Image, nil
+}
+
+// freeze puts a new top on each volume of a running instance in one QMP transaction.
+// The intent is recorded first, so a crash at any point leaves a volume record whose
+// files, in order, still hold the disk. The caller holds inst.op.
+func (m *instances) freeze(ctx context.Context, inst *instance, vols []*volumeRecord, stamp string) error {
+	mach := inst.machine
+	var overlays []hypervisor.Overlay
+	var undo []func()
+	rollback := func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	for _, v := range vols {
+		depth, err := m.depth(ctx, mach, filepath.Base(v.DeviceName))
+		if err != nil {
+			rollback()
+			return err
+		}
+		name := v.ID + ".frozen-" + stamp + ".qcow2"
+		frozen, top := filepath.Join(m.dir(v.InstanceID), name), m.volumePath(v)
+		before := *v
+		v.Frozen = append(v.Frozen, frozenFile{Name: name})
+		if err := m.putVolume(v); err != nil { // the intent, before any file moves
+			rollback()
+			return err
+		}
+		undo = append(undo, func() { c := before; m.putVolume(&c) })
+		if err := os.Rename(top, frozen); err != nil { // QEMU keeps writing through its open file
+			rollback()
+			return err
+		}
+		undo = append(undo, func() { os.Rename(frozen, top) })
+		if err := m.tool.CreateOverlayNamed(ctx, top, name, v.SizeGiB<<30); err != nil {
+			rollback()
+			return err
+		}
+		undo = append(undo, func() { os.Remove(top) })
+		overlays = append(overlays, hypervisor.Overlay{DiskID: filepath.Base(v.DeviceName), Depth: depth, Path: top})
+	}
+	if err := mach.Snapshot(ctx, overlays); err != nil {
+		rollback()
+		return err
+	}
+	log.G(ctx).WithField("instance", inst.rec.ID).Info("volumes frozen under new tops (live snapshot)")
+	return nil
+}
+
+// depth is how many files the disk's chain has in the running QEMU, from its node
+// names (<disk>-0 … <disk>-N): after live captures it is more than the record says.
+func (m *instances) depth(ctx context.Context, mach *hypervisor.Machine, disk string) (int, error) {
+	out, err := mach.QMP.RunContext(ctx, []byte(`{"execute": "query-named-block-nodes", "arguments": {"flat": true}}`))
+	if err != nil {
+		return 0, err
+	}
+	var reply struct {
+		Return []struct {
+			NodeName string `json:"node-name"`
+		} `json:"return"`
+	}
+	if err := json.Unmarshal(out, &reply); err != nil {
+		return 0, err
+	}
+	depth := 0
+	for _, n := range reply.Return {
+		if i, err := strconv.Atoi(strings.TrimPrefix(n.NodeName, disk+"-")); err == nil && strings.HasPrefix(n.NodeName, disk+"-") {
+			depth = max(depth, i+1)
+		}
+	}
+	if depth == 0 {
+		return 0, fmt.Errorf("disk %s: no block nodes in QEMU", disk)
+	}
+	return depth, nil
+}
+
+// markCaptured records that the frozen files of each volume a capture took (all its
+// files after a live capture; all but the top, which goes on changing, otherwise) are in
+// the store as the layers made of them: their entries get their layer, and the volume's
+// chain grows by it.
+func (m *instances) markCaptured(vols []*volumeRecord, capVols []builder.CaptureVolume, captured []builder.Captured, live bool) {
+	for i, v := range vols {
+		files := capVols[i].Files
+		count := len(files) - 1
+		if live {
+			count = len(files)
+		}
+		if count == 0 || i >= len(captured) {
+			continue
+		}
+		m.mu.Lock()
+		cur := m.vols[v.ID]
+		if cur == nil {
+			m.mu.Unlock()
+			continue
+		}
+		c := *cur
+		c.Frozen = append([]frozenFile(nil), cur.Frozen...)
+		m.mu.Unlock()
+		for j := 0; j < count; j++ {
+			name := filepath.Base(files[j])
+			for k := range c.Frozen {
+				if c.Frozen[k].Name == name && c.Frozen[k].Layer == "" {
+					c.Frozen[k].Layer = captured[i].Layers[j]
+					c.Chain = append(c.Chain, captured[i].Layers[j])
+				}
+			}
+		}
+		if err := m.putVolume(&c); err != nil {
+			log.L.WithError(err).WithField("volume", c.ID).Warn("record captured layers; the frozen files stay in the chain")
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -102,5 +103,64 @@ func TestCreateImageCostAndCopy(t *testing.T) {
 	}
 	if _, err := k.CreateImage(ctx, fromCopy.ID, api.CreateImageRequest{Name: "live", NoReboot: true}); !isCode(err, api.CodeUnsupportedOperation) {
 		t.Errorf("create --no-reboot: %v", err)
+	}
+}
+
+// TestCreateImageLive: --no-reboot captures a running instance without stopping it: the
+// new image has the change, the source's console shows a single boot, and the source
+// keeps working (and its data) through a stop and start and a second live capture.
+func TestCreateImageLive(t *testing.T) {
+	k, base := guestKilnd(t)
+	ctx := ctxT(t)
+	src := runOne(t, k, api.RunInstancesRequest{Image: base.ID, InstanceType: "nano",
+		UserData: []byte("#!/bin/sh\necho 2 > /etc/kiln-gen\nsync\n")})
+	waitState(t, k, src.ID, "ready")
+	live := func(name string) api.Image {
+		im, err := k.CreateImage(ctx, src.ID, api.CreateImageRequest{Name: name, NoReboot: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if im, err = k.WaitImage(ctx, im.ID, nil); err != nil {
+			t.Fatalf("live capture: %v\n%s", err, k.log)
+		}
+		return im
+	}
+	im := live("live-1")
+	if got, _ := k.Instance(ctx, src.ID); got.State != "running" || got.PID != src.PID {
+		t.Errorf("source after a live capture: %+v", got)
+	}
+	if n := strings.Count(console(t, k, src.ID), "KILN-GUEST boot"); n != 1 {
+		t.Errorf("the source booted %d times during a live capture", n)
+	}
+	child := runOne(t, k, api.RunInstancesRequest{Image: im.ID, InstanceType: "nano"})
+	waitState(t, k, child.ID, "ready")
+	if con := console(t, k, child.ID); !strings.Contains(con, "KILN-GUEST boot gen=2") {
+		t.Errorf("the live image lacks the change:\n%s", con)
+	}
+	// A second live capture on top of the first; then the source stops and starts on
+	// the store's layers with its data.
+	live("live-2")
+	if _, err := k.InstanceAction(ctx, src.ID, "stop", false); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, k, src.ID, "stopped")
+	if _, err := k.InstanceAction(ctx, src.ID, "start", false); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, k, src.ID, "ready")
+	// Its first boot printed gen=0 (the user data wrote 2 after), the second gen=2.
+	if con := console(t, k, src.ID); strings.Count(con, "KILN-GUEST boot gen=2") != 1 || strings.Count(con, "KILN-GUEST boot") != 2 {
+		t.Errorf("the source after live captures and a restart:\n%s", con)
+	}
+	// The frozen files went when QEMU let go of them: the store's layers stand in.
+	if frozen, _ := filepath.Glob(filepath.Join(k.root, "instances", src.ID, "*.frozen-*")); len(frozen) != 0 {
+		t.Errorf("frozen files left after a restart: %v", frozen)
+	}
+	// A default capture after live ones still has everything.
+	third := createImage(t, k, src.ID, "after-live")
+	last := runOne(t, k, api.RunInstancesRequest{Image: third.ID, InstanceType: "nano"})
+	waitState(t, k, last.ID, "ready")
+	if con := console(t, k, last.ID); !strings.Contains(con, "KILN-GUEST boot gen=2") {
+		t.Errorf("default capture after live ones:\n%s", con)
 	}
 }

@@ -106,6 +106,28 @@ type volumeRecord struct {
 	SizeGiB             int64           `json:"sizeGiB"`
 	DeleteOnTermination bool            `json:"deleteOnTermination"`
 	CreateTime          time.Time       `json:"createTime"`
+	// Frozen are files (in the instance directory) that were the volume's top until a
+	// live capture put a new top on them, bottom to top, between Chain and the top. One
+	// with a Layer is in the store as that layer (and in Chain): its file is kept only
+	// while the QEMU that opened it runs.
+	Frozen []frozenFile `json:"frozen,omitempty"`
+}
+
+type frozenFile struct {
+	Name  string        `json:"name"`
+	Layer digest.Digest `json:"layer,omitempty"`
+}
+
+// pending are the volume's files that are not in the store yet: frozen ones not
+// captured, then the top.
+func (m *instances) pending(v *volumeRecord) []string {
+	var files []string
+	for _, f := range v.Frozen {
+		if f.Layer == "" {
+			files = append(files, filepath.Join(m.dir(v.InstanceID), f.Name))
+		}
+	}
+	return append(files, m.volumePath(v))
 }
 
 // event is one entry of the daemon's event log.
@@ -245,8 +267,11 @@ func (m *instances) putVolume(v *volumeRecord) error {
 	return nil
 }
 
-// deleteVolume removes a volume's file and record.
+// deleteVolume removes a volume's files and record.
 func (m *instances) deleteVolume(v *volumeRecord) error {
+	for _, f := range v.Frozen {
+		os.Remove(filepath.Join(m.dir(v.InstanceID), f.Name))
+	}
 	if err := os.Remove(m.volumePath(v)); err != nil && !os.IsNotExist(err) {
 		return fmt.Errorf("volume %s: %w", v.ID, err)
 	}

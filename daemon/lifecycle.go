@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -198,7 +199,7 @@ func (m *instances) spec(rec instanceRecord) hypervisor.Spec {
 		for _, d := range v.Chain {
 			chain = append(chain, m.store.BlobPath(d))
 		}
-		s.Disks = append(s.Disks, hypervisor.Disk{ID: filepath.Base(mp.DeviceName), Chain: append(chain, m.volumePath(v))})
+		s.Disks = append(s.Disks, hypervisor.Disk{ID: filepath.Base(mp.DeviceName), Chain: append(chain, m.pending(v)...)})
 	}
 	m.mu.Unlock()
 	if rec.Seed {
@@ -210,6 +211,7 @@ func (m *instances) spec(rec instanceRecord) hypervisor.Spec {
 // startMachine starts QEMU for the instance and makes it running. The caller holds
 // inst.op.
 func (m *instances) startMachine(ctx context.Context, inst *instance) error {
+	m.dropCaptured(inst)
 	var consoleStart int64
 	if st, err := os.Stat(filepath.Join(m.dir(inst.rec.ID), hypervisor.ConsoleFile)); err == nil {
 		consoleStart = st.Size()
@@ -229,6 +231,47 @@ func (m *instances) startMachine(ctx context.Context, inst *instance) error {
 	return m.set(inst, func(r *instanceRecord) {
 		r.State, r.StateReason, r.PID, r.Accel, r.ConsoleStart = stateRunning, "", mach.PID, m.accel, consoleStart
 	})
+}
+
+// dropCaptured removes the frozen files that live captures put in the store, now that
+// no QEMU has them open: the store's layers stand in for them. The caller holds inst.op
+// and no machine runs.
+func (m *instances) dropCaptured(inst *instance) {
+	m.mu.Lock()
+	var changed []*volumeRecord
+	for _, v := range m.vols {
+		if v.InstanceID != inst.rec.ID || len(v.Frozen) == 0 {
+			continue
+		}
+		c := *v
+		c.Frozen = nil
+		for _, f := range v.Frozen {
+			if f.Layer == "" {
+				c.Frozen = append(c.Frozen, f)
+			}
+		}
+		if len(c.Frozen) != len(v.Frozen) {
+			changed = append(changed, &c)
+		}
+	}
+	m.mu.Unlock()
+	for _, v := range changed {
+		if err := m.putVolume(v); err != nil {
+			log.L.WithError(err).WithField("volume", v.ID).Warn("keep frozen files")
+		}
+	}
+	for _, v := range changed {
+		entries, _ := os.ReadDir(m.dir(v.InstanceID))
+		keep := map[string]bool{}
+		for _, f := range v.Frozen {
+			keep[f.Name] = true
+		}
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), v.ID+".frozen-") && !keep[e.Name()] {
+				os.Remove(filepath.Join(m.dir(v.InstanceID), e.Name()))
+			}
+		}
+	}
 }
 
 // watch follows a machine until QEMU exits: a SHUTDOWN the guest asked for is noted,

@@ -18,12 +18,7 @@ func (t Tool) CreateOverlay(ctx context.Context, path, backing string, size int6
 		return err
 	}
 	// -u: the size is given, so qemu-img need not open the layer.
-	_, err = t.run(ctx, InspectLimits, "create", "-q", "-f", "qcow2", "-o", "compat=1.1,cluster_size=65536",
-		"-u", "-F", "qcow2", "-b", rel, path, strconv.FormatInt(size, 10))
-	if err != nil {
-		return fmt.Errorf("volume %s: %w", path, err)
-	}
-	return nil
+	return t.CreateOverlayNamed(ctx, path, rel, size)
 }
 
 // CreateBlank creates an empty qcow2 volume of size bytes at path.
@@ -35,3 +30,15 @@ func (t Tool) CreateBlank(ctx context.Context, path string, size int64) error {
 	return nil
 }
 
+
+// CreateOverlayNamed creates a qcow2 volume at path of size bytes whose header names
+// backing (a file name relative to path's directory) as its backing file. Nothing is
+// opened but path: used for a live snapshot, where QEMU is given the chain itself.
+func (t Tool) CreateOverlayNamed(ctx context.Context, path, backing string, size int64) error {
+	_, err := t.run(ctx, InspectLimits, "create", "-q", "-f", "qcow2", "-o", "compat=1.1,cluster_size=65536",
+		"-u", "-F", "qcow2", "-b", backing, path, strconv.FormatInt(size, 10))
+	if err != nil {
+		return fmt.Errorf("volume %s: %w", path, err)
+	}
+	return nil
+}
