@@ -30,7 +30,6 @@ func (t Tool) CreateBlank(ctx context.Context, path string, size int64) error {
 	return nil
 }
 
-
 // CreateOverlayNamed creates a qcow2 volume at path of size bytes whose header names
 // backing (a file name relative to path's directory) as its backing file. Nothing is
 // opened but path: used for a live snapshot, where QEMU is given the chain itself.

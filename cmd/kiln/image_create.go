@@ -20,7 +20,9 @@ func newImageCreateCommand(e *env) *cobra.Command {
 		Short: "Create an image of an instance's volumes (only what it wrote is stored)",
 		Long: `Create an image of an instance's volumes. A running instance is stopped cleanly,
 captured and started again, as the cloud does by default; a stopped one is captured as
-it is. Each volume becomes a new layer on the image's layers holding only what the
+it is. With --no-reboot the instance never stops: all its disks get a new top in one
+atomic QMP transaction and the frozen ones are captured (crash-consistent, as after a
+power cut). Each volume becomes new layers on the image's layers holding only what the
 instance wrote.`,
 		Args: exactArgs(2, "INSTANCE and NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -53,7 +55,7 @@ instance wrote.`,
 		},
 	}
 	f := cmd.Flags()
-	f.BoolVar(&req.NoReboot, "no-reboot", false, "capture without stopping the instance (not built yet)")
+	f.BoolVar(&req.NoReboot, "no-reboot", false, "capture live, without stopping the instance (crash-consistent)")
 	f.StringVar(&req.Description, "description", "", "description")
 	f.StringArrayVar(&tags, "tag", nil, "tag K=V (repeatable)")
 	f.BoolVar(&wait, "wait", false, "wait until the image is available")
