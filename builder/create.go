@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/log"
@@ -47,6 +49,23 @@ type Capture struct {
 	Captured []Captured
 	b        *Builder
 	req      CaptureRequest
+	done     atomic.Int64 // bytes captured so far
+	total    int64
+}
+
+// Progress is how many bytes of the volumes' files are captured, of how many.
+func (c *Capture) Progress() (done, total int64) { return c.done.Load(), c.total }
+
+// progressWriter counts what passes into an atomic counter.
+type progressWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (p progressWriter) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.n.Add(int64(n))
+	return n, err
 }
 
 // PrepareCapture checks a create request and stores the new image's record, pending.
@@ -73,7 +92,15 @@ func (b *Builder) PrepareCapture(req CaptureRequest) (*Capture, error) {
 	if err := b.Store.CreateImage(im); err != nil {
 		return nil, err
 	}
-	return &Capture{Image: im, b: b, req: req}, nil
+	c := &Capture{Image: im, b: b, req: req}
+	for _, v := range req.Volumes {
+		for _, f := range v.Files {
+			if st, err := os.Stat(f); err == nil {
+				c.total += st.Size()
+			}
+		}
+	}
+	return c, nil
 }
 
 // Run captures each volume as a new layer on its chain (only what the instance wrote:
@@ -111,7 +138,7 @@ func (c *Capture) run(ctx context.Context) (*images.Image, error) {
 			}
 			var err error
 			desc, err = s.IngestStream(ctx, ref, images.MediaTypeLayer, func(w io.Writer) error {
-				_, err := volumes.CopyLayer(w, file, parent)
+				_, err := volumes.CopyLayer(progressWriter{w, &c.done}, file, parent)
 				return err
 			})
 			if err != nil {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -67,7 +68,24 @@ type Registration struct {
 	disks []volumes.Info
 	devs  []string
 	req   RegisterRequest
+	done  atomic.Int64 // bytes of layers finished
+	disk  atomic.Int64 // the disk being converted, +1
 }
+
+// Progress is roughly how many bytes are written of how many: the layers so far
+// against what the disk files hold (a layer is about as large as its disk's data).
+func (r *Registration) Progress() (done, total int64) {
+	for _, d := range r.disks {
+		total += d.ActualSize
+	}
+	done = r.done.Load()
+	if i := r.disk.Load(); i > 0 {
+		done += r.b.Store.IngestSize(r.ref(int(i - 1)))
+	}
+	return min(done, total), total
+}
+
+func (r *Registration) ref(i int) string { return "register-" + r.Image.ID + "-" + strconv.Itoa(i) }
 
 var deviceName = regexp.MustCompile(`^/dev/vd[a-z]$`)
 
@@ -239,11 +257,13 @@ func (r *Registration) run(ctx context.Context) (*images.Image, error) {
 	var layers []ocispec.Descriptor
 	cfg := r.Image.Config
 	for i, disk := range r.disks {
-		ref := "register-" + r.Image.ID + "-" + strconv.Itoa(i)
-		desc, err := s.IngestLayer(ctx, ref, func(path string) error { return r.b.Tool.Convert(ctx, disk, path) })
+		r.disk.Store(int64(i + 1))
+		desc, err := s.IngestLayer(ctx, r.ref(i), func(path string) error { return r.b.Tool.Convert(ctx, disk, path) })
+		r.disk.Store(0)
 		if err != nil {
 			return nil, err
 		}
+		r.done.Add(desc.Size)
 		sn := &images.Snapshot{
 			ID:          images.NewID(images.SnapshotPrefix),
 			OwnerID:     r.Image.OwnerID,

@@ -110,17 +110,11 @@ func (m *instances) createImage(ctx context.Context, s *server, inst *instance, 
 		inst.op.Unlock()
 		return nil, err
 	}
-	done := make(chan struct{})
-	s.mu.Lock()
-	s.running[capture.Image.ID] = done
-	s.mu.Unlock()
+	end := s.track(capture.Image.ID, capture.Progress)
 	m.ops.Go(func() {
 		defer func() {
 			inst.op.Unlock()
-			s.mu.Lock()
-			delete(s.running, capture.Image.ID)
-			s.mu.Unlock()
-			close(done)
+			end()
 		}()
 		opCtx := log.WithLogger(m.opsCtx, log.G(ctx))
 		if live {

@@ -94,15 +94,15 @@ func TestCreateImageCostAndCopy(t *testing.T) {
 		t.Errorf("the copy lost the change:\n%s", con)
 	}
 
-	// Refusals: a terminated instance, a name in use, --no-reboot (not built).
+	// Refusals: a terminated instance, a name in use, a live capture of a terminated one.
 	if _, err := k.CreateImage(ctx, inst.ID, api.CreateImageRequest{Name: "from-terminated"}); !isCode(err, api.CodeIncorrectState) {
 		t.Errorf("create from a terminated instance: %v", err)
 	}
 	if _, err := k.CreateImage(ctx, fromCopy.ID, api.CreateImageRequest{Name: "with-data-copy"}); !isCode(err, api.CodeInvalidAMINameDuplicate) {
 		t.Errorf("create with a name in use: %v", err)
 	}
-	if _, err := k.CreateImage(ctx, fromCopy.ID, api.CreateImageRequest{Name: "live", NoReboot: true}); !isCode(err, api.CodeUnsupportedOperation) {
-		t.Errorf("create --no-reboot: %v", err)
+	if _, err := k.CreateImage(ctx, inst.ID, api.CreateImageRequest{Name: "live", NoReboot: true}); !isCode(err, api.CodeIncorrectState) {
+		t.Errorf("create --no-reboot of a terminated instance: %v", err)
 	}
 }
 
@@ -162,5 +162,36 @@ func TestCreateImageLive(t *testing.T) {
 	waitState(t, k, last.ID, "ready")
 	if con := console(t, k, last.ID); !strings.Contains(con, "KILN-GUEST boot gen=2") {
 		t.Errorf("default capture after live ones:\n%s", con)
+	}
+}
+
+// TestProgress: while a 1 GiB register runs, the image says how far it has come.
+func TestProgress(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes a 1 GiB disk")
+	}
+	k := newKilnd(t)
+	ctx := ctxT(t)
+	disk := randomDisk(t, t.TempDir(), 1<<30)
+	im, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: "big", Disks: []api.Disk{{Path: disk, Format: "raw"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []api.Progress
+	final, err := k.WaitImage(ctx, im.ID, func(im api.Image) {
+		if im.Progress != nil {
+			seen = append(seen, *im.Progress)
+		}
+	})
+	if err != nil || final.Progress != nil {
+		t.Fatalf("register: %+v, %v", final, err)
+	}
+	if len(seen) == 0 {
+		t.Fatal("no progress while a 1 GiB register ran")
+	}
+	for i, p := range seen {
+		if p.BytesTotal < 1<<30 || p.BytesDone > p.BytesTotal || i > 0 && p.BytesDone < seen[i-1].BytesDone {
+			t.Errorf("progress %d: %+v (before: %+v)", i, p, seen)
+		}
 	}
 }

@@ -94,7 +94,7 @@ func serve(ctx context.Context, cfg Config, store *images.Store, accel string, l
 		accel:   accel,
 		uid:     uint32(os.Getuid()),
 		opsCtx:  opsCtx,
-		running: map[string]chan struct{}{},
+		running: map[string]*imageOp{},
 	}
 	if s.inst, err = newInstances(ctx, s); err != nil {
 		return err

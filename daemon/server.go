@@ -30,9 +30,44 @@ type server struct {
 
 	inst *instances
 
-	// running maps an image being made to a channel closed when that ends.
+	// running maps an image being made to its operation.
 	mu      sync.Mutex
-	running map[string]chan struct{}
+	running map[string]*imageOp
+}
+
+// imageOp is an image being made: done is closed when it ends; progress says how far.
+type imageOp struct {
+	done     chan struct{}
+	progress func() (done, total int64)
+}
+
+// track registers an image being made and returns the function that ends it.
+func (s *server) track(id string, progress func() (int64, int64)) (end func()) {
+	op := &imageOp{done: make(chan struct{}), progress: progress}
+	s.mu.Lock()
+	s.running[id] = op
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		delete(s.running, id)
+		s.mu.Unlock()
+		close(op.done)
+	}
+}
+
+// imageView is the API's view of an image, with its progress while it is made.
+func (s *server) imageView(im *images.Image) api.Image {
+	out := toAPIImage(im)
+	if im.State == images.StatePending {
+		s.mu.Lock()
+		op := s.running[im.ID]
+		s.mu.Unlock()
+		if op != nil {
+			done, total := op.progress()
+			out.Progress = &api.Progress{BytesDone: done, BytesTotal: total}
+		}
+	}
+	return out
 }
 
 // maxWait bounds how long one request waits for an image to leave pending; clients
@@ -164,7 +199,7 @@ func (s *server) listImages(w http.ResponseWriter, r *http.Request, c Caller) er
 	})
 	out := make([]api.Image, len(list))
 	for i, im := range list {
-		out[i] = toAPIImage(im)
+		out[i] = s.imageView(im)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -183,12 +218,12 @@ func (s *server) inspectImage(w http.ResponseWriter, r *http.Request, c Caller) 
 			return fmt.Errorf("wait %q: want a duration such as 30s: %w", q, errdefs.ErrInvalidArgument)
 		}
 		s.mu.Lock()
-		done := s.running[im.ID]
+		op := s.running[im.ID]
 		s.mu.Unlock()
-		if done != nil {
+		if op != nil {
 			t := time.NewTimer(min(d, maxWait))
 			select {
-			case <-done:
+			case <-op.done:
 			case <-t.C:
 			case <-r.Context().Done():
 			}
@@ -198,7 +233,7 @@ func (s *server) inspectImage(w http.ResponseWriter, r *http.Request, c Caller) 
 			return err
 		}
 	}
-	writeJSON(w, http.StatusOK, toAPIImage(im))
+	writeJSON(w, http.StatusOK, s.imageView(im))
 	return nil
 }
 
@@ -227,17 +262,11 @@ func (s *server) registerImage(w http.ResponseWriter, r *http.Request, c Caller)
 		return err
 	}
 	log.G(r.Context()).WithField("image", reg.Image.ID).WithField("uid", c.UID).Info("registering image")
-	done := make(chan struct{})
-	s.mu.Lock()
-	s.running[reg.Image.ID] = done
-	s.mu.Unlock()
+	end := s.track(reg.Image.ID, reg.Progress)
 	s.ops.Go(func() {
+		defer end()
 		// The image's fate is recorded on its record; nothing more to do with err here.
 		_, _ = reg.Run(log.WithLogger(s.opsCtx, log.G(r.Context())))
-		s.mu.Lock()
-		delete(s.running, reg.Image.ID)
-		s.mu.Unlock()
-		close(done)
 	})
 	writeJSON(w, http.StatusAccepted, toAPIImage(reg.Image))
 	return nil

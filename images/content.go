@@ -32,6 +32,15 @@ func (s *Store) BlobPath(d digest.Digest) string {
 	return filepath.Join(s.root, "content", "blobs", d.Algorithm().String(), d.Encoded())
 }
 
+// IngestSize is how many bytes the ingest ref holds so far (0 when there is none).
+func (s *Store) IngestSize(ref string) int64 {
+	st, err := os.Stat(s.ingestData(ref))
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
 // ingestData is where containerd's local store keeps an ingest's bytes.
 func (s *Store) ingestData(ref string) string {
 	return filepath.Join(s.root, "content", "ingest", digest.FromString(ref).Encoded(), "data")

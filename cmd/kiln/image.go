@@ -1,13 +1,16 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"kiln/daemon/api"
+	"kiln/daemon/client"
 )
 
 func newImageCommand(e *env) *cobra.Command {
@@ -104,6 +107,33 @@ func printImage(e *env, im api.Image) error {
 		kv = append(kv, [2]string{"Manifest", im.ManifestDigest})
 	}
 	return fields(e.stdout, kv)
+}
+
+// waitImage waits for an image being made, with a progress bar on a terminal.
+func waitImage(ctx context.Context, e *env, c *client.Client, im api.Image) (api.Image, error) {
+	start := time.Now()
+	tty := isTerminal(e.stderr) && !e.quiet
+	im, err := c.WaitImage(ctx, im.ID, func(im api.Image) {
+		if tty {
+			fmt.Fprintf(e.stderr, "\r%s %s", im.ID, progressBar(im.Progress, time.Since(start)))
+		}
+	})
+	if tty {
+		fmt.Fprintln(e.stderr)
+	}
+	return im, err
+}
+
+// progressBar draws how far an image being made has come.
+func progressBar(p *api.Progress, elapsed time.Duration) string {
+	const width = 30
+	if p == nil || p.BytesTotal <= 0 {
+		return fmt.Sprintf("%5.1fs", elapsed.Seconds())
+	}
+	frac := min(float64(p.BytesDone)/float64(p.BytesTotal), 1)
+	n := int(frac * width)
+	return fmt.Sprintf("[%s%s] %3.0f%% %s / %s %5.1fs", strings.Repeat("=", n), strings.Repeat(" ", width-n),
+		frac*100, humanBytes(p.BytesDone), humanBytes(p.BytesTotal), elapsed.Seconds())
 }
 
 // splitDisk parses --disk FILE[,format=F][,device=D].

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"fmt"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -37,17 +35,7 @@ instance wrote.`,
 				return err
 			}
 			if wait {
-				start := time.Now()
-				tty := isTerminal(e.stderr) && !e.quiet
-				im, err = c.WaitImage(cmd.Context(), im.ID, func(im api.Image) {
-					if tty {
-						fmt.Fprintf(e.stderr, "\r%s %s %5.1fs", im.ID, im.State, time.Since(start).Seconds())
-					}
-				})
-				if tty {
-					fmt.Fprintln(e.stderr)
-				}
-				if err != nil {
+				if im, err = waitImage(cmd.Context(), e, c, im); err != nil {
 					return err
 				}
 			}

@@ -41,6 +41,13 @@ type Image struct {
 	SourceInstanceID    string               `json:"sourceInstanceId,omitempty"`
 	SourceImageID       string               `json:"sourceImageId,omitempty"`
 	CopiedFromID        string               `json:"copiedFromId,omitempty"`
+	Progress            *Progress            `json:"progress,omitempty"` // while pending
+}
+
+// Progress is how far an image being made has come.
+type Progress struct {
+	BytesDone  int64 `json:"bytesDone"`
+	BytesTotal int64 `json:"bytesTotal"`
 }
 
 // BlockDeviceMapping is one device of an image.

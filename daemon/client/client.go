@@ -154,12 +154,16 @@ func (c *Client) RegisterImage(ctx context.Context, req api.RegisterImageRequest
 var ErrImageFailed = errors.New("image failed")
 
 // WaitImage waits until the image leaves pending (the daemon answers as soon as it
-// does), calling progress (when not nil) after each answer. A failed image returns
+// does), calling progress (when not nil) after each answer, at least once a second. A failed image returns
 // ErrImageFailed with the reason.
 func (c *Client) WaitImage(ctx context.Context, id string, progress func(api.Image)) (api.Image, error) {
 	for {
 		var im api.Image
-		err := c.do(ctx, http.MethodGet, "/images/"+url.PathEscape(id), url.Values{"wait": {"30s"}}, nil, &im)
+		wait := "30s"
+		if progress != nil {
+			wait = "1s"
+		}
+		err := c.do(ctx, http.MethodGet, "/images/"+url.PathEscape(id), url.Values{"wait": {wait}}, nil, &im)
 		if err != nil {
 			return im, err
 		}
