@@ -28,10 +28,16 @@ type CaptureVolume struct {
 	DeleteOnTermination bool
 }
 
-// Captured is what a capture made of one volume: a layer per file of CaptureVolume.Files.
+// Captured is what a capture made of one volume: a layer per file of
+// CaptureVolume.Files, or, Flattened, one layer holding the whole disk.
 type Captured struct {
-	Layers []digest.Digest
+	Layers    []digest.Digest
+	Flattened bool
 }
+
+// MaxChain is the most layers a capture stacks; a deeper chain is flattened into one
+// layer, so instances do not slow down generation after generation.
+const MaxChain = 16
 
 // CaptureRequest describes an image to create from an instance's volumes.
 type CaptureRequest struct {
@@ -130,7 +136,26 @@ func (c *Capture) run(ctx context.Context) (*images.Image, error) {
 	for i, v := range c.req.Volumes {
 		chain := append([]digest.Digest(nil), v.Chain...)
 		var desc ocispec.Descriptor
+		if len(v.Chain)+len(v.Files) > MaxChain {
+			var files []string
+			for _, d := range v.Chain {
+				files = append(files, s.BlobPath(d))
+			}
+			files = append(files, v.Files...)
+			var err error
+			desc, err = s.IngestLayer(ctx, "create-"+c.Image.ID+"-"+strconv.Itoa(i), func(path string) error {
+				return c.b.Tool.Flatten(ctx, files, path)
+			})
+			if err != nil {
+				return nil, fmt.Errorf("volume %s: flatten: %w", v.DeviceName, err)
+			}
+			chain = []digest.Digest{desc.Digest}
+			c.Captured[i] = Captured{Layers: []digest.Digest{desc.Digest}, Flattened: true}
+		}
 		for j, file := range v.Files {
+			if c.Captured[i].Flattened {
+				break
+			}
 			ref := "create-" + c.Image.ID + "-" + strconv.Itoa(i) + "-" + strconv.Itoa(j)
 			parent := ""
 			if len(chain) > 0 {

@@ -1,7 +1,10 @@
 package builder
 
 import (
+	"fmt"
+
 	"context"
+	"github.com/opencontainers/go-digest"
 	"io"
 	"os"
 	"os/exec"
@@ -173,5 +176,73 @@ func TestWriteSeed(t *testing.T) {
 	}
 	if err := WriteSeed(filepath.Join(d, "big.iso"), make([]byte, MaxUserData+1), nil); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("oversized user data: %v", err)
+	}
+}
+
+// TestCaptureFlattens: a capture over a chain of MaxChain layers makes one layer that
+// holds the whole disk, with every generation's data.
+func TestCaptureFlattens(t *testing.T) {
+	b := newBuilder(t)
+	ctx := context.Background()
+	d := t.TempDir()
+	base := qcow2(t, d, "base.qcow2", "64M")
+	reg, err := b.Prepare(ctx, RegisterRequest{Name: "base-image", OwnerID: "alice", Disks: []Disk{{Path: base, Format: "qcow2"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := reg.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := []digest.Digest{im.BlockDeviceMappings[0].EBS.Layer}
+	// Generation i writes pattern i at i MiB, in an overlay captured as a layer.
+	gen := func(i int) string {
+		top := filepath.Join(d, fmt.Sprintf("top-%d.qcow2", i))
+		if err := b.Tool.CreateOverlay(ctx, top, b.Store.BlobPath(chain[len(chain)-1]), 64<<20); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("qemu-io", "-c", fmt.Sprintf("write -P %d %dM 64k", i, i), top).CombinedOutput(); err != nil {
+			t.Fatalf("%v %s", err, out)
+		}
+		return top
+	}
+	for i := 1; len(chain) < MaxChain; i++ {
+		top := gen(i)
+		c, err := b.PrepareCapture(CaptureRequest{Name: fmt.Sprintf("gen-%d", i), OwnerID: "alice", Source: im,
+			Volumes: []CaptureVolume{{DeviceName: "/dev/vda", Files: []string{top}, Chain: chain, SizeGiB: 1}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Run(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if c.Captured[0].Flattened {
+			t.Fatalf("flattened at %d layers", len(chain)+1)
+		}
+		chain = append(chain, c.Captured[0].Layers...)
+	}
+	top := gen(MaxChain)
+	c, err := b.PrepareCapture(CaptureRequest{Name: "deep", OwnerID: "alice", Source: im,
+		Volumes: []CaptureVolume{{DeviceName: "/dev/vda", Files: []string{top}, Chain: chain, SizeGiB: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deep, err := c.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Captured[0].Flattened {
+		t.Fatalf("a chain of %d was not flattened", len(chain)+1)
+	}
+	sn, _ := b.Store.Snapshot(deep.BlockDeviceMappings[0].EBS.SnapshotID)
+	if len(sn.Chain) != 1 {
+		t.Errorf("flattened snapshot chain: %v", sn.Chain)
+	}
+	layer := b.Store.BlobPath(sn.Layer)
+	for i := 1; i <= MaxChain; i++ {
+		out, err := exec.Command("qemu-io", "-r", "-f", "qcow2", "-c", fmt.Sprintf("read -P %d %dM 64k", i, i), layer).CombinedOutput()
+		if err != nil || strings.Contains(string(out), "fail") {
+			t.Errorf("generation %d in the flattened layer: %v %s", i, err, out)
+		}
 	}
 }

@@ -239,7 +239,7 @@ func (m *instances) markCaptured(vols []*volumeRecord, capVols []builder.Capture
 		if live {
 			count = len(files)
 		}
-		if count == 0 || i >= len(captured) {
+		if i >= len(captured) || count == 0 && !captured[i].Flattened {
 			continue
 		}
 		m.mu.Lock()
@@ -251,14 +251,28 @@ func (m *instances) markCaptured(vols []*volumeRecord, capVols []builder.Capture
 		c := *cur
 		c.Frozen = append([]frozenFile(nil), cur.Frozen...)
 		m.mu.Unlock()
+		if captured[i].Flattened { // one layer holds the whole disk: the chain starts anew on it
+			c.Chain = captured[i].Layers
+		}
 		for j := 0; j < count; j++ {
 			name := filepath.Base(files[j])
 			for k := range c.Frozen {
-				if c.Frozen[k].Name == name && c.Frozen[k].Layer == "" {
+				if c.Frozen[k].Name != name || c.Frozen[k].Layer != "" {
+					continue
+				}
+				if captured[i].Flattened {
+					c.Frozen[k].Layer = captured[i].Layers[0]
+				} else {
 					c.Frozen[k].Layer = captured[i].Layers[j]
 					c.Chain = append(c.Chain, captured[i].Layers[j])
 				}
 			}
+		}
+		if captured[i].Flattened && count == 0 {
+			if err := m.putVolume(&c); err != nil {
+				log.L.WithError(err).WithField("volume", c.ID).Warn("record the flattened layer")
+			}
+			continue
 		}
 		if err := m.putVolume(&c); err != nil {
 			log.L.WithError(err).WithField("volume", c.ID).Warn("record captured layers; the frozen files stay in the chain")

@@ -183,3 +183,24 @@ func (t Tool) Convert(ctx context.Context, src Info, dst string) error {
 	}
 	return nil
 }
+
+// Flatten writes the disk that chain holds (qcow2 files bottom to top) as one
+// self-contained qcow2 file at dst. QEMU is given the chain itself, as nested JSON, and
+// never follows a name found in a header.
+func (t Tool) Flatten(ctx context.Context, chain []string, dst string) error {
+	var spec any
+	for _, f := range chain {
+		node := map[string]any{"driver": "qcow2", "file": map[string]any{"driver": "file", "filename": f}}
+		node["backing"] = spec // nil (JSON null) at the bottom
+		spec = node
+	}
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return err
+	}
+	_, err = t.run(ctx, ConvertLimits, "convert", "-q", "-O", "qcow2", "-o", "compat=1.1,cluster_size=65536", "json:"+string(b), dst)
+	if err != nil {
+		return fmt.Errorf("flatten %d files: %w", len(chain), err)
+	}
+	return nil
+}
