@@ -97,7 +97,7 @@ func (m *instances) createImage(ctx context.Context, s *server, inst *instance, 
 		c.Frozen = append([]frozenFile(nil), v.Frozen...)
 		files := m.pending(&c)
 		if live { // the top is frozen under a new one first, and captured as a file of its own
-			files[len(files)-1] = filepath.Join(m.dir(c.InstanceID), c.ID+".frozen-"+stamp+".qcow2")
+			files[len(files)-1] = filepath.Join(m.volumeDir(&c), c.ID+".frozen-"+stamp+".qcow2")
 		}
 		vols = append(vols, &c)
 		capVols = append(capVols, builder.CaptureVolume{DeviceName: c.DeviceName, Files: files, Chain: c.Chain,
@@ -173,7 +173,7 @@ func (m *instances) freeze(ctx context.Context, inst *instance, vols []*volumeRe
 			return err
 		}
 		name := v.ID + ".frozen-" + stamp + ".qcow2"
-		frozen, top := filepath.Join(m.dir(v.InstanceID), name), m.volumePath(v)
+		frozen, top := filepath.Join(m.volumeDir(v), name), m.volumePath(v)
 		before := *v
 		v.Frozen = append(v.Frozen, frozenFile{Name: name})
 		if err := m.putVolume(v); err != nil { // the intent, before any file moves

@@ -290,3 +290,76 @@ func TestKillDuringCreate(t *testing.T) {
 	}
 	waitState(t, k, inst.ID, "ready")
 }
+
+// TestVolumes: a volume made from a snapshot, hot-plugged into a running instance,
+// appears as a disk in the guest; a taken device is refused; rm is refused while it is
+// attached; detached, it can go; its layers are kept from gc while it exists.
+func TestVolumes(t *testing.T) {
+	k, base := guestKilnd(t)
+	ctx := ctxT(t)
+	inst := runOne(t, k, api.RunInstancesRequest{Image: base.ID, InstanceType: "nano", UserData: []byte(
+		"#!/bin/sh\n(while [ ! -b /dev/vdc ]; do sleep 0.2; done; echo KILN-GUEST saw vdc > /dev/ttyS0) &\n")})
+	waitState(t, k, inst.ID, "ready")
+
+	snap := base.BlockDeviceMappings[0].EBS.SnapshotID
+	v, err := k.CreateVolume(ctx, api.CreateVolumeRequest{SnapshotID: snap})
+	if err != nil || v.State != "available" || v.SizeGiB != 1 || v.SnapshotID != snap {
+		t.Fatalf("create from snapshot: %+v, %v", v, err)
+	}
+	if _, err := k.AttachVolume(ctx, v.ID, inst.ID, "/dev/vda"); !isCode(err, api.CodeInvalidParameterValue) {
+		t.Errorf("attach to a taken device: %v", err)
+	}
+	// The seed is /dev/vdb; the volume goes to the first free device, /dev/vdc.
+	att, err := k.AttachVolume(ctx, v.ID, inst.ID, "/dev/vdc")
+	if err != nil || att.State != "in-use" || att.InstanceID != inst.ID {
+		t.Fatalf("attach: %+v, %v", att, err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(console(t, k, inst.ID), "KILN-GUEST saw vdc") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the guest never saw the hot-plugged disk:\n%s", console(t, k, inst.ID))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := k.DeleteVolume(ctx, v.ID); !isCode(err, api.CodeVolumeInUse) {
+		t.Errorf("rm of an attached volume: %v", err)
+	}
+	// A blank one plugged in and out of the running guest.
+	blank, err := k.CreateVolume(ctx, api.CreateVolumeRequest{SizeGiB: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := k.AttachVolume(ctx, blank.ID, inst.ID, ""); err != nil || got.DeviceName != "/dev/vdd" {
+		t.Fatalf("attach to the first free device: %+v, %v", got, err)
+	}
+	if got, err := k.DetachVolume(ctx, blank.ID); err != nil || got.State != "available" {
+		t.Fatalf("detach from a running instance: %+v, %v", got, err)
+	}
+	if err := k.DeleteVolume(ctx, blank.ID); err != nil {
+		t.Fatal(err)
+	}
+	// The image goes; the volume keeps its layers from gc.
+	k.InstanceAction(ctx, inst.ID, "terminate", true)
+	waitState(t, k, inst.ID, "terminated")
+	if got, _ := k.Volume(ctx, v.ID); got.State != "available" {
+		t.Errorf("a standalone volume after its instance terminated: %+v", got)
+	}
+	if err := k.DeregisterImage(ctx, base.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(k.blobs()); n == 0 {
+		t.Fatal("gc removed the layer a volume stands on")
+	}
+	if _, err := k.DetachVolume(ctx, v.ID); !isCode(err, api.CodeIncorrectState) {
+		t.Errorf("detach of a detached volume: %v", err)
+	}
+	if err := k.DeleteVolume(ctx, v.ID); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := k.GC(ctx); err != nil || len(k.blobs()) != 0 {
+		t.Errorf("gc after the volume went: %+v, %v, %d blobs left", res, err, len(k.blobs()))
+	}
+}

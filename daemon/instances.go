@@ -81,6 +81,7 @@ type instanceRecord struct {
 	Cmdline        string            `json:"cmdline,omitempty"`
 	Mappings       []instanceMapping `json:"blockDeviceMappings"`
 	Seed           bool              `json:"seed,omitempty"`
+	SeedDevice     string            `json:"seedDevice,omitempty"` // the device the seed takes in the guest
 	LaunchTime     time.Time         `json:"launchTime"`
 	TerminatedAt   time.Time         `json:"terminatedAt,omitzero"`
 	PID            int               `json:"pid,omitempty"`
@@ -106,7 +107,13 @@ type volumeRecord struct {
 	SizeGiB             int64           `json:"sizeGiB"`
 	DeleteOnTermination bool            `json:"deleteOnTermination"`
 	CreateTime          time.Time       `json:"createTime"`
-	// Frozen are files (in the instance directory) that were the volume's top until a
+	// Standalone is a volume made on its own (kiln volume create), not at a launch: it
+	// outlives instances, and InstanceID is the one it is attached to, if any.
+	Standalone bool `json:"standalone,omitempty"`
+	// Port is the PCIe root port a volume hot-plugged into a running instance uses; a
+	// restart of the instance puts it with the others.
+	Port string `json:"port,omitempty"`
+	// Frozen are files (in the volume's directory) that were the volume's top until a
 	// live capture put a new top on them, bottom to top, between Chain and the top. One
 	// with a Layer is in the store as that layer (and in Chain): its file is kept only
 	// while the QEMU that opened it runs.
@@ -124,7 +131,7 @@ func (m *instances) pending(v *volumeRecord) []string {
 	var files []string
 	for _, f := range v.Frozen {
 		if f.Layer == "" {
-			files = append(files, filepath.Join(m.dir(v.InstanceID), f.Name))
+			files = append(files, filepath.Join(m.volumeDir(v), f.Name))
 		}
 	}
 	return append(files, m.volumePath(v))
@@ -203,7 +210,16 @@ func newInstances(ctx context.Context, s *server) (*instances, error) {
 func (m *instances) dir(id string) string { return filepath.Join(m.root, "instances", id) }
 
 func (m *instances) volumePath(v *volumeRecord) string {
-	return filepath.Join(m.dir(v.InstanceID), v.ID+".qcow2")
+	return filepath.Join(m.volumeDir(v), v.ID+".qcow2")
+}
+
+// volumeDir is where a volume's files live: its instance's directory, or, for a volume
+// made on its own, <root>/volumes (attached or not).
+func (m *instances) volumeDir(v *volumeRecord) string {
+	if v.Standalone {
+		return filepath.Join(m.root, "volumes")
+	}
+	return m.dir(v.InstanceID)
 }
 
 // set applies change to the instance's record, writes it with an event for a state
@@ -270,7 +286,7 @@ func (m *instances) putVolume(v *volumeRecord) error {
 // deleteVolume removes a volume's files and record.
 func (m *instances) deleteVolume(v *volumeRecord) error {
 	for _, f := range v.Frozen {
-		os.Remove(filepath.Join(m.dir(v.InstanceID), f.Name))
+		os.Remove(filepath.Join(m.volumeDir(v), f.Name))
 	}
 	if err := os.Remove(m.volumePath(v)); err != nil && !os.IsNotExist(err) {
 		return fmt.Errorf("volume %s: %w", v.ID, err)

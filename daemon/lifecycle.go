@@ -180,7 +180,19 @@ func (m *instances) prepare(ctx context.Context, inst *instance, im *images.Imag
 			return err
 		}
 	}
-	return m.set(inst, func(r *instanceRecord) { r.Mappings = mappings })
+	seedDevice := ""
+	if len(req.UserData) > 0 { // the guest sees the seed as the disk after the mapped ones
+		taken := map[string]bool{}
+		for _, mp := range mappings {
+			taken[mp.DeviceName] = true
+		}
+		for l := 'a'; l <= 'z' && seedDevice == ""; l++ {
+			if d := "/dev/vd" + string(l); !taken[d] {
+				seedDevice = d
+			}
+		}
+	}
+	return m.set(inst, func(r *instanceRecord) { r.Mappings, r.SeedDevice = mappings, seedDevice })
 }
 
 // spec is the machine an instance record describes.
@@ -212,6 +224,7 @@ func (m *instances) spec(rec instanceRecord) hypervisor.Spec {
 // inst.op.
 func (m *instances) startMachine(ctx context.Context, inst *instance) error {
 	m.dropCaptured(inst)
+	m.clearPorts(inst)
 	var consoleStart int64
 	if st, err := os.Stat(filepath.Join(m.dir(inst.rec.ID), hypervisor.ConsoleFile)); err == nil {
 		consoleStart = st.Size()
@@ -261,14 +274,14 @@ func (m *instances) dropCaptured(inst *instance) {
 		}
 	}
 	for _, v := range changed {
-		entries, _ := os.ReadDir(m.dir(v.InstanceID))
+		entries, _ := os.ReadDir(m.volumeDir(v))
 		keep := map[string]bool{}
 		for _, f := range v.Frozen {
 			keep[f.Name] = true
 		}
 		for _, e := range entries {
 			if strings.HasPrefix(e.Name(), v.ID+".frozen-") && !keep[e.Name()] {
-				os.Remove(filepath.Join(m.dir(v.InstanceID), e.Name()))
+				os.Remove(filepath.Join(m.volumeDir(v), e.Name()))
 			}
 		}
 	}
@@ -340,7 +353,7 @@ func (m *instances) deleteVolumes(inst *instance, all bool) {
 	m.mu.Lock()
 	var vs []*volumeRecord
 	for _, v := range m.vols {
-		if v.InstanceID == inst.rec.ID && (all || v.DeleteOnTermination) {
+		if v.InstanceID == inst.rec.ID && !v.Standalone && (all || v.DeleteOnTermination) {
 			vs = append(vs, v)
 		}
 	}
@@ -455,10 +468,42 @@ func (m *instances) terminate(inst *instance, by string, force bool) error {
 	return nil
 }
 
+// clearPorts forgets the hot-plug ports of the instance's volumes: a new QEMU puts every
+// volume on its root bus. The caller holds inst.op and no machine runs.
+func (m *instances) clearPorts(inst *instance) {
+	m.mu.Lock()
+	var vs []volumeRecord
+	for _, v := range m.vols {
+		if v.InstanceID == inst.rec.ID && v.Port != "" {
+			c := *v
+			c.Port = ""
+			vs = append(vs, c)
+		}
+	}
+	m.mu.Unlock()
+	for i := range vs {
+		m.putVolume(&vs[i])
+	}
+}
+
 // finishTerminate deletes what a terminated instance leaves (its volumes deleted on
-// termination, its seed) and records it terminated. The caller holds inst.op.
+// termination, its seed), detaches the standalone volumes it had, and records it
+// terminated. The caller holds inst.op.
 func (m *instances) finishTerminate(inst *instance, reason string) {
 	m.deleteVolumes(inst, false)
+	m.mu.Lock()
+	var standalone []*volumeRecord
+	for _, v := range m.vols {
+		if v.InstanceID == inst.rec.ID && v.Standalone {
+			standalone = append(standalone, v)
+		}
+	}
+	m.mu.Unlock()
+	for _, v := range standalone {
+		if err := m.unplug(inst, v); err != nil {
+			log.L.WithError(err).WithField("volume", v.ID).Error("detach volume of terminated instance")
+		}
+	}
 	os.Remove(filepath.Join(m.dir(inst.rec.ID), "seed.iso"))
 	if err := m.set(inst, func(r *instanceRecord) {
 		r.State, r.StateReason, r.PID, r.TerminatedAt = stateTerminated, reason, 0, time.Now().UTC()

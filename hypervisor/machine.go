@@ -39,6 +39,12 @@ type Spec struct {
 	Disks     []Disk
 }
 
+// HotplugPorts is how many disks can be attached to a running machine at once.
+const HotplugPorts = 8
+
+// HotplugPort names the i-th PCIe root port for hot-plugged disks.
+func HotplugPort(i int) string { return "hp" + strconv.Itoa(i) }
+
 var nodeID = regexp.MustCompile(`^[a-z][a-z0-9]{0,15}$`)
 
 // Args builds QEMU's command line for the spec: a q35 machine without default devices,
@@ -78,6 +84,11 @@ func (s Spec) Args() ([]string, error) {
 			args = append(args, "-append", s.Cmdline)
 		}
 	}
+	// PCIe root ports, empty, for disks attached while the machine runs (q35's root bus
+	// takes no hot-plugged devices).
+	for i := 0; i < HotplugPorts; i++ {
+		args = append(args, "-device", fmt.Sprintf("pcie-root-port,id=%s,bus=pcie.0,chassis=%d", HotplugPort(i), i+1))
+	}
 	for i, d := range s.Disks {
 		blockdevs, top, err := d.blockdevs()
 		if err != nil {
@@ -97,6 +108,21 @@ func (s Spec) Args() ([]string, error) {
 
 // blockdevs returns the -blockdev JSON of a disk's chain and the top node's name.
 func (d Disk) blockdevs() ([]string, string, error) {
+	nodes, top, err := d.blockdevNodes()
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]string, len(nodes))
+	for i, n := range nodes {
+		b, _ := json.Marshal(n)
+		out[i] = string(b)
+	}
+	return out, top, nil
+}
+
+// blockdevNodes returns the block nodes of a disk's chain (a file and a format node per
+// file, backing links set here, none at the bottom) and the top node's name.
+func (d Disk) blockdevNodes() ([]map[string]any, string, error) {
 	if !nodeID.MatchString(d.ID) {
 		return nil, "", fmt.Errorf("disk id %q: want a lowercase letter and up to 15 letters or digits", d.ID)
 	}
@@ -107,7 +133,7 @@ func (d Disk) blockdevs() ([]string, string, error) {
 	if len(d.Chain) == 0 || format == "raw" && len(d.Chain) != 1 {
 		return nil, "", fmt.Errorf("disk %s: %d files in its chain", d.ID, len(d.Chain))
 	}
-	var out []string
+	var out []map[string]any
 	var below string
 	for i, f := range d.Chain {
 		if !filepath.IsAbs(f) {
@@ -116,7 +142,6 @@ func (d Disk) blockdevs() ([]string, string, error) {
 		readOnly := i < len(d.Chain)-1 || d.ReadOnly
 		file := fmt.Sprintf("%s-f%d", d.ID, i)
 		node := fmt.Sprintf("%s-%d", d.ID, i)
-		fb, _ := json.Marshal(map[string]any{"driver": "file", "node-name": file, "filename": f, "read-only": readOnly})
 		fmtNode := map[string]any{"driver": format, "node-name": node, "file": file, "read-only": readOnly}
 		if format == "qcow2" {
 			if below == "" {
@@ -125,8 +150,7 @@ func (d Disk) blockdevs() ([]string, string, error) {
 				fmtNode["backing"] = below
 			}
 		}
-		nb, _ := json.Marshal(fmtNode)
-		out = append(out, string(fb), string(nb))
+		out = append(out, map[string]any{"driver": "file", "node-name": file, "filename": f, "read-only": readOnly}, fmtNode)
 		below = node
 	}
 	return out, below, nil

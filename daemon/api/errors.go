@@ -38,6 +38,9 @@ const (
 	CodeInvalidInstanceNotFound  = "InvalidInstanceID.NotFound"
 	CodeInstanceNameDuplicate    = "InvalidInstanceName.Duplicate"
 	CodeUnsupportedOperation     = "UnsupportedOperation"
+	CodeInvalidVolumeNotFound    = "InvalidVolume.NotFound"
+	CodeVolumeInUse              = "VolumeInUse"
+	CodeResourceLimitExceeded    = "ResourceLimitExceeded"
 )
 
 // Kind is the kind of resource an operation is about; it picks the resource-specific
@@ -50,6 +53,7 @@ const (
 	KindImage
 	KindSnapshot
 	KindInstance
+	KindVolume
 )
 
 // codes maps the codes to their class and HTTP status; the first code of a class is the
@@ -77,6 +81,9 @@ var codes = map[string]struct {
 	CodeInvalidInstanceNotFound:  {errdefs.ErrNotFound, http.StatusNotFound},
 	CodeInstanceNameDuplicate:    {errdefs.ErrAlreadyExists, http.StatusConflict},
 	CodeUnsupportedOperation:     {errdefs.ErrNotImplemented, http.StatusBadRequest},
+	CodeInvalidVolumeNotFound:    {errdefs.ErrNotFound, http.StatusNotFound},
+	CodeVolumeInUse:              {errdefs.ErrFailedPrecondition, http.StatusConflict},
+	CodeResourceLimitExceeded:    {errdefs.ErrResourceExhausted, http.StatusConflict},
 }
 
 // FromError maps an error from kiln's packages to the API error for a resource kind.
@@ -102,6 +109,8 @@ func code(err error, kind Kind) string {
 			return CodeInvalidSnapshotNotFound
 		case KindInstance:
 			return CodeInvalidInstanceNotFound
+		case KindVolume:
+			return CodeInvalidVolumeNotFound
 		}
 		return CodeResourceNotFound
 	case errdefs.IsAlreadyExists(err):
@@ -118,6 +127,8 @@ func code(err error, kind Kind) string {
 		return CodeInvalidParameterValue
 	case errdefs.IsFailedPrecondition(err), errdefs.IsConflict(err):
 		return CodeIncorrectState
+	case errdefs.IsResourceExhausted(err):
+		return CodeResourceLimitExceeded
 	case errdefs.IsPermissionDenied(err):
 		return CodeUnauthorizedOperation
 	case errdefs.IsUnavailable(err):

@@ -195,3 +195,29 @@ type Snapshot struct {
 	Tags        map[string]string `json:"tags"`
 	StartTime   time.Time         `json:"startTime"`
 }
+
+// Volume is a volume as the API shows it.
+type Volume struct {
+	ID                  string    `json:"id"`
+	OwnerID             string    `json:"ownerId"`
+	State               string    `json:"state"` // available or in-use
+	SizeGiB             int64     `json:"size"`
+	SnapshotID          string    `json:"snapshotId,omitempty"`
+	InstanceID          string    `json:"instanceId,omitempty"`
+	DeviceName          string    `json:"deviceName,omitempty"`
+	DeleteOnTermination bool      `json:"deleteOnTermination"`
+	CreateTime          time.Time `json:"createTime"`
+}
+
+// CreateVolumeRequest is POST /v1/volumes: a blank volume of SizeGiB, or one made from
+// a snapshot (at least the snapshot's size).
+type CreateVolumeRequest struct {
+	SizeGiB    int64  `json:"size,omitempty"`
+	SnapshotID string `json:"snapshotId,omitempty"`
+}
+
+// AttachVolumeRequest is POST /v1/volumes/{volume}/attach.
+type AttachVolumeRequest struct {
+	Instance   string `json:"instance"`
+	DeviceName string `json:"deviceName,omitempty"` // default: the first free /dev/vdX
+}

@@ -258,3 +258,43 @@ func (c *Client) Snapshot(ctx context.Context, id string) (api.Snapshot, error) 
 func (c *Client) DeleteSnapshot(ctx context.Context, id string) error {
 	return c.do(ctx, http.MethodDelete, "/snapshots/"+url.PathEscape(id), nil, nil, nil)
 }
+
+// CreateVolume makes a standalone volume: blank, or from a snapshot.
+func (c *Client) CreateVolume(ctx context.Context, req api.CreateVolumeRequest) (api.Volume, error) {
+	var v api.Volume
+	err := c.do(ctx, http.MethodPost, "/volumes", nil, req, &v)
+	return v, err
+}
+
+// Volumes lists the caller's volumes.
+func (c *Client) Volumes(ctx context.Context) ([]api.Volume, error) {
+	var out []api.Volume
+	err := c.do(ctx, http.MethodGet, "/volumes", nil, nil, &out)
+	return out, err
+}
+
+// Volume returns one volume.
+func (c *Client) Volume(ctx context.Context, id string) (api.Volume, error) {
+	var v api.Volume
+	err := c.do(ctx, http.MethodGet, "/volumes/"+url.PathEscape(id), nil, nil, &v)
+	return v, err
+}
+
+// DeleteVolume deletes a volume that is not attached.
+func (c *Client) DeleteVolume(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/volumes/"+url.PathEscape(id), nil, nil, nil)
+}
+
+// AttachVolume attaches a volume to an instance (hot-plugged when it runs).
+func (c *Client) AttachVolume(ctx context.Context, id, instance, device string) (api.Volume, error) {
+	var v api.Volume
+	err := c.do(ctx, http.MethodPost, "/volumes/"+url.PathEscape(id)+"/attach", nil, api.AttachVolumeRequest{Instance: instance, DeviceName: device}, &v)
+	return v, err
+}
+
+// DetachVolume detaches a volume from its instance.
+func (c *Client) DetachVolume(ctx context.Context, id string) (api.Volume, error) {
+	var v api.Volume
+	err := c.do(ctx, http.MethodPost, "/volumes/"+url.PathEscape(id)+"/detach", nil, nil, &v)
+	return v, err
+}

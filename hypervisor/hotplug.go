@@ -1,0 +1,75 @@
+package hypervisor
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// AttachDisk plugs a disk into the running machine at the PCIe root port named port:
+// its chain as explicit block nodes (as at start), then a virtio-blk device. The guest
+// sees a new disk. On failure nothing stays added.
+func (m *Machine) AttachDisk(ctx context.Context, d Disk, port string) error {
+	blockdevs, top, err := d.blockdevNodes()
+	if err != nil {
+		return err
+	}
+	var added []string
+	undo := func() {
+		for i := len(added) - 1; i >= 0; i-- {
+			m.qmp(ctx, "blockdev-del", map[string]any{"node-name": added[i]})
+		}
+	}
+	for _, b := range blockdevs {
+		if err := m.qmp(ctx, "blockdev-add", b); err != nil {
+			undo()
+			return fmt.Errorf("disk %s: %w", d.ID, err)
+		}
+		added = append(added, b["node-name"].(string))
+	}
+	if err := m.qmp(ctx, "device_add", map[string]any{"driver": "virtio-blk-pci", "bus": port, "drive": top, "id": d.ID}); err != nil {
+		undo()
+		return fmt.Errorf("disk %s: %w", d.ID, err)
+	}
+	return nil
+}
+
+// DetachDisk unplugs the disk with that id from the running machine: the device goes
+// (the guest lets go of it; QEMU says DEVICE_DELETED), then its block nodes, top first.
+// depth is how many files its chain has.
+func (m *Machine) DetachDisk(ctx context.Context, id string, depth int) error {
+	events, err := m.QMP.Events(ctx)
+	if err != nil {
+		return err
+	}
+	if err := m.qmp(ctx, "device_del", map[string]any{"id": id}); err != nil {
+		return fmt.Errorf("disk %s: %w", id, err)
+	}
+	timeout := time.NewTimer(30 * time.Second)
+	defer timeout.Stop()
+wait:
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				return fmt.Errorf("disk %s: QMP closed while the guest let go of it", id)
+			}
+			if ev.Event == "DEVICE_DELETED" && ev.Data["device"] == id {
+				break wait
+			}
+		case <-timeout.C:
+			return fmt.Errorf("disk %s: the guest did not let go of it within 30s", id)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	for i := depth - 1; i >= 0; i-- {
+		for _, node := range []string{id + "-" + strconv.Itoa(i), id + "-f" + strconv.Itoa(i)} {
+			if err := m.qmp(ctx, "blockdev-del", map[string]any{"node-name": node}); err != nil {
+				return fmt.Errorf("disk %s: %w", id, err)
+			}
+		}
+	}
+	return nil
+}
