@@ -2,7 +2,7 @@
 
 GO        ?= go
 TESTFLAGS ?=
-BENCHFLAGS ?= -benchtime=1x
+BENCHFLAGS ?= -benchtime=20x
 FUZZTIME  ?= 20s
 PREFIX    ?= /usr/local
 DESTDIR   ?=
