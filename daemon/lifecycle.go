@@ -383,6 +383,12 @@ func (m *instances) stop(inst *instance, by string, force bool) error {
 	if err := m.set(inst, func(r *instanceRecord) { r.State, r.StateReason = stateStopping, "stopped by "+by }); err != nil {
 		return err
 	}
+	m.finishStop(inst, force)
+	return nil
+}
+
+// finishStop stops a stopping instance's QEMU as an operation and records it stopped.
+func (m *instances) finishStop(inst *instance, force bool) {
 	m.ops.Go(func() {
 		inst.op.Lock()
 		defer inst.op.Unlock()
@@ -391,7 +397,6 @@ func (m *instances) stop(inst *instance, by string, force bool) error {
 			log.L.WithError(err).WithField("instance", inst.rec.ID).Error("record stopped instance")
 		}
 	})
-	return nil
 }
 
 // halt stops the instance's QEMU, if it runs. The caller holds inst.op.
@@ -459,13 +464,19 @@ func (m *instances) terminate(inst *instance, by string, force bool) error {
 	if err := m.set(inst, func(r *instanceRecord) { r.State, r.StateReason = stateShuttingDown, "terminated by "+by }); err != nil {
 		return err
 	}
+	m.haltAndTerminate(inst, force)
+	return nil
+}
+
+// haltAndTerminate stops a shutting-down instance's QEMU as an operation and finishes
+// its termination.
+func (m *instances) haltAndTerminate(inst *instance, force bool) {
 	m.ops.Go(func() {
 		inst.op.Lock()
 		defer inst.op.Unlock()
 		m.halt(inst, force)
 		m.finishTerminate(inst, inst.rec.StateReason)
 	})
-	return nil
 }
 
 // clearPorts forgets the hot-plug ports of the instance's volumes: a new QEMU puts every
@@ -540,16 +551,10 @@ func (m *instances) reconcile(ctx context.Context) {
 		case err != nil:
 			l.WithError(err).Warn("instance's QEMU is gone")
 			m.gone(inst, "QEMU was gone when kilnd started: "+err.Error())
-		case st == stateStopping:
-			inst.op.Unlock()
-			m.set(inst, func(r *instanceRecord) { r.State = stateRunning })
-			m.stop(inst, "kilnd (a stop was under way when it stopped)", false)
-			continue
+		case st == stateStopping: // a stop was under way when kilnd stopped: finish it
+			m.finishStop(inst, false)
 		case st == stateShuttingDown:
-			inst.op.Unlock()
-			m.set(inst, func(r *instanceRecord) { r.State = stateRunning })
-			m.terminate(inst, "kilnd (a termination was under way when it stopped)", false)
-			continue
+			m.haltAndTerminate(inst, false)
 		case st == statePending:
 			m.set(inst, func(r *instanceRecord) { r.State, r.PID = stateRunning, mach.PID })
 		}
@@ -557,7 +562,7 @@ func (m *instances) reconcile(ctx context.Context) {
 	}
 }
 
-// toAPIInstance is the API's view of a record.
+// toAPI is the API's view of an instance record.
 func (m *instances) toAPI(rec instanceRecord) api.Instance {
 	out := api.Instance{
 		ID: rec.ID, Name: rec.Name, ImageID: rec.ImageID, OwnerID: rec.OwnerID, State: rec.State, StateReason: rec.StateReason,
