@@ -79,12 +79,7 @@ func BenchmarkRegister1GiB(b *testing.B) {
 		kilnTotal += time.Since(start)
 
 		b.StopTimer()
-		if err := k.DeregisterImage(ctx, im.ID); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := k.GC(ctx); err != nil {
-			b.Fatal(err)
-		}
+		k.drop(b, im.ID)
 		b.StartTimer()
 	}
 	n := float64(b.N)
@@ -141,6 +136,17 @@ func BenchmarkImageLsFilter10k(b *testing.B) {
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "ms-median")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "ms-p99")
+}
+
+// drop deregisters an image and collects its content.
+func (k *kilnd) drop(b *testing.B, id string) {
+	ctx := context.Background()
+	if err := k.DeregisterImage(ctx, id); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := k.GC(ctx); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // rssKiB is a process's resident memory.
@@ -321,12 +327,7 @@ func BenchmarkCreateImage(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StopTimer()
-		if err := k.DeregisterImage(ctx, im.ID); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := k.GC(ctx); err != nil {
-			b.Fatal(err)
-		}
+		k.drop(b, im.ID)
 		b.StartTimer()
 		return d
 	}

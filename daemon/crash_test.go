@@ -25,6 +25,20 @@ func randomDisk(t testing.TB, dir string, size int64) string {
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
+// startBigRegister starts registering a 1 GiB raw disk of random data.
+func startBigRegister(t *testing.T, k *kilnd) api.Image {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("writes a 1 GiB disk")
+	}
+	disk := randomDisk(t, t.TempDir(), 1<<30)
+	im, err := k.RegisterImage(ctxT(t), api.RegisterImageRequest{Name: "big", Disks: []api.Disk{{Path: disk, Format: "raw"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return im
+}
+
 // ingestBytes is how much the content store's ingests hold.
 func (k *kilnd) ingestBytes() int64 {
 	var n int64
@@ -45,11 +59,7 @@ func TestKillDuringRegister(t *testing.T) {
 	}
 	k := newKilnd(t)
 	ctx := ctxT(t)
-	disk := randomDisk(t, t.TempDir(), 1<<30)
-	im, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: "big", Disks: []api.Disk{{Path: disk, Format: "raw"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	im := startBigRegister(t, k)
 	// Kill it once the layer is partly written.
 	deadline := time.Now().Add(time.Minute)
 	for k.ingestBytes() < 64<<20 {

@@ -177,11 +177,7 @@ func TestProgress(t *testing.T) {
 	}
 	k := newKilnd(t)
 	ctx := ctxT(t)
-	disk := randomDisk(t, t.TempDir(), 1<<30)
-	im, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: "big", Disks: []api.Disk{{Path: disk, Format: "raw"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	im := startBigRegister(t, k)
 	var seen []api.Progress
 	final, err := k.WaitImage(ctx, im.ID, func(im api.Image) {
 		if im.Progress != nil {
