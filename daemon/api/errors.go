@@ -19,28 +19,26 @@ func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
 // Cloud-style error codes.
 const (
-	CodeInvalidAMIIDNotFound     = "InvalidAMIID.NotFound"
-	CodeInvalidAMINameDuplicate  = "InvalidAMIName.Duplicate"
-	CodeInvalidSnapshotNotFound  = "InvalidSnapshot.NotFound"
-	CodeInvalidParameterValue    = "InvalidParameterValue"
-	CodeInvalidRequest           = "InvalidRequest"
-	CodeUnknownParameter         = "UnknownParameter"
-	CodeRequestTooLarge          = "RequestEntityTooLarge"
-	CodeIncorrectState           = "IncorrectState"
-	CodeUnauthorizedOperation    = "UnauthorizedOperation"
-	CodeResourceAlreadyExists    = "ResourceAlreadyExists"
-	CodeResourceNotFound         = "ResourceNotFound"
-	CodeServiceUnavailable       = "ServiceUnavailable"
-	CodeInternalError            = "InternalError"
-	CodeOperationNotPermitted    = "OperationNotPermitted"
-	CodeInvalidParameterMismatch = "InvalidParameterCombination"
-	CodeInvalidAction            = "InvalidAction" // no such API call
-	CodeInvalidInstanceNotFound  = "InvalidInstanceID.NotFound"
-	CodeInstanceNameDuplicate    = "InvalidInstanceName.Duplicate"
-	CodeUnsupportedOperation     = "UnsupportedOperation"
-	CodeInvalidVolumeNotFound    = "InvalidVolume.NotFound"
-	CodeVolumeInUse              = "VolumeInUse"
-	CodeResourceLimitExceeded    = "ResourceLimitExceeded"
+	CodeInvalidAMIIDNotFound    = "InvalidAMIID.NotFound"
+	CodeInvalidAMINameDuplicate = "InvalidAMIName.Duplicate"
+	CodeInvalidSnapshotNotFound = "InvalidSnapshot.NotFound"
+	CodeInvalidParameterValue   = "InvalidParameterValue"
+	CodeInvalidRequest          = "InvalidRequest"
+	CodeUnknownParameter        = "UnknownParameter"
+	CodeRequestTooLarge         = "RequestEntityTooLarge"
+	CodeIncorrectState          = "IncorrectState"
+	CodeUnauthorizedOperation   = "UnauthorizedOperation"
+	CodeResourceAlreadyExists   = "ResourceAlreadyExists"
+	CodeResourceNotFound        = "ResourceNotFound"
+	CodeServiceUnavailable      = "ServiceUnavailable"
+	CodeInternalError           = "InternalError"
+	CodeInvalidAction           = "InvalidAction" // no such API call
+	CodeInvalidInstanceNotFound = "InvalidInstanceID.NotFound"
+	CodeInstanceNameDuplicate   = "InvalidInstanceName.Duplicate"
+	CodeUnsupportedOperation    = "UnsupportedOperation"
+	CodeInvalidVolumeNotFound   = "InvalidVolume.NotFound"
+	CodeVolumeInUse             = "VolumeInUse"
+	CodeResourceLimitExceeded   = "ResourceLimitExceeded"
 )
 
 // Kind is the kind of resource an operation is about; it picks the resource-specific
@@ -62,28 +60,26 @@ var codes = map[string]struct {
 	class  error
 	status int
 }{
-	CodeInvalidAMIIDNotFound:     {errdefs.ErrNotFound, http.StatusNotFound},
-	CodeInvalidSnapshotNotFound:  {errdefs.ErrNotFound, http.StatusNotFound},
-	CodeResourceNotFound:         {errdefs.ErrNotFound, http.StatusNotFound},
-	CodeInvalidAMINameDuplicate:  {errdefs.ErrAlreadyExists, http.StatusConflict},
-	CodeResourceAlreadyExists:    {errdefs.ErrAlreadyExists, http.StatusConflict},
-	CodeInvalidParameterValue:    {errdefs.ErrInvalidArgument, http.StatusBadRequest},
-	CodeInvalidParameterMismatch: {errdefs.ErrInvalidArgument, http.StatusBadRequest},
-	CodeInvalidRequest:           {errdefs.ErrInvalidArgument, http.StatusBadRequest},
-	CodeUnknownParameter:         {errdefs.ErrInvalidArgument, http.StatusBadRequest},
-	CodeRequestTooLarge:          {errdefs.ErrInvalidArgument, http.StatusRequestEntityTooLarge},
-	CodeIncorrectState:           {errdefs.ErrFailedPrecondition, http.StatusConflict},
-	CodeUnauthorizedOperation:    {errdefs.ErrPermissionDenied, http.StatusForbidden},
-	CodeOperationNotPermitted:    {errdefs.ErrPermissionDenied, http.StatusForbidden},
-	CodeServiceUnavailable:       {errdefs.ErrUnavailable, http.StatusServiceUnavailable},
-	CodeInternalError:            {errdefs.ErrUnknown, http.StatusInternalServerError},
-	CodeInvalidAction:            {errdefs.ErrNotImplemented, http.StatusNotFound},
-	CodeInvalidInstanceNotFound:  {errdefs.ErrNotFound, http.StatusNotFound},
-	CodeInstanceNameDuplicate:    {errdefs.ErrAlreadyExists, http.StatusConflict},
-	CodeUnsupportedOperation:     {errdefs.ErrNotImplemented, http.StatusBadRequest},
-	CodeInvalidVolumeNotFound:    {errdefs.ErrNotFound, http.StatusNotFound},
-	CodeVolumeInUse:              {errdefs.ErrFailedPrecondition, http.StatusConflict},
-	CodeResourceLimitExceeded:    {errdefs.ErrResourceExhausted, http.StatusConflict},
+	CodeInvalidAMIIDNotFound:    {errdefs.ErrNotFound, http.StatusNotFound},
+	CodeInvalidSnapshotNotFound: {errdefs.ErrNotFound, http.StatusNotFound},
+	CodeResourceNotFound:        {errdefs.ErrNotFound, http.StatusNotFound},
+	CodeInvalidAMINameDuplicate: {errdefs.ErrAlreadyExists, http.StatusConflict},
+	CodeResourceAlreadyExists:   {errdefs.ErrAlreadyExists, http.StatusConflict},
+	CodeInvalidParameterValue:   {errdefs.ErrInvalidArgument, http.StatusBadRequest},
+	CodeInvalidRequest:          {errdefs.ErrInvalidArgument, http.StatusBadRequest},
+	CodeUnknownParameter:        {errdefs.ErrInvalidArgument, http.StatusBadRequest},
+	CodeRequestTooLarge:         {errdefs.ErrInvalidArgument, http.StatusRequestEntityTooLarge},
+	CodeIncorrectState:          {errdefs.ErrFailedPrecondition, http.StatusConflict},
+	CodeUnauthorizedOperation:   {errdefs.ErrPermissionDenied, http.StatusForbidden},
+	CodeServiceUnavailable:      {errdefs.ErrUnavailable, http.StatusServiceUnavailable},
+	CodeInternalError:           {errdefs.ErrUnknown, http.StatusInternalServerError},
+	CodeInvalidAction:           {errdefs.ErrNotImplemented, http.StatusNotFound},
+	CodeInvalidInstanceNotFound: {errdefs.ErrNotFound, http.StatusNotFound},
+	CodeInstanceNameDuplicate:   {errdefs.ErrAlreadyExists, http.StatusConflict},
+	CodeUnsupportedOperation:    {errdefs.ErrNotImplemented, http.StatusBadRequest},
+	CodeInvalidVolumeNotFound:   {errdefs.ErrNotFound, http.StatusNotFound},
+	CodeVolumeInUse:             {errdefs.ErrFailedPrecondition, http.StatusConflict},
+	CodeResourceLimitExceeded:   {errdefs.ErrResourceExhausted, http.StatusConflict},
 }
 
 // FromError maps an error from kiln's packages to the API error for a resource kind.
