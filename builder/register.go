@@ -2,10 +2,9 @@ package builder
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"io"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -39,10 +38,10 @@ func (b *Builder) now() time.Time {
 	return time.Now().UTC()
 }
 
-// Disk is one disk file to register.
+// Disk is one disk file to register: the caller's open file (its Format one of
+// volumes.Formats, never probed) and its device.
 type Disk struct {
-	Path       string // absolute
-	Format     string // one of volumes.Formats; never probed
+	volumes.Source
 	DeviceName string // /dev/vdX; empty means the next free one from /dev/vda
 }
 
@@ -52,12 +51,30 @@ type RegisterRequest struct {
 	OwnerID        string
 	Description    string
 	Disks          []Disk
-	Kernel, Initrd string // absolute paths, optional
+	Kernel, Initrd *os.File // optional; the caller's open files
 	Cmdline        string
 	Architecture   string // default x86_64
 	BootMode       string // default legacy-bios
 	RootDeviceType string // default ebs
 	Tags           map[string]string
+	// Tool, when set, reads the disk files instead of the Builder's own: kilnd gives
+	// the one running as the caller (volumes.Tool.As).
+	Tool *volumes.Tool
+}
+
+// Files are the request's files. Prepare takes them: they are closed when it fails or
+// when Run ends.
+func (req RegisterRequest) Files() []*os.File {
+	var out []*os.File
+	for _, d := range req.Disks {
+		out = append(out, d.File)
+	}
+	for _, f := range []*os.File{req.Kernel, req.Initrd} {
+		if f != nil {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // Registration is a checked register request with its pending image record; Run makes
@@ -65,6 +82,7 @@ type RegisterRequest struct {
 type Registration struct {
 	Image *images.Image // the pending record
 	b     *Builder
+	tool  volumes.Tool
 	disks []volumes.Info
 	devs  []string
 	req   RegisterRequest
@@ -95,8 +113,13 @@ const MaxCmdlineLen = 2048
 // Prepare checks a register request (names, options, and every disk file through
 // volumes.Tool.Inspect) and stores the image's record as pending. Nothing is stored
 // when a check fails; errors wrap errdefs classes (InvalidArgument for bad input,
-// AlreadyExists for a name the owner uses).
-func (b *Builder) Prepare(ctx context.Context, req RegisterRequest) (*Registration, error) {
+// AlreadyExists for a name the owner uses). It takes the request's files (Files).
+func (b *Builder) Prepare(ctx context.Context, req RegisterRequest) (_ *Registration, err error) {
+	defer func() {
+		if err != nil {
+			closeFiles(req.Files())
+		}
+	}()
 	req = withDefaults(req)
 	if err := checkRequest(req); err != nil {
 		return nil, err
@@ -105,16 +128,21 @@ func (b *Builder) Prepare(ctx context.Context, req RegisterRequest) (*Registrati
 	if err != nil {
 		return nil, err
 	}
+	tool := b.Tool
+	if req.Tool != nil {
+		tool = *req.Tool
+	}
 	infos := make([]volumes.Info, len(req.Disks))
 	for i, d := range req.Disks {
-		if infos[i], err = b.Tool.Inspect(ctx, d.Path, d.Format); err != nil {
+		if infos[i], err = tool.Inspect(ctx, d.Source); err != nil {
 			return nil, err
 		}
 	}
-	for _, p := range []string{req.Kernel, req.Initrd} {
-		if err := checkBootFile(p); err != nil {
-			return nil, err
-		}
+	if err := checkBootFile("kernel", req.Kernel); err != nil {
+		return nil, err
+	}
+	if err := checkBootFile("initrd", req.Initrd); err != nil {
+		return nil, err
 	}
 	im := &images.Image{
 		ID:           images.NewID(images.ImagePrefix),
@@ -135,7 +163,7 @@ func (b *Builder) Prepare(ctx context.Context, req RegisterRequest) (*Registrati
 	if err := b.Store.CreateImage(im); err != nil {
 		return nil, err
 	}
-	return &Registration{Image: im, b: b, disks: infos, devs: devs, req: req}, nil
+	return &Registration{Image: im, b: b, tool: tool, disks: infos, devs: devs, req: req}, nil
 }
 
 func withDefaults(req RegisterRequest) RegisterRequest {
@@ -178,9 +206,9 @@ func checkRequest(req RegisterRequest) error {
 		return fmt.Errorf("at least one disk is needed (--disk FILE): %w", errdefs.ErrInvalidArgument)
 	case len(req.Disks) > 16:
 		return fmt.Errorf("%d disks: at most 16: %w", len(req.Disks), errdefs.ErrInvalidArgument)
-	case (req.Kernel == "") != (req.Initrd == ""):
+	case (req.Kernel == nil) != (req.Initrd == nil):
 		return fmt.Errorf("a kernel needs an initrd and an initrd a kernel (--kernel FILE --initrd FILE): %w", errdefs.ErrInvalidArgument)
-	case req.Cmdline != "" && req.Kernel == "":
+	case req.Cmdline != "" && req.Kernel == nil:
 		return fmt.Errorf("a kernel command line needs a kernel (--kernel FILE): %w", errdefs.ErrInvalidArgument)
 	case len(req.Cmdline) > MaxCmdlineLen || strings.ContainsAny(req.Cmdline, "\x00\n\r"):
 		return fmt.Errorf("kernel command line: at most %d bytes on one line: %w", MaxCmdlineLen, errdefs.ErrInvalidArgument)
@@ -217,23 +245,18 @@ func deviceNames(disks []Disk) ([]string, error) {
 	return devs, nil
 }
 
-func checkBootFile(p string) error {
-	if p == "" {
+func checkBootFile(what string, f *os.File) error {
+	if f == nil {
 		return nil
 	}
-	if !filepath.IsAbs(p) {
-		return fmt.Errorf("boot file %q: must be an absolute path: %w", p, errdefs.ErrInvalidArgument)
-	}
-	st, err := os.Stat(p)
+	st, err := f.Stat()
 	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return fmt.Errorf("boot file %s does not exist: %w", p, errdefs.ErrInvalidArgument)
 	case err != nil:
-		return fmt.Errorf("boot file %s: %v: %w", p, err, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("%s: %v: %w", what, err, errdefs.ErrInvalidArgument)
 	case !st.Mode().IsRegular():
-		return fmt.Errorf("boot file %s is not a regular file: %w", p, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("%s is not a regular file: %w", what, errdefs.ErrInvalidArgument)
 	case st.Size() == 0 || st.Size() > MaxBootFileSize:
-		return fmt.Errorf("boot file %s: %d bytes (want 1 to %d): %w", p, st.Size(), MaxBootFileSize, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("%s: %d bytes (want 1 to %d): %w", what, st.Size(), MaxBootFileSize, errdefs.ErrInvalidArgument)
 	}
 	return nil
 }
@@ -244,6 +267,7 @@ func checkBootFile(p string) error {
 // becomes failed with the reason, the snapshots made for it are removed, and the error
 // is returned. Cancelling ctx fails the image. Run is called once.
 func (r *Registration) Run(ctx context.Context) (*images.Image, error) {
+	defer closeFiles(r.req.Files())
 	start := time.Now()
 	im, err := r.run(ctx)
 	return r.b.finish(ctx, r.Image.ID, start, im, err)
@@ -258,7 +282,7 @@ func (r *Registration) run(ctx context.Context) (*images.Image, error) {
 	cfg := r.Image.Config
 	for i, disk := range r.disks {
 		r.disk.Store(int64(i + 1))
-		desc, err := s.IngestLayer(ctx, r.ref(i), func(path string) error { return r.b.Tool.Convert(ctx, disk, path) })
+		desc, err := s.IngestLayer(ctx, r.ref(i), func(path string) error { return r.tool.Convert(ctx, disk, path) })
 		r.disk.Store(0)
 		if err != nil {
 			return nil, err
@@ -291,23 +315,33 @@ func (r *Registration) run(ctx context.Context) (*images.Image, error) {
 		})
 	}
 	for _, bf := range []struct {
-		path, mediaType string
+		what, mediaType string
+		f               *os.File
 		set             *digest.Digest
 	}{
-		{r.req.Kernel, images.MediaTypeKernel, &cfg.Kernel},
-		{r.req.Initrd, images.MediaTypeInitrd, &cfg.Initrd},
+		{"kernel", images.MediaTypeKernel, r.req.Kernel, &cfg.Kernel},
+		{"initrd", images.MediaTypeInitrd, r.req.Initrd, &cfg.Initrd},
 	} {
-		if bf.path == "" {
+		if bf.f == nil {
 			continue
 		}
-		desc, err := s.IngestFile(ctx, "register-"+r.Image.ID+"-"+bf.mediaType, bf.mediaType, bf.path)
+		desc, err := s.IngestStream(ctx, "register-"+r.Image.ID+"-"+bf.mediaType, bf.mediaType, func(w io.Writer) error {
+			_, err := io.Copy(w, io.NewSectionReader(bf.f, 0, MaxBootFileSize))
+			return err
+		})
 		if err != nil {
-			return nil, fmt.Errorf("boot file %s: %w", bf.path, err)
+			return nil, fmt.Errorf("%s: %w", bf.what, err)
 		}
 		*bf.set = desc.Digest
 		layers = append(layers, desc)
 	}
 	return r.b.commit(ctx, r.Image.ID, cfg, layers)
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
 }
 
 // gib rounds a size in bytes up to whole GiB (at least 1), as volume sizes are given.

@@ -16,6 +16,7 @@ import (
 	diskfs "github.com/diskfs/go-diskfs"
 
 	"kiln/images"
+	"kiln/volumes"
 )
 
 func TestDeviceNames(t *testing.T) {
@@ -73,7 +74,7 @@ func TestRegisterTwoDisks(t *testing.T) {
 	root, data := qcow2(t, d, "root.qcow2", "3G"), qcow2(t, d, "data.qcow2", "100M")
 	reg, err := b.Prepare(ctx, RegisterRequest{
 		Name: "two-disks", OwnerID: "alice", RootDeviceType: "instance-store",
-		Disks: []Disk{{Path: root, Format: "qcow2"}, {Path: data, Format: "qcow2", DeviceName: "/dev/vdc"}},
+		Disks: []Disk{diskFile(t, root, "qcow2", ""), diskFile(t, data, "qcow2", "/dev/vdc")},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +109,7 @@ func TestRegisterTwoDisks(t *testing.T) {
 func TestRegisterCancelledFails(t *testing.T) {
 	b := newBuilder(t)
 	d := t.TempDir()
-	reg, err := b.Prepare(context.Background(), RegisterRequest{Name: "cancelled", OwnerID: "alice", Disks: []Disk{{Path: qcow2(t, d, "a.qcow2", "1G"), Format: "qcow2"}}})
+	reg, err := b.Prepare(context.Background(), RegisterRequest{Name: "cancelled", OwnerID: "alice", Disks: []Disk{diskFile(t, qcow2(t, d, "a.qcow2", "1G"), "qcow2", "")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,24 +128,53 @@ func TestPrepareRefuses(t *testing.T) {
 	b := newBuilder(t)
 	d := t.TempDir()
 	disk := qcow2(t, d, "a.qcow2", "1M")
-	kernel := filepath.Join(d, "vmlinuz")
+	kernel, empty := filepath.Join(d, "vmlinuz"), filepath.Join(d, "empty")
 	os.WriteFile(kernel, []byte("kernel"), 0o644)
-	for _, req := range []RegisterRequest{
-		{Name: "ok-name", Disks: []Disk{{Path: disk, Format: "qcow2"}}, Architecture: "sparc"},
-		{Name: "ok-name", Disks: []Disk{{Path: disk, Format: "qcow2"}}, BootMode: "coreboot"},
-		{Name: "ok-name", Disks: []Disk{{Path: disk, Format: "qcow2"}}, Cmdline: "console=ttyS0"},
-		{Name: "ok-name", Disks: []Disk{{Path: disk, Format: "qcow2"}}, Kernel: kernel, Initrd: filepath.Join(d, "missing")},
-		{Name: "ok-name", Disks: []Disk{{Path: disk, Format: "qcow2"}}, Kernel: "vmlinuz", Initrd: "initrd"},
-		{Name: "ok-name", Disks: []Disk{{Path: disk, Format: "qcow2"}}, Kernel: kernel, Initrd: kernel, Cmdline: "a\nb"},
-		{Name: "ok-name", Disks: []Disk{{Path: disk, Format: "qcow2"}}, Description: "bell\a"},
+	os.WriteFile(empty, nil, 0o644)
+	disks := func() []Disk { return []Disk{diskFile(t, disk, "qcow2", "")} }
+	for _, req := range []func() RegisterRequest{
+		func() RegisterRequest { return RegisterRequest{Name: "ok-name", Disks: disks(), Architecture: "sparc"} },
+		func() RegisterRequest { return RegisterRequest{Name: "ok-name", Disks: disks(), BootMode: "coreboot"} },
+		func() RegisterRequest { return RegisterRequest{Name: "ok-name", Disks: disks(), Cmdline: "console=ttyS0"} },
+		func() RegisterRequest { return RegisterRequest{Name: "ok-name", Disks: disks(), Kernel: openFile(t, kernel)} },
+		func() RegisterRequest {
+			return RegisterRequest{Name: "ok-name", Disks: disks(), Kernel: openFile(t, kernel), Initrd: openFile(t, empty)}
+		},
+		func() RegisterRequest {
+			return RegisterRequest{Name: "ok-name", Disks: disks(), Kernel: openFile(t, d), Initrd: openFile(t, kernel)}
+		},
+		func() RegisterRequest {
+			return RegisterRequest{Name: "ok-name", Disks: disks(), Kernel: openFile(t, kernel), Initrd: openFile(t, kernel), Cmdline: "a\nb"}
+		},
+		func() RegisterRequest { return RegisterRequest{Name: "ok-name", Disks: disks(), Description: "bell\a"} },
 	} {
-		if _, err := b.Prepare(context.Background(), req); !errdefs.IsInvalidArgument(err) {
-			t.Errorf("Prepare(%+v) = %v, want InvalidArgument", req, err)
+		r := req()
+		if _, err := b.Prepare(context.Background(), r); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("Prepare(%+v) = %v, want InvalidArgument", r, err)
+		}
+		for _, f := range r.Files() {
+			if _, err := f.Stat(); err == nil {
+				t.Errorf("Prepare refused %+v but left %s open", r, f.Name())
+			}
 		}
 	}
 	if n, _ := b.Store.Counts(); n != 0 {
 		t.Errorf("refused requests stored %d images", n)
 	}
+}
+
+// openFile opens path as a caller does before passing it to kilnd.
+func openFile(t *testing.T, path string) *os.File {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func diskFile(t *testing.T, path, format, device string) Disk {
+	return Disk{Source: volumes.Source{File: openFile(t, path), Name: path, Format: format}, DeviceName: device}
 }
 
 func TestWriteSeed(t *testing.T) {
@@ -186,7 +216,7 @@ func TestCaptureFlattens(t *testing.T) {
 	ctx := context.Background()
 	d := t.TempDir()
 	base := qcow2(t, d, "base.qcow2", "64M")
-	reg, err := b.Prepare(ctx, RegisterRequest{Name: "base-image", OwnerID: "alice", Disks: []Disk{{Path: base, Format: "qcow2"}}})
+	reg, err := b.Prepare(ctx, RegisterRequest{Name: "base-image", OwnerID: "alice", Disks: []Disk{diskFile(t, base, "qcow2", "")}})
 	if err != nil {
 		t.Fatal(err)
 	}

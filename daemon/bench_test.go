@@ -69,7 +69,7 @@ func BenchmarkRegister1GiB(b *testing.B) {
 		b.StartTimer()
 
 		start = time.Now()
-		im, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: fmt.Sprintf("bench-%d", i), Disks: []api.Disk{{Path: disk, Format: "raw"}}})
+		im, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: fmt.Sprintf("bench-%d", i), Disks: []api.Disk{{Name: disk, Format: "raw"}}})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -171,7 +171,7 @@ func registerRandomImage(b *testing.B, k *kilnd, name string, size int64) api.Im
 	g := guest(b)
 	disk := randomDisk(b, b.TempDir(), size)
 	ctx := context.Background()
-	im, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: name, Disks: []api.Disk{{Path: disk, Format: "raw"}},
+	im, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: name, Disks: []api.Disk{{Name: disk, Format: "raw"}},
 		Kernel: filepath.Join(g, "vmlinuz"), Initrd: filepath.Join(g, "initrd.img"), Cmdline: "console=ttyS0"})
 	if err != nil {
 		b.Fatal(err)
@@ -254,7 +254,7 @@ func BenchmarkDaemonMemory(b *testing.B) {
 	b.Cleanup(k.killQEMUs)
 	ctx := context.Background()
 	g := guest(b)
-	im, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: "guest", Disks: []api.Disk{{Path: filepath.Join(g, "root.qcow2"), Format: "qcow2"}},
+	im, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: "guest", Disks: []api.Disk{{Name: filepath.Join(g, "root.qcow2"), Format: "qcow2"}},
 		Kernel: filepath.Join(g, "vmlinuz"), Initrd: filepath.Join(g, "initrd.img"), Cmdline: "console=ttyS0 root=/dev/vda"})
 	if err != nil {
 		b.Fatal(err)

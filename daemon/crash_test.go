@@ -32,7 +32,7 @@ func startBigRegister(t *testing.T, k *kilnd) api.Image {
 		t.Skip("writes a 1 GiB disk")
 	}
 	disk := randomDisk(t, t.TempDir(), 1<<30)
-	im, err := k.RegisterImage(ctxT(t), api.RegisterImageRequest{Name: "big", Disks: []api.Disk{{Path: disk, Format: "raw"}}})
+	im, err := k.RegisterImage(ctxT(t), api.RegisterImageRequest{Name: "big", Disks: []api.Disk{{Name: disk, Format: "raw"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestKillDuringRegister(t *testing.T) {
 		t.Fatal(err)
 	}
 	small := randomDisk(t, t.TempDir(), 1<<20)
-	again, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: "big", Disks: []api.Disk{{Path: small, Format: "raw"}}})
+	again, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: "big", Disks: []api.Disk{{Name: small, Format: "raw"}}})
 	if err != nil {
 		t.Fatal(err)
 	}

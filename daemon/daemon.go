@@ -103,12 +103,12 @@ func serve(ctx context.Context, cfg Config, store *images.Store, accel string, l
 	s.inst.reconcile(ctx) // before serving: a client never sees a stale state
 	hs := &http.Server{
 		Handler:           s.routes(),
-		ConnContext:       withCaller(&s.users),
+		ConnContext:       withCaller,
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	go func() { errc <- hs.Serve(withFiles(ln)) }()
 	l.WithField("socket", cfg.Socket).WithField("accelerator", accel).WithField("units", s.inst.placer.Kind()).Info("kilnd serving")
 	systemd.Ready(s.status())
 	if cfg.Ready != nil {

@@ -335,7 +335,7 @@ func TestRunRefusals(t *testing.T) {
 	// Instance-store: stop refused, terminate deletes its disk.
 	g := guest(t)
 	is, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: "ephemeral", RootDeviceType: "instance-store",
-		Disks: []api.Disk{{Path: filepath.Join(g, "root.qcow2"), Format: "qcow2"}}, Kernel: filepath.Join(g, "vmlinuz"),
+		Disks: []api.Disk{{Name: filepath.Join(g, "root.qcow2"), Format: "qcow2"}}, Kernel: filepath.Join(g, "vmlinuz"),
 		Initrd: filepath.Join(g, "initrd.img"), Cmdline: "console=ttyS0 root=/dev/vda"})
 	if err != nil {
 		t.Fatal(err)

@@ -166,7 +166,7 @@ func registerGuest(t *testing.T, k *kilnd, name string) api.Image {
 	ctx := ctxT(t)
 	im, err := k.RegisterImage(ctx, api.RegisterImageRequest{
 		Name:    name,
-		Disks:   []api.Disk{{Path: filepath.Join(g, "root.qcow2"), Format: "qcow2"}},
+		Disks:   []api.Disk{{Name: filepath.Join(g, "root.qcow2"), Format: "qcow2"}},
 		Kernel:  filepath.Join(g, "vmlinuz"),
 		Initrd:  filepath.Join(g, "initrd.img"),
 		Cmdline: "console=ttyS0 root=/dev/vda",

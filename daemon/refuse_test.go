@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"os"
 	"os/exec"
@@ -13,6 +14,15 @@ import (
 	"kiln/daemon/api"
 	"kiln/daemon/client"
 )
+
+func dirFile(t *testing.T, dir string) *os.File {
+	f, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
 
 // badDisks makes disk files kiln must refuse, with qemu-img and qemu-io.
 func badDisks(t *testing.T) string {
@@ -40,7 +50,7 @@ func TestRegisterRefusals(t *testing.T) {
 	ctx := ctxT(t)
 	d := badDisks(t)
 	good := filepath.Join(d, "good.qcow2")
-	if _, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: "taken", Disks: []api.Disk{{Path: good, Format: "qcow2"}}}); err != nil {
+	if _, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: "taken", Disks: []api.Disk{{Name: good, Format: "qcow2"}}}); err != nil {
 		t.Fatal(err)
 	}
 	blobsBefore := len(k.blobs())
@@ -51,34 +61,70 @@ func TestRegisterRefusals(t *testing.T) {
 		code string
 		says string
 	}{
-		{"backing file", api.RegisterImageRequest{Name: "x-backed", Disks: []api.Disk{{Path: filepath.Join(d, "backed.qcow2"), Format: "qcow2"}}},
+		{"backing file", api.RegisterImageRequest{Name: "x-backed", Disks: []api.Disk{{Name: filepath.Join(d, "backed.qcow2"), Format: "qcow2"}}},
 			api.CodeInvalidParameterValue, "/etc/passwd"},
-		{"external data file", api.RegisterImageRequest{Name: "x-data", Disks: []api.Disk{{Path: filepath.Join(d, "datafile.qcow2"), Format: "qcow2"}}},
+		{"external data file", api.RegisterImageRequest{Name: "x-data", Disks: []api.Disk{{Name: filepath.Join(d, "datafile.qcow2"), Format: "qcow2"}}},
 			api.CodeInvalidParameterValue, "external file"},
-		{"raw as qcow2", api.RegisterImageRequest{Name: "x-raw", Disks: []api.Disk{{Path: filepath.Join(d, "random.raw"), Format: "qcow2"}}},
+		{"raw as qcow2", api.RegisterImageRequest{Name: "x-raw", Disks: []api.Disk{{Name: filepath.Join(d, "random.raw"), Format: "qcow2"}}},
 			api.CodeInvalidParameterValue, "not a qcow2 file"},
-		{"truncated qcow2", api.RegisterImageRequest{Name: "x-trunc", Disks: []api.Disk{{Path: filepath.Join(d, "truncated.qcow2"), Format: "qcow2"}}},
+		{"truncated qcow2", api.RegisterImageRequest{Name: "x-trunc", Disks: []api.Disk{{Name: filepath.Join(d, "truncated.qcow2"), Format: "qcow2"}}},
 			api.CodeInvalidParameterValue, "truncated"},
-		{"name with /", api.RegisterImageRequest{Name: "a/b", Disks: []api.Disk{{Path: good, Format: "qcow2"}}},
+		{"name with /", api.RegisterImageRequest{Name: "a/b", Disks: []api.Disk{{Name: good, Format: "qcow2"}}},
 			api.CodeInvalidParameterValue, "not allowed"},
-		{"name of 129", api.RegisterImageRequest{Name: strings.Repeat("n", 129), Disks: []api.Disk{{Path: good, Format: "qcow2"}}},
+		{"name of 129", api.RegisterImageRequest{Name: strings.Repeat("n", 129), Disks: []api.Disk{{Name: good, Format: "qcow2"}}},
 			api.CodeInvalidParameterValue, "128"},
-		{"duplicate name", api.RegisterImageRequest{Name: "taken", Disks: []api.Disk{{Path: good, Format: "qcow2"}}},
+		{"duplicate name", api.RegisterImageRequest{Name: "taken", Disks: []api.Disk{{Name: good, Format: "qcow2"}}},
 			api.CodeInvalidAMINameDuplicate, "already used"},
-		{"missing disk", api.RegisterImageRequest{Name: "x-missing", Disks: []api.Disk{{Path: filepath.Join(d, "nope.qcow2"), Format: "qcow2"}}},
-			api.CodeInvalidParameterValue, "nope.qcow2 does not exist"},
 		{"no disk", api.RegisterImageRequest{Name: "x-none"}, api.CodeInvalidParameterValue, "--disk"},
-		{"unknown format", api.RegisterImageRequest{Name: "x-iso", Disks: []api.Disk{{Path: good, Format: "iso"}}},
+		{"unknown format", api.RegisterImageRequest{Name: "x-iso", Disks: []api.Disk{{Name: good, Format: "iso"}}},
 			api.CodeInvalidParameterValue, "must be one of"},
-		{"kernel without initrd", api.RegisterImageRequest{Name: "x-kernel", Disks: []api.Disk{{Path: good, Format: "qcow2"}}, Kernel: good},
+		{"kernel without initrd", api.RegisterImageRequest{Name: "x-kernel", Disks: []api.Disk{{Name: good, Format: "qcow2"}}, Kernel: good},
 			api.CodeInvalidParameterValue, "initrd"},
-		{"reserved tag", api.RegisterImageRequest{Name: "x-tag", Disks: []api.Disk{{Path: good, Format: "qcow2"}}, Tags: map[string]string{"kiln:x": "y"}},
+		{"reserved tag", api.RegisterImageRequest{Name: "x-tag", Disks: []api.Disk{{Name: good, Format: "qcow2"}}, Tags: map[string]string{"kiln:x": "y"}},
 			api.CodeInvalidParameterValue, "reserved"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := k.RegisterImage(ctx, tc.req)
 			if !isCode(err, tc.code) || !strings.Contains(err.Error(), tc.says) {
 				t.Errorf("got %v; want %s saying %q", err, tc.code, tc.says)
+			}
+		})
+	}
+
+	// A missing file is the client's to report: it opens the files, kilnd never does.
+	_, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: "x-missing", Disks: []api.Disk{{Name: filepath.Join(d, "nope.qcow2"), Format: "qcow2"}}})
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing disk: %v; want the client's not-exist error", err)
+	}
+
+	// Files travel as descriptors named by index; a path is not a field of the API.
+	goodFile, err := os.Open(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer goodFile.Close()
+	for _, tc := range []struct {
+		name  string
+		body  string
+		files []*os.File
+		code  string
+		says  string
+	}{
+		{"a path", `{"name": "x-path", "disks": [{"path": "/etc/shadow", "format": "raw"}]}`, nil, api.CodeUnknownParameter, `"path"`},
+		{"no file passed", `{"name": "x-nofile", "disks": [{"file": 0, "format": "qcow2"}]}`, nil, api.CodeInvalidParameterValue, "was not passed"},
+		{"index out of range", `{"name": "x-range", "disks": [{"file": 1, "format": "qcow2"}]}`, []*os.File{goodFile}, api.CodeInvalidParameterValue, "file 1 was not passed"},
+		{"one file twice", `{"name": "x-twice", "disks": [{"file": 0, "format": "qcow2"}, {"file": 0, "format": "qcow2"}]}`, []*os.File{goodFile}, api.CodeInvalidParameterValue, "named twice"},
+		{"file not named", `{"name": "x-extra", "disks": [{"file": 0, "format": "qcow2"}]}`, []*os.File{goodFile, goodFile}, api.CodeInvalidParameterValue, "not named"},
+		{"a directory", `{"name": "x-dir", "disks": [{"file": 0, "format": "qcow2"}]}`, []*os.File{dirFile(t, d)}, api.CodeInvalidParameterValue, "not a regular file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body, err := k.Raw(ctx, http.MethodPost, "/v1/images", strings.NewReader(tc.body), tc.files...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ae api.Error
+			if err := json.Unmarshal(body, &ae); err != nil || status != http.StatusBadRequest || ae.Code != tc.code || !strings.Contains(ae.Message, tc.says) {
+				t.Errorf("status %d body %s; want 400 %s saying %s", status, body, tc.code, tc.says)
 			}
 		})
 	}
@@ -173,7 +219,7 @@ func TestSnapshots(t *testing.T) {
 	k := newKilnd(t)
 	ctx := ctxT(t)
 	d := badDisks(t)
-	im, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: "snappy", Disks: []api.Disk{{Path: filepath.Join(d, "good.qcow2"), Format: "qcow2"}}})
+	im, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: "snappy", Disks: []api.Disk{{Name: filepath.Join(d, "good.qcow2"), Format: "qcow2"}}})
 	if err != nil {
 		t.Fatal(err)
 	}

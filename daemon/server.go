@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"kiln/builder"
 	"kiln/daemon/api"
 	"kiln/images"
+	"kiln/volumes"
 )
 
 // server holds what the handlers share.
@@ -22,7 +24,6 @@ type server struct {
 	builder *builder.Builder
 	accel   string
 	uid     uint32 // kilnd's own uid
-	users   userNames
 
 	// ops runs long operations; they stop when opsCtx is cancelled.
 	opsCtx context.Context
@@ -87,7 +88,10 @@ func (s *server) routes() http.Handler {
 				writeError(w, &api.Error{Code: api.CodeUnauthorizedOperation, Message: "the caller's credentials are unknown"})
 				return
 			}
+			ctx, passed := withPassedFiles(r.Context())
+			r = r.WithContext(ctx)
 			err := h(w, r, c)
+			closeFiles(passed.files) // those no handler claimed
 			l := log.G(r.Context()).WithField("op", r.Method+" "+r.URL.Path).WithField("uid", c.UID).WithField("dur", time.Since(start))
 			if err != nil {
 				ae := api.FromError(err, kind)
@@ -248,20 +252,9 @@ func (s *server) registerImage(w http.ResponseWriter, r *http.Request, c Caller)
 	if err := decodeBody(r.Body, &req); err != nil {
 		return err
 	}
-	breq := builder.RegisterRequest{
-		Name:           req.Name,
-		OwnerID:        c.User,
-		Description:    req.Description,
-		Kernel:         req.Kernel,
-		Initrd:         req.Initrd,
-		Cmdline:        req.Cmdline,
-		Architecture:   req.Architecture,
-		BootMode:       req.BootMode,
-		RootDeviceType: req.RootDeviceType,
-		Tags:           req.Tags,
-	}
-	for _, d := range req.Disks {
-		breq.Disks = append(breq.Disks, builder.Disk{Path: d.Path, Format: d.Format, DeviceName: d.DeviceName})
+	breq, err := s.registerRequest(r.Context(), c, req)
+	if err != nil {
+		return err
 	}
 	reg, err := s.builder.Prepare(r.Context(), breq)
 	if err != nil {
@@ -276,6 +269,69 @@ func (s *server) registerImage(w http.ResponseWriter, r *http.Request, c Caller)
 	})
 	writeJSON(w, http.StatusAccepted, toAPIImage(reg.Image))
 	return nil
+}
+
+// registerRequest makes the builder's request of an API one: the files it names are
+// those passed with it, each used once, read by a tool running as the caller.
+func (s *server) registerRequest(ctx context.Context, c Caller, req api.RegisterImageRequest) (builder.RegisterRequest, error) {
+	passed := passedFilesOf(ctx)
+	used := make([]bool, len(passed))
+	file := func(what string, i int) (*os.File, error) {
+		switch {
+		case i < 0 || i >= len(passed):
+			return nil, fmt.Errorf("%s: file %d was not passed (%d files came with the request; kiln's client passes them): %w",
+				what, i, len(passed), errdefs.ErrInvalidArgument)
+		case used[i]:
+			return nil, fmt.Errorf("%s: file %d is named twice: %w", what, i, errdefs.ErrInvalidArgument)
+		}
+		used[i] = true
+		return passed[i], nil
+	}
+	tool := s.builder.Tool
+	if s.uid == 0 && c.UID != 0 {
+		tool = tool.As(c.UID, c.GID, c.GIDs) // qemu-img reads the caller's files with its rights only
+	}
+	breq := builder.RegisterRequest{
+		Name:           req.Name,
+		OwnerID:        c.User,
+		Description:    req.Description,
+		Cmdline:        req.Cmdline,
+		Architecture:   req.Architecture,
+		BootMode:       req.BootMode,
+		RootDeviceType: req.RootDeviceType,
+		Tags:           req.Tags,
+		Tool:           &tool,
+	}
+	for i, d := range req.Disks {
+		name := d.Name
+		if name == "" {
+			name = fmt.Sprintf("disk %d", i+1)
+		}
+		f, err := file("disk "+name, d.File)
+		if err != nil {
+			return breq, err
+		}
+		breq.Disks = append(breq.Disks, builder.Disk{Source: volumes.Source{File: f, Name: name, Format: d.Format}, DeviceName: d.DeviceName})
+	}
+	for _, bf := range []struct {
+		what string
+		i    *int
+		set  **os.File
+	}{{"kernel", req.KernelFile, &breq.Kernel}, {"initrd", req.InitrdFile, &breq.Initrd}} {
+		if bf.i == nil {
+			continue
+		}
+		f, err := file(bf.what, *bf.i)
+		if err != nil {
+			return breq, err
+		}
+		*bf.set = f
+	}
+	if n := len(passed) - len(breq.Files()); n > 0 {
+		return breq, fmt.Errorf("%d passed files are not named by the request: %w", n, errdefs.ErrInvalidArgument)
+	}
+	claimFiles(ctx) // the builder owns them now
+	return breq, nil
 }
 
 // ownImage finds an image the caller may change: its own, or any for an administrator.

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -48,40 +47,3 @@ func Listen(path string, mode os.FileMode) (*net.UnixListener, error) {
 	return l, nil
 }
 
-// Caller is who is on the other end of the socket, as the kernel says (SO_PEERCRED).
-type Caller struct {
-	UID, GID uint32
-	PID      int32
-	User     string // the user name, or the uid in decimal when it has none
-}
-
-type callerKey struct{}
-
-// withCaller is http.Server.ConnContext: it reads the peer's credentials once per
-// connection.
-func withCaller(users *userNames) func(ctx context.Context, c net.Conn) context.Context {
-	return func(ctx context.Context, c net.Conn) context.Context {
-		uc, ok := c.(*net.UnixConn)
-		if !ok {
-			return ctx
-		}
-		raw, err := uc.SyscallConn()
-		if err != nil {
-			return ctx
-		}
-		var cred *syscall.Ucred
-		var credErr error
-		if err := raw.Control(func(fd uintptr) {
-			cred, credErr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
-		}); err != nil || credErr != nil {
-			return ctx
-		}
-		return context.WithValue(ctx, callerKey{}, Caller{UID: cred.Uid, GID: cred.Gid, PID: cred.Pid, User: users.name(cred.Uid)})
-	}
-}
-
-// callerFrom returns the request's caller; ok is false when the connection gave none.
-func callerFrom(ctx context.Context) (Caller, bool) {
-	c, ok := ctx.Value(callerKey{}).(Caller)
-	return c, ok
-}

@@ -143,20 +143,6 @@ func (s *Store) abort(ctx context.Context, ref string) {
 	}
 }
 
-// IngestFile copies the file at path into the store as a blob of mediaType, hashing
-// while writing. Content already stored is not stored twice.
-func (s *Store) IngestFile(ctx context.Context, ref, mediaType, path string) (ocispec.Descriptor, error) {
-	return s.IngestStream(ctx, ref, mediaType, func(w io.Writer) error {
-		f, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		_, err = io.Copy(w, f)
-		return err
-	})
-}
-
 // IngestStream stores what write writes as a blob of mediaType, hashing while writing:
 // one pass. ref names the ingest; a failure or a crash leaves no blob (GC removes an
 // abandoned ingest). Content already stored is not stored twice. The caller holds the

@@ -6,9 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 
 	"github.com/containerd/errdefs"
@@ -29,13 +29,25 @@ func ValidFormat(f string) bool {
 	return false
 }
 
+// Source is a disk file a caller gives: the file it opened with its own rights (kiln
+// never opens a caller's path itself), the name it knows the file by (for messages
+// only) and its format.
+type Source struct {
+	File   *os.File
+	Name   string
+	Format string
+}
+
 // Info is what kiln knows of a checked disk file.
 type Info struct {
-	Path        string
-	Format      string
+	Source
 	VirtualSize int64 // bytes the guest sees
 	ActualSize  int64 // bytes the file takes on the host
 }
+
+// sourceArg is how qemu-img is told to read a Source: the file is its first extra
+// descriptor.
+const sourceArg = "/dev/fd/3"
 
 // qemuInfo is the part of `qemu-img info --output=json` kiln reads.
 type qemuInfo struct {
@@ -58,9 +70,10 @@ type qemuInfo struct {
 }
 
 // ParseInfo decodes `qemu-img info --output=json` and refuses what kiln must not use:
-// a backing file, an external data file, VMDK extents in other files. path is the file
-// that was inspected. Errors wrap errdefs.ErrInvalidArgument.
-func ParseInfo(out []byte, path, format string) (Info, error) {
+// a backing file, an external data file, VMDK extents in other files. opened is the
+// path qemu-img was given, path the file's name in messages. Errors wrap
+// errdefs.ErrInvalidArgument.
+func ParseInfo(out []byte, opened, path, format string) (Info, error) {
 	var qi qemuInfo
 	if err := json.Unmarshal(out, &qi); err != nil {
 		return Info{}, fmt.Errorf("qemu-img info output: %v: %w", err, errdefs.ErrInvalidArgument)
@@ -78,37 +91,35 @@ func ParseInfo(out []byte, path, format string) (Info, error) {
 		return Info{}, fmt.Errorf("disk %s has no size: %w", path, errdefs.ErrInvalidArgument)
 	}
 	for _, e := range qi.FormatSpecific.Data.Extents {
-		if e.Filename != path {
+		if e.Filename != opened {
 			return Info{}, fmt.Errorf("disk %s names an extent in another file %q; convert it to a single-file (monolithicSparse or streamOptimized) VMDK first: %w",
 				path, e.Filename, errdefs.ErrInvalidArgument)
 		}
 	}
-	return Info{Path: path, Format: format, VirtualSize: qi.VirtualSize, ActualSize: qi.ActualSize}, nil
+	return Info{Source: Source{Name: path, Format: format}, VirtualSize: qi.VirtualSize, ActualSize: qi.ActualSize}, nil
 }
 
 // Inspect checks a disk file of the given format before anything reads its content:
 // header checks in Go, then `qemu-img info` and `qemu-img check` under InspectLimits.
-// path must be absolute. Errors about the file (a missing one too) wrap
-// errdefs.ErrInvalidArgument, with what is wrong and how to fix it.
-func (t Tool) Inspect(ctx context.Context, path, format string) (Info, error) {
-	if !ValidFormat(format) {
-		return Info{}, fmt.Errorf("disk format %q: must be one of %s: %w", format, strings.Join(Formats, ", "), errdefs.ErrInvalidArgument)
+// Errors about the file wrap errdefs.ErrInvalidArgument, with what is wrong and how to
+// fix it.
+func (t Tool) Inspect(ctx context.Context, src Source) (Info, error) {
+	if !ValidFormat(src.Format) {
+		return Info{}, fmt.Errorf("disk format %q: must be one of %s: %w", src.Format, strings.Join(Formats, ", "), errdefs.ErrInvalidArgument)
 	}
-	if !filepath.IsAbs(path) || filepath.Clean(path) != path {
-		return Info{}, fmt.Errorf("disk path %q: must be absolute and clean: %w", path, errdefs.ErrInvalidArgument)
-	}
-	if err := precheck(path, format); err != nil {
+	if err := precheck(src); err != nil {
 		return Info{}, err
 	}
-	out, err := t.run(ctx, InspectLimits, "info", "--output=json", "-f", format, path)
+	out, err := t.run(ctx, InspectLimits, []*os.File{src.File}, "info", "--output=json", "-f", src.Format, sourceArg)
 	if err != nil {
-		return Info{}, invalid(path, err)
+		return Info{}, invalid(src.Name, err)
 	}
-	info, err := ParseInfo(out, path, format)
+	info, err := ParseInfo(out, sourceArg, src.Name, src.Format)
 	if err != nil {
 		return Info{}, err
 	}
-	if err := t.check(ctx, path, format); err != nil {
+	info.Source = src
+	if err := t.check(ctx, src); err != nil {
 		return Info{}, err
 	}
 	return info, nil
@@ -116,25 +127,18 @@ func (t Tool) Inspect(ctx context.Context, path, format string) (Info, error) {
 
 // precheck looks at the first bytes of the file itself, so that a header naming a host
 // file is refused before qemu-img opens anything.
-func precheck(path, format string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("disk %s does not exist: %w", path, errdefs.ErrInvalidArgument)
-		}
-		return fmt.Errorf("disk %s: %v: %w", path, err, errdefs.ErrInvalidArgument)
-	}
-	defer f.Close()
+func precheck(src Source) error {
+	f, path := src.File, src.Name
 	st, err := f.Stat()
 	if err != nil {
-		return err
+		return fmt.Errorf("disk %s: %v: %w", path, err, errdefs.ErrInvalidArgument)
 	}
 	if !st.Mode().IsRegular() {
 		return fmt.Errorf("disk %s is not a regular file: %w", path, errdefs.ErrInvalidArgument)
 	}
-	switch format {
+	switch src.Format {
 	case "qcow2":
-		h, err := ParseQCOW2Header(f)
+		h, err := ParseQCOW2Header(io.NewSectionReader(f, 0, st.Size()))
 		if err != nil {
 			return fmt.Errorf("disk %s: %w", path, err)
 		}
@@ -154,11 +158,12 @@ func precheck(path, format string) error {
 
 // check runs `qemu-img check`: corruption refuses the file, leaked clusters do not.
 // Raw files have no metadata to check.
-func (t Tool) check(ctx context.Context, path, format string) error {
-	if format == "raw" {
+func (t Tool) check(ctx context.Context, src Source) error {
+	if src.Format == "raw" {
 		return nil
 	}
-	_, err := t.run(ctx, InspectLimits, "check", "--output=json", "-f", format, path)
+	path := src.Name
+	_, err := t.run(ctx, InspectLimits, []*os.File{src.File}, "check", "--output=json", "-f", src.Format, sourceArg)
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
@@ -172,14 +177,27 @@ func (t Tool) check(ctx context.Context, path, format string) error {
 	return invalid(path, err)
 }
 
-// Convert writes the checked disk src as a self-contained qcow2 v3 file at dst
-// (sparse: zero clusters are not stored). It is deterministic: the same disk content
-// gives the same bytes, so equal disks give equal layer digests.
+// Convert writes the checked disk src as a self-contained qcow2 v3 file over the file
+// at dst, which exists (sparse: zero clusters are not stored). It is deterministic: the
+// same disk content gives the same bytes, so equal disks give equal layer digests.
+// qemu-img writes dst through a descriptor, so a Tool running as a caller (As) writes
+// it without reaching its directory; dst belongs to that caller only while it runs.
 func (t Tool) Convert(ctx context.Context, src Info, dst string) error {
-	_, err := t.run(ctx, ConvertLimits, "convert", "-q", "-f", src.Format, "-O", "qcow2",
-		"-o", "compat=1.1,cluster_size=65536", src.Path, dst)
+	out, err := os.OpenFile(dst, os.O_RDWR, 0)
 	if err != nil {
-		return invalid(src.Path, err)
+		return err
+	}
+	defer out.Close()
+	if t.Cred != nil {
+		if err := out.Chown(int(t.Cred.Uid), int(t.Cred.Gid)); err != nil {
+			return err
+		}
+		defer out.Chown(os.Getuid(), os.Getgid())
+	}
+	_, err = t.run(ctx, ConvertLimits, []*os.File{src.File, out}, "convert", "-q", "-f", src.Format, "-O", "qcow2",
+		"-o", "compat=1.1,cluster_size=65536", sourceArg, "/dev/fd/4")
+	if err != nil {
+		return invalid(src.Name, err)
 	}
 	return nil
 }
@@ -198,7 +216,7 @@ func (t Tool) Flatten(ctx context.Context, chain []string, dst string) error {
 	if err != nil {
 		return err
 	}
-	_, err = t.run(ctx, ConvertLimits, "convert", "-q", "-O", "qcow2", "-o", "compat=1.1,cluster_size=65536", "json:"+string(b), dst)
+	_, err = t.run(ctx, ConvertLimits, nil, "convert", "-q", "-O", "qcow2", "-o", "compat=1.1,cluster_size=65536", "json:"+string(b), dst)
 	if err != nil {
 		return fmt.Errorf("flatten %d files: %w", len(chain), err)
 	}

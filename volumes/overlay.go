@@ -23,7 +23,7 @@ func (t Tool) CreateOverlay(ctx context.Context, path, backing string, size int6
 
 // CreateBlank creates an empty qcow2 volume of size bytes at path.
 func (t Tool) CreateBlank(ctx context.Context, path string, size int64) error {
-	_, err := t.run(ctx, InspectLimits, "create", "-q", "-f", "qcow2", "-o", "compat=1.1,cluster_size=65536", path, strconv.FormatInt(size, 10))
+	_, err := t.run(ctx, InspectLimits, nil, "create", "-q", "-f", "qcow2", "-o", "compat=1.1,cluster_size=65536", path, strconv.FormatInt(size, 10))
 	if err != nil {
 		return fmt.Errorf("volume %s: %w", path, err)
 	}
@@ -34,7 +34,7 @@ func (t Tool) CreateBlank(ctx context.Context, path string, size int64) error {
 // backing (a file name relative to path's directory) as its backing file. Nothing is
 // opened but path: used for a live snapshot, where QEMU is given the chain itself.
 func (t Tool) CreateOverlayNamed(ctx context.Context, path, backing string, size int64) error {
-	_, err := t.run(ctx, InspectLimits, "create", "-q", "-f", "qcow2", "-o", "compat=1.1,cluster_size=65536",
+	_, err := t.run(ctx, InspectLimits, nil, "create", "-q", "-f", "qcow2", "-o", "compat=1.1,cluster_size=65536",
 		"-u", "-F", "qcow2", "-b", backing, path, strconv.FormatInt(size, 10))
 	if err != nil {
 		return fmt.Errorf("volume %s: %w", path, err)

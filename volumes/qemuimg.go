@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -28,10 +30,20 @@ var InspectLimits = Limits{AddressSpace: 1 << 30, CPU: 30 * time.Second, Wall: t
 // ConvertLimits bound a conversion, which reads and writes the whole disk.
 var ConvertLimits = Limits{AddressSpace: 2 << 30, CPU: time.Hour, Wall: 2 * time.Hour}
 
-// Tool runs qemu-img. The zero value runs "qemu-img" from PATH.
+// Tool runs qemu-img. The zero value runs "qemu-img" from PATH as kilnd's own user.
 type Tool struct {
 	// Path is the qemu-img binary; empty means "qemu-img".
 	Path string
+	// Cred, when set, is the user and groups qemu-img runs as (see As).
+	Cred *syscall.Credential
+}
+
+// As returns the tool running qemu-img as the given user and groups: whatever a disk
+// file's header names, qemu-img can then open only what that user may. kilnd runs the
+// tools that read a caller's file as the caller.
+func (t Tool) As(uid, gid uint32, groups []uint32) Tool {
+	t.Cred = &syscall.Credential{Uid: uid, Gid: gid, Groups: groups}
+	return t
 }
 
 // ToolError is a failed qemu-img run: its argv, exit status and trimmed stderr.
@@ -58,8 +70,9 @@ func (t Tool) path() string {
 	return "qemu-img"
 }
 
-// run runs qemu-img with args under limits and returns its stdout.
-func (t Tool) run(ctx context.Context, lim Limits, args ...string) ([]byte, error) {
+// run runs qemu-img with args under limits and returns its stdout. files become its
+// descriptors 3, 4, ... (/dev/fd/3, ...).
+func (t Tool) run(ctx context.Context, lim Limits, files []*os.File, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, lim.Wall)
 	defer cancel()
 	argv := append([]string{
@@ -69,6 +82,10 @@ func (t Tool) run(ctx context.Context, lim Limits, args ...string) ([]byte, erro
 		"--", t.path(),
 	}, args...)
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.ExtraFiles = files
+	if t.Cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: t.Cred}
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr

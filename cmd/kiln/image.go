@@ -139,7 +139,7 @@ func progressBar(p *api.Progress, elapsed time.Duration) string {
 // splitDisk parses --disk FILE[,format=F][,device=D].
 func splitDisk(spec string) (api.Disk, error) {
 	parts := strings.Split(spec, ",")
-	d := api.Disk{Path: parts[0], Format: "qcow2"}
+	d := api.Disk{Name: parts[0], Format: "qcow2"}
 	for _, p := range parts[1:] {
 		k, v, _ := strings.Cut(p, "=")
 		switch k {
@@ -151,7 +151,7 @@ func splitDisk(spec string) (api.Disk, error) {
 			return d, usageError{fmt.Errorf("--disk %q: unknown option %q (want format= or device=)", spec, k)}
 		}
 	}
-	if d.Path == "" {
+	if d.Name == "" {
 		return d, usageError{fmt.Errorf("--disk %q: no file", spec)}
 	}
 	return d, nil

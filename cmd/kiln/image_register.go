@@ -31,7 +31,7 @@ waits for it to be available.`,
 				if err != nil {
 					return err
 				}
-				if d.Path, err = filepath.Abs(d.Path); err != nil {
+				if d.Name, err = filepath.Abs(d.Name); err != nil {
 					return err
 				}
 				req.Disks = append(req.Disks, d)

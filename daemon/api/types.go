@@ -64,9 +64,16 @@ type EBS struct {
 	Encrypted           bool   `json:"encrypted"`
 }
 
+// Files a request reads (disks, kernel, initrd) never travel as paths: kilnd never
+// opens a path a caller names. The client opens each file with the caller's own rights
+// and passes the open descriptors with the request (SCM_RIGHTS on the Unix socket,
+// sent with the request's first bytes); the request names them by their index among
+// the passed files. So a caller registers only what it can read.
+
 // Disk is one disk file of a register request.
 type Disk struct {
-	Path       string `json:"path"`                 // absolute, readable by kilnd
+	File       int    `json:"file"`                 // index of the passed file
+	Name       string `json:"name,omitempty"`       // the caller's name for it: the client opens it; kilnd shows it in messages
 	Format     string `json:"format"`               // qcow2, raw, vmdk or vhdx
 	DeviceName string `json:"deviceName,omitempty"` // default: /dev/vda, /dev/vdb, ...
 }
@@ -74,11 +81,15 @@ type Disk struct {
 // RegisterImageRequest is POST /v1/images. The answer is the image, pending; it
 // becomes available or failed.
 type RegisterImageRequest struct {
-	Name           string            `json:"name"`
-	Description    string            `json:"description,omitempty"`
-	Disks          []Disk            `json:"disks"`
-	Kernel         string            `json:"kernel,omitempty"` // absolute path
-	Initrd         string            `json:"initrd,omitempty"` // absolute path
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	Disks       []Disk `json:"disks"`
+	// Kernel and Initrd are files the client opens and passes as KernelFile and
+	// InitrdFile; they never go to kilnd.
+	Kernel         string            `json:"-"`
+	Initrd         string            `json:"-"`
+	KernelFile     *int              `json:"kernelFile,omitempty"` // index of the passed file
+	InitrdFile     *int              `json:"initrdFile,omitempty"` // index of the passed file
 	Cmdline        string            `json:"cmdline,omitempty"`
 	Architecture   string            `json:"architecture,omitempty"`
 	BootMode       string            `json:"bootMode,omitempty"`

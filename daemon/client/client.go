@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"kiln/daemon/api"
@@ -55,6 +56,11 @@ var ErrDaemonUnreachable = errors.New("kilnd is not reachable")
 
 // do sends a request and decodes a 2xx answer into out (when not nil).
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any) error {
+	return c.send(ctx, c.hc, method, path, query, body, out)
+}
+
+// send is do through hc.
+func (c *Client) send(ctx context.Context, hc *http.Client, method, path string, query url.Values, body, out any) error {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -74,7 +80,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := c.hc.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return c.unreachable(ctx, err)
 	}
@@ -143,10 +149,47 @@ func (c *Client) Image(ctx context.Context, ref string) (api.Image, error) {
 }
 
 // RegisterImage starts registering an image and returns it, pending. WaitImage waits
-// for the outcome.
+// for the outcome. The client opens each disk (its Name), the kernel and the initrd
+// with the caller's rights and passes them to kilnd; a file the caller cannot read is
+// refused here, before kilnd hears of it.
 func (c *Client) RegisterImage(ctx context.Context, req api.RegisterImageRequest) (api.Image, error) {
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	open := func(path string) (int, error) {
+		f, err := os.Open(path)
+		if err != nil {
+			return 0, fmt.Errorf("%w: kiln registers only files you can read", err)
+		}
+		files = append(files, f)
+		return len(files) - 1, nil
+	}
+	req.Disks = slices.Clone(req.Disks)
+	for i := range req.Disks {
+		n, err := open(req.Disks[i].Name)
+		if err != nil {
+			return api.Image{}, err
+		}
+		req.Disks[i].File = n
+	}
+	for _, bf := range []struct {
+		path string
+		set  **int
+	}{{req.Kernel, &req.KernelFile}, {req.Initrd, &req.InitrdFile}} {
+		if bf.path == "" {
+			continue
+		}
+		n, err := open(bf.path)
+		if err != nil {
+			return api.Image{}, err
+		}
+		*bf.set = &n
+	}
 	var im api.Image
-	err := c.do(ctx, http.MethodPost, "/images", nil, req, &im)
+	err := c.send(ctx, c.passing(files), http.MethodPost, "/images", nil, req, &im)
 	return im, err
 }
 
@@ -209,14 +252,14 @@ func (c *Client) GC(ctx context.Context) (api.GCResult, error) {
 	return res, err
 }
 
-// Raw sends a request with a raw body and returns the status and the raw answer; it is
-// for tests of the API's input handling.
-func (c *Client) Raw(ctx context.Context, method, path string, body io.Reader) (int, []byte, error) {
+// Raw sends a request with a raw body (and files passed with it) and returns the
+// status and the raw answer; it is for tests of the API's input handling.
+func (c *Client) Raw(ctx context.Context, method, path string, body io.Reader, files ...*os.File) (int, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, method, "http://kilnd"+path, body)
 	if err != nil {
 		return 0, nil, err
 	}
-	resp, err := c.hc.Do(req)
+	resp, err := c.passing(files).Do(req)
 	if err != nil {
 		return 0, nil, err
 	}

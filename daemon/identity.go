@@ -1,0 +1,82 @@
+package daemon
+
+import (
+	"context"
+	"net"
+	"os/user"
+	"slices"
+	"strconv"
+	"syscall"
+)
+
+// Caller is who is on the other end of the socket: the kernel says which process and
+// user (SO_PEERCRED); the system's user and group databases give the names. The Unix
+// user is the account.
+type Caller struct {
+	UID, GID uint32
+	PID      int32
+	User     string   // the user name, or the uid in decimal when it has none
+	Groups   []string // names of the caller's groups: its process group and its user's groups
+	GIDs     []uint32 // the same groups by id
+}
+
+// InGroup reports whether the caller is a member of the named group.
+func (c Caller) InGroup(name string) bool {
+	return name != "" && slices.Contains(c.Groups, name)
+}
+
+// identify makes the Caller of a process with credentials cred. Names are looked up
+// each time, so a user added to a group is seen at its next connection.
+func identify(cred *syscall.Ucred) Caller {
+	c := Caller{UID: cred.Uid, GID: cred.Gid, PID: cred.Pid, User: strconv.FormatUint(uint64(cred.Uid), 10)}
+	gids := []string{strconv.FormatUint(uint64(cred.Gid), 10)}
+	if u, err := user.LookupId(c.User); err == nil {
+		c.User = u.Username
+		if more, err := u.GroupIds(); err == nil {
+			gids = append(gids, more...)
+		}
+	}
+	for _, gid := range gids {
+		n, err := strconv.ParseUint(gid, 10, 32)
+		if err != nil || slices.Contains(c.GIDs, uint32(n)) {
+			continue
+		}
+		name := gid
+		if g, err := user.LookupGroupId(gid); err == nil {
+			name = g.Name
+		}
+		c.GIDs = append(c.GIDs, uint32(n))
+		c.Groups = append(c.Groups, name)
+	}
+	return c
+}
+
+type callerKey struct{}
+
+// withCaller is http.Server.ConnContext: it reads the peer's credentials once per
+// connection, and keeps the connection so that handlers can take the files it passed.
+func withCaller(ctx context.Context, nc net.Conn) context.Context {
+	fc, ok := nc.(*fileConn)
+	if !ok {
+		return ctx
+	}
+	raw, err := fc.SyscallConn()
+	if err != nil {
+		return ctx
+	}
+	var cred *syscall.Ucred
+	var credErr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, credErr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	}); err != nil || credErr != nil {
+		return ctx
+	}
+	ctx = context.WithValue(ctx, connKey{}, fc)
+	return context.WithValue(ctx, callerKey{}, identify(cred))
+}
+
+// callerFrom returns the request's caller; ok is false when the connection gave none.
+func callerFrom(ctx context.Context) (Caller, bool) {
+	c, ok := ctx.Value(callerKey{}).(Caller)
+	return c, ok
+}
