@@ -135,8 +135,12 @@ func TestPrepareRefuses(t *testing.T) {
 	for _, req := range []func() RegisterRequest{
 		func() RegisterRequest { return RegisterRequest{Name: "ok-name", Disks: disks(), Architecture: "sparc"} },
 		func() RegisterRequest { return RegisterRequest{Name: "ok-name", Disks: disks(), BootMode: "coreboot"} },
-		func() RegisterRequest { return RegisterRequest{Name: "ok-name", Disks: disks(), Cmdline: "console=ttyS0"} },
-		func() RegisterRequest { return RegisterRequest{Name: "ok-name", Disks: disks(), Kernel: openFile(t, kernel)} },
+		func() RegisterRequest {
+			return RegisterRequest{Name: "ok-name", Disks: disks(), Cmdline: "console=ttyS0"}
+		},
+		func() RegisterRequest {
+			return RegisterRequest{Name: "ok-name", Disks: disks(), Kernel: openFile(t, kernel)}
+		},
 		func() RegisterRequest {
 			return RegisterRequest{Name: "ok-name", Disks: disks(), Kernel: openFile(t, kernel), Initrd: openFile(t, empty)}
 		},

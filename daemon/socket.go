@@ -46,4 +46,3 @@ func Listen(path string, mode os.FileMode) (*net.UnixListener, error) {
 	}
 	return l, nil
 }
-
