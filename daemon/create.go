@@ -27,15 +27,19 @@ func (s *server) createImage(w http.ResponseWriter, r *http.Request, c Caller) e
 	if err := decodeBody(r.Body, &req); err != nil {
 		return err
 	}
+	// Another's instance is not found: only its owner (or an administrator) captures it.
 	inst, err := s.inst.get(r.PathValue("instance"), s.viewer(c))
 	if err != nil {
 		return api.FromError(err, api.KindInstance)
+	}
+	if err := s.admitImage(c.User); err != nil {
+		return err
 	}
 	im, err := s.inst.createImage(r.Context(), s, inst, c.User, req)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusAccepted, toAPIImage(im))
+	writeJSON(w, http.StatusAccepted, s.imageView(c, im))
 	return nil
 }
 
@@ -52,12 +56,15 @@ func (s *server) copyImage(w http.ResponseWriter, r *http.Request, c Caller) err
 	if err := images.CheckDescription(req.Description); err != nil {
 		return err
 	}
+	if err := s.admitImage(c.User); err != nil {
+		return err
+	}
 	im, err := s.store.CopyImage(src.ID, req.Name, c.User, req.Description, req.CopyTags, time.Now().UTC())
 	if err != nil {
 		return err
 	}
 	log.G(r.Context()).WithField("image", im.ID).WithField("uid", c.UID).Infof("image copied from %s", src.ID)
-	writeJSON(w, http.StatusCreated, toAPIImage(im))
+	writeJSON(w, http.StatusCreated, s.imageView(c, im))
 	return nil
 }
 

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/user"
+	"strconv"
 	"time"
 
 	"github.com/containerd/log"
@@ -70,21 +72,39 @@ func Run(ctx context.Context, cfg Config) error {
 	if accel == hypervisor.AccelTCG {
 		l = l.WithField("kvm", why)
 	}
-	if err := applySettings(ctx, cfg); err != nil {
+	st, err := loadSettings(ctx, cfg)
+	if err != nil {
 		return err
 	}
 	ln := cfg.Listener
 	if ln == nil {
-		if ln, err = Listen(cfg.Socket, cfg.SocketMode); err != nil {
+		if ln, err = Listen(cfg.Socket, cfg.SocketMode, socketGID(ctx, st.socketGroup(), cfg.SocketMode)); err != nil {
 			return err
 		}
 	} else {
 		l = l.WithField("activated", true)
 	}
-	return serve(ctx, cfg, store, accel, ln, l)
+	return serve(ctx, cfg, st, store, accel, ln, l)
 }
 
-func serve(ctx context.Context, cfg Config, store *images.Store, accel string, ln net.Listener, l *log.Entry) (err error) {
+// socketGID is the group a system kilnd gives its socket when the mode lets a group
+// in: the configured one, or none (-1) when kilnd is not root or the group does not
+// exist, which it says.
+func socketGID(ctx context.Context, group string, mode os.FileMode) int {
+	if os.Geteuid() != 0 || mode&0o070 == 0 {
+		return -1
+	}
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		log.G(ctx).WithField("group", group).Warn("the socket's group does not exist, so only root can use kiln; " +
+			"create it (groupadd --system " + group + ") and add users to it, or name another with socketGroup in the settings file")
+		return -1
+	}
+	gid, _ := strconv.Atoi(g.Gid)
+	return gid
+}
+
+func serve(ctx context.Context, cfg Config, st *settings, store *images.Store, accel string, ln net.Listener, l *log.Entry) (err error) {
 	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelOps()
 	s := &server{
@@ -96,6 +116,7 @@ func serve(ctx context.Context, cfg Config, store *images.Store, accel string, l
 		opsCtx:  opsCtx,
 		running: map[string]*imageOp{},
 	}
+	s.settings.Store(st)
 	if s.inst, err = newInstances(ctx, s); err != nil {
 		return err
 	}
@@ -131,9 +152,10 @@ serving:
 			systemd.Status(s.status())
 		case <-cfg.Reload:
 			systemd.Reloading()
-			if err := applySettings(ctx, cfg); err != nil {
+			if st, err := loadSettings(ctx, cfg); err != nil {
 				l.WithError(err).Error("reload: settings kept as they were")
 			} else {
+				s.settings.Store(st)
 				l.Info("settings reloaded")
 			}
 			systemd.Ready(s.status())

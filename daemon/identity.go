@@ -2,11 +2,14 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os/user"
 	"slices"
 	"strconv"
 	"syscall"
+
+	"github.com/containerd/errdefs"
 )
 
 // Caller is who is on the other end of the socket: the kernel says which process and
@@ -79,4 +82,28 @@ func withCaller(ctx context.Context, nc net.Conn) context.Context {
 func callerFrom(ctx context.Context) (Caller, bool) {
 	c, ok := ctx.Value(callerKey{}).(Caller)
 	return c, ok
+}
+
+// checkAccounts refuses user and group names this host does not know, so that a typo
+// never shares an image with nobody (or with whoever gets that name later).
+func checkAccounts(users, groups []string) error {
+	for _, u := range users {
+		if _, err := user.Lookup(u); err != nil {
+			return fmt.Errorf("user %q: no such user on this host: %w", clip(u), errdefs.ErrInvalidArgument)
+		}
+	}
+	for _, g := range groups {
+		if _, err := user.LookupGroup(g); err != nil {
+			return fmt.Errorf("group %q: no such group on this host: %w", clip(g), errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
+// clip shortens outside input quoted in an error message.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }

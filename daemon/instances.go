@@ -167,6 +167,8 @@ type instances struct {
 	ops    *sync.WaitGroup
 	opsCtx context.Context
 	placer placer
+	// quota gives a user's limits, as the settings say now.
+	quota func(user string) quota
 
 	mu   sync.Mutex
 	all  map[string]*instance
@@ -175,7 +177,8 @@ type instances struct {
 
 func newInstances(ctx context.Context, s *server) (*instances, error) {
 	m := &instances{db: s.store.DB(), store: s.store, tool: s.builder.Tool, qemu: s.cfg.Qemu, accel: s.accel,
-		root: s.cfg.Root, ops: &s.ops, opsCtx: s.opsCtx, all: map[string]*instance{}, vols: map[string]*volumeRecord{}}
+		root: s.cfg.Root, ops: &s.ops, opsCtx: s.opsCtx, all: map[string]*instance{}, vols: map[string]*volumeRecord{},
+		quota: func(user string) quota { return s.settings.Load().Quotas.of(user) }}
 	err := m.db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketInstances, bucketVolumes, bucketEvents} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {

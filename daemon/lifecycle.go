@@ -73,6 +73,14 @@ func (m *instances) run(ctx context.Context, owner string, im *images.Image, req
 		}
 	}
 
+	// All of them or none: the quota is checked for the whole count first (and again
+	// as each is reserved, against concurrent launches).
+	m.mu.Lock()
+	err = m.admitLocked(m.quota(owner), owner, count, cpus, mem)
+	m.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
 	var out []*instance
 	for i := 0; i < count; i++ {
 		inst, err := m.launch(ctx, owner, im, names[i], typ, cpus, mem, req)
@@ -85,7 +93,7 @@ func (m *instances) run(ctx context.Context, owner string, im *images.Image, req
 }
 
 // reserve adds a pending record for a new instance, refusing a name the owner's live
-// instances use.
+// instances use and an instance past the owner's quota.
 func (m *instances) reserve(rec instanceRecord) (*instance, error) {
 	m.mu.Lock()
 	for _, other := range m.all {
@@ -94,7 +102,13 @@ func (m *instances) reserve(rec instanceRecord) (*instance, error) {
 			return nil, fmt.Errorf("instance name %q is used by %s; choose another: %w", rec.Name, other.rec.ID, errdefs.ErrAlreadyExists)
 		}
 	}
-	inst := &instance{}
+	if err := m.admitLocked(m.quota(rec.OwnerID), rec.OwnerID, 1, rec.CPUs, rec.MemoryMiB); err != nil {
+		m.mu.Unlock()
+		return nil, err
+	}
+	// Reserved: no state yet (the first event is → pending), but its owner and size
+	// count against the quota.
+	inst := &instance{rec: instanceRecord{ID: rec.ID, OwnerID: rec.OwnerID, CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB}}
 	m.all[rec.ID] = inst // reserved: the name is taken from here on
 	m.mu.Unlock()
 	inst.op.Lock()
@@ -428,6 +442,12 @@ func (m *instances) start(ctx context.Context, inst *instance) error {
 	case stateStopped:
 	default:
 		return fmt.Errorf("instance %s is %s; only a stopped instance can be started: %w", inst.rec.ID, inst.rec.State, errdefs.ErrFailedPrecondition)
+	}
+	m.mu.Lock()
+	err := m.admitLocked(m.quota(inst.rec.OwnerID), inst.rec.OwnerID, 1, inst.rec.CPUs, inst.rec.MemoryMiB)
+	m.mu.Unlock()
+	if err != nil {
+		return err
 	}
 	if err := m.set(inst, func(r *instanceRecord) { r.State, r.StateReason = statePending, "" }); err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -24,6 +25,8 @@ type server struct {
 	builder *builder.Builder
 	accel   string
 	uid     uint32 // kilnd's own uid
+	// settings are the settings file's, replaced whole on reload.
+	settings atomic.Pointer[settings]
 
 	// ops runs long operations; they stop when opsCtx is cancelled.
 	opsCtx context.Context
@@ -56,9 +59,20 @@ func (s *server) track(id string, progress func() (int64, int64)) (end func()) {
 	}
 }
 
-// imageView is the API's view of an image, with its progress while it is made.
-func (s *server) imageView(im *images.Image) api.Image {
+// imageView is the API's view of an image for the caller: with its launch permission
+// for its owner or an administrator, and its progress while it is made.
+func (s *server) imageView(c Caller, im *images.Image) api.Image {
 	out := toAPIImage(im)
+	if im.OwnerID == c.User || s.admin(c) {
+		lp := im.LaunchPermission
+		out.LaunchPermission = &api.LaunchPermission{Users: lp.Users, Groups: lp.Groups, Public: im.Public}
+		if out.LaunchPermission.Users == nil {
+			out.LaunchPermission.Users = []string{}
+		}
+		if out.LaunchPermission.Groups == nil {
+			out.LaunchPermission.Groups = []string{}
+		}
+	}
 	if im.State == images.StatePending {
 		s.mu.Lock()
 		op := s.running[im.ID]
@@ -114,6 +128,8 @@ func (s *server) routes() http.Handler {
 	route("DELETE "+v+"/images/{image}", api.KindImage, s.deregisterImage)
 	route("POST "+v+"/images/{image}/tags", api.KindImage, s.tagImage)
 	route("POST "+v+"/images/{image}/untag", api.KindImage, s.untagImage)
+	route("POST "+v+"/images/{image}/share", api.KindImage, s.shareImage)
+	route("POST "+v+"/images/{image}/unshare", api.KindImage, s.unshareImage)
 	route("POST "+v+"/gc", api.KindNone, s.gc)
 	route("GET "+v+"/instances", api.KindInstance, s.listInstances)
 	route("POST "+v+"/instances", api.KindInstance, s.runInstances)
@@ -156,16 +172,17 @@ func (s *server) info(w http.ResponseWriter, r *http.Request, c Caller) error {
 	return nil
 }
 
-// admin reports whether the caller administers this kiln: root, or the user kilnd runs
-// as (a user-mode daemon is its user's own).
+// admin reports whether the caller administers this kiln: root, a member of the admin
+// group, or the user kilnd runs as (a user-mode daemon is its user's own).
 func (s *server) admin(c Caller) bool {
-	return c.UID == 0 || c.UID == s.uid
+	return c.UID == 0 || c.UID == s.uid || c.InGroup(s.settings.Load().adminGroup())
 }
 
-// visible reports whether the caller may see an image: its own, a public one, or any
-// for an administrator.
+// visible reports whether the caller may see an image, which is whether it may launch
+// it: its own, one shared with it or a group of its, a public one; any for an
+// administrator.
 func (s *server) visible(c Caller, im *images.Image) bool {
-	return s.admin(c) || im.OwnerID == c.User || im.Public
+	return s.admin(c) || im.CanLaunch(c.User, c.Groups)
 }
 
 // lookupImage finds the image ref names for the caller: an ami- id, or a name (the
@@ -209,7 +226,7 @@ func (s *server) listImages(w http.ResponseWriter, r *http.Request, c Caller) er
 	})
 	out := make([]api.Image, len(list))
 	for i, im := range list {
-		out[i] = s.imageView(im)
+		out[i] = s.imageView(c, im)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -243,13 +260,16 @@ func (s *server) inspectImage(w http.ResponseWriter, r *http.Request, c Caller) 
 			return err
 		}
 	}
-	writeJSON(w, http.StatusOK, s.imageView(im))
+	writeJSON(w, http.StatusOK, s.imageView(c, im))
 	return nil
 }
 
 func (s *server) registerImage(w http.ResponseWriter, r *http.Request, c Caller) error {
 	var req api.RegisterImageRequest
 	if err := decodeBody(r.Body, &req); err != nil {
+		return err
+	}
+	if err := s.admitImage(c.User); err != nil {
 		return err
 	}
 	breq, err := s.registerRequest(r.Context(), c, req)
@@ -267,7 +287,7 @@ func (s *server) registerImage(w http.ResponseWriter, r *http.Request, c Caller)
 		// The image's fate is recorded on its record; nothing more to do with err here.
 		_, _ = reg.Run(log.WithLogger(s.opsCtx, log.G(r.Context())))
 	})
-	writeJSON(w, http.StatusAccepted, toAPIImage(reg.Image))
+	writeJSON(w, http.StatusAccepted, s.imageView(c, reg.Image))
 	return nil
 }
 
@@ -395,6 +415,64 @@ func (s *server) untagImage(w http.ResponseWriter, r *http.Request, c Caller) er
 	})
 }
 
+// admitImage refuses one more image when the user owns its quota's worth. (Two
+// requests at once may both pass; the quota bounds a user's images, it does not
+// ration a scarce resource.)
+func (s *server) admitImage(user string) error {
+	q := s.settings.Load().Quotas.of(user)
+	if n := len(s.store.Images(func(im *images.Image) bool { return im.OwnerID == user })); n+1 > q.Images {
+		return quotaExceeded(user, "images", q.Images, n, 1)
+	}
+	return nil
+}
+
+func (s *server) shareImage(w http.ResponseWriter, r *http.Request, c Caller) error {
+	return s.changeLaunchPermission(w, r, c, true)
+}
+
+func (s *server) unshareImage(w http.ResponseWriter, r *http.Request, c Caller) error {
+	return s.changeLaunchPermission(w, r, c, false)
+}
+
+// changeLaunchPermission shares the image with (or unshares it from) the request's
+// users and groups, and everyone for Public. The names must exist on this host.
+func (s *server) changeLaunchPermission(w http.ResponseWriter, r *http.Request, c Caller, share bool) error {
+	var req api.ShareRequest
+	if err := decodeBody(r.Body, &req); err != nil {
+		return err
+	}
+	if len(req.Users) == 0 && len(req.Groups) == 0 && !req.Public {
+		return fmt.Errorf("name users, groups or public (--user USER, --group GROUP, --public): %w", errdefs.ErrInvalidArgument)
+	}
+	if len(req.Users)+len(req.Groups) > images.MaxLaunchPermissions {
+		return fmt.Errorf("at most %d users and groups at once: %w", images.MaxLaunchPermissions, errdefs.ErrInvalidArgument)
+	}
+	if share {
+		if err := checkAccounts(req.Users, req.Groups); err != nil {
+			return err
+		}
+	}
+	return s.changeImage(w, c, r.PathValue("image"), func(im *images.Image) error {
+		if !share {
+			im.LaunchPermission.Unshare(req.Users, req.Groups)
+			im.Public = im.Public && !req.Public
+			return nil
+		}
+		if req.Public && !im.Public {
+			if im.State != images.StateAvailable {
+				return fmt.Errorf("image %s is %s; only an available image can be made public: %w", im.ID, im.State, errdefs.ErrFailedPrecondition)
+			}
+			q := s.settings.Load().Quotas.of(im.OwnerID)
+			n := len(s.store.Images(func(o *images.Image) bool { return o.OwnerID == im.OwnerID && o.Public }))
+			if n+1 > q.PublicImages {
+				return quotaExceeded(im.OwnerID, "public images", q.PublicImages, n, 1)
+			}
+			im.Public = true
+		}
+		return im.LaunchPermission.Share(req.Users, req.Groups)
+	})
+}
+
 // changeImage applies change to the record of an image the caller may change and
 // answers with the image as it is then.
 func (s *server) changeImage(w http.ResponseWriter, c Caller, ref string, change func(*images.Image) error) error {
@@ -405,7 +483,7 @@ func (s *server) changeImage(w http.ResponseWriter, c Caller, ref string, change
 	if im, err = s.store.UpdateImage(im.ID, change); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, toAPIImage(im))
+	writeJSON(w, http.StatusOK, s.imageView(c, im))
 	return nil
 }
 

@@ -19,34 +19,65 @@ import (
 type settings struct {
 	// LogLevel is debug, info, warn or error; the command line's --log-level wins.
 	LogLevel string `json:"logLevel,omitempty"`
+	// AdminGroup is the group whose members administer kiln, as root does; default
+	// kiln-admin.
+	AdminGroup string `json:"adminGroup,omitempty"`
+	// SocketGroup owns the socket of a system kilnd (mode 0660); default kiln. It is
+	// read at start only.
+	SocketGroup string `json:"socketGroup,omitempty"`
+	// Quotas bound what each user may have.
+	Quotas QuotaSettings `json:"quotas,omitempty"`
 }
 
-// applySettings reads cfg.SettingsFile (a missing one means the defaults) and applies
-// it. A malformed file is an error and changes nothing.
-func applySettings(ctx context.Context, cfg Config) error {
+// Default groups.
+const (
+	DefaultAdminGroup  = "kiln-admin"
+	DefaultSocketGroup = "kiln"
+)
+
+func (st *settings) adminGroup() string {
+	if st.AdminGroup != "" {
+		return st.AdminGroup
+	}
+	return DefaultAdminGroup
+}
+
+func (st *settings) socketGroup() string {
+	if st.SocketGroup != "" {
+		return st.SocketGroup
+	}
+	return DefaultSocketGroup
+}
+
+// loadSettings reads cfg.SettingsFile (a missing one means the defaults) and applies
+// its log level. A malformed file is an error and changes nothing.
+func loadSettings(ctx context.Context, cfg Config) (*settings, error) {
+	st := &settings{}
 	if cfg.SettingsFile == "" {
-		return nil
+		return st, nil
 	}
 	b, err := os.ReadFile(cfg.SettingsFile)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return st, nil
 	}
 	if err != nil {
-		return fmt.Errorf("settings %s: %w", cfg.SettingsFile, err)
+		return nil, fmt.Errorf("settings %s: %w", cfg.SettingsFile, err)
 	}
-	var st settings
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&st); err != nil {
-		return fmt.Errorf("settings %s: %v (want JSON such as {\"logLevel\": \"debug\"}): %w", cfg.SettingsFile, err, errdefs.ErrInvalidArgument)
+	if err := dec.Decode(st); err != nil {
+		return nil, fmt.Errorf("settings %s: %v (want JSON such as {\"logLevel\": \"debug\"}; see docs/settings.md): %w", cfg.SettingsFile, err, errdefs.ErrInvalidArgument)
+	}
+	if err := st.Quotas.check(); err != nil {
+		return nil, fmt.Errorf("settings %s: %w", cfg.SettingsFile, err)
 	}
 	if st.LogLevel != "" && !cfg.LogLevelFixed {
 		if err := log.SetLevel(st.LogLevel); err != nil {
-			return fmt.Errorf("settings %s: logLevel %q: want debug, info, warn or error: %w", cfg.SettingsFile, st.LogLevel, errdefs.ErrInvalidArgument)
+			return nil, fmt.Errorf("settings %s: logLevel %q: want debug, info, warn or error: %w", cfg.SettingsFile, st.LogLevel, errdefs.ErrInvalidArgument)
 		}
 		log.G(ctx).WithField("path", cfg.SettingsFile).Debugf("log level %s", st.LogLevel)
 	}
-	return nil
+	return st, nil
 }
 
 // placer puts an instance's QEMU where the host keeps its processes: a systemd scope,

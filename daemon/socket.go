@@ -12,10 +12,10 @@ import (
 	"github.com/containerd/errdefs"
 )
 
-// Listen opens the API socket at path with the given mode. A socket file left by a
-// daemon that is gone is removed; a socket some process still answers on is refused
-// with an error wrapping errdefs.ErrUnavailable.
-func Listen(path string, mode os.FileMode) (*net.UnixListener, error) {
+// Listen opens the API socket at path with the given mode and group (gid -1 keeps
+// kilnd's). A socket file left by a daemon that is gone is removed; a socket some
+// process still answers on is refused with an error wrapping errdefs.ErrUnavailable.
+func Listen(path string, mode os.FileMode, gid int) (*net.UnixListener, error) {
 	if len(path) >= 108 {
 		return nil, fmt.Errorf("socket path %s is %d bytes; Unix sockets allow 107: %w", path, len(path), errdefs.ErrInvalidArgument)
 	}
@@ -40,6 +40,10 @@ func Listen(path string, mode os.FileMode) (*net.UnixListener, error) {
 		return nil, err
 	}
 	l.SetUnlinkOnClose(true)
+	if err := os.Chown(path, -1, gid); err != nil {
+		l.Close()
+		return nil, err
+	}
 	if err := os.Chmod(path, mode); err != nil {
 		l.Close()
 		return nil, err

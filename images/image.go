@@ -63,16 +63,18 @@ type EBS struct {
 // Image is an image's mutable record in the metadata DB. It carries a copy of its
 // config so that listing and filtering never read blobs.
 type Image struct {
-	ID           string            `json:"id"`
-	Name         string            `json:"name"`
-	OwnerID      string            `json:"ownerId"`
-	Description  string            `json:"description,omitempty"`
-	State        State             `json:"state"`
-	StateReason  string            `json:"stateReason,omitempty"`
-	Tags         map[string]string `json:"tags,omitempty"`
-	Public       bool              `json:"public"`
-	CreationDate time.Time         `json:"creationDate"`
-	Manifest     digest.Digest     `json:"manifest,omitempty"` // set when available
+	ID          string            `json:"id"`
+	Name        string            `json:"name"`
+	OwnerID     string            `json:"ownerId"`
+	Description string            `json:"description,omitempty"`
+	State       State             `json:"state"`
+	StateReason string            `json:"stateReason,omitempty"`
+	Tags        map[string]string `json:"tags,omitempty"`
+	Public      bool              `json:"public"`
+	// LaunchPermission names the users and groups the image is shared with.
+	LaunchPermission LaunchPermission `json:"launchPermission"`
+	CreationDate     time.Time        `json:"creationDate"`
+	Manifest         digest.Digest    `json:"manifest,omitempty"` // set when available
 	// Lineage: the instance and image an image was created from (empty for a
 	// registered one), and the image it was copied from.
 	SourceInstanceID string `json:"sourceInstanceId,omitempty"`
@@ -101,6 +103,7 @@ type Snapshot struct {
 func (im *Image) clone() *Image {
 	c := *im
 	c.Tags = cloneTags(im.Tags)
+	c.LaunchPermission = im.LaunchPermission.clone()
 	c.BlockDeviceMappings = append([]BlockDeviceMapping(nil), im.BlockDeviceMappings...)
 	for i, m := range c.BlockDeviceMappings {
 		if m.EBS != nil {

@@ -306,6 +306,7 @@ func (s *Store) CopyImage(srcID, name, owner, description string, tags bool, now
 	cp := src.clone()
 	cp.ID, cp.Name, cp.OwnerID, cp.CreationDate, cp.CopiedFromID = NewID(ImagePrefix), name, owner, now, src.ID
 	cp.Public = false
+	cp.LaunchPermission = LaunchPermission{} // a copy is its owner's alone, as in the cloud
 	if description != "" {
 		cp.Description = description
 	}

@@ -28,6 +28,8 @@ func newImageCommand(e *env) *cobra.Command {
 		newImageInspectCommand(e),
 		newImageTagCommand(e),
 		newImageUntagCommand(e),
+		newImageShareCommand(e, true),
+		newImageShareCommand(e, false),
 		newImageDeregisterCommand(e),
 	)
 	return cmd
@@ -82,6 +84,10 @@ func printImage(e *env, im api.Image) error {
 	)
 	if im.Kernel != "" {
 		kv = append(kv, [2]string{"Kernel", im.Kernel}, [2]string{"Initrd", im.Initrd}, [2]string{"Cmdline", im.Cmdline})
+	}
+	if lp := im.LaunchPermission; lp != nil {
+		kv = append(kv, [2]string{"Shared with users", orNone(strings.Join(lp.Users, ", "))},
+			[2]string{"Shared with groups", orNone(strings.Join(lp.Groups, ", "))})
 	}
 	for _, m := range im.BlockDeviceMappings {
 		v := "(no volume)"

@@ -39,6 +39,7 @@ const (
 	CodeInvalidVolumeNotFound   = "InvalidVolume.NotFound"
 	CodeVolumeInUse             = "VolumeInUse"
 	CodeResourceLimitExceeded   = "ResourceLimitExceeded"
+	CodeQuotaExceeded           = "QuotaExceeded" // a user's quota; the message gives the limit and the use
 )
 
 // Kind is the kind of resource an operation is about; it picks the resource-specific
@@ -80,6 +81,7 @@ var codes = map[string]struct {
 	CodeInvalidVolumeNotFound:   {errdefs.ErrNotFound, http.StatusNotFound},
 	CodeVolumeInUse:             {errdefs.ErrFailedPrecondition, http.StatusConflict},
 	CodeResourceLimitExceeded:   {errdefs.ErrResourceExhausted, http.StatusConflict},
+	CodeQuotaExceeded:           {errdefs.ErrResourceExhausted, http.StatusConflict},
 }
 
 // FromError maps an error from kiln's packages to the API error for a resource kind.

@@ -36,12 +36,29 @@ type Image struct {
 	Cmdline             string               `json:"cmdline,omitempty"`
 	Tags                map[string]string    `json:"tags"`
 	Public              bool                 `json:"public"`
+	LaunchPermission    *LaunchPermission    `json:"launchPermission,omitempty"` // shown to the owner (and administrators) only
 	CreationDate        time.Time            `json:"creationDate"`
 	ManifestDigest      string               `json:"manifestDigest,omitempty"`
 	SourceInstanceID    string               `json:"sourceInstanceId,omitempty"`
 	SourceImageID       string               `json:"sourceImageId,omitempty"`
 	CopiedFromID        string               `json:"copiedFromId,omitempty"`
 	Progress            *Progress            `json:"progress,omitempty"` // while pending
+}
+
+// LaunchPermission is who besides its owner may launch an image: Unix users and
+// groups, or everyone when Public.
+type LaunchPermission struct {
+	Users  []string `json:"users"`
+	Groups []string `json:"groups"`
+	Public bool     `json:"public"`
+}
+
+// ShareRequest is POST /v1/images/{image}/share and /unshare: add these to (or remove
+// them from) the image's launch permission. Unsharing stops new launches only.
+type ShareRequest struct {
+	Users  []string `json:"users,omitempty"`
+	Groups []string `json:"groups,omitempty"`
+	Public bool     `json:"public,omitempty"`
 }
 
 // Progress is how far an image being made has come.

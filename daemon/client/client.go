@@ -238,6 +238,20 @@ func (c *Client) TagImage(ctx context.Context, ref string, tags map[string]strin
 	return im, err
 }
 
+// ShareImage adds users, groups or everyone (Public) to the image's launch permission.
+func (c *Client) ShareImage(ctx context.Context, ref string, req api.ShareRequest) (api.Image, error) {
+	var im api.Image
+	err := c.do(ctx, http.MethodPost, "/images/"+url.PathEscape(ref)+"/share", nil, req, &im)
+	return im, err
+}
+
+// UnshareImage removes them; instances already launched go on.
+func (c *Client) UnshareImage(ctx context.Context, ref string, req api.ShareRequest) (api.Image, error) {
+	var im api.Image
+	err := c.do(ctx, http.MethodPost, "/images/"+url.PathEscape(ref)+"/unshare", nil, req, &im)
+	return im, err
+}
+
 // UntagImage removes tag keys from the image.
 func (c *Client) UntagImage(ctx context.Context, ref string, keys []string) (api.Image, error) {
 	var im api.Image

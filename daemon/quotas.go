@@ -1,0 +1,120 @@
+package daemon
+
+import (
+	"fmt"
+
+	"github.com/containerd/errdefs"
+
+	"kiln/daemon/api"
+)
+
+// QuotaSettings are the limits on what each user may have: Default for everyone, and
+// per user the limits that differ (a field given for a user replaces the default's).
+// Administrators have quotas too; raise theirs by name.
+type QuotaSettings struct {
+	Default QuotaLimits            `json:"default,omitempty"`
+	Users   map[string]QuotaLimits `json:"users,omitempty"`
+}
+
+// QuotaLimits are limits as the settings file gives them; a missing field is the
+// default's.
+type QuotaLimits struct {
+	Images           *int `json:"images,omitempty"`           // images owned, in any state
+	PublicImages     *int `json:"publicImages,omitempty"`     // of those, public ones
+	RunningInstances *int `json:"runningInstances,omitempty"` // instances pending, running or stopping
+	VCPUs            *int `json:"vcpus,omitempty"`            // their vCPUs
+	MemoryMiB        *int `json:"memoryMiB,omitempty"`        // their memory
+}
+
+// quota is one user's limits, resolved.
+type quota struct {
+	Images, PublicImages, RunningInstances, VCPUs, MemoryMiB int
+}
+
+// defaultQuota is shaped like the cloud's defaults, sized for one host: public images
+// are few (5), images many, running instances bounded by count, vCPUs and memory.
+var defaultQuota = quota{Images: 1000, PublicImages: 5, RunningInstances: 20, VCPUs: 64, MemoryMiB: 128 << 10}
+
+func (l QuotaLimits) fields() []struct {
+	name string
+	v    *int
+} {
+	return []struct {
+		name string
+		v    *int
+	}{{"images", l.Images}, {"publicImages", l.PublicImages}, {"runningInstances", l.RunningInstances}, {"vcpus", l.VCPUs}, {"memoryMiB", l.MemoryMiB}}
+}
+
+func (l QuotaLimits) applyTo(q *quota) {
+	for _, f := range []struct {
+		from *int
+		to   *int
+	}{{l.Images, &q.Images}, {l.PublicImages, &q.PublicImages}, {l.RunningInstances, &q.RunningInstances}, {l.VCPUs, &q.VCPUs}, {l.MemoryMiB, &q.MemoryMiB}} {
+		if f.from != nil {
+			*f.to = *f.from
+		}
+	}
+}
+
+// check refuses negative limits.
+func (qs QuotaSettings) check() error {
+	all := map[string]QuotaLimits{"default": qs.Default}
+	for u, l := range qs.Users {
+		all["users."+u] = l
+	}
+	for where, l := range all {
+		for _, f := range l.fields() {
+			if f.v != nil && *f.v < 0 {
+				return fmt.Errorf("quotas.%s.%s is %d; a limit is 0 or more: %w", where, f.name, *f.v, errdefs.ErrInvalidArgument)
+			}
+		}
+	}
+	return nil
+}
+
+// of returns the user's limits.
+func (qs QuotaSettings) of(user string) quota {
+	q := defaultQuota
+	qs.Default.applyTo(&q)
+	if l, ok := qs.Users[user]; ok {
+		l.applyTo(&q)
+	}
+	return q
+}
+
+// quotaExceeded is the error for a request that would take use past limit.
+func quotaExceeded(user, what string, limit, use, asked int) error {
+	return &api.Error{Code: api.CodeQuotaExceeded, Message: fmt.Sprintf(
+		"%s's quota of %s is %d, %d in use, and this needs %d more; stop or remove some, or ask an administrator to raise it (quotas in the settings file)",
+		user, what, limit, use, asked)}
+}
+
+// usage is what a user's instances hold.
+type usage struct{ instances, cpus, memoryMiB int }
+
+// admitInstances refuses n more instances of cpus and memory each when they would
+// take the owner past a quota. The caller holds m.mu.
+func (m *instances) admitLocked(q quota, owner string, n, cpus, mem int) error {
+	var u usage
+	for _, inst := range m.all {
+		r := inst.rec
+		if r.OwnerID != owner {
+			continue
+		}
+		switch r.State {
+		case statePending, stateRunning, stateStopping, "": // "" is reserved, being launched
+			u.instances++
+			u.cpus += r.CPUs
+			u.memoryMiB += r.MemoryMiB
+		}
+	}
+	switch {
+	case u.instances+n > q.RunningInstances:
+		return quotaExceeded(owner, "running instances", q.RunningInstances, u.instances, n)
+	case u.cpus+n*cpus > q.VCPUs:
+		return quotaExceeded(owner, "vCPUs", q.VCPUs, u.cpus, n*cpus)
+	case u.memoryMiB+n*mem > q.MemoryMiB:
+		return quotaExceeded(owner, "memory (MiB)", q.MemoryMiB, u.memoryMiB, n*mem)
+	}
+	return nil
+}
