@@ -39,6 +39,7 @@ func (s *server) createImage(w http.ResponseWriter, r *http.Request, c Caller) e
 	if err != nil {
 		return err
 	}
+	noteCreated(r.Context(), "image", im.ID)
 	writeJSON(w, http.StatusAccepted, s.imageView(c, im))
 	return nil
 }
@@ -64,6 +65,7 @@ func (s *server) copyImage(w http.ResponseWriter, r *http.Request, c Caller) err
 		return err
 	}
 	log.G(r.Context()).WithField("image", im.ID).WithField("uid", c.UID).Infof("image copied from %s", src.ID)
+	noteCreated(r.Context(), "image", im.ID)
 	writeJSON(w, http.StatusCreated, s.imageView(c, im))
 	return nil
 }

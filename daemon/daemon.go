@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/user"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/containerd/log"
@@ -61,6 +62,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Qemu == "" {
 		cfg.Qemu = "qemu-system-x86_64"
 	}
+	// The store's files are kilnd's alone (0600, directories 0700): layers may hold
+	// secrets, and callers reach content only through the API.
+	syscall.Umask(0o077)
 	store, err := images.Open(ctx, cfg.Root)
 	if err != nil {
 		return err
@@ -117,6 +121,10 @@ func serve(ctx context.Context, cfg Config, st *settings, store *images.Store, a
 		running: map[string]*imageOp{},
 	}
 	s.settings.Store(st)
+	if s.audit, err = openAudit(cfg.Root); err != nil {
+		return err
+	}
+	defer s.audit.Close()
 	if s.inst, err = newInstances(ctx, s); err != nil {
 		return err
 	}
@@ -156,6 +164,10 @@ serving:
 				l.WithError(err).Error("reload: settings kept as they were")
 			} else {
 				s.settings.Store(st)
+	if s.audit, err = openAudit(cfg.Root); err != nil {
+		return err
+	}
+	defer s.audit.Close()
 				l.Info("settings reloaded")
 			}
 			systemd.Ready(s.status())

@@ -25,6 +25,7 @@ type server struct {
 	builder *builder.Builder
 	accel   string
 	uid     uint32 // kilnd's own uid
+	audit *auditLog
 	// settings are the settings file's, replaced whole on reload.
 	settings atomic.Pointer[settings]
 
@@ -104,8 +105,20 @@ func (s *server) routes() http.Handler {
 			}
 			ctx, passed := withPassedFiles(r.Context())
 			r = r.WithContext(ctx)
+			var audit *auditEntry
+			if mutating(r) {
+				r, audit = beginAudit(r, c)
+			}
 			err := h(w, r, c)
 			closeFiles(passed.files) // those no handler claimed
+			if audit != nil {
+				audit.Result = "ok"
+				if err != nil {
+					ae := api.FromError(err, kind)
+					audit.Result, audit.Message = ae.Code, ae.Message
+				}
+				s.audit.write(r.Context(), audit)
+			}
 			l := log.G(r.Context()).WithField("op", r.Method+" "+r.URL.Path).WithField("uid", c.UID).WithField("dur", time.Since(start))
 			if err != nil {
 				ae := api.FromError(err, kind)
@@ -281,6 +294,7 @@ func (s *server) registerImage(w http.ResponseWriter, r *http.Request, c Caller)
 		return err
 	}
 	log.G(r.Context()).WithField("image", reg.Image.ID).WithField("uid", c.UID).Info("registering image")
+	noteCreated(r.Context(), "image", reg.Image.ID)
 	end := s.track(reg.Image.ID, reg.Progress)
 	s.ops.Go(func() {
 		defer end()

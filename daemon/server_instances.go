@@ -38,6 +38,7 @@ func (s *server) runInstances(w http.ResponseWriter, r *http.Request, c Caller) 
 	out := make([]api.Instance, 0, len(insts))
 	for _, inst := range insts {
 		out = append(out, s.inst.toAPI(s.inst.record(inst)))
+		noteCreated(r.Context(), "instance", out[len(out)-1].ID)
 	}
 	if err != nil {
 		if len(out) > 0 { // some started: say which, and what stopped the rest

@@ -114,6 +114,7 @@ func (s *server) createVolume(w http.ResponseWriter, r *http.Request, c Caller) 
 		return err
 	}
 	log.G(r.Context()).WithField("volume", v.ID).WithField("uid", c.UID).Info("volume created")
+	noteCreated(r.Context(), "volume", v.ID)
 	writeJSON(w, http.StatusCreated, m.toAPIVolume(v))
 	return nil
 }

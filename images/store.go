@@ -50,6 +50,9 @@ func Open(ctx context.Context, root string) (*Store, error) {
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, err
 	}
+	if err := os.Chmod(root, 0o700); err != nil { // the store is its daemon's alone
+		return nil, err
+	}
 	// The blobs directory exists from the start, so a walk of an empty store works.
 	if err := os.MkdirAll(filepath.Join(root, "content", "blobs", "sha256"), 0o700); err != nil {
 		return nil, err
