@@ -20,18 +20,20 @@ import (
 	"kiln/daemon/client"
 )
 
-// kilndBin is the kilnd binary the tests run, built once by TestMain.
-var kilndBin string
+// kilndBin and kilnBin are the binaries the tests run, built once by TestMain in a
+// directory every user may read (the accounts tests run kiln as other users).
+var kilndBin, kilnBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "kilnd-bin-")
 	if err != nil {
 		panic(err)
 	}
-	kilndBin = filepath.Join(dir, "kilnd")
-	out, err := exec.Command("go", "build", "-o", kilndBin, "kiln/cmd/kilnd").CombinedOutput()
+	os.Chmod(dir, 0o755)
+	kilndBin, kilnBin = filepath.Join(dir, "kilnd"), filepath.Join(dir, "kiln")
+	out, err := exec.Command("go", "build", "-o", dir, "kiln/cmd/kilnd", "kiln/cmd/kiln").CombinedOutput()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "build kilnd: %v\n%s", err, out)
+		fmt.Fprintf(os.Stderr, "build kilnd and kiln: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	code := m.Run()

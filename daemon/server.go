@@ -466,23 +466,27 @@ func (s *server) changeLaunchPermission(w http.ResponseWriter, r *http.Request, 
 			return err
 		}
 	}
-	return s.changeImage(w, c, r.PathValue("image"), func(im *images.Image) error {
+	im, err := s.ownImage(c, r.PathValue("image"))
+	if err != nil {
+		return err
+	}
+	if share && req.Public && !im.Public {
+		if im.State != images.StateAvailable {
+			return fmt.Errorf("image %s is %s; only an available image can be made public: %w", im.ID, im.State, errdefs.ErrFailedPrecondition)
+		}
+		q := s.settings.Load().Quotas.of(im.OwnerID)
+		n := len(s.store.Images(func(o *images.Image) bool { return o.OwnerID == im.OwnerID && o.Public }))
+		if n+1 > q.PublicImages {
+			return quotaExceeded(im.OwnerID, "public images", q.PublicImages, n, 1)
+		}
+	}
+	return s.changeImage(w, c, im.ID, func(im *images.Image) error {
 		if !share {
 			im.LaunchPermission.Unshare(req.Users, req.Groups)
 			im.Public = im.Public && !req.Public
 			return nil
 		}
-		if req.Public && !im.Public {
-			if im.State != images.StateAvailable {
-				return fmt.Errorf("image %s is %s; only an available image can be made public: %w", im.ID, im.State, errdefs.ErrFailedPrecondition)
-			}
-			q := s.settings.Load().Quotas.of(im.OwnerID)
-			n := len(s.store.Images(func(o *images.Image) bool { return o.OwnerID == im.OwnerID && o.Public }))
-			if n+1 > q.PublicImages {
-				return quotaExceeded(im.OwnerID, "public images", q.PublicImages, n, 1)
-			}
-			im.Public = true
-		}
+		im.Public = im.Public || req.Public
 		return im.LaunchPermission.Share(req.Users, req.Groups)
 	})
 }

@@ -191,7 +191,8 @@ func (s *Store) byName(owner, name string) *Image {
 }
 
 // UpdateImage applies fn to a copy of the image's record and stores the result; if fn
-// fails nothing changes. An unknown id gives errdefs.ErrNotFound.
+// fails nothing changes. An unknown id gives errdefs.ErrNotFound. fn runs with the store
+// locked: it must not call the store.
 func (s *Store) UpdateImage(id string, fn func(*Image) error) (*Image, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
