@@ -3,6 +3,9 @@ package images
 import (
 	"strings"
 	"testing"
+	"unicode/utf8"
+
+	"github.com/containerd/errdefs"
 )
 
 func TestIDs(t *testing.T) {
@@ -77,4 +80,48 @@ func TestMergeTags(t *testing.T) {
 	if _, err := MergeTags(full, map[string]string{"new": "x"}); err == nil {
 		t.Error("a 51st tag was accepted")
 	}
+}
+
+// FuzzValidators: the name, description and tag checks never panic, refuse with
+// InvalidArgument, and accept only what their limits allow.
+func FuzzValidators(f *testing.F) {
+	for _, s := range [][4]string{
+		{"web-server (v1.2)", "a description", "env", "prod"},
+		{"a/b", "bell\a", "kiln:owner", "x"},
+		{"ab", strings.Repeat("d", 256), strings.Repeat("k", 129), strings.Repeat("v", 257)},
+		{"ami-0123456789abcdef0", "", "", ""},
+		{"\xff\xfe", "\xff", "KILN:x", "\xff"},
+		{"日本語の名前", "ünïcödé", "ключ", "значение"},
+	} {
+		f.Add(s[0], s[1], s[2], s[3])
+	}
+	f.Fuzz(func(t *testing.T, name, desc, key, value string) {
+		check := func(what string, err error) bool {
+			if err != nil && !errdefs.IsInvalidArgument(err) {
+				t.Fatalf("%s: %v is not InvalidArgument", what, err)
+			}
+			return err == nil
+		}
+		if check("name", CheckName(name)) {
+			n := utf8.RuneCountInString(name)
+			if n < MinNameLen || n > MaxNameLen || strings.Contains(name, "/") || !utf8.ValidString(name) || IsID(ImagePrefix, name) {
+				t.Fatalf("CheckName accepted %q", name)
+			}
+		}
+		if check("description", CheckDescription(desc)) {
+			if !utf8.ValidString(desc) || utf8.RuneCountInString(desc) > MaxDescriptionLen || strings.ContainsAny(desc, "\x00\n\r\a") {
+				t.Fatalf("CheckDescription accepted %q", desc)
+			}
+		}
+		tags := map[string]string{key: value}
+		if check("tags", CheckTags(tags, 0)) {
+			if key == "" || utf8.RuneCountInString(key) > MaxTagKeyLen || utf8.RuneCountInString(value) > MaxTagValueLen ||
+				strings.HasPrefix(strings.ToLower(key), ReservedTagPrefix) || !utf8.ValidString(key) || !utf8.ValidString(value) {
+				t.Fatalf("CheckTags accepted %q=%q", key, value)
+			}
+		}
+		if check("tags at the limit", CheckTags(tags, MaxTags)) {
+			t.Fatal("CheckTags accepted a 51st tag")
+		}
+	})
 }

@@ -18,7 +18,7 @@ func parseSize(s string) (int64, error) {
 		}
 	}
 	v, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || v < 0 || v > (1<<62)/mult {
+	if err != nil || strings.TrimLeft(t, "0123456789") != "" || v > (1<<62)/mult {
 		return 0, usageError{fmt.Errorf("size %q: want a whole number with an optional K, M, G or T suffix", s)}
 	}
 	return v * mult, nil
