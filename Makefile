@@ -14,7 +14,7 @@ PKGS      := ./... ./testdata/guest
 SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # Debian packages kiln and its tests need.
-PACKAGES := qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio gzip util-linux dpkg apt systemd
+PACKAGES := qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio gzip util-linux dpkg apt systemd passwd
 
 .PHONY: help deps build guest test test-short bench fuzz lint run install clean
 

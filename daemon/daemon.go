@@ -164,10 +164,10 @@ serving:
 				l.WithError(err).Error("reload: settings kept as they were")
 			} else {
 				s.settings.Store(st)
-	if s.audit, err = openAudit(cfg.Root); err != nil {
-		return err
-	}
-	defer s.audit.Close()
+				if s.audit, err = openAudit(cfg.Root); err != nil {
+					return err
+				}
+				defer s.audit.Close()
 				l.Info("settings reloaded")
 			}
 			systemd.Ready(s.status())

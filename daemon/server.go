@@ -25,7 +25,7 @@ type server struct {
 	builder *builder.Builder
 	accel   string
 	uid     uint32 // kilnd's own uid
-	audit *auditLog
+	audit   *auditLog
 	// settings are the settings file's, replaced whole on reload.
 	settings atomic.Pointer[settings]
 
