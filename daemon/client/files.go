@@ -7,7 +7,7 @@ import (
 	"os"
 	"sync"
 
-	"golang.org/x/sys/unix"
+	"syscall"
 )
 
 // passing returns an HTTP client whose one request carries files: their descriptors
@@ -28,7 +28,7 @@ func (c *Client) passing(files []*os.File) *http.Client {
 			if err != nil {
 				return nil, err
 			}
-			return &rightsConn{UnixConn: nc.(*net.UnixConn), rights: unix.UnixRights(fds...)}, nil
+			return &rightsConn{UnixConn: nc.(*net.UnixConn), rights: syscall.UnixRights(fds...)}, nil
 		},
 		DisableKeepAlives: true,
 	}
