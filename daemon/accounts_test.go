@@ -185,6 +185,11 @@ func TestAccounts(t *testing.T) {
 	if ls := bob.ok("image", "ls", "-q"); ls != "" {
 		t.Errorf("bob lists %q; alice's image is private", ls)
 	}
+	var info api.Info
+	decodeJSON(t, bob.ok("info", "-o", "json"), &info)
+	if info.Images != 0 || info.Snapshots != 0 {
+		t.Errorf("bob's info counts %d images, %d snapshots; he can see none", info.Images, info.Snapshots)
+	}
 	for _, ref := range []string{img, "alices-image"} {
 		bob.refused(api.CodeInvalidAMIIDNotFound, "image", "inspect", ref)
 		bob.refused(api.CodeInvalidAMIIDNotFound, "run", ref, "--type", "nano")

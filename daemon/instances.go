@@ -395,19 +395,6 @@ func (m *instances) forget() {
 	}
 }
 
-// count returns how many instances are not terminated.
-func (m *instances) count() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	n := 0
-	for _, inst := range m.all {
-		if inst.rec.State != stateTerminated {
-			n++
-		}
-	}
-	return n
-}
-
 // hostLimits is what one instance may have here: the host's CPUs and memory.
 func hostLimits() (cpus, memoryMiB int) {
 	cpus = runtime.NumCPU()

@@ -170,17 +170,23 @@ func writeError(w http.ResponseWriter, e *api.Error) {
 	writeJSON(w, e.Status(), e)
 }
 
+// info answers GET /v1/info; the counts are of what the caller can see.
 func (s *server) info(w http.ResponseWriter, r *http.Request, c Caller) error {
-	nImages, nSnapshots := s.store.Counts()
+	nSnapshots := 0
+	for _, sn := range s.store.Snapshots() {
+		if s.viewer(c)(sn.OwnerID) {
+			nSnapshots++
+		}
+	}
 	writeJSON(w, http.StatusOK, api.Info{
 		Version:       s.cfg.Version,
 		Accelerator:   s.accel,
 		InstanceUnits: s.inst.placer.Kind(),
 		Root:          s.cfg.Root,
 		Socket:        s.cfg.Socket,
-		Images:        nImages,
+		Images:        len(s.store.Images(func(im *images.Image) bool { return s.visible(c, im) })),
 		Snapshots:     nSnapshots,
-		Instances:     s.inst.count(),
+		Instances:     len(s.inst.list(false, s.viewer(c))),
 	})
 	return nil
 }

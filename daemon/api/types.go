@@ -13,6 +13,7 @@ type Info struct {
 	InstanceUnits string `json:"instanceUnits"`
 	Root          string `json:"root"`
 	Socket        string `json:"socket"`
+	// Images, Snapshots and Instances count what the caller can see.
 	Images        int    `json:"images"`
 	Snapshots     int    `json:"snapshots"`
 	Instances     int    `json:"instances"`
