@@ -14,9 +14,9 @@ type Info struct {
 	Root          string `json:"root"`
 	Socket        string `json:"socket"`
 	// Images, Snapshots and Instances count what the caller can see.
-	Images        int    `json:"images"`
-	Snapshots     int    `json:"snapshots"`
-	Instances     int    `json:"instances"`
+	Images    int `json:"images"`
+	Snapshots int `json:"snapshots"`
+	Instances int `json:"instances"`
 }
 
 // Image is an image as the API shows it (GET /v1/images, /v1/images/{image}).
