@@ -8,12 +8,23 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"kiln/daemon/api"
 	"kiln/daemon/client"
 )
+
+// openFiles counts kilnd's open descriptors.
+func (k *kilnd) openFiles() int {
+	ents, err := os.ReadDir("/proc/" + strconv.Itoa(k.cmd.Process.Pid) + "/fd")
+	if err != nil {
+		k.tb.Fatal(err)
+	}
+	return len(ents)
+}
 
 func dirFile(t *testing.T, dir string) *os.File {
 	f, err := os.Open(dir)
@@ -103,6 +114,7 @@ func TestRegisterRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer goodFile.Close()
+	fdsBefore := k.openFiles()
 	for _, tc := range []struct {
 		name  string
 		body  string
@@ -127,6 +139,19 @@ func TestRegisterRefusals(t *testing.T) {
 				t.Errorf("status %d body %s; want 400 %s saying %s", status, body, tc.code, tc.says)
 			}
 		})
+	}
+
+	// kilnd kept none of the descriptors passed with refused requests.
+	for try := 0; ; try++ {
+		after := k.openFiles()
+		if after <= fdsBefore {
+			break
+		}
+		if try == 50 {
+			t.Errorf("kilnd holds %d descriptors after the refused requests, %d before", after, fdsBefore)
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 
 	for _, ref := range []string{"ami-0123456789abcdef0", "no-such-image"} {

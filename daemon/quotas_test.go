@@ -1,0 +1,61 @@
+package daemon
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/containerd/errdefs"
+)
+
+func TestQuotas(t *testing.T) {
+	var qs QuotaSettings
+	if err := json.Unmarshal([]byte(`{"default": {"vcpus": 4, "memoryMiB": 2048}, "users": {"bob": {"runningInstances": 1}, "ci": {"vcpus": 16}}}`), &qs); err != nil {
+		t.Fatal(err)
+	}
+	if err := qs.check(); err != nil {
+		t.Fatal(err)
+	}
+	if q := qs.of("alice"); q != (quota{Images: defaultQuota.Images, PublicImages: 5, RunningInstances: 20, VCPUs: 4, MemoryMiB: 2048}) {
+		t.Errorf("alice: %+v", q)
+	}
+	if q := qs.of("bob"); q.RunningInstances != 1 || q.VCPUs != 4 {
+		t.Errorf("bob: %+v", q)
+	}
+	if q := qs.of("ci"); q.VCPUs != 16 || q.MemoryMiB != 2048 {
+		t.Errorf("ci: %+v", q)
+	}
+	bad := -1
+	if err := (QuotaSettings{Users: map[string]QuotaLimits{"x": {VCPUs: &bad}}}).check(); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("a negative limit: %v", err)
+	}
+
+	m := &instances{all: map[string]*instance{}}
+	add := func(owner, state string, cpus, mem int) {
+		id := "i-" + owner + state + strings.Repeat("x", len(m.all))
+		m.all[id] = &instance{rec: instanceRecord{ID: id, OwnerID: owner, State: state, CPUs: cpus, MemoryMiB: mem}}
+	}
+	add("alice", stateRunning, 2, 1024)
+	add("alice", stateStopped, 4, 4096)    // stopped: counts for nothing
+	add("alice", stateTerminated, 4, 4096) // nor terminated
+	add("alice", "", 1, 512)               // reserved, being launched: counts
+	add("bob", stateRunning, 4, 2048)      // another user's
+	q := qs.of("alice")
+	for _, tc := range []struct {
+		n, cpus, mem int
+		says         string // "" admitted
+	}{
+		{1, 1, 512, ""},
+		{1, 2, 256, "vCPUs is 4, 3 in use"},
+		{1, 1, 1024, "memory (MiB) is 2048, 1536 in use"},
+		{2, 1, 256, "vCPUs is 4, 3 in use, and this needs 2 more"},
+	} {
+		err := m.admitLocked(q, "alice", tc.n, tc.cpus, tc.mem)
+		if tc.says == "" && err != nil || tc.says != "" && (err == nil || !strings.Contains(err.Error(), tc.says) || !strings.Contains(err.Error(), "QuotaExceeded")) {
+			t.Errorf("admit %d × %d vCPU %d MiB: %v; want %q", tc.n, tc.cpus, tc.mem, err, tc.says)
+		}
+	}
+	if err := m.admitLocked(qs.of("bob"), "bob", 1, 1, 1); err == nil || !strings.Contains(err.Error(), "running instances is 1, 1 in use") {
+		t.Errorf("bob's second instance: %v", err)
+	}
+}
