@@ -22,7 +22,7 @@ import (
 
 // account is a real Unix user running the kiln CLI against a test kilnd.
 type account struct {
-	t      *testing.T
+	t      testing.TB
 	name   string
 	cred   *syscall.Credential
 	socket string
@@ -39,7 +39,7 @@ var testAccounts = []struct {
 
 // accounts makes the test users and groups (once per machine: useradd, groupadd) and
 // returns them by name, talking to socket.
-func accounts(t *testing.T, socket string) map[string]*account {
+func accounts(t testing.TB, socket string) map[string]*account {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") != "" {
