@@ -124,6 +124,8 @@ func hint(code string) string {
 		return "'kiln ps -a' lists your instances"
 	case api.CodeUnauthorizedOperation:
 		return "only the owner or an administrator may do that"
+	case api.CodeQuotaExceeded:
+		return "'kiln ps' shows your running instances, 'kiln image ls --owner self' your images"
 	}
 	return ""
 }
