@@ -35,21 +35,24 @@ type quota struct {
 // are few (5), images many, running instances bounded by count, vCPUs and memory.
 var defaultQuota = quota{Images: 1000, PublicImages: 5, RunningInstances: 20, VCPUs: 64, MemoryMiB: 128 << 10}
 
-func (l QuotaLimits) fields() []struct {
+// limit is one field of QuotaLimits beside the quota field it sets.
+type limit struct {
 	name string
-	v    *int
-} {
-	return []struct {
-		name string
-		v    *int
-	}{{"images", l.Images}, {"publicImages", l.PublicImages}, {"runningInstances", l.RunningInstances}, {"vcpus", l.VCPUs}, {"memoryMiB", l.MemoryMiB}}
+	from *int // nil when not given
+	to   *int
+}
+
+// limits pairs each of l's fields with q's.
+func (l QuotaLimits) limits(q *quota) []limit {
+	return []limit{
+		{"images", l.Images, &q.Images}, {"publicImages", l.PublicImages, &q.PublicImages},
+		{"runningInstances", l.RunningInstances, &q.RunningInstances}, {"vcpus", l.VCPUs, &q.VCPUs},
+		{"memoryMiB", l.MemoryMiB, &q.MemoryMiB},
+	}
 }
 
 func (l QuotaLimits) applyTo(q *quota) {
-	for _, f := range []struct {
-		from *int
-		to   *int
-	}{{l.Images, &q.Images}, {l.PublicImages, &q.PublicImages}, {l.RunningInstances, &q.RunningInstances}, {l.VCPUs, &q.VCPUs}, {l.MemoryMiB, &q.MemoryMiB}} {
+	for _, f := range l.limits(q) {
 		if f.from != nil {
 			*f.to = *f.from
 		}
@@ -63,9 +66,9 @@ func (qs QuotaSettings) check() error {
 		all["users."+u] = l
 	}
 	for where, l := range all {
-		for _, f := range l.fields() {
-			if f.v != nil && *f.v < 0 {
-				return fmt.Errorf("quotas.%s.%s is %d; a limit is 0 or more: %w", where, f.name, *f.v, errdefs.ErrInvalidArgument)
+		for _, f := range l.limits(&quota{}) {
+			if f.from != nil && *f.from < 0 {
+				return fmt.Errorf("quotas.%s.%s is %d; a limit is 0 or more: %w", where, f.name, *f.from, errdefs.ErrInvalidArgument)
 			}
 		}
 	}
@@ -92,7 +95,7 @@ func quotaExceeded(user, what string, limit, use, asked int) error {
 // usage is what a user's instances hold.
 type usage struct{ instances, cpus, memoryMiB int }
 
-// admitInstances refuses n more instances of cpus and memory each when they would
+// admitLocked refuses n more instances of cpus and memory each when they would
 // take the owner past a quota. The caller holds m.mu.
 func (m *instances) admitLocked(q quota, owner string, n, cpus, mem int) error {
 	var u usage
