@@ -128,10 +128,7 @@ func (a *account) refused(code string, args ...string) {
 func guestCopy(t *testing.T) string {
 	t.Helper()
 	g := guest(t)
-	d := shortDir(t)
-	if err := os.Chmod(d, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	d := publicDir(t)
 	for _, f := range []string{"root.qcow2", "vmlinuz", "initrd.img"} {
 		b, err := os.ReadFile(filepath.Join(g, f))
 		if err != nil {
@@ -150,19 +147,15 @@ func TestAccounts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots guests")
 	}
-	d := shortDir(t)
-	if err := os.Chmod(d, 0o755); err != nil { // the socket's directory
-		t.Fatal(err)
-	}
-	users := accounts(t, filepath.Join(d, "s"))
+	d := publicDir(t) // the socket's directory
+	k := kilndIn(t, d, "debug")
+	users := accounts(t, k.socket)
 	alice, bob, carol, dave, erin := users["alice"], users["bob"], users["carol"], users["dave"], users["erin"]
 	settings := `{"quotas": {"users": {"bob": {"runningInstances": 1}}}}`
 	if err := os.WriteFile(filepath.Join(d, "kilnd.json"), []byte(settings), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	k := &kilnd{tb: t, root: filepath.Join(d, "root"), socket: filepath.Join(d, "s"), logLevel: "debug"}
-	k.Client = newClient(k.socket)
-	k.start()
+	k.start() // after accounts: the socket's group must exist
 	t.Cleanup(k.killQEMUs)
 
 	// The socket is root's and group kiln's; the store is kilnd's alone.

@@ -98,12 +98,8 @@ func BenchmarkRegister1GiB(b *testing.B) {
 // runs). It reports both times and their ratio: the cost of never reading a caller's
 // file with kilnd's own rights.
 func BenchmarkRegisterAsUser(b *testing.B) {
-	d := shortDir(b)
-	if err := os.Chmod(d, 0o755); err != nil {
-		b.Fatal(err)
-	}
-	k := &kilnd{tb: b, root: filepath.Join(d, "root"), socket: filepath.Join(d, "s"), logLevel: "info"}
-	k.Client = client.New(k.socket)
+	d := publicDir(b)
+	k := kilndIn(b, d, "info")
 	users := accounts(b, k.socket)
 	k.start()
 	root := &account{t: b, name: "root", cred: &syscall.Credential{}, socket: k.socket}

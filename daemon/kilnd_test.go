@@ -67,11 +67,28 @@ func shortDir(t testing.TB) string {
 	return d
 }
 
+// publicDir is shortDir that every user may enter (the accounts tests run kiln as
+// other users).
+func publicDir(t testing.TB) string {
+	t.Helper()
+	d := shortDir(t)
+	if err := os.Chmod(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// kilndIn makes (but does not start) a kilnd with its root, socket and settings file
+// in dir.
+func kilndIn(t testing.TB, dir, logLevel string) *kilnd {
+	k := &kilnd{tb: t, root: filepath.Join(dir, "root"), socket: filepath.Join(dir, "s"), logLevel: logLevel}
+	k.Client = client.New(k.socket)
+	return k
+}
+
 // newKilnd starts kilnd on a fresh root and waits until it serves.
 func newKilnd(t *testing.T) *kilnd {
-	d := shortDir(t)
-	k := &kilnd{tb: t, root: filepath.Join(d, "root"), socket: filepath.Join(d, "s"), logLevel: "debug"}
-	k.Client = client.New(k.socket)
+	k := kilndIn(t, shortDir(t), "debug")
 	k.start()
 	return k
 }

@@ -172,9 +172,9 @@ func writeError(w http.ResponseWriter, e *api.Error) {
 
 // info answers GET /v1/info; the counts are of what the caller can see.
 func (s *server) info(w http.ResponseWriter, r *http.Request, c Caller) error {
-	nSnapshots := 0
+	sees, nSnapshots := s.viewer(c), 0
 	for _, sn := range s.store.Snapshots() {
-		if s.viewer(c)(sn.OwnerID) {
+		if sees(sn.OwnerID) {
 			nSnapshots++
 		}
 	}
@@ -186,7 +186,7 @@ func (s *server) info(w http.ResponseWriter, r *http.Request, c Caller) error {
 		Socket:        s.cfg.Socket,
 		Images:        len(s.store.Images(func(im *images.Image) bool { return s.visible(c, im) })),
 		Snapshots:     nSnapshots,
-		Instances:     len(s.inst.list(false, s.viewer(c))),
+		Instances:     len(s.inst.list(false, sees)),
 	})
 	return nil
 }
