@@ -88,6 +88,9 @@ type instanceRecord struct {
 	// ConsoleStart is the console log's size when QEMU last started: what the current
 	// boot printed comes after it.
 	ConsoleStart int64 `json:"consoleStart,omitempty"`
+	// ForceOffAt is, while a stop waits for the guest to answer the power button, when
+	// kilnd stops waiting and forces it off.
+	ForceOffAt time.Time `json:"forceOffAt,omitzero"`
 }
 
 type instanceMapping struct {

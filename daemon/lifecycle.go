@@ -406,29 +406,66 @@ func (m *instances) finishStop(inst *instance, force bool) {
 	m.ops.Go(func() {
 		inst.op.Lock()
 		defer inst.op.Unlock()
-		m.halt(inst, force)
-		if err := m.set(inst, func(r *instanceRecord) { r.State, r.PID = stateStopped, 0 }); err != nil {
+		forced := m.halt(inst, force)
+		if err := m.set(inst, func(r *instanceRecord) {
+			r.State, r.PID = stateStopped, 0
+			if forced {
+				r.StateReason += ": " + forcedOff
+			}
+		}); err != nil {
 			log.L.WithError(err).WithField("instance", inst.rec.ID).Error("record stopped instance")
 		}
 	})
 }
 
-// halt stops the instance's QEMU, if it runs. The caller holds inst.op.
-func (m *instances) halt(inst *instance, force bool) {
+// forcedOff is the reason a stop adds when the guest ignored the power button.
+var forcedOff = fmt.Sprintf("forced off after %d s without a shutdown", int(stopGrace/time.Second))
+
+// halt stops the instance's QEMU, if it runs: the ACPI power button, up to stopGrace
+// for the guest to power off (not with force), then QMP quit, SIGTERM, SIGKILL. While
+// it waits for the guest the record says until when (ForceOffAt). It reports whether
+// the guest had to be forced off after the grace. The caller holds inst.op.
+func (m *instances) halt(inst *instance, force bool) (forced bool) {
 	mach := inst.machine
 	if mach == nil {
-		return
+		return false
 	}
 	inst.machine = nil // the watcher leaves it to us
-	grace := stopGrace
-	if force {
-		grace = 0
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(m.opsCtx), grace+time.Minute)
+	l := log.L.WithField("instance", inst.rec.ID)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(m.opsCtx), stopGrace+time.Minute)
 	defer cancel()
-	if err := mach.Stop(ctx, grace); err != nil {
-		log.L.WithError(err).WithField("instance", inst.rec.ID).Error("stop QEMU")
+	if !force {
+		if err := mach.Monitor().SystemPowerdown(); err != nil {
+			l.WithError(err).Warn("power button; forcing the instance off")
+		} else {
+			deadline := time.Now().Add(stopGrace)
+			if err := m.set(inst, func(r *instanceRecord) { r.ForceOffAt = deadline.UTC() }); err != nil {
+				l.WithError(err).Error("record when the instance is forced off")
+			}
+			t := time.NewTimer(stopGrace)
+			select {
+			case <-mach.Exited():
+			case <-t.C:
+				forced = true
+			case <-ctx.Done():
+			}
+			t.Stop()
+			if err := m.set(inst, func(r *instanceRecord) { r.ForceOffAt = time.Time{} }); err != nil {
+				l.WithError(err).Error("record when the instance is forced off")
+			}
+		}
 	}
+	if forced {
+		l.Warn("the guest ignored the power button; forcing it off")
+	}
+	select {
+	case <-mach.Exited():
+	default:
+		if err := mach.Stop(ctx, 0); err != nil {
+			l.WithError(err).Error("stop QEMU")
+		}
+	}
+	return forced
 }
 
 // start starts a stopped instance again, with its volumes as they were. Starting a
@@ -469,6 +506,13 @@ func (m *instances) reboot(inst *instance) error {
 	if err := inst.machine.Monitor().SystemReset(); err != nil {
 		return fmt.Errorf("instance %s: reboot: %w", inst.rec.ID, err)
 	}
+	// Ready means ready since this reset: what the guest printed before no longer counts.
+	// The size is taken after the reset, when the old guest can print no more.
+	if st, err := os.Stat(filepath.Join(m.dir(inst.rec.ID), hypervisor.ConsoleFile)); err == nil {
+		if err := m.set(inst, func(r *instanceRecord) { r.ConsoleStart = st.Size() }); err != nil {
+			return err
+		}
+	}
 	log.L.WithField("instance", inst.rec.ID).Info("instance rebooted")
 	return nil
 }
@@ -494,8 +538,11 @@ func (m *instances) haltAndTerminate(inst *instance, force bool) {
 	m.ops.Go(func() {
 		inst.op.Lock()
 		defer inst.op.Unlock()
-		m.halt(inst, force)
-		m.finishTerminate(inst, inst.rec.StateReason)
+		reason := inst.rec.StateReason
+		if m.halt(inst, force) {
+			reason += ": " + forcedOff
+		}
+		m.finishTerminate(inst, reason)
 	})
 }
 
@@ -589,6 +636,10 @@ func (m *instances) toAPI(rec instanceRecord) api.Instance {
 		InstanceType: rec.InstanceType, CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB, Accelerator: rec.Accel,
 		RootDeviceType: rec.RootDeviceType, RootDeviceName: rec.RootDeviceName, LaunchTime: rec.LaunchTime, PID: rec.PID,
 		BlockDeviceMappings: []api.InstanceBlockDeviceMapping{},
+	}
+	if !rec.ForceOffAt.IsZero() && (rec.State == stateStopping || rec.State == stateShuttingDown) {
+		t := rec.ForceOffAt
+		out.ForceOffAt = &t
 	}
 	for _, mp := range rec.Mappings {
 		out.BlockDeviceMappings = append(out.BlockDeviceMappings, api.InstanceBlockDeviceMapping(mp))

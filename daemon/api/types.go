@@ -159,7 +159,16 @@ type Instance struct {
 	BlockDeviceMappings []InstanceBlockDeviceMapping `json:"blockDeviceMappings"`
 	LaunchTime          time.Time                    `json:"launchTime"`
 	PID                 int                          `json:"pid,omitempty"`
-	Ready               bool                         `json:"ready,omitempty"` // the guest said so on its console
+	// Ready: the instance is running and, since QEMU last started (or the instance was
+	// last rebooted), its guest has printed "KILN-GUEST ready" or cloud-init's final
+	// line ("Cloud-init v. … finished at …") on its serial console.
+	Ready bool `json:"ready,omitempty"`
+	// ForceOffAt is set while a stop or termination waits for the guest to shut down
+	// after the power button: when kilnd stops waiting and forces it off.
+	ForceOffAt *time.Time `json:"forceOffAt,omitempty"`
+	// CreatingImage is the image a create-image operation is making of the instance;
+	// while it is set a running instance may be stopped for it and started again.
+	CreatingImage string `json:"creatingImage,omitempty"`
 }
 
 // InstanceBlockDeviceMapping is one volume of an instance.
