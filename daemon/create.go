@@ -120,6 +120,9 @@ func (m *instances) createImage(ctx context.Context, s *server, inst *instance, 
 		return nil, err
 	}
 	end := s.track(capture.Image.ID, capture.Progress)
+	s.mu.Lock()
+	s.running[capture.Image.ID].instance = rec.ID // until the operation ends, instance waits see it
+	s.mu.Unlock()
 	m.ops.Go(func() {
 		defer func() {
 			inst.op.Unlock()

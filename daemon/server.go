@@ -44,6 +44,19 @@ type server struct {
 type imageOp struct {
 	done     chan struct{}
 	progress func() (done, total int64)
+	instance string // the instance an image is being created of, held until done
+}
+
+// creatingImage is the image being created of the instance, if any.
+func (s *server) creatingImage(instance string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, op := range s.running {
+		if op.instance == instance {
+			return id
+		}
+	}
+	return ""
 }
 
 // track registers an image being made and returns the function that ends it.

@@ -1,12 +1,12 @@
 package daemon
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -15,9 +15,10 @@ import (
 	"kiln/hypervisor"
 )
 
-// readyMarkers are console lines by which a guest says it is ready: the test guest's,
-// and cloud-init's last line.
-var readyMarkers = [][]byte{[]byte("KILN-GUEST ready"), []byte("Cloud-init v. ")}
+// readyMarker matches the console lines by which a guest says it is ready: the test
+// guest's, and cloud-init's last line ("Cloud-init v. 24.1 finished at …"; its earlier
+// lines, "Cloud-init v. 24.1 running 'init' at …", do not count).
+var readyMarker = regexp.MustCompile(`KILN-GUEST ready|Cloud-init v\. \S+ finished at `)
 
 // viewer says which owners' instances the caller may see: its own, or all for an
 // administrator.
@@ -61,27 +62,34 @@ func (s *server) listInstances(w http.ResponseWriter, r *http.Request, c Caller)
 }
 
 // inspectInstance answers GET /v1/instances/{instance}; with ?wait=running|ready|stopped|terminated
-// it first waits (at most maxWait) for that.
+// it first waits (at most maxWait, or ?timeout=DURATION when that is shorter) for that,
+// or for a state that will not lead there: terminated, or stopped when no image
+// creation is going to start it again.
 func (s *server) inspectInstance(w http.ResponseWriter, r *http.Request, c Caller) error {
 	inst, err := s.inst.get(r.PathValue("instance"), s.viewer(c))
 	if err != nil {
 		return err
 	}
-	want := r.URL.Query().Get("wait")
+	q := r.URL.Query()
+	want := q.Get("wait")
 	switch want {
 	case "", stateRunning, "ready", stateStopped, stateTerminated:
 	default:
 		return fmt.Errorf("wait %q: want running, ready, stopped or terminated: %w", want, errdefs.ErrInvalidArgument)
 	}
-	deadline := time.Now().Add(maxWait)
-	for {
-		rec := s.inst.record(inst)
-		view := s.inst.toAPI(rec)
-		if rec.State == stateRunning {
-			view.Ready = s.guestReady(rec)
+	limit := maxWait
+	if t := q.Get("timeout"); t != "" {
+		d, err := time.ParseDuration(t)
+		if err != nil || d < 0 {
+			return fmt.Errorf("timeout %q: want a duration such as 5s: %w", t, errdefs.ErrInvalidArgument)
 		}
-		done := want == "" || rec.State == want || want == "ready" && view.Ready ||
-			rec.State == stateTerminated || (want == stateRunning || want == "ready") && rec.State == stateStopped
+		limit = min(d, maxWait)
+	}
+	deadline := time.Now().Add(limit)
+	for {
+		view, rec := s.instanceView(inst)
+		done := want == "" || rec.State == want || want == "ready" && view.Ready || rec.State == stateTerminated ||
+			(want == stateRunning || want == "ready") && rec.State == stateStopped && view.CreatingImage == ""
 		if done || time.Now().After(deadline) || r.Context().Err() != nil {
 			writeJSON(w, http.StatusOK, view)
 			return nil
@@ -102,12 +110,19 @@ func (s *server) guestReady(rec instanceRecord) bool {
 	if err != nil {
 		return false
 	}
-	for _, m := range readyMarkers {
-		if bytes.Contains(b, m) {
-			return true
-		}
+	return readyMarker.Match(b)
+}
+
+// instanceView is the API's view of an instance: its record, whether its guest is
+// ready, and the image being created of it.
+func (s *server) instanceView(inst *instance) (api.Instance, instanceRecord) {
+	rec := s.inst.record(inst)
+	view := s.inst.toAPI(rec)
+	if rec.State == stateRunning {
+		view.Ready = s.guestReady(rec)
 	}
-	return false
+	view.CreatingImage = s.creatingImage(rec.ID)
+	return view, rec
 }
 
 // instanceAction handles POST /v1/instances/{instance}/{action}.
@@ -137,7 +152,8 @@ func (s *server) instanceAction(w http.ResponseWriter, r *http.Request, c Caller
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, s.inst.toAPI(s.inst.record(inst)))
+	view, _ := s.instanceView(inst)
+	writeJSON(w, http.StatusOK, view)
 	return nil
 }
 
