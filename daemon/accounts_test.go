@@ -48,7 +48,7 @@ func accounts(t testing.TB, socket string) map[string]*account {
 		t.Skip("creates Unix users: needs root")
 	}
 	sh := func(argv ...string) {
-		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+		if out, err := command(t, argv...).CombinedOutput(); err != nil {
 			t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
 		}
 	}
@@ -85,7 +85,7 @@ func accounts(t testing.TB, socket string) map[string]*account {
 // kiln runs the CLI as the account and returns its stdout, stderr and exit status.
 func (a *account) kiln(args ...string) (string, string, int) {
 	a.t.Helper()
-	cmd := exec.Command(kilnBin, append([]string{"--socket", a.socket}, args...)...)
+	cmd := command(a.t, append([]string{kilnBin, "--socket", a.socket}, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: a.cred}
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/nonexistent"}
 	cmd.Dir = "/"
@@ -236,8 +236,8 @@ func TestAccounts(t *testing.T) {
 	before := len(k.instanceDirs())
 	bob.refused(api.CodeQuotaExceeded, "run", img, "--type", "nano")
 	_, errs, _ := bob.kiln("run", img, "--type", "nano")
-	if !strings.Contains(errs, "1") || !strings.Contains(errs, "in use") {
-		t.Errorf("quota message %q does not give the limit and the use", errs)
+	if !strings.Contains(errs, "quota of running instances is 1, 1 in use, and this needs 1 more") {
+		t.Errorf("quota message %q does not give the limit (1), the use (1) and what the run needs (1)", errs)
 	}
 	if after := len(k.instanceDirs()); after != before {
 		t.Errorf("a refused run left %d instance directories", after-before)
@@ -285,7 +285,7 @@ func TestAccounts(t *testing.T) {
 	// bob asks to register a file he cannot read: refused, and the file is never read.
 	secretDir := t.TempDir() // 0700, root's
 	secret := filepath.Join(secretDir, "secret.qcow2")
-	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", secret, "16M").CombinedOutput(); err != nil {
+	if out, err := command(t, "qemu-img", "create", "-q", "-f", "qcow2", secret, "16M").CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
 	old := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)

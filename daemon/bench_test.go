@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -46,7 +45,7 @@ func BenchmarkRegister1GiB(b *testing.B) {
 		out := filepath.Join(dir, "converted.qcow2")
 		os.Remove(out)
 		start := time.Now()
-		if o, err := exec.Command("qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", disk, out).CombinedOutput(); err != nil {
+		if o, err := commandWithin(b, 10*time.Minute, "qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", disk, out).CombinedOutput(); err != nil {
 			b.Fatalf("qemu-img convert: %v: %s", err, o)
 		}
 		convertTotal += time.Since(start)
@@ -264,7 +263,7 @@ func BenchmarkLaunch(b *testing.B) {
 	layer := filepath.Join(k.root, "content", "blobs", "sha256", largestBlob(k))
 	dst := filepath.Join(filepath.Dir(k.root), "copy.qcow2")
 	start := time.Now()
-	if out, err := exec.Command("cp", layer, dst).CombinedOutput(); err != nil {
+	if out, err := commandWithin(b, 10*time.Minute, "cp", layer, dst).CombinedOutput(); err != nil {
 		b.Fatalf("cp: %v: %s", err, out)
 	}
 	b.ReportMetric(float64(time.Since(start).Milliseconds()), "ms-cp-4GiB-layer")
@@ -283,9 +282,15 @@ func largestBlob(k *kilnd) string {
 	return best
 }
 
-// BenchmarkDaemonMemory reports kilnd's resident memory idle and with 10 running
-// instances (target ≤ 60 MiB).
+// BenchmarkDaemonMemory reports kilnd's resident memory in steady state (target ≤ 60
+// MiB): idle with an image registered, and with 10 instances running, once every guest
+// is ready. Each iteration is what a client does to a steady daemon (ps and an inspect
+// of each instance); the RSS reported is the largest seen after the iterations. The
+// time per iteration is not the point and is not reported.
 func BenchmarkDaemonMemory(b *testing.B) {
+	if raceBuild {
+		b.Skip("kilnd built with -race holds the race detector's shadow memory")
+	}
 	k := newKilndB(b, filepath.Join(b.TempDir(), "root"))
 	b.Cleanup(k.killQEMUs)
 	ctx := context.Background()
@@ -295,24 +300,44 @@ func BenchmarkDaemonMemory(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := k.WaitImage(ctx, im.ID, nil); err != nil {
+	if _, err := k.WaitImage(guestCtx(b), im.ID, nil); err != nil {
 		b.Fatal(err)
 	}
-	for b.Loop() {
+	steady := func(insts []api.Instance) float64 {
+		if _, err := k.Instances(ctx, true); err != nil {
+			b.Fatal(err)
+		}
+		for _, inst := range insts {
+			if _, err := k.Instance(ctx, inst.ID); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return rssKiB(b, k.cmd.Process.Pid)
 	}
-	idle := rssKiB(b, k.cmd.Process.Pid)
+	// Idle: warmed by as many iterations as the busy phase will run.
+	idle := 0.0
+	for range 100 {
+		idle = max(idle, steady(nil))
+	}
 	insts, err := k.RunInstances(ctx, api.RunInstancesRequest{Image: im.ID, InstanceType: "nano", Count: 10})
 	if err != nil {
 		b.Fatal(err)
 	}
+	// Ten guests boot at once: under TCG on a small host that takes longer than one.
+	all, cancel := context.WithTimeout(ctx, 5*guestDeadline/2)
+	defer cancel()
 	for _, inst := range insts {
-		if _, err := k.Instance(ctx, inst.ID); err != nil {
-			b.Fatal(err)
+		if _, err := k.WaitInstance(all, inst.ID, "ready"); err != nil {
+			b.Fatalf("instance %s not ready: %v\n%s", inst.ID, err, k.evidence(inst.ID))
 		}
 	}
-	busy := rssKiB(b, k.cmd.Process.Pid)
+	busy := 0.0
+	for b.Loop() {
+		busy = max(busy, steady(insts))
+	}
+	b.ReportMetric(0, "ns/op") // a memory benchmark: the loop's time means nothing
 	b.ReportMetric(idle/1024, "MiB-rss-idle")
-	b.ReportMetric(busy/1024, "MiB-rss-10-instances")
+	b.ReportMetric(busy/1024, "MiB-rss-10-instances-ready")
 }
 
 // stoppedWithDelta launches an instance of im, stops it, and writes size bytes into its
@@ -332,7 +357,7 @@ func stoppedWithDelta(b *testing.B, k *kilnd, im api.Image, size int64) (api.Ins
 	}
 	vol := filepath.Join(k.root, "instances", inst.ID, inst.BlockDeviceMappings[0].VolumeID+".qcow2")
 	// Written as the guest would, through the overlay (nothing downstream compresses).
-	if out, err := exec.Command("qemu-io", "-f", "qcow2", "-c", fmt.Sprintf("write -P 0x5c 0 %d", size), vol).CombinedOutput(); err != nil {
+	if out, err := commandWithin(b, 10*time.Minute, "qemu-io", "-f", "qcow2", "-c", fmt.Sprintf("write -P 0x5c 0 %d", size), vol).CombinedOutput(); err != nil {
 		b.Fatalf("write the delta: %v %s", err, out)
 	}
 	return inst, vol
@@ -396,7 +421,7 @@ func BenchmarkCreateImage(b *testing.B) {
 	// What an image builder does: convert the whole instance disk.
 	out := filepath.Join(b.TempDir(), "whole.qcow2")
 	start := time.Now()
-	if o, err := exec.Command("qemu-img", "convert", "-q", "-O", "qcow2", volBig, out).CombinedOutput(); err != nil {
+	if o, err := commandWithin(b, 10*time.Minute, "qemu-img", "convert", "-q", "-O", "qcow2", volBig, out).CombinedOutput(); err != nil {
 		b.Fatalf("qemu-img convert: %v %s", err, o)
 	}
 	b.ReportMetric(time.Since(start).Seconds(), "s-qemu-img-convert-whole-disk")

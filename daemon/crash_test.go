@@ -2,7 +2,6 @@ package daemon_test
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -16,7 +15,7 @@ import (
 func randomDisk(t testing.TB, dir string, size int64) string {
 	t.Helper()
 	p := filepath.Join(dir, "random.raw")
-	out, err := exec.Command("sh", "-c", "head -c "+itoa(size)+" /dev/urandom > "+p).CombinedOutput()
+	out, err := command(t, "sh", "-c", "head -c "+itoa(size)+" /dev/urandom > "+p).CombinedOutput()
 	if err != nil {
 		t.Fatalf("make random disk: %v\n%s", err, out)
 	}

@@ -1,28 +1,33 @@
 package daemon_test
 
 import (
-	"os/exec"
-	"strconv"
-	"time"
-
-	"kiln/daemon/client"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"kiln/daemon/api"
+	"kiln/daemon/client"
 )
 
 // createImage makes an image of an instance and waits for it.
 func createImage(t *testing.T, k *kilnd, instance, name string) api.Image {
 	t.Helper()
-	ctx := ctxT(t)
+	ctx := guestCtx(t) // a create of a running instance waits for its guest to power off
 	im, err := k.CreateImage(ctx, instance, api.CreateImageRequest{Name: name})
 	if err != nil {
 		t.Fatalf("create image %s: %v", name, err)
 	}
 	if im, err = k.WaitImage(ctx, im.ID, nil); err != nil {
-		t.Fatalf("create image %s: %v\n%s", name, err, k.log)
+		t.Fatalf("create image %s: %v\n%s", name, err, k.evidence(instance))
 	}
 	return im
 }
@@ -125,8 +130,8 @@ func TestCreateImageLive(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if im, err = k.WaitImage(ctx, im.ID, nil); err != nil {
-			t.Fatalf("live capture: %v\n%s", err, k.log)
+		if im, err = k.WaitImage(guestCtx(t), im.ID, nil); err != nil {
+			t.Fatalf("live capture: %v\n%s", err, k.evidence(src.ID))
 		}
 		return im
 	}
@@ -197,10 +202,13 @@ func TestProgress(t *testing.T) {
 	}
 }
 
-// TestKillDuringCreate: kilnd killed with SIGKILL at five points of a create with a
-// 1 GiB delta. After each restart no image is available with missing content, the
-// instance is running or stopped (never lost) with its data intact, and gc leaves no
-// ingest behind.
+// TestKillDuringCreate: kilnd killed with SIGKILL during a create with a 1 GiB delta, at
+// each phase of it, polled for (never a blind sleep) and proven from what the crash left:
+// while the running source instance stops for the create; while the 1 GiB layer is
+// being ingested, of a source that was running and of a stopped one; once the image is
+// committed, while its running source restarts and of a stopped source. After each
+// restart no image is available with missing content, the instance is running or
+// stopped (never lost) with its data intact, and gc leaves no ingest behind.
 func TestKillDuringCreate(t *testing.T) {
 	k, base := guestKilnd(t)
 	ctx := ctxT(t)
@@ -211,50 +219,86 @@ func TestKillDuringCreate(t *testing.T) {
 	}
 	waitState(t, k, inst.ID, "stopped")
 	data := filepath.Join(k.root, "instances", inst.ID, inst.BlockDeviceMappings[1].VolumeID+".qcow2")
-	if out, err := exec.Command("qemu-io", "-f", "qcow2", "-c", "write -P 0x6b 0 1G", data).CombinedOutput(); err != nil {
+	if out, err := command(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x6b 0 1G", data).CombinedOutput(); err != nil {
 		t.Fatalf("write the 1 GiB delta: %v %s", err, out)
 	}
-	for round, after := range []time.Duration{100 * time.Millisecond, 800 * time.Millisecond, 1500 * time.Millisecond, 2500 * time.Millisecond, 4 * time.Second} {
-		if got, _ := k.Instance(ctx, inst.ID); got.State == "stopped" && round%2 == 0 {
+	// The ingest phases come before the committed ones: once captured, the 1 GiB is in
+	// the store and the next create's delta is small.
+	for round, tc := range []struct {
+		phase   string // stopping, ingest or committed
+		running bool   // the source is running (and ready) when the create starts
+	}{{"stopping", true}, {"ingest", true}, {"ingest", false}, {"committed", true}, {"committed", false}} {
+		got, err := k.Instance(ctx, inst.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case tc.running && got.State == "stopped":
 			if _, err := k.InstanceAction(ctx, inst.ID, "start", false); err != nil {
 				t.Fatal(err)
 			}
-			waitState(t, k, inst.ID, "running")
+			fallthrough
+		case tc.running:
+			// Ready: acpid runs, so the power button stops it at once (before, the
+			// create would sit in the 30 s stop wait).
+			waitState(t, k, inst.ID, "ready")
+		case got.State != "stopped":
+			if _, err := k.InstanceAction(ctx, inst.ID, "stop", true); err != nil {
+				t.Fatal(err)
+			}
+			waitState(t, k, inst.ID, "stopped")
 		}
 		im, err := k.CreateImage(ctx, inst.ID, api.CreateImageRequest{Name: "crash-" + strconv.Itoa(round)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(after)
+		what := fmt.Sprintf("round %d (%s, source %s)", round, tc.phase, map[bool]string{true: "running", false: "stopped"}[tc.running])
+		k.awaitPhase(t, what, tc.phase, inst.ID, im.ID)
 		k.kill()
+		// What the crash left proves where it hit.
+		switch tc.phase {
+		case "stopping":
+			if ev := lastEvent(t, k.root, inst.ID); ev != "running>stopping" {
+				t.Errorf("%s: the instance's last event is %q; the kill missed the stop", what, ev)
+			}
+			if n := k.layerIngest(im.ID); n != 0 {
+				t.Errorf("%s: an ingest of %d bytes; the kill missed the stop", what, n)
+			}
+		case "ingest":
+			if n := k.layerIngest(im.ID); n < 64<<20 || n >= 1<<30 {
+				t.Errorf("%s: the 1 GiB layer's ingest holds %d bytes; the kill missed the ingest", what, n)
+			}
+		}
 		k.start()
 
-		got, err := k.Instance(ctx, inst.ID)
+		got, err = k.Instance(ctx, inst.ID)
 		if err != nil || got.State != "running" && got.State != "stopped" && got.State != "stopping" {
-			t.Fatalf("round %d: the instance after the crash: %+v, %v", round, got, err)
+			t.Fatalf("%s: the instance after the crash: %+v, %v", what, got, err)
 		}
 		if got.State == "stopping" {
 			waitState(t, k, inst.ID, "stopped")
 		}
-		if cur, err := k.Image(ctx, im.ID); err == nil && cur.State == "pending" {
-			t.Errorf("round %d: image %s still pending after a restart", round, im.ID)
+		// The image ended as its phase says: failed before the commit, available after.
+		want := map[string]string{"stopping": "failed", "ingest": "failed", "committed": "available"}[tc.phase]
+		if cur, err := k.Image(ctx, im.ID); err != nil || cur.State != want {
+			t.Errorf("%s: image %s after the restart: %q (%s), %v; want %s", what, im.ID, cur.State, cur.StateReason, err, want)
 		}
 		// Every available image's content is all there and intact.
 		blobs := k.blobs()
 		images, _ := k.Images(ctx, client.ListImagesOptions{Filters: []string{"state=available"}})
 		for _, im := range images {
 			if _, ok := blobs[strings.TrimPrefix(im.ManifestDigest, "sha256:")]; !ok {
-				t.Errorf("round %d: available image %s has no manifest blob", round, im.ID)
+				t.Errorf("%s: available image %s has no manifest blob", what, im.ID)
 			}
 			for _, m := range im.BlockDeviceMappings {
 				sn, err := k.Snapshot(ctx, m.EBS.SnapshotID)
 				if err != nil {
-					t.Errorf("round %d: image %s: %v", round, im.ID, err)
+					t.Errorf("%s: image %s: %v", what, im.ID, err)
 					continue
 				}
 				for _, l := range sn.Chain {
 					if _, ok := blobs[strings.TrimPrefix(l, "sha256:")]; !ok {
-						t.Errorf("round %d: image %s lacks layer %s", round, im.ID, l)
+						t.Errorf("%s: image %s lacks layer %s", what, im.ID, l)
 					}
 				}
 			}
@@ -263,28 +307,92 @@ func TestKillDuringCreate(t *testing.T) {
 			t.Fatal(err)
 		}
 		if in := k.ingests(); len(in) != 0 {
-			t.Errorf("round %d: ingests after gc: %v", round, in)
+			t.Errorf("%s: ingests after gc: %v", what, in)
 		}
-		t.Logf("round %d (kill after %s): instance %s, image %s", round, after, got.State, func() string {
-			cur, err := k.Image(ctx, im.ID)
-			if err != nil {
-				return err.Error()
-			}
-			return cur.State
-		}())
+		t.Logf("%s: instance %s after the restart", what, got.State)
 	}
 	// The instance's data survived every crash.
 	if got, _ := k.Instance(ctx, inst.ID); got.State == "running" {
 		k.InstanceAction(ctx, inst.ID, "stop", true)
 	}
 	waitState(t, k, inst.ID, "stopped")
-	if out, err := exec.Command("qemu-io", "-r", "-f", "qcow2", "-c", "read -P 0x6b 0 1G", data).CombinedOutput(); err != nil || strings.Contains(string(out), "fail") {
+	if out, err := command(t, "qemu-io", "-r", "-f", "qcow2", "-c", "read -P 0x6b 0 1G", data).CombinedOutput(); err != nil || strings.Contains(string(out), "fail") {
 		t.Errorf("the 1 GiB on the data volume after the crashes: %v %s", err, out)
 	}
 	if _, err := k.InstanceAction(ctx, inst.ID, "start", false); err != nil {
 		t.Fatal(err)
 	}
 	waitState(t, k, inst.ID, "ready")
+}
+
+// awaitPhase polls (within guestDeadline) until the create of image im from instance id
+// is in phase: "stopping" (the instance stops for it), "ingest" (the 1 GiB layer of its
+// second volume is partly written) or "committed" (the image is available).
+func (k *kilnd) awaitPhase(t *testing.T, what, phase, id, im string) {
+	t.Helper()
+	ctx := guestCtx(t)
+	var inst api.Instance
+	var image api.Image
+	for {
+		var err error
+		if inst, err = k.Instance(ctx, id); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if image, err = k.Image(ctx, im); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		switch {
+		case phase == "stopping" && inst.State == "stopping",
+			phase == "ingest" && k.layerIngest(im) >= 64<<20,
+			phase == "committed" && image.State == "available":
+			return
+		case image.State == "failed" || phase != "committed" && image.State == "available":
+			t.Fatalf("%s: the create went past the phase: image %s %s (%s)\n%s", what, im, image.State, image.StateReason, k.evidence(id))
+		case ctx.Err() != nil:
+			t.Fatalf("%s: not there within %s: instance %s, image %s, ingest %d bytes\n%s",
+				what, guestDeadline, inst.State, image.State, k.layerIngest(im), k.evidence(id))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// layerIngest is how many bytes the largest ingest of a layer of a create of image im
+// holds (0 when there is none): the store names an ingest's directory by the digest of
+// its ref, create-IMAGE-VOLUME-FILE.
+func (k *kilnd) layerIngest(im string) int64 {
+	var n int64
+	for i := range 2 {
+		for j := range 4 {
+			ref := sha256.Sum256([]byte("create-" + im + "-" + strconv.Itoa(i) + "-" + strconv.Itoa(j)))
+			if st, err := os.Stat(filepath.Join(k.root, "content", "ingest", hex.EncodeToString(ref[:]), "data")); err == nil {
+				n = max(n, st.Size())
+			}
+		}
+	}
+	return n
+}
+
+// lastEvent is the last state change ("from>to") recorded for an instance, read from
+// the store of a kilnd that is not running.
+func lastEvent(t *testing.T, root, id string) string {
+	t.Helper()
+	db, err := bolt.Open(filepath.Join(root, "meta.db"), 0o600, &bolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var last string
+	db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("events")).ForEach(func(_, v []byte) error {
+			var ev struct{ Instance, From, To string }
+			json.Unmarshal(v, &ev)
+			if ev.Instance == id {
+				last = ev.From + ">" + ev.To
+			}
+			return nil
+		})
+	})
+	return last
 }
 
 // TestVolumes: a volume made from a snapshot, hot-plugged into a running instance,
@@ -298,6 +406,10 @@ func TestVolumes(t *testing.T) {
 	waitState(t, k, inst.ID, "ready")
 
 	snap := base.BlockDeviceMappings[0].EBS.SnapshotID
+	sn, err := k.Snapshot(ctx, snap) // its layers are what gc must keep for the volume
+	if err != nil || len(sn.Chain) == 0 {
+		t.Fatalf("snapshot %s: %+v, %v", snap, sn, err)
+	}
 	v, err := k.CreateVolume(ctx, api.CreateVolumeRequest{SnapshotID: snap})
 	if err != nil || v.State != "available" || v.SizeGiB != 1 || v.SnapshotID != snap {
 		t.Fatalf("create from snapshot: %+v, %v", v, err)
@@ -310,13 +422,7 @@ func TestVolumes(t *testing.T) {
 	if err != nil || att.State != "in-use" || att.InstanceID != inst.ID {
 		t.Fatalf("attach: %+v, %v", att, err)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for !strings.Contains(console(t, k, inst.ID), "KILN-GUEST saw vdc") {
-		if time.Now().After(deadline) {
-			t.Fatalf("the guest never saw the hot-plugged disk:\n%s", console(t, k, inst.ID))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitConsole(t, k, inst.ID, "KILN-GUEST saw vdc", 1)
 	if err := k.DeleteVolume(ctx, v.ID); !isCode(err, api.CodeVolumeInUse) {
 		t.Errorf("rm of an attached volume: %v", err)
 	}
@@ -346,8 +452,11 @@ func TestVolumes(t *testing.T) {
 	if _, err := k.GC(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(k.blobs()); n == 0 {
-		t.Fatal("gc removed the layer a volume stands on")
+	blobs := k.blobs()
+	for _, l := range sn.Chain {
+		if _, ok := blobs[strings.TrimPrefix(l, "sha256:")]; !ok {
+			t.Errorf("gc removed layer %s, which the volume stands on", l)
+		}
 	}
 	if _, err := k.DetachVolume(ctx, v.ID); !isCode(err, api.CodeIncorrectState) {
 		t.Errorf("detach of a detached volume: %v", err)

@@ -3,7 +3,6 @@ package daemon_test
 import (
 	"encoding/json"
 	"io"
-	"os/exec"
 	"strings"
 	"testing"
 )
@@ -30,7 +29,7 @@ func TestImportRules(t *testing.T) {
 		"kiln/daemon/client":  {"github.com/containerd/errdefs"},                                                             // through daemon/api
 		"kiln/hypervisor/qmp": {"github.com/digitalocean/go-qemu", "github.com/digitalocean/go-libvirt", "golang.org/x/sys"}, // go-qemu/qmp needs go-libvirt,
 	}
-	out, err := exec.Command("go", "list", "-deps", "-json=ImportPath,Standard,Deps", "kiln/...").Output()
+	out, err := command(t, "go", "list", "-deps", "-json=ImportPath,Standard,Deps", "kiln/...").Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}

@@ -48,14 +48,34 @@ func runOne(t *testing.T, k *kilnd, req api.RunInstancesRequest) api.Instance {
 	return insts[0]
 }
 
+// waitState waits at most guestDeadline for the instance to be in state want (or
+// "ready"); on failure it shows the state it got to, its console and QEMU's log.
 func waitState(t *testing.T, k *kilnd, id, want string) api.Instance {
 	t.Helper()
-	inst, err := k.WaitInstance(ctxT(t), id, want)
+	start := time.Now()
+	inst, err := k.WaitInstance(guestCtx(t), id, want)
 	if err != nil {
-		con, _ := k.ConsoleText(ctxT(t), id)
-		t.Fatalf("wait %s %s: %v\nconsole:\n%s", id, want, err, con)
+		t.Fatalf("wait %s %s: %v after %s (state %q, ready %v, reason %q)\n%s",
+			id, want, err, time.Since(start).Round(time.Second), inst.State, inst.Ready, inst.StateReason, k.evidence(id))
 	}
 	return inst
+}
+
+// waitConsole waits at most guestDeadline for the instance's console to hold want n
+// times.
+func waitConsole(t *testing.T, k *kilnd, id, want string, n int) string {
+	t.Helper()
+	deadline := time.Now().Add(guestDeadline)
+	for {
+		con := console(t, k, id)
+		if strings.Count(con, want) >= n {
+			return con
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%q not %d times on the console of %s within %s\n%s", want, n, id, guestDeadline, k.evidence(id))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func console(t *testing.T, k *kilnd, id string) string {
@@ -114,13 +134,7 @@ func TestRunStopStart(t *testing.T) {
 	if _, err := k.InstanceAction(ctx, b.ID, "reboot", false); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(90 * time.Second)
-	for strings.Count(console(t, k, b.ID), "KILN-GUEST ready") < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no second boot after reboot:\n%s", console(t, k, b.ID))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitConsole(t, k, b.ID, "KILN-GUEST ready", 2)
 
 	// terminate: the volume goes, the record stays visible (ps -a) as terminated.
 	vol := filepath.Join(k.root, "instances", b.ID, b.BlockDeviceMappings[0].VolumeID+".qcow2")
@@ -269,6 +283,11 @@ func TestDeregisterWhileRunning(t *testing.T) {
 	if _, err := k.InstanceAction(ctx, inst.ID, "reboot", false); err != nil {
 		t.Fatal(err)
 	}
+	// The reboot really happened: the guest booted a second time, on the layer gc kept.
+	waitConsole(t, k, inst.ID, "KILN-GUEST ready", 2)
+	if got, err := k.Instance(ctx, inst.ID); err != nil || got.State != "running" || got.PID != inst.PID {
+		t.Errorf("after the reboot: %+v, %v; want the same QEMU running", got, err)
+	}
 	if _, err := k.InstanceAction(ctx, inst.ID, "stop", true); err != nil {
 		t.Fatal(err)
 	}
@@ -340,8 +359,8 @@ func TestRunRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := k.WaitImage(ctx, is.ID, nil); err != nil {
-		t.Fatal(err)
+	if _, err := k.WaitImage(guestCtx(t), is.ID, nil); err != nil {
+		t.Fatalf("register ephemeral: %v\nkilnd log:\n%s", err, tail(k.log.String(), 40))
 	}
 	eph := runOne(t, k, api.RunInstancesRequest{Image: "ephemeral", InstanceType: "nano"})
 	if _, err := k.InstanceAction(ctx, eph.ID, "stop", false); !isCode(err, api.CodeUnsupportedOperation) || !strings.Contains(err.Error(), "terminate") {

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -31,7 +32,13 @@ func TestMain(m *testing.M) {
 	}
 	os.Chmod(dir, 0o755)
 	kilndBin, kilnBin = filepath.Join(dir, "kilnd"), filepath.Join(dir, "kiln")
-	out, err := exec.Command("go", "build", "-o", dir, "kiln/cmd/kilnd", "kiln/cmd/kiln").CombinedOutput()
+	argv := []string{"build", "-o", dir}
+	if raceBuild { // the daemon runs under the race detector as the tests do
+		argv = append(argv, "-race")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	out, err := exec.CommandContext(ctx, "go", append(argv, "kiln/cmd/kilnd", "kiln/cmd/kiln")...).CombinedOutput()
+	cancel()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build kilnd and kiln: %v\n%s", err, out)
 		os.Exit(1)
@@ -41,13 +48,91 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// guestDeadline bounds every wait on a guest (and on an operation that waits for one):
+// a guest that is not up by then fails its test with the evidence, never sits. The test
+// guest is ready in well under a minute under TCG on a loaded 2-core host.
+const guestDeadline = 2 * time.Minute
+
+// guestCtx is a context for one wait on a guest.
+func guestCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), guestDeadline)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// childDeadline bounds a short child process of a test (qemu-img, qemu-io, a kilnd that
+// must refuse to start, the kiln CLI).
+const childDeadline = 2 * time.Minute
+
+// command is exec.Command with a deadline of childDeadline: the child is killed when
+// it has not ended by then, and Wait does not hang on a grandchild holding its output.
+func command(t testing.TB, argv ...string) *exec.Cmd {
+	return commandWithin(t, childDeadline, argv...)
+}
+
+// commandWithin is command with another deadline (a benchmark's 4 GiB convert).
+func commandWithin(t testing.TB, d time.Duration, argv ...string) *exec.Cmd {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.WaitDelay = 5 * time.Second
+	return cmd
+}
+
+// lockedBuffer is kilnd's output: written by exec's copying goroutine, read by the test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// tail is the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = append([]string{fmt.Sprintf("[… %d lines before]", len(lines)-n)}, lines[len(lines)-n:]...)
+	}
+	return strings.Join(lines, "\n")
+}
+
+// fileTail is the last n lines of a file, or why there are none.
+func fileTail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	if len(b) == 0 {
+		return "(empty)"
+	}
+	return tail(strings.ReplaceAll(string(b), "\r", ""), n)
+}
+
+// evidence is what a failed wait on instance id shows: the tail of its console and of
+// QEMU's log (both in the instance directory), and of kilnd's log.
+func (k *kilnd) evidence(id string) string {
+	dir := filepath.Join(k.root, "instances", id)
+	return fmt.Sprintf("console (%s):\n%s\nqemu.log:\n%s\nkilnd log:\n%s",
+		id, fileTail(filepath.Join(dir, "console.log"), 40), fileTail(filepath.Join(dir, "qemu.log"), 20), tail(k.log.String(), 30))
+}
+
 // kilnd is one kilnd process of a test, with its root and socket.
 type kilnd struct {
 	tb     testing.TB
 	root   string
 	socket string
 	cmd    *exec.Cmd
-	log    *bytes.Buffer
+	log    *lockedBuffer
 	done   chan struct{}
 	// wrap goes before kilnd's argv (systemd-socket-activate …); args after it; env is
 	// added to its environment. logLevel is --log-level ("" leaves it out).
@@ -97,7 +182,7 @@ func newClient(socket string) *client.Client { return client.New(socket) }
 
 func (k *kilnd) start() {
 	k.tb.Helper()
-	k.log = &bytes.Buffer{}
+	k.log = &lockedBuffer{}
 	argv := append(append([]string{}, k.wrap...), kilndBin, "--root", k.root, "--socket", k.socket,
 		"--config", filepath.Join(filepath.Dir(k.root), "kilnd.json"))
 	if k.logLevel != "" {
@@ -142,12 +227,25 @@ func (k *kilnd) stop() {
 	case <-time.After(30 * time.Second):
 		k.tb.Fatalf("kilnd did not stop on SIGTERM\n%s", k.log)
 	}
+	k.checkRaces()
 }
 
 // kill stops kilnd with SIGKILL, as a crash would.
 func (k *kilnd) kill() {
 	k.cmd.Process.Kill()
-	<-k.done
+	select {
+	case <-k.done:
+	case <-time.After(30 * time.Second):
+		k.tb.Errorf("kilnd %d did not die of SIGKILL", k.cmd.Process.Pid)
+	}
+	k.checkRaces()
+}
+
+// checkRaces fails the test when kilnd, built with -race, reported a data race.
+func (k *kilnd) checkRaces() {
+	if s := k.log.String(); strings.Contains(s, "WARNING: DATA RACE") {
+		k.tb.Errorf("kilnd reported a data race:\n%s", s[strings.Index(s, "WARNING: DATA RACE"):])
+	}
 }
 
 func (k *kilnd) restart() {
@@ -172,6 +270,8 @@ func guest(t testing.TB) string {
 	return d
 }
 
+// ctxT is the context of a test's requests that do not wait on a guest (those have
+// guestCtx): a bound on the whole test.
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
@@ -182,7 +282,7 @@ func ctxT(t *testing.T) context.Context {
 func registerGuest(t *testing.T, k *kilnd, name string) api.Image {
 	t.Helper()
 	g := guest(t)
-	ctx := ctxT(t)
+	ctx := guestCtx(t)
 	im, err := k.RegisterImage(ctx, api.RegisterImageRequest{
 		Name:    name,
 		Disks:   []api.Disk{{Name: filepath.Join(g, "root.qcow2"), Format: "qcow2"}},
@@ -194,7 +294,7 @@ func registerGuest(t *testing.T, k *kilnd, name string) api.Image {
 		t.Fatalf("register %s: %v", name, err)
 	}
 	if im, err = k.WaitImage(ctx, im.ID, nil); err != nil {
-		t.Fatalf("register %s: %v\n%s", name, err, k.log)
+		t.Fatalf("register %s: %v\nkilnd log:\n%s", name, err, tail(k.log.String(), 40))
 	}
 	return im
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -40,7 +39,7 @@ func badDisks(t *testing.T) string {
 	t.Helper()
 	d := t.TempDir()
 	run := func(argv ...string) {
-		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd := command(t, argv...)
 		cmd.Dir = d
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
@@ -53,6 +52,11 @@ func badDisks(t *testing.T) string {
 	run("qemu-io", "-c", "write -P 1 0 16M", "big.qcow2")
 	run("sh", "-c", "head -c 1000000 big.qcow2 > truncated.qcow2")
 	run("qemu-img", "create", "-q", "-f", "qcow2", "good.qcow2", "16M")
+	// A VMDK whose descriptor names its extent by an absolute path: a file of the host
+	// the caller never passed (qemu-img writes a relative name; the descriptor is text).
+	run("qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", "flat.vmdk", "8M")
+	run("sh", "-c", "head -c 8388608 /dev/urandom > host-secret.raw")
+	run("sed", "-i", `s|"flat-flat.vmdk"|"`+filepath.Join(d, "host-secret.raw")+`"|`, "flat.vmdk")
 	return d
 }
 
@@ -61,10 +65,19 @@ func TestRegisterRefusals(t *testing.T) {
 	ctx := ctxT(t)
 	d := badDisks(t)
 	good := filepath.Join(d, "good.qcow2")
-	if _, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: "taken", Disks: []api.Disk{{Name: good, Format: "qcow2"}}}); err != nil {
+	taken, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: "taken", Disks: []api.Disk{{Name: good, Format: "qcow2"}}})
+	if err != nil {
 		t.Fatal(err)
 	}
-	blobsBefore := len(k.blobs())
+	// What is stored is taken once nothing is pending, so that the refusals are the
+	// only requests that could add to it.
+	if _, err := k.WaitImage(ctx, taken.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	blobsBefore := k.blobs()
+	if b, err := os.ReadFile(filepath.Join(d, "flat.vmdk")); err != nil || !strings.Contains(string(b), filepath.Join(d, "host-secret.raw")) {
+		t.Fatalf("flat.vmdk does not name host-secret.raw: %v\n%s", err, b)
+	}
 
 	for _, tc := range []struct {
 		name string
@@ -80,6 +93,8 @@ func TestRegisterRefusals(t *testing.T) {
 			api.CodeInvalidParameterValue, "not a qcow2 file"},
 		{"truncated qcow2", api.RegisterImageRequest{Name: "x-trunc", Disks: []api.Disk{{Name: filepath.Join(d, "truncated.qcow2"), Format: "qcow2"}}},
 			api.CodeInvalidParameterValue, "truncated"},
+		{"VMDK extent in another file", api.RegisterImageRequest{Name: "x-vmdk", Disks: []api.Disk{{Name: filepath.Join(d, "flat.vmdk"), Format: "vmdk"}}},
+			api.CodeInvalidParameterValue, "single-file"},
 		{"name with /", api.RegisterImageRequest{Name: "a/b", Disks: []api.Disk{{Name: good, Format: "qcow2"}}},
 			api.CodeInvalidParameterValue, "not allowed"},
 		{"name of 129", api.RegisterImageRequest{Name: strings.Repeat("n", 129), Disks: []api.Disk{{Name: good, Format: "qcow2"}}},
@@ -103,7 +118,7 @@ func TestRegisterRefusals(t *testing.T) {
 	}
 
 	// A missing file is the client's to report: it opens the files, kilnd never does.
-	_, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: "x-missing", Disks: []api.Disk{{Name: filepath.Join(d, "nope.qcow2"), Format: "qcow2"}}})
+	_, err = k.RegisterImage(ctx, api.RegisterImageRequest{Name: "x-missing", Disks: []api.Disk{{Name: filepath.Join(d, "nope.qcow2"), Format: "qcow2"}}})
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing disk: %v; want the client's not-exist error", err)
 	}
@@ -195,16 +210,20 @@ func TestRegisterRefusals(t *testing.T) {
 		}
 	}
 
-	// Nothing of the refused requests was stored.
+	// Nothing of the refused requests was stored: the store holds exactly the blobs
+	// it held before them.
 	list, err := k.Images(ctx, client.ListImagesOptions{})
 	if err != nil || len(list) != 1 || list[0].Name != "taken" {
 		t.Errorf("images after refusals: %+v, %v", list, err)
 	}
-	if _, err := k.WaitImage(ctx, list[0].ID, nil); err != nil {
-		t.Fatal(err)
+	after := k.blobs()
+	for b := range after {
+		if _, ok := blobsBefore[b]; !ok {
+			t.Errorf("blob %s (%d bytes) was stored by a refused request", b, after[b])
+		}
 	}
-	if n := len(k.blobs()); n < blobsBefore || n > 3 {
-		t.Errorf("%d blobs after refusals, want the one image's 3", n)
+	if len(after) != len(blobsBefore) || len(after) != 3 {
+		t.Errorf("%d blobs after refusals, %d before; want the one image's 3", len(after), len(blobsBefore))
 	}
 	if in := k.ingests(); len(in) != 0 {
 		t.Errorf("ingests left: %v", in)
@@ -214,13 +233,13 @@ func TestRegisterRefusals(t *testing.T) {
 func TestSocket(t *testing.T) {
 	k := newKilnd(t)
 	// A second kilnd on the same socket is refused, and the first keeps serving.
-	other := exec.Command(kilndBin, "--root", filepath.Join(filepath.Dir(k.root), "other"), "--socket", k.socket)
+	other := command(t, kilndBin, "--root", filepath.Join(filepath.Dir(k.root), "other"), "--socket", k.socket)
 	out, err := other.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "another kilnd is serving") {
 		t.Errorf("second kilnd on the same socket: %v\n%s", err, out)
 	}
 	// A second kilnd on the same root is refused.
-	other = exec.Command(kilndBin, "--root", k.root, "--socket", k.socket+"2")
+	other = command(t, kilndBin, "--root", k.root, "--socket", k.socket+"2")
 	out, err = other.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "in use by another process") {
 		t.Errorf("second kilnd on the same root: %v\n%s", err, out)

@@ -74,9 +74,10 @@ func TestSocketActivation(t *testing.T) {
 	}
 }
 
-// TestNotify: READY=1 only after reconciliation (two running instances reattached
-// first), WATCHDOG=1 keeps coming, STOPPING=1 on SIGTERM, the QEMUs still run after
-// kilnd exits, and a new kilnd reattaches them.
+// TestNotify: READY=1 only after reconciliation (of two instances recorded running, the
+// one whose QEMU was killed while kilnd was down is found gone first), WATCHDOG=1 keeps
+// coming, STOPPING=1 on SIGTERM, the QEMU still runs after kilnd exits, and a new kilnd
+// reattaches it.
 func TestNotify(t *testing.T) {
 	k, _ := guestKilnd(t)
 	ctx := ctxT(t)
@@ -88,13 +89,23 @@ func TestNotify(t *testing.T) {
 		waitState(t, k, inst.ID, "running")
 	}
 	k.kill()
+	// Both are recorded running; only one still is. A READY=1 sent before
+	// reconciliation would say 2.
+	syscall.Kill(insts[1].PID, syscall.SIGKILL)
+	for deadline := time.Now().Add(10 * time.Second); qemuRunning(insts[1].PID); {
+		if time.Now().After(deadline) {
+			t.Fatalf("QEMU %d did not die of SIGKILL", insts[1].PID)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	alive, gone := insts[0], insts[1]
 
 	path, ch := notifySocket(t)
 	k.env = []string{"NOTIFY_SOCKET=" + path, "WATCHDOG_USEC=300000"}
 	k.start()
 	ready := expect(t, ch, "READY=1")
-	if !strings.Contains(ready, "STATUS=2 instances running") {
-		t.Errorf("READY=1 came before both instances were reattached: %q", ready)
+	if !strings.Contains(ready, "STATUS=1 instances running") {
+		t.Errorf("READY=1 came before reconciliation: %q; want STATUS=1 instances running", ready)
 	}
 	for i := 0; i < 3; i++ {
 		expect(t, ch, "WATCHDOG=1")
@@ -106,18 +117,16 @@ func TestNotify(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("kilnd did not exit on SIGTERM")
 	}
-	for _, inst := range insts {
-		if !qemuRunning(inst.PID) {
-			t.Errorf("QEMU of %s stopped with kilnd", inst.ID)
-		}
+	if !qemuRunning(alive.PID) {
+		t.Errorf("QEMU of %s stopped with kilnd", alive.ID)
 	}
 	k.env = nil
 	k.start()
-	for _, inst := range insts {
-		got, err := k.Instance(ctx, inst.ID)
-		if err != nil || got.State != "running" || got.PID != inst.PID {
-			t.Errorf("after a new kilnd: %+v, %v", got, err)
-		}
+	if got, err := k.Instance(ctx, alive.ID); err != nil || got.State != "running" || got.PID != alive.PID {
+		t.Errorf("after a new kilnd: %+v, %v", got, err)
+	}
+	if got, err := k.Instance(ctx, gone.ID); err != nil || got.State != "stopped" {
+		t.Errorf("the instance whose QEMU was killed, after a new kilnd: %+v, %v", got, err)
 	}
 }
 
