@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,19 +40,64 @@ func startDaemon(t *testing.T) string {
 	}
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("daemon: %v", err)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("daemon: %v", err)
+			}
+		case <-time.After(time.Minute):
+			t.Errorf("the daemon did not return within a minute of its context's end")
 		}
 	})
 	return socket
 }
 
+// cliDeadline bounds one kiln command, --wait included: a guest that is not up by then
+// fails the test with its console and QEMU's log.
+const cliDeadline = 2 * time.Minute
+
 // kiln runs the CLI with args against socket and returns its exit status and output.
+// A command still running after cliDeadline fails the test with the evidence of every
+// instance of the daemon.
 func kiln(t *testing.T, socket string, args ...string) (int, string, string) {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), cliDeadline)
+	defer cancel()
 	var stdout, stderr bytes.Buffer
-	code := run(context.Background(), append([]string{"--socket", socket}, args...), &stdout, &stderr)
+	code := run(ctx, append([]string{"--socket", socket}, args...), &stdout, &stderr)
+	if ctx.Err() != nil {
+		t.Fatalf("kiln %s: not done within %s (exit %d, stderr %q)\n%s",
+			strings.Join(args, " "), cliDeadline, code, stderr.String(), evidence(filepath.Join(filepath.Dir(socket), "root")))
+	}
 	return code, stdout.String(), stderr.String()
+}
+
+// evidence is the tail of the console and of QEMU's log of every instance under a
+// daemon's root.
+func evidence(root string) string {
+	dirs, _ := filepath.Glob(filepath.Join(root, "instances", "*"))
+	if len(dirs) == 0 {
+		return "(no instances)"
+	}
+	var b strings.Builder
+	for _, d := range dirs {
+		fmt.Fprintf(&b, "console of %s:\n%s\nqemu.log:\n%s\n", filepath.Base(d),
+			fileTail(filepath.Join(d, "console.log"), 40), fileTail(filepath.Join(d, "qemu.log"), 20))
+	}
+	return b.String()
+}
+
+// fileTail is the last n lines of a file, or why there are none.
+func fileTail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	lines := strings.Split(strings.TrimRight(strings.ReplaceAll(string(b), "\r", ""), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
 
 func guestDir(t *testing.T) string {
