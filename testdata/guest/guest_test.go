@@ -49,8 +49,15 @@ func boot(t *testing.T, dir, disk, seed string) (*exec.Cmd, chan error, string, 
 	if seed != "" {
 		args = append(args, "-drive", "file="+seed+",if=virtio,format=raw,readonly=on")
 	}
+	// QEMU's own output goes to qemu.log beside the console, as kilnd keeps it: the
+	// evidence a failed wait shows.
+	qlog, err := os.Create(filepath.Join(dir, "qemu.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qlog.Close() // QEMU holds its own copy
 	cmd := exec.Command("qemu-system-x86_64", args...)
-	cmd.Stderr = os.Stderr
+	cmd.Stdout, cmd.Stderr = qlog, qlog
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -60,10 +67,14 @@ func boot(t *testing.T, dir, disk, seed string) (*exec.Cmd, chan error, string, 
 	return cmd, exited, console, qmp
 }
 
+// bootDeadline bounds every wait on the guest: one that is not up by then fails the
+// test with its console and QEMU's log.
+const bootDeadline = 90 * time.Second
+
 // waitConsole polls the console log until it holds want.
 func waitConsole(t *testing.T, console, want string, exited chan error) string {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(bootDeadline)
 	for {
 		b, _ := os.ReadFile(console)
 		s := strings.ReplaceAll(string(b), "\r", "")
@@ -72,14 +83,32 @@ func waitConsole(t *testing.T, console, want string, exited chan error) string {
 		}
 		select {
 		case err := <-exited:
-			t.Fatalf("QEMU exited (%v) before %q; console:\n%s", err, want, s)
+			t.Fatalf("QEMU exited (%v) before %q\n%s", err, want, evidence(console))
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no %q on the console within 90s; console:\n%s", want, s)
+			t.Fatalf("no %q on the console within %s\n%s", want, bootDeadline, evidence(console))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// evidence is the tail of the console and of QEMU's log (beside it).
+func evidence(console string) string {
+	return "console:\n" + fileTail(console, 40) + "\nqemu.log:\n" + fileTail(filepath.Join(filepath.Dir(console), "qemu.log"), 20)
+}
+
+// fileTail is the last n lines of a file, or why there are none.
+func fileTail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	lines := strings.Split(strings.TrimRight(strings.ReplaceAll(string(b), "\r", ""), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
 
 // powerdown presses the ACPI power button over QMP.
@@ -114,15 +143,15 @@ func powerdown(t *testing.T, sock string) {
 	}
 }
 
-func waitExit(t *testing.T, exited chan error) {
+func waitExit(t *testing.T, console string, exited chan error) {
 	t.Helper()
 	select {
 	case err := <-exited:
 		if err != nil {
-			t.Errorf("QEMU: %v", err)
+			t.Errorf("QEMU: %v\n%s", err, evidence(console))
 		}
 	case <-time.After(60 * time.Second):
-		t.Fatal("the guest did not power off within 60s of the power button")
+		t.Fatalf("the guest did not power off within 60s of the power button\n%s", evidence(console))
 	}
 }
 
@@ -140,7 +169,9 @@ func TestGuest(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	disk := filepath.Join(dir, "disk.qcow2")
-	if b, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if b, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
 		"-b", filepath.Join(out, "root.qcow2"), disk).CombinedOutput(); err != nil {
 		t.Fatalf("overlay: %v: %s", err, b)
 	}
@@ -157,7 +188,7 @@ func TestGuest(t *testing.T) {
 		}
 	}
 	powerdown(t, qmp)
-	waitExit(t, exited)
+	waitExit(t, console, exited)
 	waitConsole(t, console, "KILN-GUEST poweroff", make(chan error))
 
 	_, exited, console, qmp = boot(t, dir, disk, "")
@@ -166,5 +197,5 @@ func TestGuest(t *testing.T) {
 		t.Errorf("second boot:\n%s", log)
 	}
 	powerdown(t, qmp)
-	waitExit(t, exited)
+	waitExit(t, console, exited)
 }
