@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
 	"kiln/builder"
@@ -28,8 +29,11 @@ type Config struct {
 	SocketMode os.FileMode // default 0660 for root (group access), 0600 for a user
 	Version    string      // reported by /v1/info
 	KVMDevice  string      // default /dev/kvm
-	QemuImg    string      // the qemu-img binary; default from PATH
-	Qemu       string      // the qemu-system-x86_64 binary; default from PATH
+	// Accelerator is auto (the default: KVM only when a probe guest runs under it), kvm
+	// or tcg. The command line's --accel; when empty, the settings file's.
+	Accelerator string
+	QemuImg     string // the qemu-img binary; default from PATH
+	Qemu        string // the qemu-system-x86_64 binary; default from PATH
 	// Ready, when set, is called once the daemon serves.
 	Ready func()
 	// Listener, when set, is the API socket already open (socket activation); Socket
@@ -71,15 +75,19 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer store.Close()
 
-	accel, why := hypervisor.DetectAccelerator(ctx, cfg.Qemu, cfg.KVMDevice)
-	l := log.G(ctx).WithField("path", cfg.Root)
-	if accel == hypervisor.AccelTCG {
-		l = l.WithField("kvm", why)
-	}
 	st, err := loadSettings(ctx, cfg)
 	if err != nil {
 		return err
 	}
+	choice := cfg.Accelerator
+	if choice == "" {
+		choice = st.Accelerator
+	}
+	accel, err := chooseAccelerator(ctx, cfg, choice)
+	if err != nil {
+		return err
+	}
+	l := log.G(ctx).WithField("path", cfg.Root)
 	ln := cfg.Listener
 	if ln == nil {
 		if ln, err = Listen(cfg.Socket, cfg.SocketMode, socketGID(ctx, st.socketGroup(), cfg.SocketMode)); err != nil {
@@ -89,6 +97,27 @@ func Run(ctx context.Context, cfg Config) error {
 		l = l.WithField("activated", true)
 	}
 	return serve(ctx, cfg, st, store, accel, ln, l)
+}
+
+// accelerator is the accelerator kilnd runs guests with, chosen once at start, and why.
+type accelerator struct{ name, reason string }
+
+// chooseAccelerator makes the operator's choice (auto, kvm or tcg) and logs it with its
+// reason: at Info when it is what was asked for, at Warn when auto fell back to TCG
+// though /dev/kvm exists (a host whose KVM cannot run a kernel).
+func chooseAccelerator(ctx context.Context, cfg Config, choice string) (accelerator, error) {
+	p := hypervisor.Prober{Qemu: cfg.Qemu, KVMDevice: cfg.KVMDevice}
+	name, reason, err := p.Choose(ctx, choice)
+	if err != nil {
+		return accelerator{}, fmt.Errorf("%w (give --accel auto, kvm or tcg, or \"accelerator\" in the settings file): %w", err, errdefs.ErrInvalidArgument)
+	}
+	l := log.G(ctx).WithField("accelerator", name).WithField("reason", reason)
+	if _, statErr := os.Stat(cfg.KVMDevice); name == hypervisor.AccelTCG && statErr == nil && choice != hypervisor.AccelTCG {
+		l.Warn("KVM is not usable here: guests run under TCG (slower)")
+	} else {
+		l.Info("accelerator chosen")
+	}
+	return accelerator{name, reason}, nil
 }
 
 // socketGID is the group a system kilnd gives its socket when the mode lets a group
@@ -108,17 +137,18 @@ func socketGID(ctx context.Context, group string, mode os.FileMode) int {
 	return gid
 }
 
-func serve(ctx context.Context, cfg Config, st *settings, store *images.Store, accel string, ln net.Listener, l *log.Entry) (err error) {
+func serve(ctx context.Context, cfg Config, st *settings, store *images.Store, accel accelerator, ln net.Listener, l *log.Entry) (err error) {
 	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelOps()
 	s := &server{
-		cfg:     cfg,
-		store:   store,
-		builder: &builder.Builder{Store: store, Tool: volumes.Tool{Path: cfg.QemuImg}},
-		accel:   accel,
-		uid:     uint32(os.Getuid()),
-		opsCtx:  opsCtx,
-		running: map[string]*imageOp{},
+		cfg:      cfg,
+		store:    store,
+		builder:  &builder.Builder{Store: store, Tool: volumes.Tool{Path: cfg.QemuImg}},
+		accel:    accel.name,
+		accelWhy: accel.reason,
+		uid:      uint32(os.Getuid()),
+		opsCtx:   opsCtx,
+		running:  map[string]*imageOp{},
 	}
 	s.settings.Store(st)
 	if s.audit, err = openAudit(cfg.Root); err != nil {
@@ -138,7 +168,7 @@ func serve(ctx context.Context, cfg Config, st *settings, store *images.Store, a
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(withFiles(ln)) }()
-	l.WithField("socket", cfg.Socket).WithField("accelerator", accel).WithField("units", s.inst.placer.Kind()).Info("kilnd serving")
+	l.WithField("socket", cfg.Socket).WithField("accelerator", accel.name).WithField("units", s.inst.placer.Kind()).Info("kilnd serving")
 	systemd.Ready(s.status())
 	if cfg.Ready != nil {
 		cfg.Ready()

@@ -24,8 +24,10 @@ type server struct {
 	store   *images.Store
 	builder *builder.Builder
 	accel   string
-	uid     uint32 // kilnd's own uid
-	audit   *auditLog
+	// accelWhy says why accel was chosen (the probe's result, or the operator's choice).
+	accelWhy string
+	uid      uint32 // kilnd's own uid
+	audit    *auditLog
 	// settings are the settings file's, replaced whole on reload.
 	settings atomic.Pointer[settings]
 
@@ -192,14 +194,15 @@ func (s *server) info(w http.ResponseWriter, r *http.Request, c Caller) error {
 		}
 	}
 	writeJSON(w, http.StatusOK, api.Info{
-		Version:       s.cfg.Version,
-		Accelerator:   s.accel,
-		InstanceUnits: s.inst.placer.Kind(),
-		Root:          s.cfg.Root,
-		Socket:        s.cfg.Socket,
-		Images:        len(s.store.Images(func(im *images.Image) bool { return s.visible(c, im) })),
-		Snapshots:     nSnapshots,
-		Instances:     len(s.inst.list(false, sees)),
+		Version:           s.cfg.Version,
+		Accelerator:       s.accel,
+		AcceleratorReason: s.accelWhy,
+		InstanceUnits:     s.inst.placer.Kind(),
+		Root:              s.cfg.Root,
+		Socket:            s.cfg.Socket,
+		Images:            len(s.store.Images(func(im *images.Image) bool { return s.visible(c, im) })),
+		Snapshots:         nSnapshots,
+		Instances:         len(s.inst.list(false, sees)),
 	})
 	return nil
 }

@@ -25,6 +25,9 @@ type settings struct {
 	// SocketGroup owns the socket of a system kilnd (mode 0660); default kiln. It is
 	// read at start only.
 	SocketGroup string `json:"socketGroup,omitempty"`
+	// Accelerator is auto (the default), kvm or tcg; the command line's --accel wins.
+	// It is read at start only: the probe runs once.
+	Accelerator string `json:"accelerator,omitempty"`
 	// Quotas bound what each user may have.
 	Quotas QuotaSettings `json:"quotas,omitempty"`
 }
@@ -67,6 +70,11 @@ func loadSettings(ctx context.Context, cfg Config) (*settings, error) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(st); err != nil {
 		return nil, fmt.Errorf("settings %s: %v (want JSON such as {\"logLevel\": \"debug\"}; see docs/settings.md): %w", cfg.SettingsFile, err, errdefs.ErrInvalidArgument)
+	}
+	switch st.Accelerator {
+	case "", "auto", "kvm", "tcg":
+	default:
+		return nil, fmt.Errorf("settings %s: accelerator %q: want auto, kvm or tcg: %w", cfg.SettingsFile, st.Accelerator, errdefs.ErrInvalidArgument)
 	}
 	if err := st.Quotas.check(); err != nil {
 		return nil, fmt.Errorf("settings %s: %w", cfg.SettingsFile, err)

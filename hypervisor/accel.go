@@ -3,11 +3,15 @@ package hypervisor
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Accelerators QEMU can run guests with.
@@ -16,41 +20,179 @@ const (
 	AccelTCG = "tcg" // QEMU's software emulation: slower, works everywhere
 )
 
-// kvmProbeTime is how long a probe guest must keep running under KVM to count.
-const kvmProbeTime = 500 * time.Millisecond
+// Accelerator choices an operator can make (kilnd --accel).
+const (
+	AccelAuto = "auto" // probe KVM with a guest that must run; TCG when it does not
+)
 
-// DetectAccelerator returns AccelKVM when KVM is usable here and AccelTCG otherwise,
-// with the reason KVM is not used. Usable means more than a /dev/kvm that opens: some
-// hosts (nested or sandboxed ones) offer a device whose vCPUs abort on their first run,
-// so a guest with no disks is started under KVM and must stay up for kvmProbeTime.
-// qemu is the qemu-system-x86_64 binary; dev is normally /dev/kvm.
-func DetectAccelerator(ctx context.Context, qemu, dev string) (accel, reason string) {
-	f, err := os.OpenFile(dev, os.O_RDWR, 0)
-	if err != nil {
-		return AccelTCG, err.Error()
+// ProbeDeadline is how long the probe guest has to prove it ran.
+const ProbeDeadline = 2 * time.Second
+
+// Prober runs the probe guest. The zero value is not usable: Qemu names the
+// qemu-system-x86_64 binary and KVMDevice /dev/kvm (each replaceable in tests).
+type Prober struct {
+	Qemu      string
+	KVMDevice string
+	Deadline  time.Duration // default ProbeDeadline
+}
+
+// Choose returns the accelerator to run guests with, and why. choice is AccelAuto,
+// AccelKVM or AccelTCG. AccelTCG and AccelKVM are obeyed as given (KVM only when its
+// device opens: an errdefs-free error otherwise). AccelAuto uses KVM only when a guest
+// proved under it that it runs code (Probe), and TCG otherwise; then the same guest runs
+// under TCG too, so that a payload which cannot run anywhere is told apart from KVM
+// that runs nothing. The probe takes at most the deadline; both run at once.
+func (p Prober) Choose(ctx context.Context, choice string) (accel, reason string, err error) {
+	switch choice {
+	case AccelTCG:
+		return AccelTCG, "chosen by the operator (accelerator tcg)", nil
+	case AccelKVM:
+		if err := p.openKVM(); err != nil {
+			return "", "", fmt.Errorf("accelerator kvm: %w", err)
+		}
+		return AccelKVM, "chosen by the operator (accelerator kvm), not probed", nil
+	case AccelAuto, "":
+	default:
+		return "", "", fmt.Errorf("accelerator %q: want auto, kvm or tcg", choice)
 	}
-	f.Close()
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	if err := p.openKVM(); err != nil {
+		return AccelTCG, fmt.Sprintf("KVM: %v; using TCG", err), nil
+	}
+	tcg := make(chan error, 1)
+	go func() { _, err := p.Probe(ctx, AccelTCG); tcg <- err }()
+	took, kvmErr := p.Probe(ctx, AccelKVM)
+	tcgErr := <-tcg
+	switch {
+	case kvmErr == nil:
+		return AccelKVM, fmt.Sprintf("KVM: the probe guest ran to its end in %s", took.Round(time.Millisecond)), nil
+	case tcgErr != nil:
+		return AccelTCG, fmt.Sprintf("KVM: %v; using TCG (the probe guest failed under TCG too: %v)", kvmErr, tcgErr), nil
+	}
+	return AccelTCG, fmt.Sprintf("KVM: %v; using TCG", kvmErr), nil
+}
+
+func (p Prober) openKVM() error {
+	f, err := os.OpenFile(p.KVMDevice, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// Probe boots the probe payload (probePayload) under accel and returns how long it took
+// to print its token, or an error saying what the guest did instead: ran no code within
+// the deadline, printed something else, or QEMU exited.
+func (p Prober) Probe(ctx context.Context, accel string) (time.Duration, error) {
+	deadline := p.Deadline
+	if deadline == 0 {
+		deadline = ProbeDeadline
+	}
+	var nonce [8]byte
+	const digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+	rand.Read(nonce[:])
+	for i, b := range nonce {
+		nonce[i] = digits[int(b)%len(digits)]
+	}
+	token := probeToken(nonce)
+
+	// The firmware goes to QEMU as a memory file: nothing to clean up on disk.
+	fd, err := unix.MemfdCreate("kiln-probe", unix.MFD_CLOEXEC)
+	if err != nil {
+		return 0, fmt.Errorf("probe: memfd: %w", err)
+	}
+	fw := os.NewFile(uintptr(fd), "kiln-probe")
+	defer fw.Close()
+	if _, err := fw.Write(probePayload(nonce)); err != nil {
+		return 0, fmt.Errorf("probe: %w", err)
+	}
+
+	cpu := "max"
+	if accel == AccelKVM {
+		cpu = "host"
+	}
+	ctx, cancel := context.WithTimeout(ctx, deadline)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, qemu, "-accel", "kvm", "-cpu", "host", "-machine", "q35",
-		"-nodefaults", "-display", "none", "-serial", "none", "-monitor", "none", "-m", "64", "-no-reboot")
+	cmd := exec.CommandContext(ctx, p.Qemu, "-machine", "q35,accel="+accel, "-cpu", cpu, "-m", "16",
+		"-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none",
+		"-bios", "/dev/fd/3", "-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04")
+	cmd.ExtraFiles = []*os.File{fw}
+	cmd.WaitDelay = time.Second // after the kill, for anything left holding the output
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
 	if err := cmd.Start(); err != nil {
-		return AccelTCG, fmt.Sprintf("kvm probe: %v", err)
+		return 0, fmt.Errorf("probe: %w", err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	// Read the console until the token or the end of output; the deadline kills QEMU,
+	// and does not wait for anything QEMU left holding its output.
+	type result struct {
+		console []byte
+		found   bool
+	}
+	done := make(chan result, 1)
+	go func() { c, f := readUntil(out, token, 4096); done <- result{c, f} }()
+	var res result
+	received := false
 	select {
-	case err := <-exited:
-		msg := strings.TrimSpace(stderr.String())
-		if i := strings.IndexByte(msg, '\n'); i > 0 {
-			msg = msg[:i]
-		}
-		return AccelTCG, fmt.Sprintf("a KVM guest stopped at once (%v): %s", err, msg)
-	case <-time.After(kvmProbeTime):
-		cmd.Process.Kill()
-		<-exited
-		return AccelKVM, ""
+	case res = <-done:
+		received = true
+	case <-ctx.Done():
 	}
+	took := time.Since(start)
+	timedOut := ctx.Err() != nil
+	cancel()
+	werr := cmd.Wait() // closes the output, so the reader ends too
+	if !received {
+		res = <-done
+	}
+	switch {
+	case res.found:
+		return took, nil
+	case len(res.console) > 0:
+		return 0, fmt.Errorf("the probe guest printed %q, not its token", trim(res.console, 80))
+	case timedOut:
+		return 0, fmt.Errorf("the probe guest ran no code within %s", deadline)
+	}
+	msg := firstLine(stderr.String())
+	if msg == "" {
+		msg = "no message"
+	}
+	return 0, fmt.Errorf("QEMU exited before the probe guest ran (%v): %s", werr, msg)
+}
+
+// readUntil reads r until token appears, r ends, or max bytes came.
+func readUntil(r io.Reader, token string, max int) ([]byte, bool) {
+	var got []byte
+	buf := make([]byte, 512)
+	for len(got) < max {
+		n, err := r.Read(buf)
+		got = append(got, buf[:n]...)
+		if bytes.Contains(got, []byte(token)) {
+			return got, true
+		}
+		if err != nil {
+			break
+		}
+	}
+	return got, false
+}
+
+func trim(b []byte, n int) string {
+	s := strings.TrimSpace(string(b))
+	if len(s) > n {
+		s = s[:n] + "…"
+	}
+	return s
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
 }

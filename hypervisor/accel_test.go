@@ -3,9 +3,11 @@ package hypervisor
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // fakeQemu writes a stand-in for qemu-system-x86_64 running script.
@@ -17,21 +19,92 @@ func fakeQemu(t *testing.T, script string) string {
 	return p
 }
 
-func TestDetectAccelerator(t *testing.T) {
+// realQemu returns the qemu-system-x86_64 binary; tests that need it fail under CI
+// when it is missing and skip elsewhere.
+func realQemu(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("qemu-system-x86_64 is missing: run 'make deps' (%v)", err)
+		}
+		t.Skipf("qemu-system-x86_64 is missing: %v", err)
+	}
+	return p
+}
+
+// The payload itself: under TCG it must reach 64-bit mode and print its token with
+// this probe's nonce, well within the deadline.
+func TestProbePayloadRunsUnderTCG(t *testing.T) {
+	p := Prober{Qemu: realQemu(t), KVMDevice: "/nonexistent/kvm", Deadline: 10 * time.Second}
+	took, err := p.Probe(context.Background(), AccelTCG)
+	if err != nil {
+		t.Fatalf("the probe payload does not run under TCG: %v", err)
+	}
+	t.Logf("the probe guest ran under TCG in %s", took)
+}
+
+// Each way a guest can fail to prove itself gives TCG with a reason that says which.
+func TestChooseAccelerator(t *testing.T) {
 	ctx := context.Background()
-	if a, why := DetectAccelerator(ctx, "qemu-system-x86_64", "/nonexistent/kvm"); a != AccelTCG || why == "" {
-		t.Errorf("no device: %s %q", a, why)
+	fast := 300 * time.Millisecond
+	for _, c := range []struct {
+		name, script, device string
+		want                 string // in the reason
+	}{
+		{"no device", "exit 1", "/nonexistent/kvm", "no such file"},
+		{"silent guest", "exec sleep 30", "/dev/null", "ran no code within 300ms"},
+		{"silent guest holding its output", "sleep 30", "/dev/null", "ran no code within 300ms"},
+		{"QEMU exits", `echo "qemu: error: failed to set MSR 0x10a to 0x69" >&2; exit 1`, "/dev/null", "MSR 0x10a"},
+		{"QEMU aborts", `kill -ABRT $$`, "/dev/null", "QEMU exited before the probe guest ran"},
+		{"wrong token", `echo KILNLM64xxxxxxxx; exec sleep 30`, "/dev/null", `printed "KILNLM64xxxxxxxx", not its token`},
+		{"no qemu", "", "/dev/null", "no such file"},
+	} {
+		qemu := "/nonexistent/qemu"
+		if c.script != "" {
+			qemu = fakeQemu(t, c.script)
+		}
+		start := time.Now()
+		accel, why, err := Prober{Qemu: qemu, KVMDevice: c.device, Deadline: fast}.Choose(ctx, AccelAuto)
+		if err != nil || accel != AccelTCG || !strings.Contains(why, c.want) || !strings.HasPrefix(why, "KVM: ") {
+			t.Errorf("%s: %s %q, %v; want tcg and a reason with %q", c.name, accel, why, err, c.want)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("%s: the choice took %s", c.name, d)
+		}
 	}
-	// A device that opens but whose guests abort at once (as nested hosts do).
-	crash := fakeQemu(t, `echo "qemu: error: failed to set MSR 0x10a to 0x69" >&2; kill -ABRT $$`)
-	if a, why := DetectAccelerator(ctx, crash, "/dev/null"); a != AccelTCG || !strings.Contains(why, "MSR 0x10a") {
-		t.Errorf("aborting guest: %s %q", a, why)
+
+	// The operator's choice is obeyed, without a probe.
+	never := fakeQemu(t, "exit 1")
+	if accel, why, err := (Prober{Qemu: never, KVMDevice: "/dev/null"}).Choose(ctx, AccelKVM); err != nil || accel != AccelKVM || !strings.Contains(why, "operator") {
+		t.Errorf("--accel kvm: %s %q %v", accel, why, err)
 	}
-	// A guest that keeps running: KVM works.
-	if a, why := DetectAccelerator(ctx, fakeQemu(t, "exec sleep 30"), "/dev/null"); a != AccelKVM {
-		t.Errorf("running guest: %s %q", a, why)
+	if _, _, err := (Prober{Qemu: never, KVMDevice: "/nonexistent/kvm"}).Choose(ctx, AccelKVM); err == nil {
+		t.Error("--accel kvm without a device: no error")
 	}
-	if a, _ := DetectAccelerator(ctx, "/nonexistent/qemu", "/dev/null"); a != AccelTCG {
-		t.Errorf("no qemu: %s", a)
+	if accel, why, err := (Prober{Qemu: never, KVMDevice: "/dev/null"}).Choose(ctx, AccelTCG); err != nil || accel != AccelTCG || !strings.Contains(why, "operator") {
+		t.Errorf("--accel tcg: %s %q %v", accel, why, err)
+	}
+	if _, _, err := (Prober{Qemu: never, KVMDevice: "/dev/null"}).Choose(ctx, "hvf"); err == nil {
+		t.Error("--accel hvf: no error")
+	}
+}
+
+// On this host itself: the choice is made within the deadline and says why; where KVM
+// is chosen, the probe guest really ran under it.
+func TestChooseHere(t *testing.T) {
+	p := Prober{Qemu: realQemu(t), KVMDevice: "/dev/kvm"}
+	start := time.Now()
+	accel, why, err := p.Choose(context.Background(), AccelAuto)
+	took := time.Since(start)
+	if err != nil || why == "" {
+		t.Fatalf("%s %q %v", accel, why, err)
+	}
+	t.Logf("chose %s in %s: %s", accel, took, why)
+	if took > ProbeDeadline+2*time.Second {
+		t.Errorf("the probe took %s; it must stay near %s", took, ProbeDeadline)
+	}
+	if strings.Contains(why, "failed under TCG too") {
+		t.Errorf("the probe payload failed under TCG: %s", why)
 	}
 }

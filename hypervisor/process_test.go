@@ -61,7 +61,7 @@ func TestMachineLifecycle(t *testing.T) {
 	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", filepath.Join(g, "root.qcow2"), overlay).CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	accel, _ := DetectAccelerator(context.Background(), "qemu-system-x86_64", "/dev/kvm")
+	accel, _, _ := Prober{Qemu: "qemu-system-x86_64", KVMDevice: "/dev/kvm"}.Choose(context.Background(), AccelAuto)
 	spec := Spec{
 		Name: "test", Dir: dir, Accel: accel, CPUs: 1, MemoryMiB: 256,
 		Kernel: filepath.Join(g, "vmlinuz"), Initrd: filepath.Join(g, "initrd.img"), Cmdline: "console=ttyS0 root=/dev/vda quiet",

@@ -22,6 +22,7 @@ func newInfoCommand(e *env) *cobra.Command {
 			return fields(e.stdout, [][2]string{
 				{"Version", info.Version},
 				{"Accelerator", info.Accelerator},
+				{"Accelerator reason", info.AcceleratorReason},
 				{"Instance units", info.InstanceUnits},
 				{"Root", info.Root},
 				{"Socket", info.Socket},

@@ -27,6 +27,7 @@ func main() {
 	fs.StringVar(&cfg.Root, "root", defaultRoot(), "the store's directory")
 	fs.StringVar(&cfg.Socket, "socket", client.DefaultSocket(), "the API socket")
 	fs.StringVar(&cfg.SettingsFile, "config", defaultSettings(), "settings file (JSON, re-read on SIGHUP); a missing one means the defaults")
+	fs.StringVar(&cfg.Accelerator, "accel", "", "accelerator: auto (KVM when a probe guest runs under it, else TCG), kvm or tcg; default the settings file's, else auto")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error (wins over the settings file)")
 	format := fs.String("log-format", "text", "log format: text or json (under systemd: the journal)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -35,6 +36,12 @@ func main() {
 	fs.Visit(func(f *flag.Flag) { cfg.LogLevelFixed = cfg.LogLevelFixed || f.Name == "log-level" })
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "kilnd: unexpected argument %q\n", fs.Arg(0))
+		os.Exit(2)
+	}
+	switch cfg.Accelerator {
+	case "", "auto", "kvm", "tcg":
+	default:
+		fmt.Fprintf(os.Stderr, "kilnd: --accel %q: want auto, kvm or tcg\n", cfg.Accelerator)
 		os.Exit(2)
 	}
 	if err := log.SetLevel(*level); err != nil {

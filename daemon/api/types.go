@@ -9,6 +9,8 @@ const Version = "v1"
 type Info struct {
 	Version     string `json:"version"`
 	Accelerator string `json:"accelerator"` // kvm or tcg
+	// AcceleratorReason says why: the probe's result, or the operator's choice.
+	AcceleratorReason string `json:"acceleratorReason"`
 	// InstanceUnits is how instances are kept: systemd-scope or detached.
 	InstanceUnits string `json:"instanceUnits"`
 	Root          string `json:"root"`
