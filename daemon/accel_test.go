@@ -1,0 +1,82 @@
+package daemon_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestAccelerator: kilnd chooses its accelerator once, says why in kiln info, and obeys
+// the operator's --accel and the settings file's "accelerator" (the flag wins).
+func TestAccelerator(t *testing.T) {
+	info := func(k *kilnd) (string, string) {
+		t.Helper()
+		in, err := k.Info(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return in.Accelerator, in.AcceleratorReason
+	}
+
+	// auto (the default) probes: the choice comes with the probe's result. On a host
+	// whose KVM runs no kernel, that is tcg; on one where it works, kvm.
+	start := time.Now()
+	k := newKilnd(t)
+	took := time.Since(start)
+	accel, why := info(k)
+	if !strings.HasPrefix(why, "KVM: ") || (accel == "kvm") != strings.Contains(why, "ran to its end") {
+		t.Errorf("auto: %s %q", accel, why)
+	}
+	if strings.Contains(why, "failed under TCG too") {
+		t.Errorf("auto: the probe payload failed under TCG: %s", why)
+	}
+	t.Logf("auto chose %s (kilnd served %s after start): %s", accel, took.Round(time.Millisecond), why)
+	if accel == "tcg" && !strings.Contains(k.log.String(), why) {
+		t.Errorf("kilnd's log does not give the reason %q:\n%s", why, k.log)
+	}
+	k.stop()
+
+	// --accel tcg is obeyed without a probe.
+	dir := shortDir(t)
+	k = kilndIn(t, dir, "info")
+	k.args = []string{"--accel", "tcg"}
+	k.start()
+	if accel, why := info(k); accel != "tcg" || !strings.Contains(why, "operator") {
+		t.Errorf("--accel tcg: %s %q", accel, why)
+	}
+	k.stop()
+
+	// The settings file's accelerator, and the flag over it.
+	settings := filepath.Join(dir, "kilnd.json")
+	if err := os.WriteFile(settings, []byte(`{"accelerator": "tcg"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	k.args = nil
+	k.start()
+	if accel, why := info(k); accel != "tcg" || !strings.Contains(why, "operator") {
+		t.Errorf("settings accelerator tcg: %s %q", accel, why)
+	}
+	k.stop()
+	_, kvmErr := os.Stat("/dev/kvm")
+	if kvmErr == nil {
+		k.args = []string{"--accel", "kvm"}
+		k.start()
+		if accel, why := info(k); accel != "kvm" || !strings.Contains(why, "operator") {
+			t.Errorf("--accel kvm over the settings' tcg: %s %q", accel, why)
+		}
+		k.stop()
+	}
+
+	// Wrong values are refused at start, naming what is accepted.
+	if out, err := commandWithin(t, 30*time.Second, kilndBin, "--root", filepath.Join(dir, "root"), "--socket", filepath.Join(dir, "s"), "--accel", "hvf").CombinedOutput(); err == nil || !strings.Contains(string(out), "want auto, kvm or tcg") {
+		t.Errorf("--accel hvf: %v\n%s", err, out)
+	}
+	if err := os.WriteFile(settings, []byte(`{"accelerator": "xen"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := commandWithin(t, 30*time.Second, kilndBin, "--root", filepath.Join(dir, "root"), "--socket", filepath.Join(dir, "s"), "--config", settings).CombinedOutput(); err == nil || !strings.Contains(string(out), "want auto, kvm or tcg") {
+		t.Errorf("settings accelerator xen: %v\n%s", err, out)
+	}
+}
