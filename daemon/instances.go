@@ -41,7 +41,7 @@ const (
 	// terminatedKept is how long a terminated instance stays visible.
 	terminatedKept = time.Hour
 	// stopGrace is how long a guest gets to power off on the ACPI button.
-	stopGrace = 30 * time.Second
+	stopGrace = api.StopGrace
 	maxCount  = 16
 )
 

@@ -8,22 +8,35 @@ import (
 
 func newImageCopyCommand(e *env) *cobra.Command {
 	var req api.CopyImageRequest
-	var wait bool
+	var opts waitOptions
 	cmd := &cobra.Command{
-		Use:   "copy IMAGE NAME [--description TEXT] [--copy-tags]",
+		Use:   "copy IMAGE NAME [--description TEXT] [--copy-tags] [--wait [--timeout DURATION]]",
 		Short: "Copy an image: a new image over the same content (no bytes copied)",
-		Args:  exactArgs(2, "IMAGE and NAME"),
+		Long: `Copy an image: a new image over the same content (no bytes copied). A copy is
+available at once; --wait is there for scripts that pass it to every command.
+
+` + waitTimeoutMeans,
+		Args: exactArgs(2, "IMAGE and NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := opts.check(cmd); err != nil {
+				return err
+			}
 			req.Name = args[1]
-			im, err := e.client().CopyImage(cmd.Context(), args[0], req)
+			c := e.client()
+			im, err := c.CopyImage(cmd.Context(), args[0], req)
 			if err != nil {
 				return err
+			}
+			if opts.wait && im.State != "available" {
+				if im, err = waitImageUntil(cmd.Context(), e, c, &opts, im, "being copied"); err != nil {
+					return err
+				}
 			}
 			return printImage(e, im)
 		},
 	}
 	cmd.Flags().StringVar(&req.Description, "description", "", "description (default: the source's)")
 	cmd.Flags().BoolVar(&req.CopyTags, "copy-tags", false, "copy the source's tags too")
-	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the copy is available (a copy is available at once)")
+	opts.addFlags(cmd, "the copy is available (a copy is available at once)", timeoutImageCopy)
 	return cmd
 }

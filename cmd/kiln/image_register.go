@@ -14,17 +14,22 @@ func newImageRegisterCommand(e *env) *cobra.Command {
 		req   api.RegisterImageRequest
 		disks []string
 		tags  []string
-		wait  bool
+		opts  waitOptions
 	)
 	cmd := &cobra.Command{
-		Use:   "register NAME --disk FILE[,format=qcow2|raw|vmdk|vhdx][,device=/dev/vda]...",
+		Use:   "register NAME --disk FILE[,format=qcow2|raw|vmdk|vhdx][,device=/dev/vda]... [--wait [--timeout DURATION]]",
 		Short: "Register an image from disk files (and optionally a kernel and initrd)",
 		Long: `Register an image from disk files. Each disk is checked (its format is the one
 given, qcow2 by default, never guessed), converted to a qcow2 layer and stored once
 however often it is registered. The image is pending until that is done; --wait
-waits for it to be available.`,
+waits for it to be available.
+
+` + waitTimeoutMeans,
 		Args: exactArgs(1, "one image NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := opts.check(cmd); err != nil {
+				return err
+			}
 			req.Name = args[0]
 			for _, spec := range disks {
 				d, err := splitDisk(spec)
@@ -57,8 +62,8 @@ waits for it to be available.`,
 			if err != nil {
 				return err
 			}
-			if wait {
-				if im, err = waitImage(cmd.Context(), e, c, im); err != nil {
+			if opts.wait {
+				if im, err = waitImageUntil(cmd.Context(), e, c, &opts, im, "being registered"); err != nil {
 					return err
 				}
 			}
@@ -75,6 +80,6 @@ waits for it to be available.`,
 	f.StringVar(&req.RootDeviceType, "root-device-type", "ebs", "root device type: ebs or instance-store")
 	f.StringVar(&req.Description, "description", "", "description")
 	f.StringArrayVar(&tags, "tag", nil, "tag K=V (repeatable)")
-	f.BoolVar(&wait, "wait", false, "wait until the image is available")
+	opts.addFlags(cmd, "the image is available", timeoutImage)
 	return cmd
 }

@@ -3,7 +3,8 @@
 // default path) and prints tables, JSON (-o json) or ids (-q).
 //
 // Exit status: 0 on success, 1 when the daemon refuses or fails (the error code and a
-// hint on stderr), 2 on a usage error.
+// hint on stderr) or a --wait gives up at its --timeout, 2 on a usage error, 128+n when
+// signal n (Ctrl-C: 130) ends it.
 package main
 
 import (
@@ -25,10 +26,31 @@ import (
 var version = "dev"
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := notifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
+}
+
+// notifyContext is ctx ending at the first of the signals, with interrupted as its
+// cause (so a wait can say what is still under way). A second signal has its default
+// effect: it ends kiln at once.
+func notifyContext(ctx context.Context, sigs ...os.Signal) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, sigs...)
+	go func() {
+		select {
+		case sig := <-ch:
+			signal.Stop(ch)
+			cancel(interrupted{sig.(syscall.Signal)})
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(ch)
+		cancel(context.Canceled)
+	}
 }
 
 // usageError marks an error in how kiln was called (exit status 2).
@@ -83,6 +105,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "kiln: %v\nRun 'kiln --help' for usage.\n", err)
 		return 2
 	}
+	var xe exitError
+	if errors.As(err, &xe) {
+		printExit(stderr, xe)
+		return xe.code
+	}
+	if in, ok := interruptedBy(ctx); ok {
+		fmt.Fprintf(stderr, "kiln: %v\n", in)
+		return in.exitCode()
+	}
 	reportError(stderr, err)
 	return 1
 }
@@ -91,6 +122,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // other error to stderr.
 func reportError(stderr io.Writer, err error) {
 	var ae *api.Error
+	var xe exitError
+	if errors.As(err, &xe) {
+		printExit(stderr, xe)
+		return
+	}
 	if !errors.As(err, &ae) {
 		fmt.Fprintf(stderr, "kiln: %v\n", err)
 		return

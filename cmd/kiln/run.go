@@ -17,19 +17,23 @@ func newRunCommand(e *env) *cobra.Command {
 		memory   string
 		userData string
 		vols     []string
-		wait     bool
+		opts     waitOptions
 	)
 	cmd := &cobra.Command{
-		Use:   "run IMAGE [--name NAME] [--type TYPE | --cpus N --memory SIZE] [--count N] [--user-data FILE] [--volume DEVICE=SIZE]... [--wait]",
+		Use:   "run IMAGE [--name NAME] [--type TYPE | --cpus N --memory SIZE] [--count N] [--user-data FILE] [--volume DEVICE=SIZE]... [--wait [--timeout DURATION]]",
 		Short: "Launch instances of an image",
 		Long: `Launch instances of an image (an ami- id or a name). Each gets a copy-on-write
 volume per block device mapping (nothing of the image is copied), blank volumes for
 --volume, and a cloud-init NoCloud seed for --user-data. Types: nano (1 vCPU, 256 MiB),
 micro (1, 512 MiB; the default), small (1, 1 GiB), medium (2, 2 GiB), large (2, 4 GiB).
---wait waits until the guest says it is ready on its console (or, for guests that
-do not, until it runs).`,
+--wait waits until the instances are ready.
+
+` + readyMeans + "\n\n" + waitTimeoutMeans,
 		Args: exactArgs(1, "one IMAGE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := opts.check(cmd); err != nil {
+				return err
+			}
 			req.Image = args[0]
 			if cmd.Flags().Changed("cpus") {
 				req.CPUs = &cpus
@@ -70,12 +74,12 @@ do not, until it runs).`,
 			if err != nil {
 				return err
 			}
-			if wait {
-				for i, inst := range insts {
-					if insts[i], err = c.WaitInstance(cmd.Context(), inst.ID, "ready"); err != nil {
-						return err
-					}
+			if opts.wait {
+				done, err := waitInstances(cmd.Context(), e, c, &opts, insts, instanceWait{want: "ready", doing: "starting"})
+				if err != nil {
+					return err
 				}
+				insts = done
 			}
 			return printInstances(e, insts)
 		},
@@ -88,6 +92,6 @@ do not, until it runs).`,
 	f.IntVar(&req.Count, "count", 1, "how many instances")
 	f.StringVar(&userData, "user-data", "", "user data FILE (a #! script runs at boot)")
 	f.StringArrayVar(&vols, "volume", nil, "blank volume DEVICE=SIZE (repeatable)")
-	f.BoolVar(&wait, "wait", false, "wait until the instances are ready")
+	opts.addFlags(cmd, `the instances are ready (see "Ready" above)`, timeoutBoot)
 	return cmd
 }

@@ -198,6 +198,10 @@ type RunInstancesRequest struct {
 	Volumes      []VolumeSpec `json:"volumes,omitempty"`
 }
 
+// StopGrace is how long a stop or termination waits for the guest to shut down after
+// the ACPI power button before it forces it off.
+const StopGrace = 30 * time.Second
+
 // StopRequest is POST /v1/instances/{instance}/stop and /terminate.
 type StopRequest struct {
 	Force bool `json:"force,omitempty"` // skip the guest's clean shutdown

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -37,20 +38,39 @@ func (c *Client) Instance(ctx context.Context, ref string) (api.Instance, error)
 }
 
 // WaitInstance waits until the instance is in state want ("running", "stopped",
-// "terminated") or, for "ready", running with its guest saying it is ready. It fails
-// when the instance ends in another settled state.
+// "terminated") or, for "ready", running with its guest saying it is ready (see
+// api.Instance.Ready). It fails when the instance ends in a state that does not lead
+// there: terminated, or stopped with no image creation that starts it again. It ends
+// with ctx; the instance goes on.
 func (c *Client) WaitInstance(ctx context.Context, ref, want string) (api.Instance, error) {
+	return c.WaitInstanceProgress(ctx, ref, want, nil)
+}
+
+// ErrInstanceSettled is returned by WaitInstance when the instance settles in a state
+// other than the one waited for.
+var ErrInstanceSettled = errors.New("instance settled elsewhere")
+
+// WaitInstanceProgress is WaitInstance calling progress (when not nil) with the
+// instance as it is, at least once a second.
+func (c *Client) WaitInstanceProgress(ctx context.Context, ref, want string, progress func(api.Instance)) (api.Instance, error) {
+	q := url.Values{"wait": {want}}
+	if progress != nil {
+		q.Set("timeout", "1s")
+	}
 	for {
 		var inst api.Instance
-		err := c.do(ctx, http.MethodGet, "/instances/"+url.PathEscape(ref), url.Values{"wait": {want}}, nil, &inst)
+		err := c.do(ctx, http.MethodGet, "/instances/"+url.PathEscape(ref), q, nil, &inst)
 		if err != nil {
 			return inst, err
+		}
+		if progress != nil {
+			progress(inst)
 		}
 		switch {
 		case inst.State == want || want == "ready" && inst.Ready:
 			return inst, nil
-		case inst.State == "terminated" || inst.State == "stopped" && want != "stopped":
-			return inst, fmt.Errorf("instance %s is %s (%s), not %s", inst.ID, inst.State, inst.StateReason, want)
+		case inst.State == "terminated" || inst.State == "stopped" && want != "stopped" && inst.CreatingImage == "":
+			return inst, fmt.Errorf("%w: instance %s is %s (%s), not %s", ErrInstanceSettled, inst.ID, inst.State, inst.StateReason, want)
 		}
 		if err := ctx.Err(); err != nil {
 			return inst, err
