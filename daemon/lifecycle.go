@@ -301,18 +301,23 @@ func (m *instances) dropCaptured(inst *instance) {
 	}
 }
 
-// watch follows a machine until QEMU exits: a SHUTDOWN the guest asked for is noted,
-// and an exit nobody asked for makes the instance stopped (or, instance-store,
-// terminated).
+// watch follows a machine until QEMU exits: a guest that shut itself down is noted, a
+// guest that failed (a kernel panic, an accelerator's internal error) is stopped with
+// the reason, and an exit nobody asked for makes the instance stopped (or,
+// instance-store, terminated).
 func (m *instances) watch(inst *instance, mach *hypervisor.Machine) {
-	events, err := mach.QMP.Events(context.Background())
+	events, err := mach.Watch(context.Background())
 	go func() {
 		if err == nil {
 			for ev := range events {
-				if ev.Event == "SHUTDOWN" && ev.Data["guest"] == true {
+				switch ev.Kind {
+				case hypervisor.GuestPoweredOff:
 					m.mu.Lock()
 					inst.guestOff = true
 					m.mu.Unlock()
+				case hypervisor.GuestFailed:
+					reason := ev.Reason
+					m.ops.Go(func() { m.fail(inst, mach, reason) })
 				}
 			}
 		}
@@ -320,7 +325,7 @@ func (m *instances) watch(inst *instance, mach *hypervisor.Machine) {
 		inst.op.Lock()
 		defer inst.op.Unlock()
 		if inst.machine != mach {
-			return // a stop or terminate took care of it
+			return // a stop, a terminate or a failure took care of it
 		}
 		inst.machine = nil
 		m.mu.Lock()
@@ -331,6 +336,20 @@ func (m *instances) watch(inst *instance, mach *hypervisor.Machine) {
 		m.mu.Unlock()
 		m.gone(inst, reason)
 	}()
+}
+
+// fail stops an instance whose guest cannot go on and records why: its vCPUs run no
+// more (a panicked kernel, a KVM that hit an internal error), so leaving its QEMU up
+// would only hold its memory, or spin.
+func (m *instances) fail(inst *instance, mach *hypervisor.Machine, reason string) {
+	inst.op.Lock()
+	defer inst.op.Unlock()
+	if inst.machine != mach {
+		return // stopped or restarted meanwhile
+	}
+	log.L.WithField("instance", inst.rec.ID).WithField("reason", reason).Warn("the guest failed; stopping its QEMU")
+	m.halt(inst, true)
+	m.gone(inst, reason)
 }
 
 // gone records that an instance's QEMU is gone without a stop: volume-backed ones are

@@ -74,6 +74,11 @@ func (s Spec) Args() ([]string, error) {
 		"-serial", "chardev:console",
 		"-qmp", "unix:" + filepath.Join(s.Dir, QMPSocket) + ",server=on,wait=off",
 		"-pidfile", filepath.Join(s.Dir, PIDFile),
+		// A guest kernel that panics tells QEMU through pvpanic, and QEMU pauses it
+		// (rather than powering it off) so that Watch reports one failure, as for a
+		// stop on an accelerator's internal error, and kilnd stops it with the reason.
+		"-device", "pvpanic-pci,bus=pcie.0",
+		"-action", "panic=pause",
 	}
 	if s.Kernel != "" {
 		args = append(args, "-kernel", s.Kernel)

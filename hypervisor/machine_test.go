@@ -31,6 +31,7 @@ func TestArgs(t *testing.T) {
 		"-device virtio-blk-pci,drive=vda-2,id=vda",
 		`{"driver":"raw","file":"seed-f0","node-name":"seed-0","read-only":true}`,
 		"-device virtio-blk-pci,drive=seed-0,id=seed",
+		"-device pvpanic-pci,bus=pcie.0 -action panic=pause",
 	} {
 		if !strings.Contains(line, want) {
 			t.Errorf("argv lacks %s\n%s", want, line)

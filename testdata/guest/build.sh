@@ -13,7 +13,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 # Modules in the order they must be loaded (each after what its depends= names).
-modules="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk cdrom isofs evdev button"
+modules="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk cdrom isofs evdev button pvpanic pvpanic-pci"
 
 kernel_package() {
 	apt-cache depends linux-image-cloud-amd64 2>/dev/null |
