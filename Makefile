@@ -16,7 +16,7 @@ SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 # Debian packages kiln and its tests need.
 PACKAGES := qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio gzip util-linux dpkg apt systemd passwd
 
-.PHONY: help deps build guest test test-short bench fuzz lint run install clean
+.PHONY: help deps build guest test test-short bench fuzz lint check-tree run install clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -54,9 +54,21 @@ fuzz: ## run each fuzz target for FUZZTIME
 		done; \
 	done
 
-lint: ## go vet and staticcheck
+lint: check-tree ## go vet, staticcheck and check-tree
 	$(GO) vet $(PKGS)
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.7.0 $(PKGS)
+
+check-tree: ## refuse a tracked binary, or a tracked file over 1 MiB outside testdata/
+	@bad=$$(git ls-files | while IFS= read -r f; do \
+		case "$$f" in testdata/*|*/testdata/*) continue ;; esac; \
+		[ -f "$$f" ] && [ ! -L "$$f" ] || continue; \
+		if [ "$$(stat -c %s "$$f")" -gt 1048576 ]; then echo "  $$f: over 1 MiB"; \
+		elif head -c 8192 "$$f" | od -An -tx1 | grep -q ' 00'; then echo "  $$f: binary (NUL bytes)"; fi; \
+	done); \
+	if [ -n "$$bad" ]; then \
+		echo "the repository holds source only; remove these (git rm --cached FILE) and ignore them:"; \
+		echo "$$bad"; exit 1; \
+	fi
 
 run: deps build guest ## start kilnd with the default root and a sample image (Ctrl-C stops it)
 	@set -e; ./bin/kilnd & pid=$$!; trap 'kill $$pid 2>/dev/null' INT TERM EXIT; \
