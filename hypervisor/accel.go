@@ -80,7 +80,7 @@ func (p Prober) openKVM() error {
 }
 
 // Probe boots the probe payload (probePayload) under accel and returns how long it took
-// to print its token, or an error saying what the guest did instead: ran no code within
+// to print its token, or an error saying what the guest did instead: printed nothing within
 // the deadline, printed something else, or QEMU exited.
 func (p Prober) Probe(ctx context.Context, accel string) (time.Duration, error) {
 	deadline := p.Deadline
@@ -155,7 +155,7 @@ func (p Prober) Probe(ctx context.Context, accel string) (time.Duration, error) 
 	case len(res.console) > 0:
 		return 0, fmt.Errorf("the probe guest printed %q, not its token", trim(res.console, 80))
 	case timedOut:
-		return 0, fmt.Errorf("the probe guest ran no code within %s", deadline)
+		return 0, fmt.Errorf("the probe guest printed nothing within %s (a kernel would not boot)", deadline)
 	}
 	msg := firstLine(stderr.String())
 	if msg == "" {

@@ -53,8 +53,8 @@ func TestChooseAccelerator(t *testing.T) {
 		want                 string // in the reason
 	}{
 		{"no device", "exit 1", "/nonexistent/kvm", "no such file"},
-		{"silent guest", "exec sleep 30", "/dev/null", "ran no code within 300ms"},
-		{"silent guest holding its output", "sleep 30", "/dev/null", "ran no code within 300ms"},
+		{"silent guest", "exec sleep 30", "/dev/null", "printed nothing within 300ms"},
+		{"silent guest holding its output", "sleep 30", "/dev/null", "printed nothing within 300ms"},
 		{"QEMU exits", `echo "qemu: error: failed to set MSR 0x10a to 0x69" >&2; exit 1`, "/dev/null", "MSR 0x10a"},
 		{"QEMU aborts", `kill -ABRT $$`, "/dev/null", "QEMU exited before the probe guest ran"},
 		{"wrong token", `echo KILNLM64xxxxxxxx; exec sleep 30`, "/dev/null", `printed "KILNLM64xxxxxxxx", not its token`},
