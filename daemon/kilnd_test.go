@@ -119,11 +119,18 @@ func fileTail(path string, n int) string {
 }
 
 // evidence is what a failed wait on instance id shows: the tail of its console and of
-// QEMU's log (both in the instance directory), and of kilnd's log.
+// QEMU's log (both in the instance directory), and of kilnd's log without the lines of
+// the requests (the test's own polling).
 func (k *kilnd) evidence(id string) string {
 	dir := filepath.Join(k.root, "instances", id)
-	return fmt.Sprintf("console (%s):\n%s\nqemu.log:\n%s\nkilnd log:\n%s",
-		id, fileTail(filepath.Join(dir, "console.log"), 40), fileTail(filepath.Join(dir, "qemu.log"), 20), tail(k.log.String(), 30))
+	var lines []string
+	for _, l := range strings.Split(k.log.String(), "\n") {
+		if !strings.Contains(l, `msg="request done"`) {
+			lines = append(lines, l)
+		}
+	}
+	return fmt.Sprintf("console (%s):\n%s\nqemu.log:\n%s\nkilnd log:\n%s", id, fileTail(filepath.Join(dir, "console.log"), 40),
+		fileTail(filepath.Join(dir, "qemu.log"), 20), tail(strings.Join(lines, "\n"), 30))
 }
 
 // kilnd is one kilnd process of a test, with its root and socket.
