@@ -23,10 +23,14 @@ func guestDir(t *testing.T) string {
 	return d
 }
 
+// bootDeadline bounds every wait on the guest: one that is not up by then fails the
+// test with its console and QEMU's log.
+const bootDeadline = 90 * time.Second
+
 // waitConsole polls the console log until it holds want n times.
 func waitConsole(t *testing.T, m *Machine, want string, n int) string {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(bootDeadline)
 	for {
 		b, _ := os.ReadFile(filepath.Join(m.Dir, ConsoleFile))
 		s := strings.ReplaceAll(string(b), "\r", "")
@@ -35,13 +39,41 @@ func waitConsole(t *testing.T, m *Machine, want string, n int) string {
 		}
 		select {
 		case <-m.Exited():
-			t.Fatalf("QEMU exited before %q; console:\n%s", want, s)
+			t.Fatalf("QEMU exited before %q %d times\n%s", want, n, evidence(m.Dir))
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no %q on the console within 90s:\n%s", want, s)
+			t.Fatalf("no %q %d times on the console within %s\n%s", want, n, bootDeadline, evidence(m.Dir))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// evidence is the tail of a machine's console and of QEMU's log.
+func evidence(dir string) string {
+	return "console:\n" + fileTail(filepath.Join(dir, ConsoleFile), 40) + "\nqemu.log:\n" + fileTail(filepath.Join(dir, LogFile), 20)
+}
+
+// fileTail is the last n lines of a file, or why there are none.
+func fileTail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	lines := strings.Split(strings.TrimRight(strings.ReplaceAll(string(b), "\r", ""), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// waitExited waits (bounded) for QEMU to exit.
+func waitExited(t *testing.T, m *Machine, why string) {
+	t.Helper()
+	select {
+	case <-m.Exited():
+	case <-time.After(30 * time.Second):
+		t.Fatalf("QEMU %d did not exit within 30s of %s\n%s", m.PID, why, evidence(m.Dir))
 	}
 }
 
@@ -58,7 +90,9 @@ func TestMachineLifecycle(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	overlay := filepath.Join(dir, "vda.qcow2")
-	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", filepath.Join(g, "root.qcow2"), overlay).CombinedOutput(); err != nil {
+	ictx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ictx, "qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", filepath.Join(g, "root.qcow2"), overlay).CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
 	accel, _, _ := Prober{Qemu: "qemu-system-x86_64", KVMDevice: "/dev/kvm"}.Choose(context.Background(), AccelAuto)
@@ -67,7 +101,10 @@ func TestMachineLifecycle(t *testing.T) {
 		Kernel: filepath.Join(g, "vmlinuz"), Initrd: filepath.Join(g, "initrd.img"), Cmdline: "console=ttyS0 root=/dev/vda quiet",
 		Disks: []Disk{{ID: "vda", Chain: []string{filepath.Join(g, "root.qcow2"), overlay}}},
 	}
-	ctx := context.Background()
+	// Every step below ends: QMP calls and stops are bounded by this (more than the
+	// waits in it add up to).
+	ctx, cancelAll := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancelAll()
 	m, err := Start(ctx, "qemu-system-x86_64", spec)
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +119,7 @@ func TestMachineLifecycle(t *testing.T) {
 		t.Fatalf("query-status: %+v, %v", st, err)
 	}
 	if err := m.Stop(ctx, 30*time.Second); err != nil {
-		t.Fatal(err)
+		t.Fatalf("stop: %v\n%s", err, evidence(dir))
 	}
 	waitConsole(t, m, "KILN-GUEST poweroff", 1) // the guest powered itself off
 
@@ -104,7 +141,7 @@ func TestMachineLifecycle(t *testing.T) {
 	if err := again.Stop(ctx, 0); err != nil { // no grace: quit
 		t.Fatal(err)
 	}
-	<-m.Exited()
+	waitExited(t, m, "quit")
 	if err := again.Stop(ctx, 0); err != nil {
 		t.Errorf("a second Stop: %v", err)
 	}

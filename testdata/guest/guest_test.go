@@ -33,7 +33,11 @@ func outDir(t *testing.T) string {
 func boot(t *testing.T, dir, disk, seed string) (*exec.Cmd, chan error, string, string) {
 	t.Helper()
 	out := outDir(t)
-	accel, _ := hypervisor.DetectAccelerator(context.Background(), "qemu-system-x86_64", "/dev/kvm")
+	accel, reason, err := hypervisor.Prober{Qemu: "qemu-system-x86_64", KVMDevice: "/dev/kvm"}.Choose(context.Background(), hypervisor.AccelAuto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("accelerator %s: %s", accel, reason)
 	console := filepath.Join(dir, "console.log")
 	os.Remove(console)
 	qmp := filepath.Join(dir, "qmp.sock")
