@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -55,6 +56,11 @@ func waitState(t *testing.T, k *kilnd, id, want string) api.Instance {
 	start := time.Now()
 	inst, err := k.WaitInstance(guestCtx(t), id, want)
 	if err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if cur, err := k.Instance(ctx, id); err == nil { // how far it got
+			inst = cur
+		}
 		t.Fatalf("wait %s %s: %v after %s (state %q, ready %v, reason %q)\n%s",
 			id, want, err, time.Since(start).Round(time.Second), inst.State, inst.Ready, inst.StateReason, k.evidence(id))
 	}
