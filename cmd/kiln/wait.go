@@ -24,9 +24,10 @@ guest that prints neither is never ready: --wait then gives up at --timeout.`
 
 // waitTimeoutMeans is what every help text says of --timeout.
 const waitTimeoutMeans = `--timeout bounds the wait (not the request that starts the work). When it passes,
-kiln says how far things got, shows an instance's last console lines, and exits with
-status 1; the work goes on in kilnd. Ctrl-C during a wait does the same with exit
-status 130.`
+kiln says how far things got (state, ready or not, an instance's last console lines;
+an image's progress) and exits with status 1; the work goes on in kilnd and the
+instance keeps running. Ctrl-C during a wait says what is still under way and exits
+with status 130; the work goes on too.`
 
 // Default --timeout of each --wait: long enough for a slow host (a guest booting
 // without KVM, a large disk converted), never forever.
@@ -50,7 +51,12 @@ var errWaitTimeout = errors.New("the --timeout passed")
 // interrupted is the cause of kiln's context when a signal (Ctrl-C) ended it.
 type interrupted struct{ sig syscall.Signal }
 
-func (i interrupted) Error() string { return "interrupted by " + i.sig.String() }
+func (i interrupted) Error() string {
+	if i.sig == syscall.SIGINT {
+		return "interrupted (Ctrl-C)"
+	}
+	return "ended by a signal (" + i.sig.String() + ")"
+}
 
 // exitCode is the exit status for a process ended by the signal, as a shell has it.
 func (i interrupted) exitCode() int { return 128 + int(i.sig) }
@@ -131,7 +137,7 @@ func waitInstances(ctx context.Context, e *env, c *client.Client, opts *waitOpti
 		said := false
 		got, err := c.WaitInstanceProgress(wctx, inst.ID, w.want, func(cur api.Instance) {
 			if tty {
-				fmt.Fprintf(e.stderr, "\r%s %s %5.1fs", cur.ID, describeInstance(cur), time.Since(start).Seconds())
+				fmt.Fprintf(e.stderr, "\r%s %s %5.1fs\x1b[K", cur.ID, describeInstance(cur), time.Since(start).Seconds())
 			}
 			if w.force != "" && !said && cur.ForceOffAt != nil && time.Since(start) >= powerButtonPatience {
 				said = true
@@ -158,7 +164,11 @@ func waitInstances(ctx context.Context, e *env, c *client.Client, opts *waitOpti
 			return done, exitError{code: in.exitCode(), msg: b.String()}
 		}
 		if errors.Is(context.Cause(wctx), errWaitTimeout) {
-			return done, exitError{code: 1, msg: instanceReport(ctx, c, inst.ID, w, opts.timeout, insts[i+1:])}
+			cur, reached, msg := instanceReport(ctx, c, inst.ID, w, opts.timeout, insts[i+1:])
+			if reached && i == len(insts)-1 { // it got there as the time ran out
+				return append(done, cur), nil
+			}
+			return done, exitError{code: 1, msg: msg}
 		}
 		if errors.Is(err, client.ErrInstanceSettled) {
 			return done, exitError{code: 1, msg: fmt.Sprintf("kiln: %v\n%s", err, consoleLines(ctx, c, inst.ID))}
@@ -169,8 +179,9 @@ func waitInstances(ctx context.Context, e *env, c *client.Client, opts *waitOpti
 }
 
 // instanceReport says that a wait for the instance timed out and how far it got: its
-// state, whether it is ready, its last console lines, and that it goes on.
-func instanceReport(ctx context.Context, c *client.Client, id string, w instanceWait, timeout time.Duration, rest []api.Instance) string {
+// state, whether it is ready, its last console lines, and that it goes on. It also
+// returns the instance as it is now and whether it got there after all.
+func instanceReport(ctx context.Context, c *client.Client, id string, w instanceWait, timeout time.Duration, rest []api.Instance) (api.Instance, bool, string) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "kiln: gave up after %s waiting for %s to be %s\n", timeout, id, w.want)
 	actx, cancel := aside(ctx)
@@ -185,11 +196,12 @@ func instanceReport(ctx context.Context, c *client.Client, id string, w instance
 		}
 	}
 	b.WriteString(consoleLines(ctx, c, id))
-	fmt.Fprintf(&b, "  %s is still %s (it was not stopped): kiln console %s, kiln ps\n", id, w.doing, id)
+	fmt.Fprintf(&b, "  %s is still %s; kiln leaves it so: kiln console %s shows its console, kiln ps its state\n", id, w.doing, id)
 	for _, r := range rest {
 		fmt.Fprintf(&b, "  %s was not waited for: kiln ps\n", r.ID)
 	}
-	return b.String()
+	reached := err == nil && (inst.State == w.want || w.want == "ready" && inst.Ready)
+	return inst, reached, b.String()
 }
 
 // describeInstance is an instance's state in words: "running, not ready", "stopping

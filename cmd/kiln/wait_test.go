@@ -68,7 +68,8 @@ func qemuAlive(pid int) bool {
 
 var instanceID = regexp.MustCompile(`i-[0-9a-f]+`)
 
-// TestWaitEnds: every --wait ends. On a guest that never says ready, run --wait gives up
+// TestWaitEnds: every --wait ends. A registration's wait gives up at its --timeout
+// saying the image's state, and the registration goes on. On a guest that never says ready, run --wait gives up
 // at its --timeout saying the state, that it is not ready and the console's last lines,
 // and the instance runs on; Ctrl-C ends a wait with exit status 130 and says what goes
 // on; a stop of a guest that ignores the power button says so while it waits and
@@ -95,6 +96,31 @@ func TestWaitEnds(t *testing.T) {
 	registerGuest(t, socket, "kiln-guest", "console=ttyS0 root=/dev/vda")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+
+	t.Run("image timeout", func(t *testing.T) {
+		// A registration takes about 100 ms here: a 1 ms wait ends first.
+		g := guestDir(t)
+		code, out, errOut := kiln(t, socket, "image", "register", "late", "--wait", "--timeout", "1ms",
+			"--disk", filepath.Join(g, "root.qcow2"), "--kernel", filepath.Join(g, "vmlinuz"), "--initrd", filepath.Join(g, "initrd.img"))
+		t.Logf("exit %d\n%s", code, errOut)
+		id := regexp.MustCompile(`ami-[0-9a-f]+`).FindString(errOut)
+		if code != 1 || out != "" || id == "" {
+			t.Fatalf("image register --wait --timeout 1ms: exit %d, stdout %q; want exit 1 naming the image", code, out)
+		}
+		for _, want := range []string{
+			"gave up after 1ms waiting for " + id + " to be available",
+			"state: pending",
+			id + " is still being registered: kiln image inspect " + id,
+		} {
+			if !strings.Contains(errOut, want) {
+				t.Errorf("the message lacks %q", want)
+			}
+		}
+		// The registration goes on.
+		if im, err := c.WaitImage(ctx, id, nil); err != nil || im.State != "available" {
+			t.Errorf("after the timeout: %s, %v; want it available", im.State, err)
+		}
+	})
 
 	var silent string // the never-ready instance of the timeout, stopped at the end
 	t.Run("timeout", func(t *testing.T) {
