@@ -73,8 +73,9 @@ var instanceID = regexp.MustCompile(`i-[0-9a-f]+`)
 // at its --timeout saying the state, that it is not ready and the console's last lines,
 // and the instance runs on; Ctrl-C ends a wait with exit status 130 and says what goes
 // on; a stop of a guest that ignores the power button says so while it waits and
-// records that it was forced off; image create --wait returns once the instance is
-// ready again.
+// records that it was forced off; image create --wait and reboot --wait return once the
+// instance is ready again, and Ctrl-C while an image is made says it is still being
+// created.
 func TestWaitEnds(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots guests")
@@ -263,6 +264,52 @@ func TestWaitEnds(t *testing.T) {
 			if err != nil || inst.State != "running" || !inst.Ready || strings.Count(con, "KILN-GUEST ready") != 2 {
 				t.Errorf("after image create --wait: %+v, %v\n%s", inst, err, con)
 			}
+			// reboot --wait returns once the guest is ready again: a third boot.
+			if code, _, errOut := kiln(t, socket, "reboot", id, "--wait", "--timeout", "90s"); code != 0 {
+				t.Fatalf("reboot --wait: exit %d: %s", code, errOut)
+			}
+			inst, err = c.Instance(ctx, id)
+			con, _ = c.ConsoleText(ctx, id)
+			if err != nil || !inst.Ready || strings.Count(con, "KILN-GUEST ready") != 3 {
+				t.Errorf("after reboot --wait: %+v, %v\n%s", inst, err, con)
+			}
+
+			// Ctrl-C while an image is made: kiln says so and exits 130; it is made all the
+			// same, and the instance comes back.
+			cmd, _, stderr, err := kilnProcess(ctx, socket, "image", "create", id, "snap2", "--wait", "--timeout", "110s")
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Once the instance is stopping, kiln is waiting: the operation records that
+			// (a DB write) as kilnd answers (a write to a Unix socket), so after it.
+			var pending api.Image
+			poll(t, time.Minute, "image snap2 pending, its instance stopping", func() bool {
+				list, _ := c.Images(ctx, client.ListImagesOptions{Filters: []string{"name=snap2"}})
+				inst, _ := c.Instance(ctx, id)
+				if len(list) == 1 && list[0].State == "pending" && inst.State == "stopping" {
+					pending = list[0]
+					return true
+				}
+				return false
+			})
+			if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+				t.Fatal(err)
+			}
+			cmd.Wait()
+			t.Logf("image create --wait, Ctrl-C: exit %d\n%s", cmd.ProcessState.ExitCode(), stderr)
+			if code := cmd.ProcessState.ExitCode(); code != 130 {
+				t.Errorf("exit %d after Ctrl-C; want 130", code)
+			}
+			if want := "kiln: " + pending.ID + " is still being created from " + id + "; kiln image inspect " + pending.ID; !strings.Contains(stderr.String(), want) {
+				t.Errorf("stderr lacks %q", want)
+			}
+			if im, err := c.WaitImage(ctx, pending.ID, nil); err != nil || im.State != "available" {
+				t.Errorf("after Ctrl-C: %s, %v; want the image made", im.State, err)
+			}
+			if _, err := c.WaitInstance(ctx, id, "ready"); err != nil {
+				t.Fatalf("the instance is not back after the image: %v", err)
+			}
+
 			// A guest that answers the power button is not forced off.
 			if code, _, errOut := kiln(t, socket, "stop", id, "--wait", "--timeout", "90s"); code != 0 {
 				t.Fatalf("stop --wait: exit %d: %s", code, errOut)
