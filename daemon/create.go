@@ -147,8 +147,13 @@ func (m *instances) createImage(ctx context.Context, s *server, inst *instance, 
 			m.set(inst, func(r *instanceRecord) {
 				r.State, r.StateReason = stateStopping, "stopping to create image "+capture.Image.ID
 			})
-			m.halt(inst, false)
-			m.set(inst, func(r *instanceRecord) { r.State, r.PID = stateStopped, 0 })
+			forced := m.halt(inst, false)
+			m.set(inst, func(r *instanceRecord) {
+				r.State, r.PID = stateStopped, 0
+				if forced { // the capture is then crash-consistent only
+					r.StateReason += ": " + forcedOff
+				}
+			})
 		}
 		if _, err := capture.Run(opCtx); err == nil {
 			// The frozen files are in the store now; the top goes on changing.
