@@ -96,6 +96,8 @@ func (a *account) kiln(args ...string) (string, string, int) {
 	switch {
 	case err == nil:
 		return stdout.String(), stderr.String(), 0
+	case errors.As(err, &ee) && ee.ExitCode() == -1: // killed: by command's deadline
+		a.t.Fatalf("kiln %s as %s: %v, not done within %s\nstderr: %s", strings.Join(args, " "), a.name, err, childDeadline, stderr.String())
 	case errors.As(err, &ee):
 		return stdout.String(), stderr.String(), ee.ExitCode()
 	}
