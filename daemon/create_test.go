@@ -265,7 +265,8 @@ func TestKillDuringCreate(t *testing.T) {
 				t.Errorf("%s: an ingest of %d bytes; the kill missed the stop", what, n)
 			}
 		case "ingest":
-			if n := k.layerIngest(im.ID); n < 64<<20 || n >= 1<<30 {
+			// A finished ingest is committed and gone: one still there was cut short.
+			if n := k.layerIngest(im.ID); n < 64<<20 {
 				t.Errorf("%s: the 1 GiB layer's ingest holds %d bytes; the kill missed the ingest", what, n)
 			}
 		}
