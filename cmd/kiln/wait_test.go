@@ -288,6 +288,9 @@ func TestWaitEnds(t *testing.T) {
 				inst, _ := c.Instance(ctx, id)
 				if len(list) == 1 && list[0].State == "pending" && inst.State == "stopping" {
 					pending = list[0]
+					if inst.CreatingImage != pending.ID {
+						t.Errorf("instance %s stopping for %s says it is creating image %q", id, pending.ID, inst.CreatingImage)
+					}
 					return true
 				}
 				return false
@@ -303,11 +306,13 @@ func TestWaitEnds(t *testing.T) {
 			if want := "kiln: " + pending.ID + " is still being created from " + id + "; kiln image inspect " + pending.ID; !strings.Contains(stderr.String(), want) {
 				t.Errorf("stderr lacks %q", want)
 			}
-			if im, err := c.WaitImage(ctx, pending.ID, nil); err != nil || im.State != "available" {
-				t.Errorf("after Ctrl-C: %s, %v; want the image made", im.State, err)
-			}
+			// A wait for ready sees the instance through the capture (stopped, then
+			// started again), and the image is made.
 			if _, err := c.WaitInstance(ctx, id, "ready"); err != nil {
 				t.Fatalf("the instance is not back after the image: %v", err)
+			}
+			if im, err := c.WaitImage(ctx, pending.ID, nil); err != nil || im.State != "available" {
+				t.Errorf("after Ctrl-C: %s, %v; want the image made", im.State, err)
 			}
 
 			// A guest that answers the power button is not forced off.
