@@ -248,7 +248,11 @@ func TestWaitEnds(t *testing.T) {
 		})
 		t.Run("create image", func(t *testing.T) {
 			t.Parallel()
-			code, out, errOut := kiln(t, socket, "run", "kiln-guest", "--type", "nano", "--wait", "--timeout", "110s", "-q")
+			// Each boot writes 32 MiB the guest has not written before, so that each
+			// capture takes a while (the instance is stopped meanwhile).
+			ud := filepath.Join(t.TempDir(), "user-data")
+			os.WriteFile(ud, []byte("#!/bin/sh\ndd if=/dev/urandom of=/fill bs=1M count=32 2>/dev/null\nsync\n"), 0o644)
+			code, out, errOut := kiln(t, socket, "run", "kiln-guest", "--type", "nano", "--user-data", ud, "--wait", "--timeout", "110s", "-q")
 			id := strings.TrimSpace(out)
 			if code != 0 {
 				t.Fatalf("run --wait: exit %d: %s", code, errOut)
