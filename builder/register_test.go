@@ -17,6 +17,8 @@ import (
 
 	"kiln/images"
 	"kiln/volumes"
+
+	"kiln/internal/kilntest"
 )
 
 func TestDeviceNames(t *testing.T) {
@@ -61,7 +63,7 @@ func newBuilder(t *testing.T) *Builder {
 
 func qcow2(t *testing.T, dir, name, size string) string {
 	p := filepath.Join(dir, name)
-	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", p, size).CombinedOutput(); err != nil {
+	if out, err := kilntest.Command(t, "qemu-img", "create", "-q", "-f", "qcow2", p, size).CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
 	return p
@@ -235,7 +237,7 @@ func TestCaptureFlattens(t *testing.T) {
 		if err := b.Tool.CreateOverlay(ctx, top, b.Store.BlobPath(chain[len(chain)-1]), 64<<20); err != nil {
 			t.Fatal(err)
 		}
-		if out, err := exec.Command("qemu-io", "-c", fmt.Sprintf("write -P %d %dM 64k", i, i), top).CombinedOutput(); err != nil {
+		if out, err := kilntest.Command(t, "qemu-io", "-c", fmt.Sprintf("write -P %d %dM 64k", i, i), top).CombinedOutput(); err != nil {
 			t.Fatalf("%v %s", err, out)
 		}
 		return top
@@ -274,7 +276,7 @@ func TestCaptureFlattens(t *testing.T) {
 	}
 	layer := b.Store.BlobPath(sn.Layer)
 	for i := 1; i <= MaxChain; i++ {
-		out, err := exec.Command("qemu-io", "-r", "-f", "qcow2", "-c", fmt.Sprintf("read -P %d %dM 64k", i, i), layer).CombinedOutput()
+		out, err := kilntest.Command(t, "qemu-io", "-r", "-f", "qcow2", "-c", fmt.Sprintf("read -P %d %dM 64k", i, i), layer).CombinedOutput()
 		if err != nil || strings.Contains(string(out), "fail") {
 			t.Errorf("generation %d in the flattened layer: %v %s", i, err, out)
 		}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"kiln/internal/kilntest"
 )
 
 // TestAccelerator: kilnd chooses its accelerator once, says why in kiln info, and obeys
@@ -70,13 +72,13 @@ func TestAccelerator(t *testing.T) {
 	}
 
 	// Wrong values are refused at start, naming what is accepted.
-	if out, err := commandWithin(t, 30*time.Second, kilndBin, "--root", filepath.Join(dir, "root"), "--socket", filepath.Join(dir, "s"), "--accel", "hvf").CombinedOutput(); err == nil || !strings.Contains(string(out), "want auto, kvm or tcg") {
+	if out, err := kilntest.CommandWithin(t, 30*time.Second, kilndBin, "--root", filepath.Join(dir, "root"), "--socket", filepath.Join(dir, "s"), "--accel", "hvf").CombinedOutput(); err == nil || !strings.Contains(string(out), "want auto, kvm or tcg") {
 		t.Errorf("--accel hvf: %v\n%s", err, out)
 	}
 	if err := os.WriteFile(settings, []byte(`{"accelerator": "xen"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := commandWithin(t, 30*time.Second, kilndBin, "--root", filepath.Join(dir, "root"), "--socket", filepath.Join(dir, "s"), "--config", settings).CombinedOutput(); err == nil || !strings.Contains(string(out), "want auto, kvm or tcg") {
+	if out, err := kilntest.CommandWithin(t, 30*time.Second, kilndBin, "--root", filepath.Join(dir, "root"), "--socket", filepath.Join(dir, "s"), "--config", settings).CombinedOutput(); err == nil || !strings.Contains(string(out), "want auto, kvm or tcg") {
 		t.Errorf("settings accelerator xen: %v\n%s", err, out)
 	}
 }

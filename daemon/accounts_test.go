@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"kiln/daemon/api"
+
+	"kiln/internal/kilntest"
 )
 
 // account is a real Unix user running the kiln CLI against a test kilnd.
@@ -48,7 +50,7 @@ func accounts(t testing.TB, socket string) map[string]*account {
 		t.Skip("creates Unix users: needs root")
 	}
 	sh := func(argv ...string) {
-		if out, err := command(t, argv...).CombinedOutput(); err != nil {
+		if out, err := kilntest.Command(t, argv...).CombinedOutput(); err != nil {
 			t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
 		}
 	}
@@ -85,7 +87,7 @@ func accounts(t testing.TB, socket string) map[string]*account {
 // kiln runs the CLI as the account and returns its stdout, stderr and exit status.
 func (a *account) kiln(args ...string) (string, string, int) {
 	a.t.Helper()
-	cmd := command(a.t, append([]string{kilnBin, "--socket", a.socket}, args...)...)
+	cmd := kilntest.Command(a.t, append([]string{kilnBin, "--socket", a.socket}, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: a.cred}
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/nonexistent"}
 	cmd.Dir = "/"
@@ -97,7 +99,7 @@ func (a *account) kiln(args ...string) (string, string, int) {
 	case err == nil:
 		return stdout.String(), stderr.String(), 0
 	case errors.As(err, &ee) && ee.ExitCode() == -1: // killed: by command's deadline
-		a.t.Fatalf("kiln %s as %s: %v, not done within %s\nstderr: %s", strings.Join(args, " "), a.name, err, childDeadline, stderr.String())
+		a.t.Fatalf("kiln %s as %s: %v, not done within %s\nstderr: %s", strings.Join(args, " "), a.name, err, kilntest.ChildDeadline, stderr.String())
 	case errors.As(err, &ee):
 		return stdout.String(), stderr.String(), ee.ExitCode()
 	}
@@ -129,7 +131,7 @@ func (a *account) refused(code string, args ...string) {
 // guestCopy copies the test guest where every user may read it.
 func guestCopy(t *testing.T) string {
 	t.Helper()
-	g := guest(t)
+	g := kilntest.Guest(t)
 	d := publicDir(t)
 	for _, f := range []string{"root.qcow2", "vmlinuz", "initrd.img"} {
 		b, err := os.ReadFile(filepath.Join(g, f))
@@ -287,7 +289,7 @@ func TestAccounts(t *testing.T) {
 	// bob asks to register a file he cannot read: refused, and the file is never read.
 	secretDir := t.TempDir() // 0700, root's
 	secret := filepath.Join(secretDir, "secret.qcow2")
-	if out, err := command(t, "qemu-img", "create", "-q", "-f", "qcow2", secret, "16M").CombinedOutput(); err != nil {
+	if out, err := kilntest.Command(t, "qemu-img", "create", "-q", "-f", "qcow2", secret, "16M").CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
 	old := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)

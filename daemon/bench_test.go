@@ -17,6 +17,8 @@ import (
 	"kiln/daemon/api"
 	"kiln/daemon/client"
 	"kiln/images"
+
+	"kiln/internal/kilntest"
 )
 
 // newKilndB starts kilnd for a benchmark, with its store under rootDir.
@@ -45,7 +47,7 @@ func BenchmarkRegister1GiB(b *testing.B) {
 		out := filepath.Join(dir, "converted.qcow2")
 		os.Remove(out)
 		start := time.Now()
-		if o, err := commandWithin(b, 10*time.Minute, "qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", disk, out).CombinedOutput(); err != nil {
+		if o, err := kilntest.CommandWithin(b, 10*time.Minute, "qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", disk, out).CombinedOutput(); err != nil {
 			b.Fatalf("qemu-img convert: %v: %s", err, o)
 		}
 		convertTotal += time.Since(start)
@@ -203,7 +205,7 @@ func rssKiB(b *testing.B, pid int) float64 {
 // registerRandomImage registers an image whose root disk holds size bytes of random
 // data (written from offset 0), with the guest's kernel.
 func registerRandomImage(b *testing.B, k *kilnd, name string, size int64) api.Image {
-	g := guest(b)
+	g := kilntest.Guest(b)
 	disk := randomDisk(b, b.TempDir(), size)
 	ctx := context.Background()
 	im, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: name, Disks: []api.Disk{{Name: disk, Format: "raw"}},
@@ -263,7 +265,7 @@ func BenchmarkLaunch(b *testing.B) {
 	layer := filepath.Join(k.root, "content", "blobs", "sha256", largestBlob(k))
 	dst := filepath.Join(filepath.Dir(k.root), "copy.qcow2")
 	start := time.Now()
-	if out, err := commandWithin(b, 10*time.Minute, "cp", layer, dst).CombinedOutput(); err != nil {
+	if out, err := kilntest.CommandWithin(b, 10*time.Minute, "cp", layer, dst).CombinedOutput(); err != nil {
 		b.Fatalf("cp: %v: %s", err, out)
 	}
 	b.ReportMetric(float64(time.Since(start).Milliseconds()), "ms-cp-4GiB-layer")
@@ -294,7 +296,7 @@ func BenchmarkDaemonMemory(b *testing.B) {
 	k := newKilndB(b, filepath.Join(b.TempDir(), "root"))
 	b.Cleanup(k.killQEMUs)
 	ctx := context.Background()
-	g := guest(b)
+	g := kilntest.Guest(b)
 	im, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: "guest", Disks: []api.Disk{{Name: filepath.Join(g, "root.qcow2"), Format: "qcow2"}},
 		Kernel: filepath.Join(g, "vmlinuz"), Initrd: filepath.Join(g, "initrd.img"), Cmdline: "console=ttyS0 root=/dev/vda"})
 	if err != nil {
@@ -357,7 +359,7 @@ func stoppedWithDelta(b *testing.B, k *kilnd, im api.Image, size int64) (api.Ins
 	}
 	vol := filepath.Join(k.root, "instances", inst.ID, inst.BlockDeviceMappings[0].VolumeID+".qcow2")
 	// Written as the guest would, through the overlay (nothing downstream compresses).
-	if out, err := commandWithin(b, 10*time.Minute, "qemu-io", "-f", "qcow2", "-c", fmt.Sprintf("write -P 0x5c 0 %d", size), vol).CombinedOutput(); err != nil {
+	if out, err := kilntest.CommandWithin(b, 10*time.Minute, "qemu-io", "-f", "qcow2", "-c", fmt.Sprintf("write -P 0x5c 0 %d", size), vol).CombinedOutput(); err != nil {
 		b.Fatalf("write the delta: %v %s", err, out)
 	}
 	return inst, vol
@@ -421,7 +423,7 @@ func BenchmarkCreateImage(b *testing.B) {
 	// What an image builder does: convert the whole instance disk.
 	out := filepath.Join(b.TempDir(), "whole.qcow2")
 	start := time.Now()
-	if o, err := commandWithin(b, 10*time.Minute, "qemu-img", "convert", "-q", "-O", "qcow2", volBig, out).CombinedOutput(); err != nil {
+	if o, err := kilntest.CommandWithin(b, 10*time.Minute, "qemu-img", "convert", "-q", "-O", "qcow2", volBig, out).CombinedOutput(); err != nil {
 		b.Fatalf("qemu-img convert: %v %s", err, o)
 	}
 	b.ReportMetric(time.Since(start).Seconds(), "s-qemu-img-convert-whole-disk")

@@ -9,13 +9,15 @@ import (
 
 	"kiln/daemon/api"
 	"kiln/daemon/client"
+
+	"kiln/internal/kilntest"
 )
 
 // randomDisk writes a raw disk of size bytes of random data.
 func randomDisk(t testing.TB, dir string, size int64) string {
 	t.Helper()
 	p := filepath.Join(dir, "random.raw")
-	out, err := command(t, "sh", "-c", "head -c "+itoa(size)+" /dev/urandom > "+p).CombinedOutput()
+	out, err := kilntest.Command(t, "sh", "-c", "head -c "+itoa(size)+" /dev/urandom > "+p).CombinedOutput()
 	if err != nil {
 		t.Fatalf("make random disk: %v\n%s", err, out)
 	}

@@ -16,6 +16,8 @@ import (
 
 	"kiln/daemon/api"
 	"kiln/daemon/client"
+
+	"kiln/internal/kilntest"
 )
 
 // createImage makes an image of an instance and waits for it.
@@ -219,7 +221,7 @@ func TestKillDuringCreate(t *testing.T) {
 	}
 	waitState(t, k, inst.ID, "stopped")
 	data := filepath.Join(k.root, "instances", inst.ID, inst.BlockDeviceMappings[1].VolumeID+".qcow2")
-	if out, err := command(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x6b 0 1G", data).CombinedOutput(); err != nil {
+	if out, err := kilntest.Command(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x6b 0 1G", data).CombinedOutput(); err != nil {
 		t.Fatalf("write the 1 GiB delta: %v %s", err, out)
 	}
 	// The ingest phases come before the committed ones: once captured, the 1 GiB is in
@@ -317,7 +319,7 @@ func TestKillDuringCreate(t *testing.T) {
 		k.InstanceAction(ctx, inst.ID, "stop", true)
 	}
 	waitState(t, k, inst.ID, "stopped")
-	if out, err := command(t, "qemu-io", "-r", "-f", "qcow2", "-c", "read -P 0x6b 0 1G", data).CombinedOutput(); err != nil || strings.Contains(string(out), "fail") {
+	if out, err := kilntest.Command(t, "qemu-io", "-r", "-f", "qcow2", "-c", "read -P 0x6b 0 1G", data).CombinedOutput(); err != nil || strings.Contains(string(out), "fail") {
 		t.Errorf("the 1 GiB on the data volume after the crashes: %v %s", err, out)
 	}
 	if _, err := k.InstanceAction(ctx, inst.ID, "start", false); err != nil {

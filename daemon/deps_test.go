@@ -5,6 +5,8 @@ import (
 	"io"
 	"strings"
 	"testing"
+
+	"kiln/internal/kilntest"
 )
 
 // TestImportRules keeps ARCHITECTURE.md's import rules true (as Tailscale's deptest
@@ -29,7 +31,7 @@ func TestImportRules(t *testing.T) {
 		"kiln/daemon/client":  {"github.com/containerd/errdefs"},                                                             // through daemon/api
 		"kiln/hypervisor/qmp": {"github.com/digitalocean/go-qemu", "github.com/digitalocean/go-libvirt", "golang.org/x/sys"}, // go-qemu/qmp needs go-libvirt,
 	}
-	out, err := command(t, "go", "list", "-deps", "-json=ImportPath,Standard,Deps", "kiln/...").Output()
+	out, err := kilntest.Command(t, "go", "list", "-deps", "-json=ImportPath,Standard,Deps", "kiln/...").Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}

@@ -15,6 +15,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"kiln/daemon/api"
+
+	"kiln/internal/kilntest"
 )
 
 // killQEMUs kills every QEMU of the kilnd's instances: they outlive kilnd by design,
@@ -358,7 +360,7 @@ func TestRunRefusals(t *testing.T) {
 	}
 
 	// Instance-store: stop refused, terminate deletes its disk.
-	g := guest(t)
+	g := kilntest.Guest(t)
 	is, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: "ephemeral", RootDeviceType: "instance-store",
 		Disks: []api.Disk{{Name: filepath.Join(g, "root.qcow2"), Format: "qcow2"}}, Kernel: filepath.Join(g, "vmlinuz"),
 		Initrd: filepath.Join(g, "initrd.img"), Cmdline: "console=ttyS0 root=/dev/vda"})
@@ -366,7 +368,7 @@ func TestRunRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := k.WaitImage(guestCtx(t), is.ID, nil); err != nil {
-		t.Fatalf("register ephemeral: %v\nkilnd log:\n%s", err, tail(k.log.String(), 40))
+		t.Fatalf("register ephemeral: %v\nkilnd log:\n%s", err, kilntest.Tail(k.log.String(), 40))
 	}
 	eph := runOne(t, k, api.RunInstancesRequest{Image: "ephemeral", InstanceType: "nano"})
 	if _, err := k.InstanceAction(ctx, eph.ID, "stop", false); !isCode(err, api.CodeUnsupportedOperation) || !strings.Contains(err.Error(), "terminate") {

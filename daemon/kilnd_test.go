@@ -19,6 +19,8 @@ import (
 
 	"kiln/daemon/api"
 	"kiln/daemon/client"
+
+	"kiln/internal/kilntest"
 )
 
 // kilndBin and kilnBin are the binaries the tests run, built once by TestMain in a
@@ -60,25 +62,6 @@ func guestCtx(t testing.TB) context.Context {
 	return ctx
 }
 
-// childDeadline bounds a short child process of a test (qemu-img, qemu-io, a kilnd that
-// must refuse to start, the kiln CLI).
-const childDeadline = 2 * time.Minute
-
-// command is exec.Command with a deadline of childDeadline: the child is killed when
-// it has not ended by then, and Wait does not hang on a grandchild holding its output.
-func command(t testing.TB, argv ...string) *exec.Cmd {
-	return commandWithin(t, childDeadline, argv...)
-}
-
-// commandWithin is command with another deadline (a benchmark's 4 GiB convert).
-func commandWithin(t testing.TB, d time.Duration, argv ...string) *exec.Cmd {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.WaitDelay = 5 * time.Second
-	return cmd
-}
-
 // lockedBuffer is kilnd's output: written by exec's copying goroutine, read by the test.
 type lockedBuffer struct {
 	mu sync.Mutex
@@ -97,27 +80,6 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// tail is the last n lines of s.
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = append([]string{fmt.Sprintf("[… %d lines before]", len(lines)-n)}, lines[len(lines)-n:]...)
-	}
-	return strings.Join(lines, "\n")
-}
-
-// fileTail is the last n lines of a file, or why there are none.
-func fileTail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "(" + err.Error() + ")"
-	}
-	if len(b) == 0 {
-		return "(empty)"
-	}
-	return tail(strings.ReplaceAll(string(b), "\r", ""), n)
-}
-
 // evidence is what a failed wait on instance id shows: the tail of its console and of
 // QEMU's log (both in the instance directory), and of kilnd's log without the lines of
 // the requests (the test's own polling).
@@ -129,8 +91,8 @@ func (k *kilnd) evidence(id string) string {
 			lines = append(lines, l)
 		}
 	}
-	return fmt.Sprintf("console (%s):\n%s\nqemu.log:\n%s\nkilnd log:\n%s", id, fileTail(filepath.Join(dir, "console.log"), 40),
-		fileTail(filepath.Join(dir, "qemu.log"), 20), tail(strings.Join(lines, "\n"), 30))
+	return fmt.Sprintf("console (%s):\n%s\nqemu.log:\n%s\nkilnd log:\n%s", id, kilntest.FileTail(filepath.Join(dir, "console.log"), 40),
+		kilntest.FileTail(filepath.Join(dir, "qemu.log"), 20), kilntest.Tail(strings.Join(lines, "\n"), 30))
 }
 
 // kilnd is one kilnd process of a test, with its root and socket.
@@ -261,22 +223,6 @@ func (k *kilnd) restart() {
 	k.start()
 }
 
-// guest returns the test guest's directory (make guest builds it).
-func guest(t testing.TB) string {
-	t.Helper()
-	d, err := filepath.Abs("../testdata/guest/out")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(d, "root.qcow2")); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("the test guest is missing: run 'make guest' (%v)", err)
-		}
-		t.Skipf("the test guest is missing: run 'make guest' (%v)", err)
-	}
-	return d
-}
-
 // ctxT is the context of a test's requests that do not wait on a guest (those have
 // guestCtx): a bound on the whole test.
 func ctxT(t *testing.T) context.Context {
@@ -288,7 +234,7 @@ func ctxT(t *testing.T) context.Context {
 // registerGuest registers the test guest under name and waits for it.
 func registerGuest(t *testing.T, k *kilnd, name string) api.Image {
 	t.Helper()
-	g := guest(t)
+	g := kilntest.Guest(t)
 	ctx := guestCtx(t)
 	im, err := k.RegisterImage(ctx, api.RegisterImageRequest{
 		Name:    name,
@@ -301,7 +247,7 @@ func registerGuest(t *testing.T, k *kilnd, name string) api.Image {
 		t.Fatalf("register %s: %v", name, err)
 	}
 	if im, err = k.WaitImage(ctx, im.ID, nil); err != nil {
-		t.Fatalf("register %s: %v\nkilnd log:\n%s", name, err, tail(k.log.String(), 40))
+		t.Fatalf("register %s: %v\nkilnd log:\n%s", name, err, kilntest.Tail(k.log.String(), 40))
 	}
 	return im
 }

@@ -14,6 +14,8 @@ import (
 
 	"kiln/daemon/api"
 	"kiln/daemon/client"
+
+	"kiln/internal/kilntest"
 )
 
 // openFiles counts kilnd's open descriptors.
@@ -39,7 +41,7 @@ func badDisks(t *testing.T) string {
 	t.Helper()
 	d := t.TempDir()
 	run := func(argv ...string) {
-		cmd := command(t, argv...)
+		cmd := kilntest.Command(t, argv...)
 		cmd.Dir = d
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
@@ -233,13 +235,13 @@ func TestRegisterRefusals(t *testing.T) {
 func TestSocket(t *testing.T) {
 	k := newKilnd(t)
 	// A second kilnd on the same socket is refused, and the first keeps serving.
-	other := command(t, kilndBin, "--root", filepath.Join(filepath.Dir(k.root), "other"), "--socket", k.socket)
+	other := kilntest.Command(t, kilndBin, "--root", filepath.Join(filepath.Dir(k.root), "other"), "--socket", k.socket)
 	out, err := other.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "another kilnd is serving") {
 		t.Errorf("second kilnd on the same socket: %v\n%s", err, out)
 	}
 	// A second kilnd on the same root is refused.
-	other = command(t, kilndBin, "--root", k.root, "--socket", k.socket+"2")
+	other = kilntest.Command(t, kilndBin, "--root", k.root, "--socket", k.socket+"2")
 	out, err = other.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "in use by another process") {
 		t.Errorf("second kilnd on the same root: %v\n%s", err, out)

@@ -9,19 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-func guestDir(t *testing.T) string {
-	t.Helper()
-	d, _ := filepath.Abs("../testdata/guest/out")
-	if _, err := os.Stat(filepath.Join(d, "root.qcow2")); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("the test guest is missing: run 'make guest'")
-		}
-		t.Skip("the test guest is missing: run 'make guest'")
-	}
-	return d
-}
+	"kiln/internal/kilntest"
+)
 
 // bootDeadline bounds every wait on the guest: one that is not up by then fails the
 // test with its console and QEMU's log.
@@ -39,32 +29,14 @@ func waitConsole(t *testing.T, m *Machine, want string, n int) string {
 		}
 		select {
 		case <-m.Exited():
-			t.Fatalf("QEMU exited before %q %d times\n%s", want, n, evidence(m.Dir))
+			t.Fatalf("QEMU exited before %q %d times\n%s", want, n, kilntest.Evidence(m.Dir))
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no %q %d times on the console within %s\n%s", want, n, bootDeadline, evidence(m.Dir))
+			t.Fatalf("no %q %d times on the console within %s\n%s", want, n, bootDeadline, kilntest.Evidence(m.Dir))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// evidence is the tail of a machine's console and of QEMU's log.
-func evidence(dir string) string {
-	return "console:\n" + fileTail(filepath.Join(dir, ConsoleFile), 40) + "\nqemu.log:\n" + fileTail(filepath.Join(dir, LogFile), 20)
-}
-
-// fileTail is the last n lines of a file, or why there are none.
-func fileTail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "(" + err.Error() + ")"
-	}
-	lines := strings.Split(strings.TrimRight(strings.ReplaceAll(string(b), "\r", ""), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // waitExited waits (bounded) for QEMU to exit.
@@ -73,7 +45,7 @@ func waitExited(t *testing.T, m *Machine, why string) {
 	select {
 	case <-m.Exited():
 	case <-time.After(30 * time.Second):
-		t.Fatalf("QEMU %d did not exit within 30s of %s\n%s", m.PID, why, evidence(m.Dir))
+		t.Fatalf("QEMU %d did not exit within 30s of %s\n%s", m.PID, why, kilntest.Evidence(m.Dir))
 	}
 }
 
@@ -83,7 +55,7 @@ func TestMachineLifecycle(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a guest")
 	}
-	g := guestDir(t)
+	g := kilntest.Guest(t)
 	dir, err := os.MkdirTemp("/tmp", "km")
 	if err != nil {
 		t.Fatal(err)
@@ -119,7 +91,7 @@ func TestMachineLifecycle(t *testing.T) {
 		t.Fatalf("query-status: %+v, %v", st, err)
 	}
 	if err := m.Stop(ctx, 30*time.Second); err != nil {
-		t.Fatalf("stop: %v\n%s", err, evidence(dir))
+		t.Fatalf("stop: %v\n%s", err, kilntest.Evidence(dir))
 	}
 	waitConsole(t, m, "KILN-GUEST poweroff", 1) // the guest powered itself off
 

@@ -16,6 +16,8 @@ import (
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/sirupsen/logrus"
+
+	"kiln/internal/kilntest"
 )
 
 // datagrams listens on a unixgram socket, as journald and the service manager do.
@@ -214,7 +216,7 @@ func TestUnitsVerify(t *testing.T) {
 	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "bin")
-	if out, err := exec.Command("go", "build", "-o", bin+"/", "kiln/cmd/kilnd", "kiln/cmd/kiln").CombinedOutput(); err != nil {
+	if out, err := kilntest.Command(t, "go", "build", "-o", bin+"/", "kiln/cmd/kilnd", "kiln/cmd/kiln").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	for _, mode := range []string{"system", "user"} {
@@ -241,7 +243,7 @@ func TestUnitsVerify(t *testing.T) {
 		if mode == "user" {
 			args = append([]string{"--user"}, args...)
 		}
-		cmd := exec.Command("systemd-analyze", args...)
+		cmd := kilntest.Command(t, append([]string{"systemd-analyze"}, args...)...)
 		cmd.Dir = out
 		cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+t.TempDir())
 		if b, err := cmd.CombinedOutput(); err != nil || len(bytes.TrimSpace(b)) > 0 {

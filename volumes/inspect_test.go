@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs"
+
+	"kiln/internal/kilntest"
 )
 
 // need fails the test when a program is missing and CI is set, and skips it otherwise.
@@ -28,7 +30,7 @@ func need(t testing.TB, prog string) {
 
 func sh(t testing.TB, dir string, argv ...string) {
 	t.Helper()
-	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd := kilntest.Command(t, argv...)
 	cmd.Dir = dir
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
@@ -315,7 +317,7 @@ func TestCreateOverlay(t *testing.T) {
 	if err := tool.CreateOverlay(ctx, ov, layer, 1<<30); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("qemu-img", "info", "--output=json", "--backing-chain", ov).Output()
+	out, err := kilntest.Command(t, "qemu-img", "info", "--output=json", "--backing-chain", ov).Output()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +326,7 @@ func TestCreateOverlay(t *testing.T) {
 		t.Errorf("overlay info:\n%s", s)
 	}
 	// The overlay reads the layer's data (written at 1 MiB with 0x5a).
-	if out, err := exec.Command("qemu-io", "-c", "read -P 0x5a 1M 2M", ov).CombinedOutput(); err != nil || strings.Contains(string(out), "fail") {
+	if out, err := kilntest.Command(t, "qemu-io", "-c", "read -P 0x5a 1M 2M", ov).CombinedOutput(); err != nil || strings.Contains(string(out), "fail") {
 		t.Errorf("reading the layer through the overlay: %v %s", err, out)
 	}
 	if st, _ := os.Stat(ov); st.Size() > 1<<20 {
@@ -346,7 +348,7 @@ func TestCopyLayer(t *testing.T) {
 	blobs := filepath.Join(d, "blobs")
 	os.MkdirAll(blobs, 0o700)
 	// The parent layer, at its digest-like name; a volume over it in an instance dir.
-	if out, err := exec.Command("cp", filepath.Join(d, "good.qcow2"), filepath.Join(blobs, hexName)).CombinedOutput(); err != nil {
+	if out, err := kilntest.Command(t, "cp", filepath.Join(d, "good.qcow2"), filepath.Join(blobs, hexName)).CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
 	vol := filepath.Join(d, "inst", "vol.qcow2")
@@ -367,12 +369,12 @@ func TestCopyLayer(t *testing.T) {
 	if n != st.Size() {
 		t.Errorf("copied %d bytes of %d", n, st.Size())
 	}
-	out, err := exec.Command("qemu-img", "info", "--output=json", "--backing-chain", layer).CombinedOutput()
+	out, err := kilntest.Command(t, "qemu-img", "info", "--output=json", "--backing-chain", layer).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), `"backing-filename": "`+hexName+`"`) {
 		t.Fatalf("layer info: %v\n%s", err, out)
 	}
 	for _, read := range []string{"read -P 0x77 8M 4M", "read -P 0x5a 1M 2M"} { // its data, its parent's
-		if out, err := exec.Command("qemu-io", "-r", "-c", read, layer).CombinedOutput(); err != nil || strings.Contains(string(out), "fail") {
+		if out, err := kilntest.Command(t, "qemu-io", "-r", "-c", read, layer).CombinedOutput(); err != nil || strings.Contains(string(out), "fail") {
 			t.Errorf("%s through the layer: %v %s", read, err, out)
 		}
 	}

@@ -14,6 +14,8 @@ import (
 	"kiln/daemon"
 	"kiln/daemon/api"
 	"kiln/daemon/client"
+
+	"kiln/internal/kilntest"
 )
 
 // startDaemon runs a real kilnd (in this process) on a fresh root and socket.
@@ -81,38 +83,13 @@ func evidence(root string) string {
 	}
 	var b strings.Builder
 	for _, d := range dirs {
-		fmt.Fprintf(&b, "console of %s:\n%s\nqemu.log:\n%s\n", filepath.Base(d),
-			fileTail(filepath.Join(d, "console.log"), 40), fileTail(filepath.Join(d, "qemu.log"), 20))
+		fmt.Fprintf(&b, "instance %s\n%s\n", filepath.Base(d), kilntest.Evidence(d))
 	}
 	return b.String()
 }
 
-// fileTail is the last n lines of a file, or why there are none.
-func fileTail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "(" + err.Error() + ")"
-	}
-	lines := strings.Split(strings.TrimRight(strings.ReplaceAll(string(b), "\r", ""), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-func guestDir(t *testing.T) string {
-	d, _ := filepath.Abs("../../testdata/guest/out")
-	if _, err := os.Stat(filepath.Join(d, "root.qcow2")); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("the test guest is missing: run 'make guest'")
-		}
-		t.Skip("the test guest is missing: run 'make guest'")
-	}
-	return d
-}
-
 func TestCLI(t *testing.T) {
-	g := guestDir(t)
+	g := kilntest.Guest(t)
 	socket := startDaemon(t)
 
 	code, out, errOut := kiln(t, socket, "image", "register", "kiln-guest", "--wait", "-q",
@@ -219,7 +196,7 @@ func TestCLIInstances(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a guest")
 	}
-	g := guestDir(t)
+	g := kilntest.Guest(t)
 	socket := startDaemon(t)
 	if code, _, errOut := kiln(t, socket, "image", "register", "kiln-guest", "--wait", "-q",
 		"--disk", filepath.Join(g, "root.qcow2"), "--kernel", filepath.Join(g, "vmlinuz"), "--initrd", filepath.Join(g, "initrd.img"),

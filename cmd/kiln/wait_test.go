@@ -16,6 +16,8 @@ import (
 
 	"kiln/daemon/api"
 	"kiln/daemon/client"
+
+	"kiln/internal/kilntest"
 )
 
 // TestKilnProcess is kiln itself, run as a child process by the tests that signal it
@@ -41,7 +43,7 @@ func kilnProcess(ctx context.Context, socket string, args ...string) (*exec.Cmd,
 // registerGuest registers the test guest as name, booting with cmdline.
 func registerGuest(t *testing.T, socket, name, cmdline string) {
 	t.Helper()
-	g := guestDir(t)
+	g := kilntest.Guest(t)
 	if code, _, errOut := kiln(t, socket, "image", "register", name, "--wait", "--timeout", "2m", "-q",
 		"--disk", filepath.Join(g, "root.qcow2"), "--kernel", filepath.Join(g, "vmlinuz"), "--initrd", filepath.Join(g, "initrd.img"),
 		"--cmdline", cmdline); code != 0 {
@@ -100,7 +102,7 @@ func TestWaitEnds(t *testing.T) {
 
 	t.Run("image timeout", func(t *testing.T) {
 		// A registration takes about 100 ms here: a 1 ms wait ends first.
-		g := guestDir(t)
+		g := kilntest.Guest(t)
 		code, out, errOut := kiln(t, socket, "image", "register", "late", "--wait", "--timeout", "1ms",
 			"--disk", filepath.Join(g, "root.qcow2"), "--kernel", filepath.Join(g, "vmlinuz"), "--initrd", filepath.Join(g, "initrd.img"))
 		t.Logf("exit %d\n%s", code, errOut)

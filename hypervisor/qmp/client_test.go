@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/digitalocean/go-qemu/qmp/raw"
+
+	"kiln/internal/kilntest"
 )
 
 // fakeQEMU is a QMP server that misbehaves on demand: it is for what real QEMU cannot
@@ -277,7 +279,7 @@ func TestRealQEMU(t *testing.T) {
 	}
 	defer os.RemoveAll(dir)
 	sock := filepath.Join(dir, "qmp.sock")
-	cmd := exec.Command("qemu-system-x86_64", "-accel", "tcg", "-machine", "q35", "-nodefaults", "-display", "none", "-S",
+	cmd := kilntest.Command(t, "qemu-system-x86_64", "-accel", "tcg", "-machine", "q35", "-nodefaults", "-display", "none", "-S",
 		"-m", "64", "-qmp", "unix:"+sock+",server=on,wait=off")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -15,24 +15,14 @@ import (
 
 	"kiln/builder"
 	"kiln/hypervisor"
+	"kiln/internal/kilntest"
 )
-
-func outDir(t *testing.T) string {
-	d, _ := filepath.Abs("out")
-	if _, err := os.Stat(filepath.Join(d, "root.qcow2")); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("the test guest is missing: run 'make guest'")
-		}
-		t.Skip("the test guest is missing: run 'make guest'")
-	}
-	return d
-}
 
 // boot starts the guest over disk (and seed, when not empty) and returns the QEMU
 // process, its console log path and its QMP socket.
 func boot(t *testing.T, dir, disk, seed string) (*exec.Cmd, chan error, string, string) {
 	t.Helper()
-	out := outDir(t)
+	out := kilntest.Guest(t)
 	accel, reason, err := hypervisor.Prober{Qemu: "qemu-system-x86_64", KVMDevice: "/dev/kvm"}.Choose(context.Background(), hypervisor.AccelAuto)
 	if err != nil {
 		t.Fatal(err)
@@ -87,32 +77,14 @@ func waitConsole(t *testing.T, console, want string, exited chan error) string {
 		}
 		select {
 		case err := <-exited:
-			t.Fatalf("QEMU exited (%v) before %q\n%s", err, want, evidence(console))
+			t.Fatalf("QEMU exited (%v) before %q\n%s", err, want, kilntest.Evidence(filepath.Dir(console)))
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no %q on the console within %s\n%s", want, bootDeadline, evidence(console))
+			t.Fatalf("no %q on the console within %s\n%s", want, bootDeadline, kilntest.Evidence(filepath.Dir(console)))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// evidence is the tail of the console and of QEMU's log (beside it).
-func evidence(console string) string {
-	return "console:\n" + fileTail(console, 40) + "\nqemu.log:\n" + fileTail(filepath.Join(filepath.Dir(console), "qemu.log"), 20)
-}
-
-// fileTail is the last n lines of a file, or why there are none.
-func fileTail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "(" + err.Error() + ")"
-	}
-	lines := strings.Split(strings.TrimRight(strings.ReplaceAll(string(b), "\r", ""), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // powerdown presses the ACPI power button over QMP.
@@ -152,10 +124,10 @@ func waitExit(t *testing.T, console string, exited chan error) {
 	select {
 	case err := <-exited:
 		if err != nil {
-			t.Errorf("QEMU: %v\n%s", err, evidence(console))
+			t.Errorf("QEMU: %v\n%s", err, kilntest.Evidence(filepath.Dir(console)))
 		}
 	case <-time.After(60 * time.Second):
-		t.Fatalf("the guest did not power off within 60s of the power button\n%s", evidence(console))
+		t.Fatalf("the guest did not power off within 60s of the power button\n%s", kilntest.Evidence(filepath.Dir(console)))
 	}
 }
 
@@ -166,7 +138,7 @@ func TestGuest(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a guest")
 	}
-	out := outDir(t)
+	out := kilntest.Guest(t)
 	dir, err := os.MkdirTemp("/tmp", "kg")
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,103 @@
+// Package kilntest is the kit the packages' tests share: child processes with a
+// deadline, the test guest, and the tails of files that a failed wait shows.
+//
+// Tests only: no package outside a _test.go file imports it. It imports nothing of
+// kiln, so every package's tests may use it without changing ARCHITECTURE.md's rules.
+package kilntest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// ChildDeadline bounds a short child process of a test (qemu-img, qemu-io, a kilnd that
+// must refuse to start, the kiln CLI).
+const ChildDeadline = 2 * time.Minute
+
+// Command is exec.Command with a deadline of ChildDeadline: the child is killed when it
+// has not ended by then, and Wait does not hang on a grandchild holding its output.
+func Command(t testing.TB, argv ...string) *exec.Cmd {
+	return CommandWithin(t, ChildDeadline, argv...)
+}
+
+// CommandWithin is Command with another deadline (a benchmark's 4 GiB convert).
+func CommandWithin(t testing.TB, d time.Duration, argv ...string) *exec.Cmd {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.WaitDelay = 5 * time.Second
+	return cmd
+}
+
+// Guest returns the directory of the test guest (vmlinuz, initrd.img, root.qcow2), which
+// 'make guest' builds in testdata/guest/out at the module's root. Without it a test
+// fails under CI and is skipped elsewhere.
+func Guest(t testing.TB) string {
+	t.Helper()
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := filepath.Join(root, "testdata", "guest", "out")
+	if _, err := os.Stat(filepath.Join(d, "root.qcow2")); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("the test guest is missing: run 'make guest' (%v)", err)
+		}
+		t.Skipf("the test guest is missing: run 'make guest' (%v)", err)
+	}
+	return d
+}
+
+// moduleRoot is the nearest directory at or above the working directory (a test's
+// package directory) that holds go.mod.
+func moduleRoot() (string, error) {
+	d, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d, nil
+		}
+		up := filepath.Dir(d)
+		if up == d {
+			return "", fmt.Errorf("no go.mod at or above the working directory")
+		}
+		d = up
+	}
+}
+
+// Tail is the last n lines of s, saying how many came before.
+func Tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = append([]string{fmt.Sprintf("[… %d lines before]", len(lines)-n)}, lines[len(lines)-n:]...)
+	}
+	return strings.Join(lines, "\n")
+}
+
+// FileTail is the last n lines of a file (a console's \r removed), or why there are
+// none.
+func FileTail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	if len(b) == 0 {
+		return "(empty)"
+	}
+	return Tail(strings.ReplaceAll(string(b), "\r", ""), n)
+}
+
+// Evidence is what a failed wait on a machine shows: the tails of its console and of
+// QEMU's log, both in the instance directory dir.
+func Evidence(dir string) string {
+	return "console:\n" + FileTail(filepath.Join(dir, "console.log"), 40) +
+		"\nqemu.log:\n" + FileTail(filepath.Join(dir, "qemu.log"), 20)
+}
