@@ -21,7 +21,7 @@ func fakeQemu(t *testing.T, script string) string {
 
 // realQemu returns the qemu-system-x86_64 binary; tests that need it fail under CI
 // when it is missing and skip elsewhere.
-func realQemu(t *testing.T) string {
+func realQemu(t testing.TB) string {
 	t.Helper()
 	p, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
@@ -107,4 +107,47 @@ func TestChooseHere(t *testing.T) {
 	if strings.Contains(why, "failed under TCG too") {
 		t.Errorf("the probe payload failed under TCG: %s", why)
 	}
+}
+
+// BenchmarkProbe: what the accelerator choice adds to kilnd's start on this host, against
+// the floor of starting a QEMU whose firmware exits at its first instruction.
+func BenchmarkProbe(b *testing.B) {
+	qemu := realQemu(b)
+	ctx := context.Background()
+	floorFW := make([]byte, payloadSize)
+	copy(floorFW[offReset:], []byte{0xB0, 0x10, 0xE6, debugExit, 0xF4}) // mov al, 0x10; out 0xf4, al; hlt
+	fw := filepath.Join(b.TempDir(), "exit.bin")
+	if err := os.WriteFile(fw, floorFW, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	p := Prober{Qemu: qemu, KVMDevice: "/dev/kvm"}
+	var choose, tcg, floor time.Duration
+	var accel string
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		a, _, err := p.Choose(ctx, AccelAuto)
+		choose += time.Since(t0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		accel = a
+		t0 = time.Now()
+		if _, err := p.Probe(ctx, AccelTCG); err != nil {
+			b.Fatal(err)
+		}
+		tcg += time.Since(t0)
+		t0 = time.Now()
+		cmd := exec.Command(qemu, "-machine", "q35,accel=tcg", "-cpu", "max", "-m", "16", "-nodefaults", "-no-user-config",
+			"-display", "none", "-monitor", "none", "-bios", fw, "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04")
+		if err := cmd.Run(); cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 33 {
+			b.Fatalf("the floor's QEMU: %v", err)
+		}
+		floor += time.Since(t0)
+	}
+	n := float64(b.N)
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(choose.Seconds()/n, "s-choose-"+accel)
+	b.ReportMetric(tcg.Seconds()/n, "s-probe-tcg")
+	b.ReportMetric(floor.Seconds()/n, "s-qemu-start-exit")
+	b.ReportMetric(choose.Seconds()/floor.Seconds(), "ratio-choose/floor")
 }
