@@ -25,7 +25,9 @@ func TestAccelerator(t *testing.T) {
 	// auto (the default) probes: the choice comes with the probe's result. On a host
 	// whose KVM runs no kernel, that is tcg; on one where it works, kvm.
 	start := time.Now()
-	k := newKilnd(t)
+	k := kilndIn(t, shortDir(t), "info")
+	k.accel = "" // auto, as a kilnd with no --accel chooses
+	k.start()
 	took := time.Since(start)
 	accel, why := info(k)
 	if !strings.HasPrefix(why, "KVM: ") || (accel == "kvm") != strings.Contains(why, "ran to its end") {
@@ -43,7 +45,7 @@ func TestAccelerator(t *testing.T) {
 	// --accel tcg is obeyed without a probe.
 	dir := shortDir(t)
 	k = kilndIn(t, dir, "info")
-	k.args = []string{"--accel", "tcg"}
+	k.accel = "tcg"
 	k.start()
 	if accel, why := info(k); accel != "tcg" || !strings.Contains(why, "operator") {
 		t.Errorf("--accel tcg: %s %q", accel, why)
@@ -55,7 +57,7 @@ func TestAccelerator(t *testing.T) {
 	if err := os.WriteFile(settings, []byte(`{"accelerator": "tcg"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	k.args = nil
+	k.accel = ""
 	k.start()
 	if accel, why := info(k); accel != "tcg" || !strings.Contains(why, "operator") {
 		t.Errorf("settings accelerator tcg: %s %q", accel, why)
@@ -63,7 +65,7 @@ func TestAccelerator(t *testing.T) {
 	k.stop()
 	_, kvmErr := os.Stat("/dev/kvm")
 	if kvmErr == nil {
-		k.args = []string{"--accel", "kvm"}
+		k.accel = "kvm"
 		k.start()
 		if accel, why := info(k); accel != "kvm" || !strings.Contains(why, "operator") {
 			t.Errorf("--accel kvm over the settings' tcg: %s %q", accel, why)

@@ -147,12 +147,9 @@ func (m *instances) createImage(ctx context.Context, s *server, inst *instance, 
 			m.set(inst, func(r *instanceRecord) {
 				r.State, r.StateReason = stateStopping, "stopping to create image "+capture.Image.ID
 			})
-			forced := m.halt(inst, false)
+			note := m.halt(inst, false) // forced off: the capture is crash-consistent only
 			m.set(inst, func(r *instanceRecord) {
-				r.State, r.PID = stateStopped, 0
-				if forced { // the capture is then crash-consistent only
-					r.StateReason += ": " + forcedOff
-				}
+				r.State, r.PID, r.StateReason = stateStopped, 0, withNote(r.StateReason, note)
 			})
 		}
 		if _, err := capture.Run(opCtx); err == nil {

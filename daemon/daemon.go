@@ -108,7 +108,10 @@ type accelerator struct{ name, reason string }
 func chooseAccelerator(ctx context.Context, cfg Config, choice string) (accelerator, error) {
 	p := hypervisor.Prober{Qemu: cfg.Qemu, KVMDevice: cfg.KVMDevice}
 	name, reason, err := p.Choose(ctx, choice)
-	if err != nil {
+	switch {
+	case err != nil && choice == hypervisor.AccelKVM:
+		return accelerator{}, fmt.Errorf("%w: %w", err, errdefs.ErrFailedPrecondition)
+	case err != nil:
 		return accelerator{}, fmt.Errorf("%w (give --accel auto, kvm or tcg, or \"accelerator\" in the settings file): %w", err, errdefs.ErrInvalidArgument)
 	}
 	l := log.G(ctx).WithField("accelerator", name).WithField("reason", reason)

@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"kiln/daemon/api"
 	"kiln/hypervisor"
@@ -27,5 +28,30 @@ func TestGuestPanics(t *testing.T) {
 	}
 	if !strings.Contains(k.log.String(), "the guest failed") {
 		t.Errorf("kilnd did not log the failure:\n%s", k.log)
+	}
+}
+
+// TestGuestPanicsWhileStopping: a guest that panics on the power button (its acpid runs
+// a panic instead of poweroff) ends the stop's wait at once, and the stop's reason says
+// why, not that it was forced off after the grace.
+func TestGuestPanicsWhileStopping(t *testing.T) {
+	k, im := guestKilnd(t)
+	inst := runOne(t, k, api.RunInstancesRequest{Image: im.ID, InstanceType: "nano",
+		UserData: []byte("#!/bin/sh\nprintf '#!/bin/sh\\necho c > /proc/sysrq-trigger\\n' > /etc/acpi/pwr\n")})
+	waitState(t, k, inst.ID, "ready")
+	start := time.Now()
+	if _, err := k.InstanceAction(ctxT(t), inst.ID, "stop", false); err != nil {
+		t.Fatal(err)
+	}
+	stopped := waitState(t, k, inst.ID, "stopped")
+	took := time.Since(start)
+	if want := "stopped by root: " + hypervisor.ReasonPanicked; stopped.StateReason != want {
+		t.Errorf("reason %q, want %q", stopped.StateReason, want)
+	}
+	if took >= 30*time.Second {
+		t.Errorf("the stop took %s: it waited out the grace though the guest had panicked", took)
+	}
+	if con := console(t, k, inst.ID); !strings.Contains(con, "Kernel panic") {
+		t.Errorf("no panic on the console:\n%s", con)
 	}
 }

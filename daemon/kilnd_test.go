@@ -19,6 +19,7 @@ import (
 
 	"kiln/daemon/api"
 	"kiln/daemon/client"
+	"kiln/hypervisor"
 
 	"kiln/internal/kilntest"
 )
@@ -26,6 +27,12 @@ import (
 // kilndBin and kilnBin are the binaries the tests run, built once by TestMain in a
 // directory every user may read (the accounts tests run kiln as other users).
 var kilndBin, kilnBin string
+
+// testAccel is the accelerator the test kilnds are given: the probe's choice, made
+// once by TestMain, so that each of the many kilnds a run starts does not probe again
+// (on a host whose KVM runs nothing, each probe spins a vCPU for its whole deadline).
+// Where KVM works, the tests use it.
+var testAccel string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "kilnd-bin-")
@@ -45,6 +52,13 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build kilnd and kiln: %v\n%s", err, out)
 		os.Exit(1)
 	}
+	accel, why, err := hypervisor.Prober{Qemu: "qemu-system-x86_64", KVMDevice: "/dev/kvm"}.Choose(context.Background(), hypervisor.AccelAuto)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "choose the accelerator: %v\n", err)
+		os.Exit(1)
+	}
+	testAccel = accel
+	fmt.Fprintf(os.Stderr, "test kilnds use %s: %s\n", accel, why)
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -104,9 +118,10 @@ type kilnd struct {
 	log    *lockedBuffer
 	done   chan struct{}
 	// wrap goes before kilnd's argv (systemd-socket-activate …); args after it; env is
-	// added to its environment. logLevel is --log-level ("" leaves it out).
+	// added to its environment. logLevel is --log-level and accel --accel (testAccel
+	// unless a test says otherwise; "" leaves each out).
 	wrap, args, env []string
-	logLevel        string
+	logLevel, accel string
 	*client.Client
 }
 
@@ -135,7 +150,7 @@ func publicDir(t testing.TB) string {
 // kilndIn makes (but does not start) a kilnd with its root, socket and settings file
 // in dir.
 func kilndIn(t testing.TB, dir, logLevel string) *kilnd {
-	k := &kilnd{tb: t, root: filepath.Join(dir, "root"), socket: filepath.Join(dir, "s"), logLevel: logLevel}
+	k := &kilnd{tb: t, root: filepath.Join(dir, "root"), socket: filepath.Join(dir, "s"), logLevel: logLevel, accel: testAccel}
 	k.Client = client.New(k.socket)
 	return k
 }
@@ -156,6 +171,9 @@ func (k *kilnd) start() {
 		"--config", filepath.Join(filepath.Dir(k.root), "kilnd.json"))
 	if k.logLevel != "" {
 		argv = append(argv, "--log-level", k.logLevel)
+	}
+	if k.accel != "" {
+		argv = append(argv, "--accel", k.accel)
 	}
 	argv = append(argv, k.args...)
 	k.cmd = exec.Command(argv[0], argv[1:]...)

@@ -316,8 +316,11 @@ func (m *instances) watch(inst *instance, mach *hypervisor.Machine) {
 					inst.guestOff = true
 					m.mu.Unlock()
 				case hypervisor.GuestFailed:
-					reason := ev.Reason
-					m.ops.Go(func() { m.fail(inst, mach, reason) })
+					// Not an operation kilnd waits for at shutdown: a failure
+					// seen then is found again by the next start's reconcile.
+					if m.opsCtx.Err() == nil {
+						go m.fail(inst, mach, ev.Reason)
+					}
 				}
 			}
 		}
@@ -425,57 +428,61 @@ func (m *instances) finishStop(inst *instance, force bool) {
 	m.ops.Go(func() {
 		inst.op.Lock()
 		defer inst.op.Unlock()
-		forced := m.halt(inst, force)
+		note := m.halt(inst, force)
 		if err := m.set(inst, func(r *instanceRecord) {
-			r.State, r.PID = stateStopped, 0
-			if forced {
-				r.StateReason += ": " + forcedOff
-			}
+			r.State, r.PID, r.StateReason = stateStopped, 0, withNote(r.StateReason, note)
 		}); err != nil {
 			log.L.WithError(err).WithField("instance", inst.rec.ID).Error("record stopped instance")
 		}
 	})
 }
 
-// forcedOff is the reason a stop adds when the guest ignored the power button.
+// forcedOff is what a stop adds to its reason when the guest ignored the power button.
 var forcedOff = fmt.Sprintf("forced off after %d s without a shutdown", int(stopGrace/time.Second))
 
 // halt stops the instance's QEMU, if it runs: the ACPI power button, up to stopGrace
 // for the guest to power off (not with force), then QMP quit, SIGTERM, SIGKILL. While
-// it waits for the guest the record says until when (ForceOffAt). It reports whether
-// the guest had to be forced off after the grace. The caller holds inst.op.
-func (m *instances) halt(inst *instance, force bool) (forced bool) {
+// it waits for the guest the record says until when (ForceOffAt). A guest that fails
+// meanwhile (a panic: it will never power off) ends the wait at once. halt returns what
+// a stop's reason should add: forcedOff, the guest's failure, or "" for a clean
+// shutdown or a stop that was forced from the start. The caller holds inst.op.
+func (m *instances) halt(inst *instance, force bool) (note string) {
 	mach := inst.machine
 	if mach == nil {
-		return false
+		return ""
 	}
 	inst.machine = nil // the watcher leaves it to us
 	l := log.L.WithField("instance", inst.rec.ID)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(m.opsCtx), stopGrace+time.Minute)
 	defer cancel()
-	if !force {
+	switch {
+	case force:
+	case mach.Failure() != "":
+		note = mach.Failure()
+	default:
 		if err := mach.Monitor().SystemPowerdown(); err != nil {
 			l.WithError(err).Warn("power button; forcing the instance off")
-		} else {
-			deadline := time.Now().Add(stopGrace)
-			if err := m.set(inst, func(r *instanceRecord) { r.ForceOffAt = deadline.UTC() }); err != nil {
-				l.WithError(err).Error("record when the instance is forced off")
-			}
-			t := time.NewTimer(stopGrace)
-			select {
-			case <-mach.Exited():
-			case <-t.C:
-				forced = true
-			case <-ctx.Done():
-			}
-			t.Stop()
-			if err := m.set(inst, func(r *instanceRecord) { r.ForceOffAt = time.Time{} }); err != nil {
-				l.WithError(err).Error("record when the instance is forced off")
-			}
+			note = "forced off: QEMU did not take the power button"
+			break
 		}
-	}
-	if forced {
-		l.Warn("the guest ignored the power button; forcing it off")
+		deadline := time.Now().Add(stopGrace)
+		if err := m.set(inst, func(r *instanceRecord) { r.ForceOffAt = deadline.UTC() }); err != nil {
+			l.WithError(err).Error("record when the instance is forced off")
+		}
+		t := time.NewTimer(stopGrace)
+		select {
+		case <-mach.Exited():
+		case <-mach.Failed():
+			note = mach.Failure()
+		case <-t.C:
+			note = forcedOff
+			l.Warn("the guest ignored the power button; forcing it off")
+		case <-ctx.Done():
+		}
+		t.Stop()
+		if err := m.set(inst, func(r *instanceRecord) { r.ForceOffAt = time.Time{} }); err != nil {
+			l.WithError(err).Error("record when the instance is forced off")
+		}
 	}
 	select {
 	case <-mach.Exited():
@@ -484,7 +491,15 @@ func (m *instances) halt(inst *instance, force bool) (forced bool) {
 			l.WithError(err).Error("stop QEMU")
 		}
 	}
-	return forced
+	return note
+}
+
+// withNote is a reason with what halt added to it.
+func withNote(reason, note string) string {
+	if note == "" {
+		return reason
+	}
+	return reason + ": " + note
 }
 
 // start starts a stopped instance again, with its volumes as they were. Starting a
@@ -526,7 +541,8 @@ func (m *instances) reboot(inst *instance) error {
 		return fmt.Errorf("instance %s: reboot: %w", inst.rec.ID, err)
 	}
 	// Ready means ready since this reset: what the guest printed before no longer counts.
-	// The size is taken after the reset, when the old guest can print no more.
+	// The size is taken once QEMU has taken the reset (it runs asynchronously, so a
+	// line or two of the old guest may still come after it).
 	if st, err := os.Stat(filepath.Join(m.dir(inst.rec.ID), hypervisor.ConsoleFile)); err == nil {
 		if err := m.set(inst, func(r *instanceRecord) { r.ConsoleStart = st.Size() }); err != nil {
 			return err
@@ -557,11 +573,8 @@ func (m *instances) haltAndTerminate(inst *instance, force bool) {
 	m.ops.Go(func() {
 		inst.op.Lock()
 		defer inst.op.Unlock()
-		reason := inst.rec.StateReason
-		if m.halt(inst, force) {
-			reason += ": " + forcedOff
-		}
-		m.finishTerminate(inst, reason)
+		note := m.halt(inst, force)
+		m.finishTerminate(inst, withNote(inst.rec.StateReason, note))
 	})
 }
 

@@ -235,7 +235,7 @@ func TestRegisterRefusals(t *testing.T) {
 func TestSocket(t *testing.T) {
 	k := newKilnd(t)
 	// A second kilnd on the same socket is refused, and the first keeps serving.
-	other := kilntest.Command(t, kilndBin, "--root", filepath.Join(filepath.Dir(k.root), "other"), "--socket", k.socket)
+	other := kilntest.Command(t, kilndBin, "--root", filepath.Join(filepath.Dir(k.root), "other"), "--socket", k.socket, "--accel", testAccel)
 	out, err := other.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "another kilnd is serving") {
 		t.Errorf("second kilnd on the same socket: %v\n%s", err, out)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -38,7 +39,7 @@ type Prober struct {
 
 // Choose returns the accelerator to run guests with, and why. choice is AccelAuto,
 // AccelKVM or AccelTCG. AccelTCG and AccelKVM are obeyed as given (KVM only when its
-// device opens: an errdefs-free error otherwise). AccelAuto uses KVM only when a guest
+// device opens: an error otherwise, as for an unknown choice). AccelAuto uses KVM only when a guest
 // proved under it that it runs code (Probe), and TCG otherwise; then the same guest runs
 // under TCG too, so that a payload which cannot run anywhere is told apart from KVM
 // that runs nothing. The probe takes at most the deadline; both run at once.
@@ -48,7 +49,7 @@ func (p Prober) Choose(ctx context.Context, choice string) (accel, reason string
 		return AccelTCG, "chosen by the operator (accelerator tcg)", nil
 	case AccelKVM:
 		if err := p.openKVM(); err != nil {
-			return "", "", fmt.Errorf("accelerator kvm: %w", err)
+			return "", "", fmt.Errorf("accelerator kvm, but %w; choose auto or tcg on this host", err)
 		}
 		return AccelKVM, "chosen by the operator (accelerator kvm), not probed", nil
 	case AccelAuto, "":
@@ -58,9 +59,14 @@ func (p Prober) Choose(ctx context.Context, choice string) (accel, reason string
 	if err := p.openKVM(); err != nil {
 		return AccelTCG, fmt.Sprintf("KVM: %v; using TCG", err), nil
 	}
+	tcgCtx, stopTCG := context.WithCancel(ctx)
+	defer stopTCG()
 	tcg := make(chan error, 1)
-	go func() { _, err := p.Probe(ctx, AccelTCG); tcg <- err }()
+	go func() { _, err := p.Probe(tcgCtx, AccelTCG); tcg <- err }()
 	took, kvmErr := p.Probe(ctx, AccelKVM)
+	if kvmErr == nil {
+		stopTCG() // KVM proved itself: the TCG run has nothing to add
+	}
 	tcgErr := <-tcg
 	switch {
 	case kvmErr == nil:
@@ -110,44 +116,72 @@ func (p Prober) Probe(ctx context.Context, accel string) (time.Duration, error) 
 	if accel == AccelKVM {
 		cpu = "host"
 	}
-	ctx, cancel := context.WithTimeout(ctx, deadline)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, p.Qemu, "-machine", "q35,accel="+accel, "-cpu", cpu, "-m", "16",
+	// Output: the console through a pipe read here, QEMU's messages into a memory file.
+	// Both are files (no copying goroutines), so nothing waits on a child that QEMU
+	// left holding them; QEMU and anything it started share a process group, killed
+	// whole at the end.
+	errFD, err := unix.MemfdCreate("kiln-probe-stderr", unix.MFD_CLOEXEC)
+	if err != nil {
+		return 0, fmt.Errorf("probe: memfd: %w", err)
+	}
+	stderr := os.NewFile(uintptr(errFD), "kiln-probe-stderr")
+	defer stderr.Close()
+	console, consoleW, err := os.Pipe()
+	if err != nil {
+		return 0, fmt.Errorf("probe: %w", err)
+	}
+	defer console.Close()
+	cmd := exec.Command(p.Qemu, "-machine", "q35,accel="+accel, "-cpu", cpu, "-m", "16",
 		"-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none",
 		"-bios", "/dev/fd/3", "-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04")
 	cmd.ExtraFiles = []*os.File{fw}
-	cmd.WaitDelay = time.Second // after the kill, for anything left holding the output
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return 0, err
-	}
+	cmd.Stdout, cmd.Stderr = consoleW, stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	consoleW.Close() // QEMU has its own copy
+	if err != nil {
 		return 0, fmt.Errorf("probe: %w", err)
 	}
-	// Read the console until the token or the end of output; the deadline kills QEMU,
-	// and does not wait for anything QEMU left holding its output.
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
 	type result struct {
 		console []byte
 		found   bool
 	}
-	done := make(chan result, 1)
-	go func() { c, f := readUntil(out, token, 4096); done <- result{c, f} }()
+	read := make(chan result, 1)
+	go func() { c, f := readUntil(console, token, 4096); read <- result{c, f} }()
+
+	// The token, the end of the output, QEMU's exit, or the deadline, whichever first.
+	timer := time.NewTimer(deadline)
+	defer timer.Stop()
 	var res result
-	received := false
+	var werr error
+	gotRes, gotExit, timedOut := false, false, false
 	select {
-	case res = <-done:
-		received = true
+	case res = <-read:
+		gotRes = true
+	case werr = <-exited:
+		gotExit = true
+		// What QEMU printed just before it left may still be in the pipe.
+		select {
+		case res = <-read:
+			gotRes = true
+		case <-time.After(200 * time.Millisecond):
+		}
+	case <-timer.C:
+		timedOut = true
 	case <-ctx.Done():
+		timedOut = true
 	}
 	took := time.Since(start)
-	timedOut := ctx.Err() != nil
-	cancel()
-	werr := cmd.Wait() // closes the output, so the reader ends too
-	if !received {
-		res = <-done
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	console.Close() // ends the reader, whoever still holds the pipe's other end
+	if !gotRes {
+		res = <-read
+	}
+	if !gotExit {
+		werr = <-exited
 	}
 	switch {
 	case res.found:
@@ -157,11 +191,12 @@ func (p Prober) Probe(ctx context.Context, accel string) (time.Duration, error) 
 	case timedOut:
 		return 0, fmt.Errorf("the probe guest printed nothing within %s (a kernel would not boot)", deadline)
 	}
-	msg := firstLine(stderr.String())
-	if msg == "" {
-		msg = "no message"
+	msg, _ := io.ReadAll(io.NewSectionReader(stderr, 0, 64<<10))
+	line := firstLine(string(msg))
+	if line == "" {
+		line = "no message"
 	}
-	return 0, fmt.Errorf("QEMU exited before the probe guest ran (%v): %s", werr, msg)
+	return 0, fmt.Errorf("QEMU exited before the probe guest ran (%v): %s", werr, line)
 }
 
 // readUntil reads r until token appears, r ends, or max bytes came.

@@ -54,7 +54,8 @@ func TestChooseAccelerator(t *testing.T) {
 	}{
 		{"no device", "exit 1", "/nonexistent/kvm", "no such file"},
 		{"silent guest", "exec sleep 30", "/dev/null", "printed nothing within 300ms"},
-		{"silent guest holding its output", "sleep 30", "/dev/null", "printed nothing within 300ms"},
+		{"silent guest holding its output", "sleep 37", "/dev/null", "printed nothing within 300ms"},
+		{"QEMU exits, a child keeps its output", `sleep 37 & echo "qemu: gone" >&2; exit 1`, "/dev/null", "QEMU exited before the probe guest ran (exit status 1): qemu: gone"},
 		{"QEMU exits", `echo "qemu: error: failed to set MSR 0x10a to 0x69" >&2; exit 1`, "/dev/null", "MSR 0x10a"},
 		{"QEMU aborts", `kill -ABRT $$`, "/dev/null", "QEMU exited before the probe guest ran"},
 		{"wrong token", `echo KILNLM64xxxxxxxx; exec sleep 30`, "/dev/null", `printed "KILNLM64xxxxxxxx", not its token`},
@@ -72,6 +73,11 @@ func TestChooseAccelerator(t *testing.T) {
 		if d := time.Since(start); d > 5*time.Second {
 			t.Errorf("%s: the choice took %s", c.name, d)
 		}
+	}
+
+	// Nothing the fakes started outlives the probe.
+	if out, err := exec.Command("pgrep", "-f", "^sleep 37$").Output(); err == nil {
+		t.Errorf("the probe left processes behind: %s", out)
 	}
 
 	// The operator's choice is obeyed, without a probe.

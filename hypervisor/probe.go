@@ -83,7 +83,8 @@ func probePayload(nonce [8]byte) []byte {
 	put(off16,
 		[]byte{0xFA},                                       // cli
 		[]byte{0x2E, 0x66, 0x0F, 0x01, 0x16}, u16(offGDTR), // lgdt cs:[offGDTR] (32-bit base)
-		[]byte{0x0F, 0x20, 0xC0},                           // mov eax, cr0
+		[]byte{0x0F, 0x20, 0xC0},            // mov eax, cr0
+		[]byte{0x66, 0x25}, u32(0x9FFFFFFF), // and eax, ~(CD|NW): caches on, as a kernel runs
 		[]byte{0x0C, 0x01},                                 // or al, 1 (PE)
 		[]byte{0x0F, 0x22, 0xC0},                           // mov cr0, eax
 		[]byte{0x66, 0xEA}, u32(lowAlias+off32), u16(0x08), // jmp dword 0x08:off32

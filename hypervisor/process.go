@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -28,6 +29,34 @@ type Machine struct {
 
 	exited chan struct{} // closed once the process is gone
 	proc   *os.Process
+
+	failOnce sync.Once
+	failed   chan struct{} // closed once Watch saw the guest fail
+	failure  string        // why; set before failed is closed
+}
+
+// newMachine is a Machine of the QEMU process pid in dir, not yet connected.
+func newMachine(dir string, pid int, proc *os.Process) *Machine {
+	return &Machine{Dir: dir, PID: pid, proc: proc, exited: make(chan struct{}), failed: make(chan struct{})}
+}
+
+// Failed is closed once Watch has seen the guest fail (a panic, a stop on an internal
+// error): a stop under way need not wait for it to shut down.
+func (m *Machine) Failed() <-chan struct{} { return m.failed }
+
+// Failure is why the guest failed, once Failed is closed, and "" before.
+func (m *Machine) Failure() string {
+	select {
+	case <-m.failed:
+		return m.failure
+	default:
+		return ""
+	}
+}
+
+// markFailed records the guest's failure, once.
+func (m *Machine) markFailed(reason string) {
+	m.failOnce.Do(func() { m.failure = reason; close(m.failed) })
 }
 
 // Start starts QEMU (the binary qemu) for spec, detached in its own session, and
@@ -57,7 +86,7 @@ func Start(ctx context.Context, qemu string, spec Spec) (*Machine, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("%s: %w", qemu, err)
 	}
-	m := &Machine{Dir: spec.Dir, PID: cmd.Process.Pid, exited: make(chan struct{}), proc: cmd.Process}
+	m := newMachine(spec.Dir, cmd.Process.Pid, cmd.Process)
 	go func() { cmd.Wait(); close(m.exited) }() // the one reaper of this child
 	if m.QMP, err = dialWhileAlive(ctx, sock, m.exited); err != nil {
 		m.kill()
@@ -112,8 +141,8 @@ func Attach(ctx context.Context, dir string) (*Machine, error) {
 	if !isQEMU(pid) {
 		return nil, fmt.Errorf("instance %s: process %d is gone", dir, pid)
 	}
-	m := &Machine{Dir: dir, PID: pid, exited: make(chan struct{})}
-	m.proc, _ = os.FindProcess(pid)
+	proc, _ := os.FindProcess(pid)
+	m := newMachine(dir, pid, proc)
 	if m.QMP, err = qmp.Dial(ctx, filepath.Join(dir, QMPSocket)); err != nil {
 		return nil, fmt.Errorf("instance %s: QEMU %d does not answer on QMP: %w", dir, pid, err)
 	}

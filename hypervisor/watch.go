@@ -34,7 +34,8 @@ const (
 
 // Watch follows the machine from now on and sends what kilnd acts on: a guest that
 // powered itself off, or one that failed (a panic reported by the pvpanic device, a
-// stop on an internal error, and a machine already found in such a state). The channel
+// stop on an internal error, and a machine already found in such a state; Failed is
+// closed then too, before the event is sent). The channel
 // closes when the QMP connection does (QEMU exits) or ctx ends. The receiver must keep
 // reading; events it falls behind on are dropped by the QMP client, never blocking it.
 func (m *Machine) Watch(ctx context.Context) (<-chan Event, error) {
@@ -52,6 +53,7 @@ func (m *Machine) Watch(ctx context.Context) (<-chan Event, error) {
 					return // once: a panic is both an event and a state
 				}
 				failed = true
+				m.markFailed(e.Reason)
 			}
 			select {
 			case out <- e:

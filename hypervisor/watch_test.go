@@ -17,8 +17,9 @@ import (
 // sends the events written to its channel: QEMU cannot be made to hit a KVM internal
 // error on demand.
 type fakeQMP struct {
-	status chan string // the next query-status answer; "running" when empty
-	events chan string // raw event JSON to send
+	status  chan string   // the next query-status answer; "running" when empty
+	events  chan string   // raw event JSON to send
+	queried chan struct{} // closed once the first query-status is answered
 }
 
 func startFakeQMP(t *testing.T) (*fakeQMP, string) {
@@ -33,7 +34,7 @@ func startFakeQMP(t *testing.T) (*fakeQMP, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	f := &fakeQMP{status: make(chan string, 4), events: make(chan string, 4)}
+	f := &fakeQMP{status: make(chan string, 4), events: make(chan string, 4), queried: make(chan struct{})}
 	go func() {
 		conn, err := ln.Accept()
 		if err != nil {
@@ -52,6 +53,7 @@ func startFakeQMP(t *testing.T) (*fakeQMP, string) {
 				out <- ev
 			}
 		}()
+		queried := false
 		sc := bufio.NewScanner(conn)
 		for sc.Scan() {
 			var cmd struct {
@@ -69,24 +71,36 @@ func startFakeQMP(t *testing.T) (*fakeQMP, string) {
 				ret = `{"status": "` + st + `", "running": ` + map[bool]string{true: "true", false: "false"}[st == "running"] + `, "singlestep": false}`
 			}
 			out <- `{"return": ` + ret + `, "id": ` + string(cmd.ID) + `}`
+			if cmd.Execute == "query-status" && !queried {
+				queried = true
+				close(f.queried)
+			}
 		}
 	}()
 	return f, sock
 }
 
-func watchFake(t *testing.T, f *fakeQMP, sock string) <-chan Event {
+// watchFake watches a machine whose QMP is the fake, once Watch's first look at the
+// run state is done.
+func watchFake(t *testing.T, f *fakeQMP, sock string) (*Machine, <-chan Event) {
 	t.Helper()
 	c, err := qmp.Dial(context.Background(), sock)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Disconnect() })
-	m := &Machine{QMP: c, exited: make(chan struct{})}
+	m := newMachine("", 0, nil)
+	m.QMP = c
 	events, err := m.Watch(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return events
+	select {
+	case <-f.queried:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Watch did not ask for the run state within 10s")
+	}
+	return m, events
 }
 
 func nextEvent(t *testing.T, events <-chan Event) Event {
@@ -103,25 +117,39 @@ func nextEvent(t *testing.T, events <-chan Event) Event {
 func TestWatch(t *testing.T) {
 	// A stop on a KVM internal error: the run state says why.
 	f, sock := startFakeQMP(t)
-	events := watchFake(t, f, sock)
+	m, events := watchFake(t, f, sock)
+	if m.Failure() != "" {
+		t.Fatalf("a running machine has failed: %q", m.Failure())
+	}
 	f.status <- "internal-error"
 	f.events <- `{"event": "STOP", "data": {}, "timestamp": {"seconds": 1, "microseconds": 0}}`
 	if e := nextEvent(t, events); e.Kind != GuestFailed || e.Reason != ReasonInternalError {
 		t.Errorf("stop on an internal error: %+v", e)
 	}
-	// A pause a person asked for is no failure; a panic is, reported once though QEMU
-	// says it twice (the event, then the run state).
+	select {
+	case <-m.Failed():
+		if m.Failure() != ReasonInternalError {
+			t.Errorf("Failure() = %q", m.Failure())
+		}
+	default:
+		t.Error("Failed() is not closed after the failure was sent")
+	}
+
+	// A pause a person asked for is no failure: the next event is the guest's shutdown.
+	f, sock = startFakeQMP(t)
+	m, events = watchFake(t, f, sock)
 	f.status <- "paused"
 	f.events <- `{"event": "STOP", "data": {}, "timestamp": {"seconds": 2, "microseconds": 0}}`
 	f.events <- `{"event": "SHUTDOWN", "data": {"guest": true, "reason": "guest-shutdown"}, "timestamp": {"seconds": 3, "microseconds": 0}}`
-	if e := nextEvent(t, events); e.Kind != GuestPoweredOff {
-		t.Errorf("after a plain pause and a guest shutdown: %+v", e)
+	if e := nextEvent(t, events); e.Kind != GuestPoweredOff || m.Failure() != "" {
+		t.Errorf("after a plain pause and a guest shutdown: %+v, failure %q", e, m.Failure())
 	}
 
-	// A machine found already failed (a kilnd that reattaches), then a panic's events.
+	// A machine found already failed (a kilnd that reattaches), then a panic's events:
+	// one failure, and the panic's SHUTDOWN is not a guest power-off.
 	f, sock = startFakeQMP(t)
 	f.status <- "guest-panicked"
-	events = watchFake(t, f, sock)
+	_, events = watchFake(t, f, sock)
 	if e := nextEvent(t, events); e.Kind != GuestFailed || e.Reason != ReasonPanicked {
 		t.Errorf("found panicked: %+v", e)
 	}
@@ -132,5 +160,13 @@ func TestWatch(t *testing.T) {
 	case e := <-events:
 		t.Errorf("a second failure or a panic's shutdown was reported: %+v", e)
 	case <-time.After(300 * time.Millisecond):
+	}
+
+	// A panic while running: the event alone says it.
+	f, sock = startFakeQMP(t)
+	m, events = watchFake(t, f, sock)
+	f.events <- `{"event": "GUEST_PANICKED", "data": {"action": "pause"}, "timestamp": {"seconds": 1, "microseconds": 0}}`
+	if e := nextEvent(t, events); e.Kind != GuestFailed || e.Reason != ReasonPanicked || m.Failure() != ReasonPanicked {
+		t.Errorf("panic event: %+v, failure %q", e, m.Failure())
 	}
 }

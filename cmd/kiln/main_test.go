@@ -8,17 +8,29 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"kiln/daemon"
 	"kiln/daemon/api"
 	"kiln/daemon/client"
+	"kiln/hypervisor"
 
 	"kiln/internal/kilntest"
 )
 
 // startDaemon runs a real kilnd (in this process) on a fresh root and socket.
+// testAccel is the accelerator of the test daemons: the probe's choice, made once for
+// the run rather than by each daemon (see daemon/kilnd_test.go).
+var testAccel = sync.OnceValue(func() string {
+	accel, _, err := hypervisor.Prober{Qemu: "qemu-system-x86_64", KVMDevice: "/dev/kvm"}.Choose(context.Background(), hypervisor.AccelAuto)
+	if err != nil {
+		return hypervisor.AccelAuto // the daemon then says what is wrong
+	}
+	return accel
+})
+
 func startDaemon(t *testing.T) string {
 	t.Helper()
 	d, err := os.MkdirTemp("/tmp", "kc")
@@ -31,7 +43,7 @@ func startDaemon(t *testing.T) string {
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- daemon.Run(ctx, daemon.Config{Root: filepath.Join(d, "root"), Socket: socket, Version: "test", Ready: func() { close(ready) }})
+		done <- daemon.Run(ctx, daemon.Config{Root: filepath.Join(d, "root"), Socket: socket, Version: "test", Accelerator: testAccel(), Ready: func() { close(ready) }})
 	}()
 	select {
 	case <-ready:
