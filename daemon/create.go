@@ -32,9 +32,11 @@ func (s *server) createImage(w http.ResponseWriter, r *http.Request, c Caller) e
 	if err != nil {
 		return api.FromError(err, api.KindInstance)
 	}
-	if err := s.admitImage(c.User); err != nil {
+	release, err := s.admitImage(c.User)
+	if err != nil {
 		return err
 	}
+	defer release() // the pending record counts once createImage returns
 	im, err := s.inst.createImage(r.Context(), s, inst, c.User, req)
 	if err != nil {
 		return err
@@ -57,9 +59,11 @@ func (s *server) copyImage(w http.ResponseWriter, r *http.Request, c Caller) err
 	if err := images.CheckDescription(req.Description); err != nil {
 		return err
 	}
-	if err := s.admitImage(c.User); err != nil {
+	release, err := s.admitImage(c.User)
+	if err != nil {
 		return err
 	}
+	defer release()
 	im, err := s.store.CopyImage(src.ID, req.Name, c.User, req.Description, req.CopyTags, time.Now().UTC())
 	if err != nil {
 		return err

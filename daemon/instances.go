@@ -176,6 +176,8 @@ type instances struct {
 	mu   sync.Mutex
 	all  map[string]*instance
 	vols map[string]*volumeRecord
+	// volsReserved are volumes admitted (admitVolume) and not yet in vols, per owner.
+	volsReserved map[string]volumeUse
 }
 
 func newInstances(ctx context.Context, s *server) (*instances, error) {

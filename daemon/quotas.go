@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/containerd/errdefs"
 
@@ -24,16 +25,21 @@ type QuotaLimits struct {
 	RunningInstances *int `json:"runningInstances,omitempty"` // instances pending, running or stopping
 	VCPUs            *int `json:"vcpus,omitempty"`            // their vCPUs
 	MemoryMiB        *int `json:"memoryMiB,omitempty"`        // their memory
+	Volumes          *int `json:"volumes,omitempty"`          // volumes owned, standalone or an instance's
+	VolumeGiB        *int `json:"volumeGiB,omitempty"`        // their sizes (virtual, as the guest sees them)
 }
 
 // quota is one user's limits, resolved.
 type quota struct {
-	Images, PublicImages, RunningInstances, VCPUs, MemoryMiB int
+	Images, PublicImages, RunningInstances, VCPUs, MemoryMiB, Volumes, VolumeGiB int
 }
 
 // defaultQuota is shaped like the cloud's defaults, sized for one host: public images
-// are few (5), images many, running instances bounded by count, vCPUs and memory.
-var defaultQuota = quota{Images: 1000, PublicImages: 5, RunningInstances: 20, VCPUs: 64, MemoryMiB: 128 << 10}
+// are few (5), images many, running instances bounded by count, vCPUs and memory;
+// volumes by count and by the sum of their sizes (16 TiB, one volume of the largest
+// size: volumes are thin, but a guest may fill what it is given).
+var defaultQuota = quota{Images: 1000, PublicImages: 5, RunningInstances: 20, VCPUs: 64, MemoryMiB: 128 << 10,
+	Volumes: 100, VolumeGiB: 16 << 10}
 
 // limit is one field of QuotaLimits beside the quota field it sets.
 type limit struct {
@@ -47,7 +53,8 @@ func (l QuotaLimits) limits(q *quota) []limit {
 	return []limit{
 		{"images", l.Images, &q.Images}, {"publicImages", l.PublicImages, &q.PublicImages},
 		{"runningInstances", l.RunningInstances, &q.RunningInstances}, {"vcpus", l.VCPUs, &q.VCPUs},
-		{"memoryMiB", l.MemoryMiB, &q.MemoryMiB},
+		{"memoryMiB", l.MemoryMiB, &q.MemoryMiB}, {"volumes", l.Volumes, &q.Volumes},
+		{"volumeGiB", l.VolumeGiB, &q.VolumeGiB},
 	}
 }
 
@@ -120,4 +127,48 @@ func (m *instances) admitLocked(q quota, owner string, n, cpus, mem int) error {
 		return quotaExceeded(owner, "memory (MiB)", q.MemoryMiB, u.memoryMiB, n*mem)
 	}
 	return nil
+}
+
+// volumeUse is what a user's volumes hold: how many, and their sizes.
+type volumeUse struct{ n, gib int64 }
+
+// admitVolume reserves a volume of gib GiB for owner, or refuses it when it would take
+// the owner past a volume quota. Volumes in the records and those reserved count, so
+// concurrent requests cannot pass on the same use. The reservation holds until release,
+// which the caller calls once the volume's record is in m.vols or its making failed;
+// release may be called more than once. m.mu must not be held.
+func (m *instances) admitVolume(q quota, owner string, gib int64) (release func(), err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	u := m.volsReserved[owner]
+	for _, v := range m.vols {
+		if v.OwnerID == owner {
+			u.n++
+			u.gib += v.SizeGiB
+		}
+	}
+	switch {
+	case u.n+1 > int64(q.Volumes):
+		return nil, quotaExceeded(owner, "volumes", q.Volumes, int(u.n), 1)
+	case u.gib+gib > int64(q.VolumeGiB):
+		return nil, quotaExceeded(owner, "volume size (GiB)", q.VolumeGiB, int(u.gib), int(gib))
+	}
+	if m.volsReserved == nil {
+		m.volsReserved = map[string]volumeUse{}
+	}
+	r := m.volsReserved[owner]
+	m.volsReserved[owner] = volumeUse{r.n + 1, r.gib + gib}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			r := m.volsReserved[owner]
+			if r = (volumeUse{r.n - 1, r.gib - gib}); r.n == 0 {
+				delete(m.volsReserved, owner)
+			} else {
+				m.volsReserved[owner] = r
+			}
+		})
+	}, nil
 }

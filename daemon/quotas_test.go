@@ -10,19 +10,23 @@ import (
 
 func TestQuotas(t *testing.T) {
 	var qs QuotaSettings
-	if err := json.Unmarshal([]byte(`{"default": {"vcpus": 4, "memoryMiB": 2048}, "users": {"bob": {"runningInstances": 1}, "ci": {"vcpus": 16}}}`), &qs); err != nil {
+	if err := json.Unmarshal([]byte(`{"default": {"vcpus": 4, "memoryMiB": 2048}, "users": {"bob": {"runningInstances": 1, "volumes": 2}, "ci": {"vcpus": 16, "volumeGiB": 64}}}`), &qs); err != nil {
 		t.Fatal(err)
 	}
 	if err := qs.check(); err != nil {
 		t.Fatal(err)
 	}
-	if q := qs.of("alice"); q != (quota{Images: defaultQuota.Images, PublicImages: 5, RunningInstances: 20, VCPUs: 4, MemoryMiB: 2048}) {
+	if q := qs.of("alice"); q != (quota{Images: defaultQuota.Images, PublicImages: 5, RunningInstances: 20, VCPUs: 4, MemoryMiB: 2048,
+		Volumes: defaultQuota.Volumes, VolumeGiB: defaultQuota.VolumeGiB}) {
 		t.Errorf("alice: %+v", q)
 	}
 	if q := qs.of("bob"); q.RunningInstances != 1 || q.VCPUs != 4 {
 		t.Errorf("bob: %+v", q)
 	}
-	if q := qs.of("ci"); q.VCPUs != 16 || q.MemoryMiB != 2048 {
+	if q := qs.of("bob"); q.Volumes != 2 || q.VolumeGiB != defaultQuota.VolumeGiB {
+		t.Errorf("bob's volumes: %+v", q)
+	}
+	if q := qs.of("ci"); q.VCPUs != 16 || q.MemoryMiB != 2048 || q.VolumeGiB != 64 {
 		t.Errorf("ci: %+v", q)
 	}
 	bad := -1
@@ -57,5 +61,39 @@ func TestQuotas(t *testing.T) {
 	}
 	if err := m.admitLocked(qs.of("bob"), "bob", 1, 1, 1); err == nil || !strings.Contains(err.Error(), "running instances is 1, 1 in use") {
 		t.Errorf("bob's second instance: %v", err)
+	}
+}
+
+// TestAdmitVolume counts the owner's volumes, standalone or an instance's, and those
+// reserved, and gives back a released reservation once.
+func TestAdmitVolume(t *testing.T) {
+	m := &instances{vols: map[string]*volumeRecord{
+		"vol-1": {ID: "vol-1", OwnerID: "alice", SizeGiB: 10, Standalone: true},
+		"vol-2": {ID: "vol-2", OwnerID: "alice", SizeGiB: 20, InstanceID: "i-1"}, // an instance's
+		"vol-3": {ID: "vol-3", OwnerID: "bob", SizeGiB: 1000},                    // another user's
+	}}
+	q := quota{Volumes: 4, VolumeGiB: 50}
+	release, err := m.admitVolume(q, "alice", 15)
+	if err != nil {
+		t.Fatalf("15 GiB of 50 with 30 in use: %v", err)
+	}
+	if _, err := m.admitVolume(q, "alice", 6); err == nil || !strings.Contains(err.Error(), "volume size (GiB) is 50, 45 in use, and this needs 6 more") {
+		t.Errorf("6 GiB more with 15 reserved: %v", err)
+	}
+	r2, err := m.admitVolume(q, "alice", 5)
+	if err != nil {
+		t.Fatalf("the fourth volume: %v", err)
+	}
+	if _, err := m.admitVolume(q, "alice", 0); err == nil || !strings.Contains(err.Error(), "volumes is 4, 4 in use") {
+		t.Errorf("a fifth volume: %v", err)
+	}
+	release()
+	release() // twice gives back once
+	r2()
+	if len(m.volsReserved) != 0 {
+		t.Errorf("reservations left: %v", m.volsReserved)
+	}
+	if _, err := m.admitVolume(q, "alice", 20); err != nil {
+		t.Errorf("20 GiB with 30 in use and nothing reserved: %v", err)
 	}
 }

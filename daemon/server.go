@@ -40,6 +40,13 @@ type server struct {
 	// running maps an image being made to its operation.
 	mu      sync.Mutex
 	running map[string]*imageOp
+
+	// reserved counts, per user, the images admitted whose records are not yet in the
+	// store (admitImage).
+	reserved struct {
+		sync.Mutex
+		images map[string]int
+	}
 }
 
 // imageOp is an image being made: done is closed when it ends; progress says how far.
@@ -304,9 +311,11 @@ func (s *server) registerImage(w http.ResponseWriter, r *http.Request, c Caller)
 	if err := decodeBody(r.Body, &req); err != nil {
 		return err
 	}
-	if err := s.admitImage(c.User); err != nil {
+	release, err := s.admitImage(c.User)
+	if err != nil {
 		return err
 	}
+	defer release() // the pending record counts from Prepare on
 	breq, err := s.registerRequest(r.Context(), c, req)
 	if err != nil {
 		return err
@@ -451,15 +460,33 @@ func (s *server) untagImage(w http.ResponseWriter, r *http.Request, c Caller) er
 	})
 }
 
-// admitImage refuses one more image when the user owns its quota's worth. (Two
-// requests at once may both pass; the quota bounds a user's images, it does not
-// ration a scarce resource.)
-func (s *server) admitImage(user string) error {
+// admitImage reserves one more image for the user, or refuses it when the images the
+// user owns and those already reserved fill the quota. The reservation holds until
+// release is called, which the caller does once the image's record is in the store (or
+// its making failed): between the check and the record no concurrent request can pass
+// on the same count. release may be called more than once.
+func (s *server) admitImage(user string) (release func(), err error) {
 	q := s.settings.Load().Quotas.of(user)
-	if n := len(s.store.Images(func(im *images.Image) bool { return im.OwnerID == user })); n+1 > q.Images {
-		return quotaExceeded(user, "images", q.Images, n, 1)
+	s.reserved.Lock()
+	defer s.reserved.Unlock()
+	n := len(s.store.Images(func(im *images.Image) bool { return im.OwnerID == user }))
+	if held := s.reserved.images[user]; n+held+1 > q.Images {
+		return nil, quotaExceeded(user, "images", q.Images, n+held, 1)
 	}
-	return nil
+	if s.reserved.images == nil {
+		s.reserved.images = map[string]int{}
+	}
+	s.reserved.images[user]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.reserved.Lock()
+			defer s.reserved.Unlock()
+			if s.reserved.images[user]--; s.reserved.images[user] == 0 {
+				delete(s.reserved.images, user)
+			}
+		})
+	}, nil
 }
 
 func (s *server) shareImage(w http.ResponseWriter, r *http.Request, c Caller) error {

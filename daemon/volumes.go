@@ -97,10 +97,15 @@ func (s *server) createVolume(w http.ResponseWriter, r *http.Request, c Caller) 
 	if v.SizeGiB < 1 || v.SizeGiB > 16384 {
 		return fmt.Errorf("size %d GiB: give 1 to 16384 (--size 10G): %w", v.SizeGiB, errdefs.ErrInvalidArgument)
 	}
+	// The quota is checked, and the volume reserved, before any file is made.
+	reserved, err := m.admitVolume(m.quota(c.User), c.User, v.SizeGiB)
+	if err != nil {
+		return err
+	}
+	defer reserved()
 	if err := os.MkdirAll(m.volumeDir(v), 0o700); err != nil {
 		return err
 	}
-	var err error
 	if len(chain) > 0 {
 		err = m.tool.CreateOverlay(r.Context(), m.volumePath(v), m.store.BlobPath(chain[len(chain)-1]), v.SizeGiB<<30)
 	} else {

@@ -1,0 +1,98 @@
+package daemon_test
+
+import (
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"kiln/daemon/api"
+	"kiln/daemon/client"
+)
+
+// quotaKilnd starts kilnd with the quotas given (the settings file's "quotas" value).
+func quotaKilnd(t *testing.T, quotas string) *kilnd {
+	t.Helper()
+	d := shortDir(t)
+	if err := os.WriteFile(filepath.Join(d, "kilnd.json"), []byte(`{"quotas": `+quotas+`}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	k := kilndIn(t, d, "debug")
+	k.start()
+	return k
+}
+
+// TestImageQuotaConcurrent sends 12 registers at once against a quota of 3 images:
+// exactly 3 are made, the other 9 are refused with QuotaExceeded. (Before the count was
+// reserved, each register passed the check while the others were still inspecting
+// their disks, and 11 or 12 images were made.)
+func TestImageQuotaConcurrent(t *testing.T) {
+	k := quotaKilnd(t, `{"default": {"images": 3}}`)
+	disk := filepath.Join(t.TempDir(), "disk.raw")
+	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	const n = 12
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			// A client each: a register passes its files on a connection of its own.
+			_, errs[i] = client.New(k.socket).RegisterImage(ctx, api.RegisterImageRequest{
+				Name: "quota-" + string(rune('a'+i)), Disks: []api.Disk{{Name: disk, Format: "raw"}}})
+		})
+	}
+	wg.Wait()
+	made, refused := 0, 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			made++
+		case isCode(err, api.CodeQuotaExceeded):
+			refused++
+		default:
+			t.Errorf("register %d: %v", i, err)
+		}
+	}
+	ims, err := k.Images(ctx, client.ListImagesOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if made != 3 || refused != n-3 || len(ims) != 3 {
+		t.Errorf("%d registers against a quota of 3: %d accepted, %d refused, %d images; want 3, %d, 3", n, made, refused, len(ims), n-3)
+	}
+}
+
+// TestVolumeQuota refuses a volume past the count or size quota before any file is
+// made, and counts a deleted volume no more.
+func TestVolumeQuota(t *testing.T) {
+	k := quotaKilnd(t, `{"default": {"volumes": 2, "volumeGiB": 10}}`)
+	ctx := ctxT(t)
+	files := func() []string {
+		m, _ := filepath.Glob(filepath.Join(k.root, "volumes", "*"))
+		return m
+	}
+	v1, err := k.CreateVolume(ctx, api.CreateVolumeRequest{SizeGiB: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.CreateVolume(ctx, api.CreateVolumeRequest{SizeGiB: 3}); !isCode(err, api.CodeQuotaExceeded) {
+		t.Errorf("3 GiB more with 8 of 10 in use: %v; want QuotaExceeded", err)
+	}
+	if _, err := k.CreateVolume(ctx, api.CreateVolumeRequest{SizeGiB: 2}); err != nil {
+		t.Fatalf("2 GiB more with 8 of 10 in use: %v", err)
+	}
+	if _, err := k.CreateVolume(ctx, api.CreateVolumeRequest{SizeGiB: 16384}); !isCode(err, api.CodeQuotaExceeded) {
+		t.Errorf("a third volume (of 2): %v; want QuotaExceeded", err)
+	}
+	if f := files(); len(f) != 2 {
+		t.Errorf("volume files after two refusals: %v; want the two volumes' only", f)
+	}
+	if err := k.DeleteVolume(ctx, v1.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.CreateVolume(ctx, api.CreateVolumeRequest{SizeGiB: 8}); err != nil {
+		t.Errorf("8 GiB after deleting 8: %v", err)
+	}
+}
