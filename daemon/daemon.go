@@ -163,14 +163,22 @@ func serve(ctx context.Context, cfg Config, st *settings, store *images.Store, a
 	}
 	s.inst.placer = choosePlacer(ctx)
 	s.inst.reconcile(ctx) // before serving: a client never sees a stale state
+	// No ReadTimeout: net/http would cancel a long request (an event stream, a wait)
+	// when it passed; the route bounds each body instead (bodyDeadline).
+	lim := st.Limits.resolved()
 	hs := &http.Server{
 		Handler:           s.routes(),
 		ConnContext:       withCaller,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: seconds(lim.ReadHeaderSeconds),
+		IdleTimeout:       seconds(lim.IdleSeconds),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
+	limiter := newLimiter(s.uid, func() (LimitSettings, string) {
+		st := s.settings.Load()
+		return st.Limits, st.adminGroup()
+	})
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(withFiles(ln)) }()
+	go func() { errc <- hs.Serve(withFiles(ln, limiter)) }()
 	l.WithField("socket", cfg.Socket).WithField("accelerator", accel.name).WithField("units", s.inst.placer.Kind()).Info("kilnd serving")
 	systemd.Ready(s.status())
 	if cfg.Ready != nil {

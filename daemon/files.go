@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -18,21 +19,55 @@ import (
 // taken by a request; more are closed on arrival.
 const maxPassedFiles = 32
 
-// fileListener accepts connections as *fileConn.
-type fileListener struct{ *net.UnixListener }
+// fileListener accepts connections as *fileConn, each with its caller known and
+// counted against the limits; a connection past them is closed at once.
+type fileListener struct {
+	*net.UnixListener
+	lim *limiter
+}
 
 func (l fileListener) Accept() (net.Conn, error) {
-	c, err := l.AcceptUnix()
+	for {
+		c, err := l.AcceptUnix()
+		if err != nil {
+			return nil, err
+		}
+		fc := &fileConn{UnixConn: c, lim: l.lim}
+		if cred, err := peerCred(c); err == nil {
+			fc.caller, fc.known = identify(cred), true
+		}
+		if l.lim != nil && fc.known {
+			if !l.lim.admitConn(fc.caller) {
+				c.Close()
+				continue
+			}
+			fc.counted = true
+		}
+		return fc, nil
+	}
+}
+
+// peerCred is what the kernel says of the process on the other end of c.
+func peerCred(c *net.UnixConn) (*syscall.Ucred, error) {
+	raw, err := c.SyscallConn()
 	if err != nil {
 		return nil, err
 	}
-	return &fileConn{UnixConn: c}, nil
+	var cred *syscall.Ucred
+	var credErr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, credErr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	}); err != nil {
+		return nil, err
+	}
+	return cred, credErr
 }
 
-// withFiles makes ln hand out connections that keep descriptors passed on them.
-func withFiles(ln net.Listener) net.Listener {
+// withFiles makes ln hand out connections that keep descriptors passed on them, within
+// lim's limits (none when lim is nil).
+func withFiles(ln net.Listener, lim *limiter) net.Listener {
 	if ul, ok := ln.(*net.UnixListener); ok {
-		return fileListener{ul}
+		return fileListener{ul, lim}
 	}
 	return ln
 }
@@ -41,8 +76,13 @@ func withFiles(ln net.Listener) net.Listener {
 // request takes them; those never taken are closed with the connection.
 type fileConn struct {
 	*net.UnixConn
-	mu    sync.Mutex
-	files []*os.File
+	caller  Caller
+	known   bool // caller is set: the kernel gave the peer's credentials
+	lim     *limiter
+	counted bool // the connection is counted by lim
+	closed  sync.Once
+	mu      sync.Mutex
+	files   []*os.File
 }
 
 func (c *fileConn) Read(b []byte) (int, error) {
@@ -51,7 +91,9 @@ func (c *fileConn) Read(b []byte) (int, error) {
 	if oobn > 0 {
 		c.keep(oob[:oobn])
 	}
-	return n, err
+	// recvmsg gives -1 with its error (a deadline passed, the peer reset); io.Reader
+	// allows no negative count, and bufio panics on one.
+	return max(n, 0), err
 }
 
 func (c *fileConn) keep(oob []byte) {
@@ -59,24 +101,31 @@ func (c *fileConn) keep(oob []byte) {
 	if err != nil {
 		return
 	}
+	var fds []int
+	for _, m := range msgs {
+		if got, err := unix.ParseUnixRights(&m); err == nil {
+			fds = append(fds, got...)
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, m := range msgs {
-		fds, err := unix.ParseUnixRights(&m)
-		if err != nil {
+	room := min(len(fds), maxPassedFiles-len(c.files))
+	if c.lim != nil && c.known {
+		room = c.lim.admitFiles(c.caller, max(room, 0))
+	} else if c.lim != nil {
+		room = 0 // descriptors from a caller the kernel did not name are not kept
+	}
+	for i, fd := range fds {
+		if i >= room {
+			unix.Close(fd)
 			continue
 		}
-		for _, fd := range fds {
-			if len(c.files) >= maxPassedFiles {
-				unix.Close(fd)
-				continue
-			}
-			c.files = append(c.files, os.NewFile(uintptr(fd), "passed file"))
-		}
+		c.files = append(c.files, os.NewFile(uintptr(fd), "passed file"))
 	}
 }
 
-// take returns the descriptors passed so far; the caller closes them.
+// take returns the descriptors passed so far; the caller closes them and then calls
+// release with their number.
 func (c *fileConn) take() []*os.File {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -85,8 +134,22 @@ func (c *fileConn) take() []*os.File {
 	return f
 }
 
+// release gives back n descriptors taken from c to its caller's count.
+func (c *fileConn) release(n int) {
+	if c.lim != nil && c.known {
+		c.lim.releaseFiles(c.caller.UID, n)
+	}
+}
+
 func (c *fileConn) Close() error {
-	closeFiles(c.take())
+	c.closed.Do(func() {
+		f := c.take()
+		closeFiles(f)
+		c.release(len(f))
+		if c.counted {
+			c.lim.releaseConn(c.caller.UID)
+		}
+	})
 	return c.UnixConn.Close()
 }
 
@@ -102,6 +165,8 @@ type connKey struct{}
 // keeps; the rest are closed when the request ends.
 type passedFiles struct {
 	files []*os.File
+	conn  *fileConn // whose caller's count holds them
+	n     int       // how many were taken from conn
 }
 
 type passedKey struct{}
@@ -110,9 +175,22 @@ type passedKey struct{}
 func withPassedFiles(ctx context.Context) (context.Context, *passedFiles) {
 	p := &passedFiles{}
 	if fc, ok := ctx.Value(connKey{}).(*fileConn); ok {
-		p.files = fc.take()
+		p.files, p.conn = fc.take(), fc
+		p.n = len(p.files)
 	}
 	return context.WithValue(ctx, passedKey{}, p), p
+}
+
+// done ends the request's hold on its descriptors: it closes those no handler claimed
+// and gives all back to the caller's count (a claimed one is the handler's, bounded by
+// the operation that holds it).
+func (p *passedFiles) done() {
+	closeFiles(p.files)
+	p.files = nil
+	if p.conn != nil {
+		p.conn.release(p.n)
+		p.n = 0
+	}
 }
 
 // passedFilesOf returns the request's passed descriptors without claiming them.

@@ -56,26 +56,16 @@ func identify(cred *syscall.Ucred) Caller {
 
 type callerKey struct{}
 
-// withCaller is http.Server.ConnContext: it reads the peer's credentials once per
-// connection, and keeps the connection so that handlers can take the files it passed.
+// withCaller is http.Server.ConnContext: it gives the requests of a connection the
+// caller the listener found (SO_PEERCRED, read once per connection), and the
+// connection, so that handlers can take the files it passed.
 func withCaller(ctx context.Context, nc net.Conn) context.Context {
 	fc, ok := nc.(*fileConn)
-	if !ok {
-		return ctx
-	}
-	raw, err := fc.SyscallConn()
-	if err != nil {
-		return ctx
-	}
-	var cred *syscall.Ucred
-	var credErr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, credErr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
-	}); err != nil || credErr != nil {
+	if !ok || !fc.known {
 		return ctx
 	}
 	ctx = context.WithValue(ctx, connKey{}, fc)
-	return context.WithValue(ctx, callerKey{}, identify(cred))
+	return context.WithValue(ctx, callerKey{}, fc.caller)
 }
 
 // callerFrom returns the request's caller; ok is false when the connection gave none.

@@ -49,6 +49,9 @@ type server struct {
 	}
 }
 
+// limits are the limits in force, resolved.
+func (s *server) limits() LimitSettings { return s.settings.Load().Limits.resolved() }
+
 // imageOp is an image being made: done is closed when it ends; progress says how far.
 type imageOp struct {
 	done     chan struct{}
@@ -125,6 +128,7 @@ func (s *server) routes() http.Handler {
 				writeError(w, &api.Error{Code: api.CodeUnauthorizedOperation, Message: "the caller's credentials are unknown"})
 				return
 			}
+			bodyDeadline(w, r, seconds(s.limits().BodySeconds))
 			ctx, passed := withPassedFiles(r.Context())
 			r = r.WithContext(ctx)
 			var audit *auditEntry
@@ -132,7 +136,7 @@ func (s *server) routes() http.Handler {
 				r, audit = beginAudit(r, c)
 			}
 			err := h(w, r, c)
-			closeFiles(passed.files) // those no handler claimed
+			passed.done() // closes those no handler claimed
 			if audit != nil {
 				audit.Result = "ok"
 				if err != nil {

@@ -30,6 +30,9 @@ type settings struct {
 	Accelerator string `json:"accelerator,omitempty"`
 	// Quotas bound what each user may have.
 	Quotas QuotaSettings `json:"quotas,omitempty"`
+	// Limits bound what callers may hold of kilnd (timeouts, connections, passed
+	// descriptors). The timeouts are read at start only.
+	Limits LimitSettings `json:"limits,omitempty"`
 }
 
 // Default groups.
@@ -75,6 +78,9 @@ func loadSettings(ctx context.Context, cfg Config) (*settings, error) {
 	case "", "auto", "kvm", "tcg":
 	default:
 		return nil, fmt.Errorf("settings %s: accelerator %q: want auto, kvm or tcg: %w", cfg.SettingsFile, st.Accelerator, errdefs.ErrInvalidArgument)
+	}
+	if err := st.Limits.check(); err != nil {
+		return nil, fmt.Errorf("settings %s: %w", cfg.SettingsFile, err)
 	}
 	if err := st.Quotas.check(); err != nil {
 		return nil, fmt.Errorf("settings %s: %w", cfg.SettingsFile, err)
