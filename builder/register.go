@@ -249,6 +249,9 @@ func checkBootFile(what string, f *os.File) error {
 	if f == nil {
 		return nil
 	}
+	if err := volumes.CheckReadable(f); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
 	st, err := f.Stat()
 	switch {
 	case err != nil:

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,6 +26,36 @@ func (k *kilnd) openFiles() int {
 		k.tb.Fatal(err)
 	}
 	return len(ents)
+}
+
+// oPath is Linux's O_PATH, which package syscall does not name.
+const oPath = 0x200000
+
+// openFlags opens path with flags as a caller might: O_PATH gives a descriptor that
+// fstat accepts and read refuses.
+func openFlags(t *testing.T, path string, flags int) *os.File {
+	t.Helper()
+	fd, err := syscall.Open(path, flags|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// fifo makes a FIFO in dir and, unless flags is -1, opens it with flags (O_RDWR opens
+// without a writer).
+func fifo(t *testing.T, dir string, flags int) *os.File {
+	t.Helper()
+	p := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(p, 0o600); err != nil && !errors.Is(err, os.ErrExist) {
+		t.Fatal(err)
+	}
+	if flags == -1 {
+		return nil
+	}
+	return openFlags(t, p, flags)
 }
 
 func dirFile(t *testing.T, dir string) *os.File {
@@ -54,6 +85,7 @@ func badDisks(t *testing.T) string {
 	run("qemu-io", "-c", "write -P 1 0 16M", "big.qcow2")
 	run("sh", "-c", "head -c 1000000 big.qcow2 > truncated.qcow2")
 	run("qemu-img", "create", "-q", "-f", "qcow2", "good.qcow2", "16M")
+	run("qemu-img", "create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=pw", "-o", "encrypt.format=luks,encrypt.key-secret=s0", "luks.qcow2", "16M")
 	// A VMDK whose descriptor names its extent by an absolute path: a file of the host
 	// the caller never passed (qemu-img writes a relative name; the descriptor is text).
 	run("qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", "flat.vmdk", "8M")
@@ -91,6 +123,8 @@ func TestRegisterRefusals(t *testing.T) {
 			api.CodeInvalidParameterValue, "/etc/passwd"},
 		{"external data file", api.RegisterImageRequest{Name: "x-data", Disks: []api.Disk{{Name: filepath.Join(d, "datafile.qcow2"), Format: "qcow2"}}},
 			api.CodeInvalidParameterValue, "external file"},
+		{"encrypted qcow2", api.RegisterImageRequest{Name: "x-luks", Disks: []api.Disk{{Name: filepath.Join(d, "luks.qcow2"), Format: "qcow2"}}},
+			api.CodeInvalidParameterValue, "qcow2 is encrypted (LUKS)"},
 		{"raw as qcow2", api.RegisterImageRequest{Name: "x-raw", Disks: []api.Disk{{Name: filepath.Join(d, "random.raw"), Format: "qcow2"}}},
 			api.CodeInvalidParameterValue, "not a qcow2 file"},
 		{"truncated qcow2", api.RegisterImageRequest{Name: "x-trunc", Disks: []api.Disk{{Name: filepath.Join(d, "truncated.qcow2"), Format: "qcow2"}}},
@@ -145,6 +179,11 @@ func TestRegisterRefusals(t *testing.T) {
 		{"one file twice", `{"name": "x-twice", "disks": [{"file": 0, "format": "qcow2"}, {"file": 0, "format": "qcow2"}]}`, []*os.File{goodFile}, api.CodeInvalidParameterValue, "named twice"},
 		{"file not named", `{"name": "x-extra", "disks": [{"file": 0, "format": "qcow2"}]}`, []*os.File{goodFile, goodFile}, api.CodeInvalidParameterValue, "not named"},
 		{"a directory", `{"name": "x-dir", "disks": [{"file": 0, "format": "qcow2"}]}`, []*os.File{dirFile(t, d)}, api.CodeInvalidParameterValue, "not a regular file"},
+		{"an O_PATH descriptor", `{"name": "x-opath", "disks": [{"file": 0, "format": "qcow2"}]}`, []*os.File{openFlags(t, good, oPath)}, api.CodeInvalidParameterValue, "not open for reading"},
+		{"a write-only descriptor", `{"name": "x-wronly", "disks": [{"file": 0, "format": "qcow2"}]}`, []*os.File{openFlags(t, good, syscall.O_WRONLY)}, api.CodeInvalidParameterValue, "not open for reading"},
+		{"an O_PATH kernel", `{"name": "x-kopath", "disks": [{"file": 0, "format": "qcow2"}], "kernelFile": 1, "initrdFile": 2}`,
+			[]*os.File{goodFile, openFlags(t, good, oPath), goodFile}, api.CodeInvalidParameterValue, "not open for reading"},
+		{"a FIFO", `{"name": "x-fifo", "disks": [{"file": 0, "format": "raw"}]}`, []*os.File{fifo(t, d, syscall.O_RDWR)}, api.CodeInvalidParameterValue, "not a regular file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			status, body, err := k.Raw(ctx, http.MethodPost, "/v1/images", strings.NewReader(tc.body), tc.files...)

@@ -28,6 +28,7 @@ type QCOW2Header struct {
 	BackingFileSize    uint32
 	ClusterBits        uint32
 	Size               uint64
+	CryptMethod        uint32 // 0 none, 1 AES (legacy), 2 LUKS
 	IncompatibleFeats  uint64
 	HeaderLength       uint32
 	DataFileExtension  string // name of an external data file, from the header extension
@@ -55,6 +56,7 @@ func ParseQCOW2Header(r io.ReaderAt) (QCOW2Header, error) {
 	h.BackingFileSize = be.Uint32(buf[16:])
 	h.ClusterBits = be.Uint32(buf[20:])
 	h.Size = be.Uint64(buf[24:])
+	h.CryptMethod = be.Uint32(buf[32:])
 	if h.Version != 2 && h.Version != 3 {
 		return h, fmt.Errorf("qcow2 version %d is not supported (2 or 3): %w", h.Version, errdefs.ErrInvalidArgument)
 	}
@@ -108,6 +110,15 @@ func (h QCOW2Header) Refuse() error {
 		return fmt.Errorf("qcow2 has a backing file %q; flatten it first (qemu-img convert -O qcow2 IN OUT): %w", name, errdefs.ErrInvalidArgument)
 	case h.HasDataFileFeature || h.DataFileExtension != "":
 		return fmt.Errorf("qcow2 keeps its data in an external file %q; convert it to a self-contained qcow2 first: %w", h.DataFileExtension, errdefs.ErrInvalidArgument)
+	case h.CryptMethod != 0:
+		// qemu-img would say only "Parameter 'encrypt.key-secret' is required for cipher".
+		how := "LUKS"
+		if h.CryptMethod == 1 {
+			how = "legacy AES"
+		}
+		return fmt.Errorf("qcow2 is encrypted (%s); kiln keeps disks unencrypted: decrypt it first "+
+			"(qemu-img convert --object secret,id=k,file=KEYFILE --image-opts driver=qcow2,file.filename=IN,encrypt.key-secret=k -O qcow2 OUT): %w",
+			how, errdefs.ErrInvalidArgument)
 	case h.IncompatibleFeats&qcow2CorruptBit != 0:
 		return fmt.Errorf("qcow2 is marked corrupt; repair it with qemu-img check -r all: %w", errdefs.ErrInvalidArgument)
 	case h.IncompatibleFeats&^qcow2KnownIncompat != 0:

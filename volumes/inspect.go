@@ -129,6 +129,9 @@ func (t Tool) Inspect(ctx context.Context, src Source) (Info, error) {
 // file is refused before qemu-img opens anything.
 func precheck(src Source) error {
 	f, path := src.File, src.Name
+	if err := CheckReadable(f); err != nil {
+		return fmt.Errorf("disk %s: %w", path, err)
+	}
 	st, err := f.Stat()
 	if err != nil {
 		return fmt.Errorf("disk %s: %v: %w", path, err, errdefs.ErrInvalidArgument)

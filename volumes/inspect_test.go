@@ -47,6 +47,7 @@ func disks(t testing.TB) string {
 	sh(t, d, "qemu-io", "-c", "write -P 0x5a 1M 2M", "good.qcow2")
 	sh(t, d, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "/etc/passwd", "-F", "raw", "backed.qcow2")
 	sh(t, d, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file="+filepath.Join(d, "ext.raw"), "datafile.qcow2", "16M")
+	sh(t, d, "qemu-img", "create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=pw", "-o", "encrypt.format=luks,encrypt.key-secret=s0", "luks.qcow2", "16M")
 	sh(t, d, "qemu-img", "create", "-q", "-f", "qcow2", "big.qcow2", "64M")
 	sh(t, d, "qemu-io", "-c", "write -P 1 0 16M", "big.qcow2")
 	sh(t, d, "sh", "-c", "head -c 1000000 big.qcow2 > truncated.qcow2")
@@ -71,6 +72,7 @@ func TestInspect(t *testing.T) {
 		{"good.vhdx", "vhdx", "", 64 << 20},
 		{"backed.qcow2", "qcow2", `backing file "/etc/passwd"`, 0},
 		{"datafile.qcow2", "qcow2", "external file", 0},
+		{"luks.qcow2", "qcow2", "qcow2 is encrypted (LUKS); kiln keeps disks unencrypted: decrypt it first", 0},
 		{"random.raw", "qcow2", "not a qcow2 file", 0},
 		{"truncated.qcow2", "qcow2", "corrupt or truncated", 0},
 		{"good.qcow2", "vmdk", "", 0}, // any error: wrong format given
@@ -117,6 +119,24 @@ func TestInspectRefusesNonFiles(t *testing.T) {
 	_, err := tool.Inspect(context.Background(), source(t, t.TempDir(), "qcow2"))
 	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "not a regular file") {
 		t.Errorf("a directory: got %v, want InvalidArgument saying it is not a regular file", err)
+	}
+	d := disks(t)
+	// Descriptors of a regular file that cannot be read: an O_PATH one (fstat works on
+	// it, read does not) and a write-only one.
+	for _, tc := range []struct {
+		what string
+		flag int
+	}{{"O_PATH", oPath}, {"write-only", syscall.O_WRONLY}} {
+		fd, err := syscall.Open(filepath.Join(d, "good.qcow2"), tc.flag|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := os.NewFile(uintptr(fd), "good.qcow2")
+		_, err = tool.Inspect(context.Background(), Source{File: f, Name: "good.qcow2", Format: "qcow2"})
+		f.Close()
+		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "not open for reading") {
+			t.Errorf("an %s descriptor: got %v, want InvalidArgument saying it is not open for reading", tc.what, err)
+		}
 	}
 }
 
