@@ -160,9 +160,9 @@ func (c *Client) RegisterImage(ctx context.Context, req api.RegisterImageRequest
 		}
 	}()
 	open := func(path string) (int, error) {
-		f, err := os.Open(path)
+		f, err := openRegular(path)
 		if err != nil {
-			return 0, fmt.Errorf("%w: kiln registers only files you can read", err)
+			return 0, err
 		}
 		files = append(files, f)
 		return len(files) - 1, nil

@@ -2,13 +2,35 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"sync"
-
 	"syscall"
+
+	"github.com/containerd/errdefs"
 )
+
+// openRegular opens a file of the caller's to pass to kilnd: without blocking (a FIFO
+// with no writer, or a device, would hold open() forever) and only when it is a regular
+// file, checked on the descriptor itself before anything is read. A refusal wraps
+// errdefs.ErrInvalidArgument.
+func openRegular(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%w: kiln registers only files you can read", err)
+	}
+	st, err := f.Stat()
+	if err == nil && !st.Mode().IsRegular() {
+		err = fmt.Errorf("%s is not a regular file (%s): kiln registers disk, kernel and initrd files only: %w", path, st.Mode().Type(), errdefs.ErrInvalidArgument)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
 
 // passing returns an HTTP client whose one request carries files: their descriptors
 // go with the request's first bytes (SCM_RIGHTS), on a connection of its own that is
