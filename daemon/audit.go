@@ -3,12 +3,14 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/containerd/log"
 )
@@ -26,6 +28,43 @@ type auditEntry struct {
 	Resource []string  `json:"resource"` // what it named and what it made, as "image=ami-…"
 	Result   string    `json:"result"`   // "ok", or the error code
 	Message  string    `json:"message,omitempty"`
+	// Cut says that a resource or the message was longer than the trail keeps
+	// (auditFieldMax); each cut value ends saying how long it was.
+	Cut bool `json:"cut,omitempty"`
+}
+
+// Bounds of an audit line, so that a caller naming huge references cannot grow the
+// trail by more than a few KiB a request: a resource or message is cut to
+// auditFieldMax bytes, and at most auditResourcesMax resources are kept.
+const (
+	auditFieldMax     = 256
+	auditResourcesMax = 16
+)
+
+// bound cuts e's values to the audit line's bounds.
+func (e *auditEntry) bound() {
+	cut := func(s string) string {
+		if len(s) <= auditFieldMax {
+			return s
+		}
+		e.Cut = true
+		keep := auditFieldMax
+		for keep > 0 && !utf8.RuneStart(s[keep]) {
+			keep--
+		}
+		return fmt.Sprintf("%s…[cut: %d bytes]", s[:keep], len(s))
+	}
+	if len(e.Resource) > auditResourcesMax {
+		n := len(e.Resource)
+		e.Resource = append(e.Resource[:auditResourcesMax:auditResourcesMax], fmt.Sprintf("…[cut: %d resources]", n))
+		e.Cut = true
+	}
+	for i, r := range e.Resource {
+		e.Resource[i] = cut(r)
+	}
+	e.User = cut(e.User)
+	e.Action = cut(e.Action)
+	e.Message = cut(e.Message)
 }
 
 // auditLog appends entries to the audit file; it is safe for concurrent use.
@@ -43,6 +82,7 @@ func openAudit(root string) (*auditLog, error) {
 }
 
 func (a *auditLog) write(ctx context.Context, e *auditEntry) {
+	e.bound()
 	b, err := json.Marshal(e)
 	if err != nil {
 		return

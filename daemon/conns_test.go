@@ -1,8 +1,12 @@
 package daemon_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -10,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"kiln/internal/kilntest"
 )
 
 // rawDial is a bare connection to k's socket, for the tests that misbehave below HTTP.
@@ -158,4 +164,178 @@ func TestListenerSurvivesAbruptClients(t *testing.T) {
 		}
 		noPanic(t, k)
 	})
+}
+
+// TestAuditLineBounded: a request naming a 900 KB reference leaves an audit line of a
+// few hundred bytes that says it was cut, not one of 900 KB.
+func TestAuditLineBounded(t *testing.T) {
+	k := newKilnd(t)
+	ref := "ami-" + strings.Repeat("a", 900<<10)
+	c := rawDial(t, k)
+	defer c.Close()
+	if _, err := c.Write([]byte("DELETE /v1/images/" + ref + " HTTP/1.1\r\nHost: kiln\r\nConnection: close\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(c); err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	b, err := os.ReadFile(filepath.Join(k.root, "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	last := lines[len(lines)-1]
+	if len(last) > 4<<10 {
+		t.Fatalf("audit line of %d bytes for a %d-byte reference", len(last), len(ref))
+	}
+	var e struct {
+		Resource []string `json:"resource"`
+		Cut      bool     `json:"cut"`
+	}
+	if err := json.Unmarshal([]byte(last), &e); err != nil {
+		t.Fatalf("audit line %q: %v", last, err)
+	}
+	want := fmt.Sprintf("[cut: %d bytes]", len("image=")+len(ref))
+	if !e.Cut || len(e.Resource) != 1 || !strings.HasSuffix(e.Resource[0], want) {
+		t.Fatalf("audit line %s: want cut and a resource ending %q", last, want)
+	}
+}
+
+// The hammer helper is this test binary run again as another user (TestOneUserCannot…
+// starts it): it takes every connection it can, passing descriptors on each and
+// holding them, and dials and drops in a loop, all bounded by KILN_HAMMER_FOR.
+func TestHammerHelper(t *testing.T) {
+	socket := os.Getenv("KILN_HAMMER_SOCKET")
+	if socket == "" {
+		t.Skip("the helper process of TestOneUserCannotExhaustKilnd")
+	}
+	d, err := time.ParseDuration(os.Getenv("KILN_HAMMER_FOR"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open("/dev/null")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds := make([]int, 32)
+	for i := range fds {
+		fds[i] = int(f.Fd())
+	}
+	rights := syscall.UnixRights(fds...)
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	end := time.Now().Add(d)
+	opened := 0
+	for i := 0; i < 5000 && time.Now().Before(end); i++ {
+		c, err := net.DialTimeout("unix", socket, 200*time.Millisecond)
+		if err != nil {
+			continue
+		}
+		uc := c.(*net.UnixConn)
+		// Half a request with 32 descriptors: kilnd keeps them until the headers end.
+		if _, _, err := uc.WriteMsgUnix([]byte("G"), rights, nil); err != nil || i%4 == 3 {
+			c.Close() // and some dropped at once
+			continue
+		}
+		held = append(held, c)
+		opened++
+	}
+	fmt.Printf("hammer: %d connections opened\n", opened)
+	time.Sleep(time.Until(end))
+}
+
+// TestOneUserCannotExhaustKilnd: one user (alice) opens connection after connection,
+// passing 32 descriptors on each and holding them, as the attack that took kilnd to
+// 20,000 open files did. Throughout, root's requests are answered within 1 s; kilnd's
+// open descriptors stay within the limits (here small: 16 connections and 64
+// descriptors a user); kilnd logs alice once, not per refusal. Without the limits (set
+// huge) the descriptor bound fails.
+func TestOneUserCannotExhaustKilnd(t *testing.T) {
+	d := publicDir(t)
+	k := kilndIn(t, d, "info")
+	users := accounts(t, k.socket)
+	writeLimits(t, k, `{"connectionsPerUser": 16, "filesPerUser": 64, "connections": 256, "files": 1024}`)
+	k.start()
+	base := openFDs(t, k)
+
+	// The helper runs as alice: a copy of this test binary she may execute.
+	bin := filepath.Join(d, "hammer.test")
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const hammerFor = 4 * time.Second
+	h := kilntest.Command(t, bin, "-test.run", "^TestHammerHelper$", "-test.v")
+	h.Env = append(os.Environ(), "KILN_HAMMER_SOCKET="+k.socket, "KILN_HAMMER_FOR="+hammerFor.String())
+	h.SysProcAttr = &syscall.SysProcAttr{Credential: users["alice"].cred}
+	out := &bytes.Buffer{}
+	h.Stdout, h.Stderr = out, out
+	if err := h.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- h.Wait() }()
+
+	maxFDs, slowest, asked := 0, time.Duration(0), 0
+	ticker := time.NewTicker(50 * time.Millisecond)
+	defer ticker.Stop()
+watch:
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("hammer: %v\n%s", err, out)
+			}
+			break watch
+		case <-ticker.C:
+		}
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := k.Info(ctx)
+		cancel()
+		took := time.Since(start)
+		if err != nil {
+			t.Fatalf("root's request during the hammer: %v (after %v)", err, took)
+		}
+		slowest, asked = max(slowest, took), asked+1
+		maxFDs = max(maxFDs, openFDs(t, k))
+	}
+	t.Logf("%s; root asked %d times, slowest %v; kilnd's descriptors: %d before, at most %d during", strings.TrimSpace(out.String()), asked, slowest, base, maxFDs)
+	if slowest > time.Second {
+		t.Errorf("root's slowest request during the hammer took %v; want within 1s", slowest)
+	}
+	// alice's 16 connections and 64 descriptors, and slack for root's connection and
+	// one message's descriptors (32) received before kilnd closes those past the limit.
+	if bound := base + 16 + 64 + 40; maxFDs > bound {
+		t.Errorf("kilnd held %d descriptors during the hammer; want at most %d (%d before)", maxFDs, bound, base)
+	}
+	uid := fmt.Sprint(users["alice"].cred.Uid)
+	logged := 0
+	for _, l := range strings.Split(k.log.String(), "\n") {
+		if strings.Contains(l, "further refusals of this user") && strings.Contains(l, "uid="+uid) {
+			logged++
+		}
+	}
+	if logged != 1 {
+		t.Errorf("kilnd logged alice's refusals %d times; want once:\n%s", logged, kilntest.Tail(k.log.String(), 20))
+	}
+	noPanic(t, k)
+}
+
+// openFDs is the number of descriptors kilnd holds open.
+func openFDs(t *testing.T, k *kilnd) int {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", k.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
 }

@@ -35,6 +35,9 @@ var kilndBin, kilnBin string
 var testAccel string
 
 func TestMain(m *testing.M) {
+	if os.Getenv("KILN_HAMMER_SOCKET") != "" { // a helper process: it runs no kilnd
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "kilnd-bin-")
 	if err != nil {
 		panic(err)
