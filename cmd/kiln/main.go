@@ -128,10 +128,10 @@ func reportError(stderr io.Writer, err error) {
 		return
 	}
 	if !errors.As(err, &ae) {
-		fmt.Fprintf(stderr, "kiln: %v\n", err)
+		fmt.Fprintf(stderr, "kiln: %s\n", cleanLines(err.Error()))
 		return
 	}
-	fmt.Fprintf(stderr, "kiln: %s: %s\n", ae.Code, ae.Message)
+	fmt.Fprintf(stderr, "kiln: %s: %s\n", clean(ae.Code), cleanLines(ae.Message))
 	if h := hint(ae.Code); h != "" {
 		fmt.Fprintf(stderr, "hint: %s\n", h)
 	}

@@ -302,7 +302,7 @@ func waitImageUntil(ctx context.Context, e *env, c *client.Client, opts *waitOpt
 
 // printExit prints an exitError's message, ending in a newline.
 func printExit(w io.Writer, xe exitError) {
-	fmt.Fprint(w, xe.msg)
+	fmt.Fprint(w, cleanLines(xe.msg))
 	if !strings.HasSuffix(xe.msg, "\n") {
 		fmt.Fprintln(w)
 	}
