@@ -126,28 +126,66 @@ func logTail(path string, offset int64) string {
 	return string(bytes.TrimSpace(b))
 }
 
+// attachWait bounds how long Attach waits for a QEMU that is still starting (kilnd was
+// killed just after it started one) to answer on QMP.
+const attachWait = 10 * time.Second
+
 // Attach reattaches to the QEMU of an instance directory, as a restarted kilnd does:
-// its pid file names a live QEMU process and its QMP socket answers. Otherwise it
-// returns an error saying which.
+// a live QEMU process of the directory (pidOf) whose QMP socket answers, waiting up to
+// attachWait while it is still starting. Otherwise it returns an error saying which.
 func Attach(ctx context.Context, dir string) (*Machine, error) {
-	b, err := os.ReadFile(filepath.Join(dir, PIDFile))
+	pid, err := pidOf(dir)
 	if err != nil {
-		return nil, fmt.Errorf("instance %s: no QEMU pid: %w", dir, err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		return nil, fmt.Errorf("instance %s: bad pid file %q", dir, b)
-	}
-	if !isQEMU(pid) {
-		return nil, fmt.Errorf("instance %s: process %d is gone", dir, pid)
+		return nil, err
 	}
 	proc, _ := os.FindProcess(pid)
 	m := newMachine(dir, pid, proc)
-	if m.QMP, err = qmp.Dial(ctx, filepath.Join(dir, QMPSocket)); err != nil {
-		return nil, fmt.Errorf("instance %s: QEMU %d does not answer on QMP: %w", dir, pid, err)
+	ctx, cancel := context.WithTimeout(ctx, attachWait)
+	defer cancel()
+	for {
+		c, err := qmp.Dial(ctx, filepath.Join(dir, QMPSocket))
+		if err == nil {
+			m.QMP = c
+			break
+		}
+		if !isQEMU(pid) {
+			return nil, fmt.Errorf("instance %s: QEMU %d exited before it answered on QMP: %w", dir, pid, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("instance %s: QEMU %d does not answer on QMP: %w", dir, pid, err)
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 	go m.watch()
 	return m, nil
+}
+
+// pidOf finds the live QEMU of an instance directory: the process its pid file names or,
+// when there is none yet or it names a process that is gone (QEMU writes the file only
+// once it runs, over the last run's), a QEMU whose command line names that pid file.
+func pidOf(dir string) (int, error) {
+	pidPath := filepath.Join(dir, PIDFile)
+	if b, err := os.ReadFile(pidPath); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 && isQEMU(pid) {
+			return pid, nil
+		}
+	}
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	arg := []byte("\x00-pidfile\x00" + pidPath + "\x00")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil || pid <= 1 {
+			continue
+		}
+		if cmdline, err := os.ReadFile("/proc/" + p.Name() + "/cmdline"); err == nil && bytes.Contains(cmdline, arg) && isQEMU(pid) {
+			return pid, nil
+		}
+	}
+	return 0, fmt.Errorf("instance %s: no QEMU runs for it", dir)
 }
 
 // isQEMU reports whether pid is a live QEMU process (not a zombie, not a reused pid).

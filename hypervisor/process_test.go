@@ -110,6 +110,17 @@ func TestMachineLifecycle(t *testing.T) {
 	if again.PID != m.PID {
 		t.Errorf("attached to pid %d, started %d", again.PID, m.PID)
 	}
+	// A kilnd killed just after it started QEMU may find the last run's pid file, or
+	// none: the QEMU is found by its command line all the same.
+	again.QMP.Disconnect()
+	if err := os.WriteFile(filepath.Join(dir, PIDFile), []byte("999999\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if again, err = Attach(ctx, dir); err != nil {
+		t.Fatalf("attach with a stale pid file: %v", err)
+	} else if again.PID != m.PID {
+		t.Errorf("attached with a stale pid file to pid %d, started %d", again.PID, m.PID)
+	}
 	if err := again.Stop(ctx, 0); err != nil { // no grace: quit
 		t.Fatal(err)
 	}
