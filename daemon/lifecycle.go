@@ -243,6 +243,11 @@ func (m *instances) startMachine(ctx context.Context, inst *instance) error {
 	if st, err := os.Stat(filepath.Join(m.dir(inst.rec.ID), hypervisor.ConsoleFile)); err == nil {
 		consoleStart = st.Size()
 	}
+	// Recorded before QEMU starts: a kilnd killed in between reattaches to it (the
+	// record is pending) and counts its readiness from this boot's first line.
+	if err := m.set(inst, func(r *instanceRecord) { r.ConsoleStart = consoleStart }); err != nil {
+		return err
+	}
 	mach, err := hypervisor.Start(ctx, m.qemu, m.spec(inst.rec))
 	if err != nil {
 		return err
