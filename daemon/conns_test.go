@@ -82,7 +82,7 @@ func noPanic(t *testing.T, k *kilnd) {
 // recvmsg returns with an error was passed on).
 func TestListenerSurvivesAbruptClients(t *testing.T) {
 	k := kilndIn(t, shortDir(t), "debug")
-	writeLimits(t, k, `{"readHeaderSeconds": 1, "bodySeconds": 1}`)
+	writeLimits(t, k, `{"readHeaderSeconds": 1, "bodySeconds": 1, "idleSeconds": 1}`)
 	k.start()
 	const info = "GET /v1/info HTTP/1.1\r\nHost: kiln\r\n\r\n"
 
@@ -131,6 +131,37 @@ func TestListenerSurvivesAbruptClients(t *testing.T) {
 		}
 		if !strings.HasPrefix(string(b[:n]), "HTTP/1.1 4") {
 			t.Fatalf("a body stalled past its deadline: want a 4xx, got %q", b[:n])
+		}
+		noPanic(t, k)
+	})
+	t.Run("body sent a byte at a time", func(t *testing.T) {
+		c := rawDial(t, k)
+		defer c.Close()
+		if _, err := c.Write([]byte("POST /v1/volumes HTTP/1.1\r\nHost: kiln\r\nContent-Length: 100\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		// A byte each 100ms would take 10s; the body deadline (1s) ends it first.
+		start := time.Now()
+		for i := 0; i < 100; i++ {
+			if _, err := c.Write([]byte(" ")); err != nil {
+				break // kilnd answered and closed
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Fatalf("kilnd read a trickling body for %v; want it cut at the 1s body deadline", took)
+		}
+		noPanic(t, k)
+	})
+	t.Run("idle connection closed", func(t *testing.T) {
+		c := rawDial(t, k)
+		defer c.Close()
+		if _, err := c.Write([]byte(info)); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadAll(c); errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatal("kilnd kept an idle connection open 10s; want it closed after 1s")
 		}
 		noPanic(t, k)
 	})

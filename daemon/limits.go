@@ -37,8 +37,8 @@ type LimitSettings struct {
 }
 
 // defaultLimits: the CLI holds one or two connections and passes a few descriptors, a
-// script a few dozen; together they stay well under the 20,000 descriptors a system
-// kilnd may open (LimitNOFILE), with room for the store and the instances.
+// script a few dozen; callers can make kilnd hold about 3,000 descriptors in all, well
+// under its open-file limit, with room for the store and the instances.
 var defaultLimits = LimitSettings{
 	ReadHeaderSeconds: 10, BodySeconds: 30, IdleSeconds: 60,
 	ConnectionsPerUser: 64, Connections: 1024, FilesPerUser: 128, Files: 2048,
