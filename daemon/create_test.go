@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -434,8 +435,25 @@ func TestVolumes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := k.AttachVolume(ctx, blank.ID, inst.ID, ""); err != nil || got.DeviceName != "/dev/vdd" {
+	// Two attaches of it at once: one gets the first free device, the other VolumeInUse
+	// (once both reached QEMU, and its write lock refused the second with a 500).
+	var attaches [2]struct {
+		v   api.Volume
+		err error
+	}
+	var wg sync.WaitGroup
+	for i := range attaches {
+		wg.Go(func() { attaches[i].v, attaches[i].err = k.AttachVolume(ctx, blank.ID, inst.ID, "") })
+	}
+	wg.Wait()
+	if attaches[0].err != nil {
+		attaches[0], attaches[1] = attaches[1], attaches[0]
+	}
+	if got, err := attaches[0].v, attaches[0].err; err != nil || got.DeviceName != "/dev/vdd" {
 		t.Fatalf("attach to the first free device: %+v, %v", got, err)
+	}
+	if err := attaches[1].err; !isCode(err, api.CodeVolumeInUse) {
+		t.Errorf("the second of two attaches at once: %v; want VolumeInUse", err)
 	}
 	if got, err := k.DetachVolume(ctx, blank.ID); err != nil || got.State != "available" {
 		t.Fatalf("detach from a running instance: %+v, %v", got, err)

@@ -178,6 +178,8 @@ type instances struct {
 	vols map[string]*volumeRecord
 	// volsReserved are volumes admitted (admitVolume) and not yet in vols, per owner.
 	volsReserved map[string]volumeUse
+	// volsBusy are the volumes an attach, detach or delete is working on (claimVolume).
+	volsBusy map[string]bool
 }
 
 func newInstances(ctx context.Context, s *server) (*instances, error) {

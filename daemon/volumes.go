@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -129,9 +130,11 @@ func (s *server) deleteVolume(w http.ResponseWriter, r *http.Request, c Caller) 
 	if err != nil {
 		return err
 	}
-	if v.InstanceID != "" {
-		return &api.Error{Code: api.CodeVolumeInUse, Message: fmt.Sprintf("volume %s is attached to %s as %s; detach it first", v.ID, v.InstanceID, v.DeviceName)}
+	v, release, err := s.inst.claimVolume(v.ID, notAttached)
+	if err != nil {
+		return err
 	}
+	defer release()
 	if err := s.inst.deleteVolume(v); err != nil {
 		return err
 	}
@@ -175,15 +178,60 @@ func (s *server) detachVolume(w http.ResponseWriter, r *http.Request, c Caller) 
 	return nil
 }
 
+// claimVolume marks a volume as being worked on, after ready accepts its current
+// record, and returns a copy of that record: of two requests on one volume at once (two
+// attaches, an attach and a delete) the second is refused with VolumeInUse instead of
+// acting on a record the first is changing. release ends the claim; it may be called
+// more than once.
+func (m *instances) claimVolume(id string, ready func(*volumeRecord) error) (*volumeRecord, func(), error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur := m.vols[id]
+	switch {
+	case cur == nil:
+		return nil, nil, fmt.Errorf("volume %q: see kiln volume ls: %w", id, errdefs.ErrNotFound)
+	case m.volsBusy[id]:
+		return nil, nil, &api.Error{Code: api.CodeVolumeInUse, Message: fmt.Sprintf("volume %s is being attached, detached or deleted by another request; try again when it is done", id)}
+	}
+	if err := ready(cur); err != nil {
+		return nil, nil, err
+	}
+	if m.volsBusy == nil {
+		m.volsBusy = map[string]bool{}
+	}
+	m.volsBusy[id] = true
+	c := *cur
+	c.Frozen = append([]frozenFile(nil), cur.Frozen...)
+	var once sync.Once
+	return &c, func() {
+		once.Do(func() {
+			m.mu.Lock()
+			delete(m.volsBusy, id)
+			m.mu.Unlock()
+		})
+	}, nil
+}
+
+// notAttached accepts a volume attached to no instance (for claimVolume).
+func notAttached(v *volumeRecord) error {
+	if v.InstanceID != "" {
+		return &api.Error{Code: api.CodeVolumeInUse, Message: fmt.Sprintf("volume %s is attached to %s as %s; detach it first", v.ID, v.InstanceID, v.DeviceName)}
+	}
+	return nil
+}
+
 func (m *instances) attach(ctx context.Context, inst *instance, v *volumeRecord, device string) error {
 	inst.op.Lock()
 	defer inst.op.Unlock()
-	switch {
-	case !v.Standalone:
+	if !v.Standalone {
 		return fmt.Errorf("volume %s belongs to instance %s: %w", v.ID, v.InstanceID, errdefs.ErrFailedPrecondition)
-	case v.InstanceID != "":
-		return fmt.Errorf("volume %s is already attached to %s: %w", v.ID, v.InstanceID, errdefs.ErrFailedPrecondition)
-	case inst.rec.State != stateRunning && inst.rec.State != stateStopped:
+	}
+	v, release, err := m.claimVolume(v.ID, notAttached)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if inst.rec.State != stateRunning && inst.rec.State != stateStopped {
 		return fmt.Errorf("instance %s is %s; attach to a running or stopped instance: %w", inst.rec.ID, inst.rec.State, errdefs.ErrFailedPrecondition)
 	}
 	used := map[string]bool{inst.rec.SeedDevice: inst.rec.SeedDevice != ""}
@@ -246,6 +294,11 @@ func (m *instances) freePort(inst *instance) (string, error) {
 }
 
 func (m *instances) detach(ctx context.Context, v *volumeRecord) error {
+	v, release, err := m.claimVolume(v.ID, func(*volumeRecord) error { return nil })
+	if err != nil {
+		return err
+	}
+	defer release()
 	if v.InstanceID == "" {
 		return fmt.Errorf("volume %s is not attached: %w", v.ID, errdefs.ErrFailedPrecondition)
 	}
