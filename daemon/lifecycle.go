@@ -81,6 +81,24 @@ func (m *instances) run(ctx context.Context, owner string, im *images.Image, req
 	if err != nil {
 		return nil, err
 	}
+	// The volumes they get (one per mapping of the image, and those asked for) count
+	// against the volume quotas; reserved until their records exist.
+	var vols, gib int64
+	for _, bdm := range im.BlockDeviceMappings {
+		if bdm.EBS != nil {
+			vols, gib = vols+1, gib+bdm.EBS.VolumeSize
+		}
+	}
+	for _, v := range req.Volumes {
+		vols, gib = vols+1, gib+v.SizeGiB
+	}
+	if vols > 0 {
+		release, err := m.admitVolumes(m.quota(owner), owner, int64(count)*vols, int64(count)*gib)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+	}
 	var out []*instance
 	for i := 0; i < count; i++ {
 		inst, err := m.launch(ctx, owner, im, names[i], typ, cpus, mem, req)

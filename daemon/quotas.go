@@ -132,12 +132,12 @@ func (m *instances) admitLocked(q quota, owner string, n, cpus, mem int) error {
 // volumeUse is what a user's volumes hold: how many, and their sizes.
 type volumeUse struct{ n, gib int64 }
 
-// admitVolume reserves a volume of gib GiB for owner, or refuses it when it would take
-// the owner past a volume quota. Volumes in the records and those reserved count, so
-// concurrent requests cannot pass on the same use. The reservation holds until release,
-// which the caller calls once the volume's record is in m.vols or its making failed;
-// release may be called more than once. m.mu must not be held.
-func (m *instances) admitVolume(q quota, owner string, gib int64) (release func(), err error) {
+// admitVolumes reserves n volumes of gib GiB in all for owner, or refuses them when
+// they would take the owner past a volume quota. Volumes in the records and those
+// reserved count, so concurrent requests cannot pass on the same use. The reservation
+// holds until release, which the caller calls once the volumes' records are in m.vols
+// (or their making failed); release may be called more than once. m.mu must not be held.
+func (m *instances) admitVolumes(q quota, owner string, n, gib int64) (release func(), err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	u := m.volsReserved[owner]
@@ -148,8 +148,8 @@ func (m *instances) admitVolume(q quota, owner string, gib int64) (release func(
 		}
 	}
 	switch {
-	case u.n+1 > int64(q.Volumes):
-		return nil, quotaExceeded(owner, "volumes", q.Volumes, int(u.n), 1)
+	case u.n+n > int64(q.Volumes):
+		return nil, quotaExceeded(owner, "volumes", q.Volumes, int(u.n), int(n))
 	case u.gib+gib > int64(q.VolumeGiB):
 		return nil, quotaExceeded(owner, "volume size (GiB)", q.VolumeGiB, int(u.gib), int(gib))
 	}
@@ -157,14 +157,14 @@ func (m *instances) admitVolume(q quota, owner string, gib int64) (release func(
 		m.volsReserved = map[string]volumeUse{}
 	}
 	r := m.volsReserved[owner]
-	m.volsReserved[owner] = volumeUse{r.n + 1, r.gib + gib}
+	m.volsReserved[owner] = volumeUse{r.n + n, r.gib + gib}
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			m.mu.Lock()
 			defer m.mu.Unlock()
 			r := m.volsReserved[owner]
-			if r = (volumeUse{r.n - 1, r.gib - gib}); r.n == 0 {
+			if r = (volumeUse{r.n - n, r.gib - gib}); r.n == 0 {
 				delete(m.volsReserved, owner)
 			} else {
 				m.volsReserved[owner] = r

@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -92,7 +93,27 @@ func TestVolumeQuota(t *testing.T) {
 	if err := k.DeleteVolume(ctx, v1.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := k.CreateVolume(ctx, api.CreateVolumeRequest{SizeGiB: 8}); err != nil {
-		t.Errorf("8 GiB after deleting 8: %v", err)
+	if _, err := k.CreateVolume(ctx, api.CreateVolumeRequest{SizeGiB: 7}); err != nil {
+		t.Errorf("7 GiB after deleting 8: %v", err)
+	}
+
+	// A launch counts the volumes it would make (the image's root, one asked for) and
+	// is refused before it makes anything: 2 volumes, 9 GiB, are in use.
+	disk := filepath.Join(t.TempDir(), "disk.raw")
+	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	im, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: "vol-quota", Disks: []api.Disk{{Name: disk, Format: "raw"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if im, err = k.WaitImage(ctx, im.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.RunInstances(ctx, api.RunInstancesRequest{Image: im.ID, InstanceType: "nano"}); !isCode(err, api.CodeQuotaExceeded) || !strings.Contains(err.Error(), "volumes is 2, 2 in use") {
+		t.Errorf("a launch past the volume count: %v; want QuotaExceeded", err)
+	}
+	if d := k.instanceDirs(); len(d) != 0 {
+		t.Errorf("a refused launch left instance directories %v", d)
 	}
 }

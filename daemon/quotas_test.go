@@ -73,27 +73,30 @@ func TestAdmitVolume(t *testing.T) {
 		"vol-3": {ID: "vol-3", OwnerID: "bob", SizeGiB: 1000},                    // another user's
 	}}
 	q := quota{Volumes: 4, VolumeGiB: 50}
-	release, err := m.admitVolume(q, "alice", 15)
+	release, err := m.admitVolumes(q, "alice", 1, 15)
 	if err != nil {
 		t.Fatalf("15 GiB of 50 with 30 in use: %v", err)
 	}
-	if _, err := m.admitVolume(q, "alice", 6); err == nil || !strings.Contains(err.Error(), "volume size (GiB) is 50, 45 in use, and this needs 6 more") {
+	if _, err := m.admitVolumes(q, "alice", 1, 6); err == nil || !strings.Contains(err.Error(), "volume size (GiB) is 50, 45 in use, and this needs 6 more") {
 		t.Errorf("6 GiB more with 15 reserved: %v", err)
 	}
-	r2, err := m.admitVolume(q, "alice", 5)
+	r2, err := m.admitVolumes(q, "alice", 1, 5)
 	if err != nil {
 		t.Fatalf("the fourth volume: %v", err)
 	}
-	if _, err := m.admitVolume(q, "alice", 0); err == nil || !strings.Contains(err.Error(), "volumes is 4, 4 in use") {
+	if _, err := m.admitVolumes(q, "alice", 1, 0); err == nil || !strings.Contains(err.Error(), "volumes is 4, 4 in use") {
 		t.Errorf("a fifth volume: %v", err)
 	}
 	release()
 	release() // twice gives back once
 	r2()
+	if _, err := m.admitVolumes(q, "alice", 3, 3); err == nil || !strings.Contains(err.Error(), "volumes is 4, 2 in use, and this needs 3 more") {
+		t.Errorf("three volumes at once with 2 in use: %v", err)
+	}
 	if len(m.volsReserved) != 0 {
 		t.Errorf("reservations left: %v", m.volsReserved)
 	}
-	if _, err := m.admitVolume(q, "alice", 20); err != nil {
+	if _, err := m.admitVolumes(q, "alice", 1, 20); err != nil {
 		t.Errorf("20 GiB with 30 in use and nothing reserved: %v", err)
 	}
 }

@@ -99,7 +99,7 @@ func (s *server) createVolume(w http.ResponseWriter, r *http.Request, c Caller) 
 		return fmt.Errorf("size %d GiB: give 1 to 16384 (--size 10G): %w", v.SizeGiB, errdefs.ErrInvalidArgument)
 	}
 	// The quota is checked, and the volume reserved, before any file is made.
-	reserved, err := m.admitVolume(m.quota(c.User), c.User, v.SizeGiB)
+	reserved, err := m.admitVolumes(m.quota(c.User), c.User, 1, v.SizeGiB)
 	if err != nil {
 		return err
 	}
