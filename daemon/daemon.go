@@ -171,6 +171,7 @@ func serve(ctx context.Context, cfg Config, st *settings, store *images.Store, a
 		ConnContext:       withCaller,
 		ReadHeaderTimeout: seconds(lim.ReadHeaderSeconds),
 		IdleTimeout:       seconds(lim.IdleSeconds),
+		MaxHeaderBytes:    maxHeaderBytes,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
 	limiter := newLimiter(s.uid, func() (LimitSettings, string) {

@@ -71,6 +71,10 @@ func (l LimitSettings) check() error {
 	return nil
 }
 
+// maxHeaderBytes bounds a request's line and headers (net/http's default is 1 MiB): an
+// id, a name or a filter is short, and every open connection may hold this much.
+const maxHeaderBytes = 64 << 10
+
 func seconds(n int) time.Duration { return time.Duration(n) * time.Second }
 
 // reserved is the part of a total that only root and the admin group may use.
