@@ -221,7 +221,7 @@ func describeInstance(inst api.Instance) string {
 	if inst.CreatingImage != "" {
 		s += "; creating image " + inst.CreatingImage
 	}
-	return s
+	return clean(s) // it goes on a progress line as well as into messages
 }
 
 // consoleLines is the instance's last console lines, indented, for a report.
