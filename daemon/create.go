@@ -100,6 +100,7 @@ func (m *instances) createImage(ctx context.Context, s *server, inst *instance, 
 	stamp := strconv.FormatInt(time.Now().UnixNano(), 36)
 	var vols []*volumeRecord
 	var capVols []builder.CaptureVolume
+	var estimate int64 // of the new layers: what the files to capture take on disk
 	m.mu.Lock()
 	for _, mp := range rec.Mappings {
 		v := m.vols[mp.VolumeID]
@@ -109,6 +110,11 @@ func (m *instances) createImage(ctx context.Context, s *server, inst *instance, 
 		c := *v
 		c.Frozen = append([]frozenFile(nil), v.Frozen...)
 		files := m.pending(&c)
+		for _, f := range files {
+			if st, err := os.Stat(f); err == nil {
+				estimate += allocated(st)
+			}
+		}
 		if live { // the top is frozen under a new one first, and captured as a file of its own
 			files[len(files)-1] = filepath.Join(m.volumeDir(&c), c.ID+".frozen-"+stamp+".qcow2")
 		}
@@ -117,9 +123,15 @@ func (m *instances) createImage(ctx context.Context, s *server, inst *instance, 
 			SizeGiB: c.SizeGiB, DeleteOnTermination: mp.DeleteOnTermination})
 	}
 	m.mu.Unlock()
+	stored, err := s.admitStored(owner, estimate)
+	if err != nil {
+		inst.op.Unlock()
+		return nil, err
+	}
 	capture, err := s.builder.PrepareCapture(builder.CaptureRequest{Name: req.Name, OwnerID: owner, Description: req.Description,
 		Tags: req.Tags, SourceInstanceID: rec.ID, Source: source, Volumes: capVols})
 	if err != nil {
+		stored()
 		inst.op.Unlock()
 		return nil, err
 	}
@@ -131,6 +143,7 @@ func (m *instances) createImage(ctx context.Context, s *server, inst *instance, 
 		defer func() {
 			inst.op.Unlock()
 			end()
+			stored()
 		}()
 		opCtx := log.WithLogger(m.opsCtx, log.G(ctx))
 		if live {

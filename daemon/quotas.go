@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"fmt"
+	"os"
 	"sync"
+	"syscall"
 
 	"github.com/containerd/errdefs"
 
@@ -27,11 +29,12 @@ type QuotaLimits struct {
 	MemoryMiB        *int `json:"memoryMiB,omitempty"`        // their memory
 	Volumes          *int `json:"volumes,omitempty"`          // volumes owned, standalone or an instance's
 	VolumeGiB        *int `json:"volumeGiB,omitempty"`        // their sizes (virtual, as the guest sees them)
+	StoredMiB        *int `json:"storedMiB,omitempty"`        // bytes of the snapshots' layers the user owns
 }
 
 // quota is one user's limits, resolved.
 type quota struct {
-	Images, PublicImages, RunningInstances, VCPUs, MemoryMiB, Volumes, VolumeGiB int
+	Images, PublicImages, RunningInstances, VCPUs, MemoryMiB, Volumes, VolumeGiB, StoredMiB int
 }
 
 // defaultQuota is shaped like the cloud's defaults, sized for one host: public images
@@ -39,7 +42,7 @@ type quota struct {
 // volumes by count and by the sum of their sizes (16 TiB, one volume of the largest
 // size: volumes are thin, but a guest may fill what it is given).
 var defaultQuota = quota{Images: 1000, PublicImages: 5, RunningInstances: 20, VCPUs: 64, MemoryMiB: 128 << 10,
-	Volumes: 100, VolumeGiB: 16 << 10}
+	Volumes: 100, VolumeGiB: 16 << 10, StoredMiB: 1 << 20}
 
 // limit is one field of QuotaLimits beside the quota field it sets.
 type limit struct {
@@ -54,7 +57,7 @@ func (l QuotaLimits) limits(q *quota) []limit {
 		{"images", l.Images, &q.Images}, {"publicImages", l.PublicImages, &q.PublicImages},
 		{"runningInstances", l.RunningInstances, &q.RunningInstances}, {"vcpus", l.VCPUs, &q.VCPUs},
 		{"memoryMiB", l.MemoryMiB, &q.MemoryMiB}, {"volumes", l.Volumes, &q.Volumes},
-		{"volumeGiB", l.VolumeGiB, &q.VolumeGiB},
+		{"volumeGiB", l.VolumeGiB, &q.VolumeGiB}, {"storedMiB", l.StoredMiB, &q.StoredMiB},
 	}
 }
 
@@ -171,4 +174,51 @@ func (m *instances) admitVolumes(q quota, owner string, n, gib int64) (release f
 			}
 		})
 	}, nil
+}
+
+// admitStored reserves bytes of new layers for user (an estimate: what the disks or
+// overlays to be captured hold), or refuses them when the layers of the snapshots the user
+// owns and the bytes reserved by the user's operations in flight would pass the stored
+// quota. The reservation holds until release, which the caller calls when the operation
+// has ended (its snapshots, with their real sizes, are then in the store); release may be
+// called more than once.
+func (s *server) admitStored(user string, bytes int64) (release func(), err error) {
+	q := s.settings.Load().Quotas.of(user)
+	s.reserved.Lock()
+	defer s.reserved.Unlock()
+	use := s.reserved.bytes[user]
+	for _, sn := range s.store.Snapshots() {
+		if sn.OwnerID == user {
+			use += sn.StorageSize
+		}
+	}
+	if use+bytes > int64(q.StoredMiB)<<20 {
+		return nil, quotaExceeded(user, "stored layers (MiB)", q.StoredMiB, int(mib(use)), int(mib(bytes)))
+	}
+	if s.reserved.bytes == nil {
+		s.reserved.bytes = map[string]int64{}
+	}
+	s.reserved.bytes[user] += bytes
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.reserved.Lock()
+			defer s.reserved.Unlock()
+			if s.reserved.bytes[user] -= bytes; s.reserved.bytes[user] == 0 {
+				delete(s.reserved.bytes, user)
+			}
+		})
+	}, nil
+}
+
+// mib is n bytes in MiB, rounded up.
+func mib(n int64) int64 { return (n + 1<<20 - 1) >> 20 }
+
+// allocated is what a file takes on disk (a sparse file's holes are free), the estimate
+// of the layer made of it.
+func allocated(st os.FileInfo) int64 {
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		return min(sys.Blocks*512, st.Size())
+	}
+	return st.Size()
 }

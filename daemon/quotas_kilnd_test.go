@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"crypto/rand"
 	"os"
 	"path/filepath"
 	"strings"
@@ -115,5 +116,41 @@ func TestVolumeQuota(t *testing.T) {
 	}
 	if d := k.instanceDirs(); len(d) != 0 {
 		t.Errorf("a refused launch left instance directories %v", d)
+	}
+}
+
+// TestStoredQuota: a register is admitted by the bytes its disks take, reserved while it
+// runs, and the layers made count afterwards: of two registers of 2 MiB at once against 3
+// MiB, one is made; a third is refused once the first is stored.
+func TestStoredQuota(t *testing.T) {
+	k := quotaKilnd(t, `{"default": {"storedMiB": 3}}`)
+	ctx := ctxT(t)
+	disk := filepath.Join(t.TempDir(), "disk.raw")
+	random := make([]byte, 2<<20)
+	rand.Read(random) // incompressible, and every block allocated
+	if err := os.WriteFile(disk, random, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	register := func(name string) (api.Image, error) {
+		return client.New(k.socket).RegisterImage(ctx, api.RegisterImageRequest{Name: name, Disks: []api.Disk{{Name: disk, Format: "raw"}}})
+	}
+	var ims [2]api.Image
+	var errs [2]error
+	var wg sync.WaitGroup
+	for i := range ims {
+		wg.Go(func() { ims[i], errs[i] = register("stored-" + string(rune('a'+i))) })
+	}
+	wg.Wait()
+	if errs[0] != nil {
+		ims[0], ims[1], errs[0], errs[1] = ims[1], ims[0], errs[1], errs[0]
+	}
+	if errs[0] != nil || !isCode(errs[1], api.CodeQuotaExceeded) {
+		t.Fatalf("two registers of 2 MiB at once against 3 MiB: %v, %v; want one made, one QuotaExceeded", errs[0], errs[1])
+	}
+	if _, err := k.WaitImage(ctx, ims[0].ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := register("stored-c"); !isCode(err, api.CodeQuotaExceeded) || !strings.Contains(err.Error(), "stored layers (MiB) is 3,") {
+		t.Errorf("2 MiB more with a 2 MiB layer stored: %v; want QuotaExceeded", err)
 	}
 }

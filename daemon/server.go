@@ -42,10 +42,11 @@ type server struct {
 	running map[string]*imageOp
 
 	// reserved counts, per user, the images admitted whose records are not yet in the
-	// store (admitImage).
+	// store (admitImage), and the bytes of layers being made (admitStored).
 	reserved struct {
 		sync.Mutex
 		images map[string]int
+		bytes  map[string]int64
 	}
 }
 
@@ -324,8 +325,22 @@ func (s *server) registerImage(w http.ResponseWriter, r *http.Request, c Caller)
 	if err != nil {
 		return err
 	}
+	// The layers are estimated by what the disks take on disk; their real sizes count
+	// once the snapshots exist.
+	var estimate int64
+	for _, d := range breq.Disks {
+		if st, err := d.File.Stat(); err == nil {
+			estimate += allocated(st)
+		}
+	}
+	stored, err := s.admitStored(c.User, estimate)
+	if err != nil {
+		closeFiles(breq.Files())
+		return err
+	}
 	reg, err := s.builder.Prepare(r.Context(), breq)
 	if err != nil {
+		stored()
 		return err
 	}
 	log.G(r.Context()).WithField("image", reg.Image.ID).WithField("uid", c.UID).Info("registering image")
@@ -333,6 +348,7 @@ func (s *server) registerImage(w http.ResponseWriter, r *http.Request, c Caller)
 	end := s.track(reg.Image.ID, reg.Progress)
 	s.ops.Go(func() {
 		defer end()
+		defer stored()
 		// The image's fate is recorded on its record; nothing more to do with err here.
 		_, _ = reg.Run(log.WithLogger(s.opsCtx, log.G(r.Context())))
 	})
