@@ -3,9 +3,11 @@ package images
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/pkg/gc"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -26,10 +28,13 @@ type GCResult struct {
 // GC deletes every blob that no image, snapshot or extra root reaches, and every
 // abandoned ingest. extra (when not nil) names the layers that something outside the
 // store's records needs (the volumes' chains); it is called once GC has the store to
-// itself, so a volume made under a Hold before that is counted. GC waits for holds to be
-// released and keeps new ones out while it runs.
+// itself, so a volume made under a Hold before that is counted. GC waits (until ctx
+// ends: an errdefs.ErrUnavailable error then) for holds to be released, without holding
+// back new ones meanwhile, and keeps new ones out only while it runs.
 func (s *Store) GC(ctx context.Context, extra func() []digest.Digest) (GCResult, error) {
-	s.gcLock.Lock()
+	if err := s.lockForGC(ctx); err != nil {
+		return GCResult{}, err
+	}
 	defer s.gcLock.Unlock()
 
 	var roots []gc.Node
@@ -105,4 +110,23 @@ func (s *Store) GC(ctx context.Context, extra func() []digest.Digest) (GCResult,
 		res.BytesFreed += st.Offset
 	}
 	return res, nil
+}
+
+// gcPoll is how often a waiting GC tries for the store.
+const gcPoll = 20 * time.Millisecond
+
+// lockForGC takes the store for GC without queueing for it: an RWMutex's queued writer
+// holds back every new reader, so a GC waiting for a long register would stall every
+// launch and register behind it (3.9 s seen) though it does not run yet. It tries
+// instead, until ctx ends; a GC then runs in the first moment no hold is taken, which
+// a stream of overlapping holds can put off until ctx ends.
+func (s *Store) lockForGC(ctx context.Context) error {
+	for !s.gcLock.TryLock() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("gc: images and volumes are being made; try again when they are done (%w): %w", context.Cause(ctx), errdefs.ErrUnavailable)
+		case <-time.After(gcPoll):
+		}
+	}
+	return nil
 }

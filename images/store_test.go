@@ -224,3 +224,45 @@ func TestGC(t *testing.T) {
 		t.Errorf("after deleting two of three images: %d images, %d snapshots", n, sn)
 	}
 }
+
+// A GC waiting for a long hold (a register) holds back no one else: a second hold (a
+// launch) is taken at once; the GC runs once both are released, and one that cannot
+// get the store before its context ends says so.
+func TestGCWaitsWithoutHoldingBack(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, t.TempDir())
+	release := s.Hold() // a long register
+	done := make(chan error, 1)
+	go func() { _, err := s.GC(ctx, nil); done <- err }()
+	time.Sleep(200 * time.Millisecond) // time for the GC to start waiting: what is checked is that nothing waits behind it
+	second := make(chan func(), 1)
+	go func() { second <- s.Hold() }()
+	select {
+	case r := <-second:
+		r()
+	case <-time.After(time.Second):
+		t.Fatal("a hold (a launch) waited behind a GC that waits for another hold")
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("GC ran while a hold was held: %v", err)
+	default:
+	}
+	release()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("GC did not run within 5s of the holds' release")
+	}
+
+	release = s.Hold()
+	defer release()
+	cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if _, err := s.GC(cctx, nil); !errdefs.IsUnavailable(err) {
+		t.Errorf("GC while a hold is held until its context ends: %v", err)
+	}
+}
