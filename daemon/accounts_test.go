@@ -213,6 +213,25 @@ func TestAccounts(t *testing.T) {
 	bob.refused(api.CodeUnauthorizedOperation, "image", "share", img, "--user", "dave") // he may launch it, not share it
 	bob.refused(api.CodeUnauthorizedOperation, "image", "deregister", img)
 
+	// He may copy it, as in the cloud: the copy is his, and alice sees it among the
+	// copies of her image (bob does not see that list).
+	bobsCopy := bob.ok("image", "copy", img, "bobs-copy", "-q")
+	mine, his = api.Image{}, api.Image{}
+	decodeJSON(t, alice.ok("image", "inspect", img, "-o", "json"), &mine)
+	decodeJSON(t, bob.ok("image", "inspect", img, "-o", "json"), &his)
+	if len(mine.Copies) != 1 || mine.Copies[0].ID != bobsCopy || mine.Copies[0].OwnerID != "bob" || his.Copies != nil {
+		t.Errorf("copies: alice sees %+v, bob %+v; want alice to see bob's copy %s", mine.Copies, his.Copies, bobsCopy)
+	}
+	if got := alice.ok("image", "inspect", img); !strings.Contains(got, bobsCopy+" (bob)") {
+		t.Errorf("alice's inspect does not name bob's copy:\n%s", got)
+	}
+	bob.ok("image", "deregister", bobsCopy)
+	mine = api.Image{} // decoding keeps what the JSON leaves out
+	decodeJSON(t, alice.ok("image", "inspect", img, "-o", "json"), &mine)
+	if len(mine.Copies) != 0 {
+		t.Errorf("a deregistered copy is still listed: %+v", mine.Copies)
+	}
+
 	// Unshared: bob cannot launch; his instance goes on.
 	alice.ok("image", "unshare", img, "--user", "bob")
 	bob.refused(api.CodeInvalidAMIIDNotFound, "run", img, "--type", "nano")

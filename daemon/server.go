@@ -307,8 +307,24 @@ func (s *server) inspectImage(w http.ResponseWriter, r *http.Request, c Caller) 
 			return err
 		}
 	}
-	writeJSON(w, http.StatusOK, s.imageView(c, im))
+	view := s.imageView(c, im)
+	if im.OwnerID == c.User || s.admin(c) {
+		view.Copies = s.copiesOf(im)
+	}
+	writeJSON(w, http.StatusOK, view)
 	return nil
+}
+
+// copiesOf lists the images other users copied from im and still have:
+// the owner of an image it shared may see what became of it.
+func (s *server) copiesOf(im *images.Image) []api.ImageCopy {
+	var out []api.ImageCopy
+	for _, cp := range s.store.Images(func(o *images.Image) bool {
+		return o.CopiedFromID == im.ID && o.OwnerID != im.OwnerID
+	}) {
+		out = append(out, api.ImageCopy{ID: cp.ID, OwnerID: cp.OwnerID, Public: cp.Public})
+	}
+	return out
 }
 
 func (s *server) registerImage(w http.ResponseWriter, r *http.Request, c Caller) error {

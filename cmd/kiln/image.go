@@ -109,6 +109,13 @@ func printImage(e *env, im api.Image) error {
 			kv = append(kv, l)
 		}
 	}
+	for _, cp := range im.Copies {
+		v := cp.ID + " (" + cp.OwnerID
+		if cp.Public {
+			v += ", public"
+		}
+		kv = append(kv, [2]string{"Copied by others", v + ")"})
+	}
 	if im.ManifestDigest != "" {
 		kv = append(kv, [2]string{"Manifest", im.ManifestDigest})
 	}

@@ -45,7 +45,18 @@ type Image struct {
 	SourceInstanceID    string               `json:"sourceInstanceId,omitempty"`
 	SourceImageID       string               `json:"sourceImageId,omitempty"`
 	CopiedFromID        string               `json:"copiedFromId,omitempty"`
-	Progress            *Progress            `json:"progress,omitempty"` // while pending
+	// Copies are the images copied from this one by other users, shown to its owner
+	// (and administrators) by inspect only: whoever may launch an image may copy it, as
+	// in the cloud, and owns the copy.
+	Copies   []ImageCopy `json:"copies,omitempty"`
+	Progress *Progress   `json:"progress,omitempty"` // while pending
+}
+
+// ImageCopy is an image copied from another by another user.
+type ImageCopy struct {
+	ID      string `json:"id"`
+	OwnerID string `json:"ownerId"`
+	Public  bool   `json:"public"`
 }
 
 // LaunchPermission is who besides its owner may launch an image: Unix users and
