@@ -176,8 +176,9 @@ type instances struct {
 	mu   sync.Mutex
 	all  map[string]*instance
 	vols map[string]*volumeRecord
-	// volsReserved are volumes admitted (admitVolume) and not yet in vols, per owner.
-	volsReserved map[string]volumeUse
+	// volsReserved and volGiBReserved are the volumes admitted (admitVolumes) and not
+	// yet in vols, and their sizes, per owner.
+	volsReserved, volGiBReserved reservation
 	// volsBusy are the volumes an attach, detach or delete is working on (claimVolume).
 	volsBusy map[string]bool
 }

@@ -132,48 +132,54 @@ func (m *instances) admitLocked(q quota, owner string, n, cpus, mem int) error {
 	return nil
 }
 
-// volumeUse is what a user's volumes hold: how many, and their sizes.
-type volumeUse struct{ n, gib int64 }
+// reservation counts, per user, what was admitted and is not yet in the records it will
+// be counted from (an image being registered, the volumes of a launch, the layers of a
+// capture), so that concurrent requests cannot pass a quota on the same use. The lock
+// that guards it is the caller's.
+type reservation map[string]int64
 
-// admitVolumes reserves n volumes of gib GiB in all for owner, or refuses them when
-// they would take the owner past a volume quota. Volumes in the records and those
-// reserved count, so concurrent requests cannot pass on the same use. The reservation
-// holds until release, which the caller calls once the volumes' records are in m.vols
-// (or their making failed); release may be called more than once. m.mu must not be held.
-func (m *instances) admitVolumes(q quota, owner string, n, gib int64) (release func(), err error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	u := m.volsReserved[owner]
-	for _, v := range m.vols {
-		if v.OwnerID == owner {
-			u.n++
-			u.gib += v.SizeGiB
-		}
+// reserve adds n for user, under mu (which the caller holds), and returns the release
+// that takes it back under mu, once however often it is called.
+func (r *reservation) reserve(mu sync.Locker, user string, n int64) (release func()) {
+	if *r == nil {
+		*r = reservation{}
 	}
-	switch {
-	case u.n+n > int64(q.Volumes):
-		return nil, quotaExceeded(owner, "volumes", q.Volumes, int(u.n), int(n))
-	case u.gib+gib > int64(q.VolumeGiB):
-		return nil, quotaExceeded(owner, "volume size (GiB)", q.VolumeGiB, int(u.gib), int(gib))
-	}
-	if m.volsReserved == nil {
-		m.volsReserved = map[string]volumeUse{}
-	}
-	r := m.volsReserved[owner]
-	m.volsReserved[owner] = volumeUse{r.n + n, r.gib + gib}
+	(*r)[user] += n
 	var once sync.Once
 	return func() {
 		once.Do(func() {
-			m.mu.Lock()
-			defer m.mu.Unlock()
-			r := m.volsReserved[owner]
-			if r = (volumeUse{r.n - n, r.gib - gib}); r.n == 0 {
-				delete(m.volsReserved, owner)
-			} else {
-				m.volsReserved[owner] = r
+			mu.Lock()
+			defer mu.Unlock()
+			if (*r)[user] -= n; (*r)[user] == 0 {
+				delete(*r, user)
 			}
 		})
-	}, nil
+	}
+}
+
+// admitVolumes reserves n volumes of gib GiB in all for owner, or refuses them when
+// they would take the owner past a volume quota. Volumes in the records and those
+// reserved count. The reservation holds until release, which the caller calls once the
+// volumes' records are in m.vols (or their making failed); release may be called more
+// than once. m.mu must not be held.
+func (m *instances) admitVolumes(q quota, owner string, n, gib int64) (release func(), err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	useN, useGiB := m.volsReserved[owner], m.volGiBReserved[owner]
+	for _, v := range m.vols {
+		if v.OwnerID == owner {
+			useN++
+			useGiB += v.SizeGiB
+		}
+	}
+	switch {
+	case useN+n > int64(q.Volumes):
+		return nil, quotaExceeded(owner, "volumes", q.Volumes, int(useN), int(n))
+	case useGiB+gib > int64(q.VolumeGiB):
+		return nil, quotaExceeded(owner, "volume size (GiB)", q.VolumeGiB, int(useGiB), int(gib))
+	}
+	releaseN, releaseGiB := m.volsReserved.reserve(&m.mu, owner, n), m.volGiBReserved.reserve(&m.mu, owner, gib)
+	return func() { releaseN(); releaseGiB() }, nil
 }
 
 // admitStored reserves bytes of new layers for user (an estimate: what the disks or
@@ -195,20 +201,7 @@ func (s *server) admitStored(user string, bytes int64) (release func(), err erro
 	if use+bytes > int64(q.StoredMiB)<<20 {
 		return nil, quotaExceeded(user, "stored layers (MiB)", q.StoredMiB, int(mib(use)), int(mib(bytes)))
 	}
-	if s.reserved.bytes == nil {
-		s.reserved.bytes = map[string]int64{}
-	}
-	s.reserved.bytes[user] += bytes
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			s.reserved.Lock()
-			defer s.reserved.Unlock()
-			if s.reserved.bytes[user] -= bytes; s.reserved.bytes[user] == 0 {
-				delete(s.reserved.bytes, user)
-			}
-		})
-	}, nil
+	return s.reserved.bytes.reserve(&s.reserved, user, bytes), nil
 }
 
 // mib is n bytes in MiB, rounded up.

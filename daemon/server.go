@@ -45,8 +45,8 @@ type server struct {
 	// store (admitImage), and the bytes of layers being made (admitStored).
 	reserved struct {
 		sync.Mutex
-		images map[string]int
-		bytes  map[string]int64
+		images reservation
+		bytes  reservation
 	}
 }
 
@@ -506,23 +506,10 @@ func (s *server) admitImage(user string) (release func(), err error) {
 	s.reserved.Lock()
 	defer s.reserved.Unlock()
 	n := len(s.store.Images(func(im *images.Image) bool { return im.OwnerID == user }))
-	if held := s.reserved.images[user]; n+held+1 > q.Images {
+	if held := int(s.reserved.images[user]); n+held+1 > q.Images {
 		return nil, quotaExceeded(user, "images", q.Images, n+held, 1)
 	}
-	if s.reserved.images == nil {
-		s.reserved.images = map[string]int{}
-	}
-	s.reserved.images[user]++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			s.reserved.Lock()
-			defer s.reserved.Unlock()
-			if s.reserved.images[user]--; s.reserved.images[user] == 0 {
-				delete(s.reserved.images, user)
-			}
-		})
-	}, nil
+	return s.reserved.images.reserve(&s.reserved, user, 1), nil
 }
 
 func (s *server) shareImage(w http.ResponseWriter, r *http.Request, c Caller) error {

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 
 	"kiln/internal/kilntest"
 )
@@ -126,7 +127,7 @@ func TestInspectRefusesNonFiles(t *testing.T) {
 	for _, tc := range []struct {
 		what string
 		flag int
-	}{{"O_PATH", oPath}, {"write-only", syscall.O_WRONLY}} {
+	}{{"O_PATH", unix.O_PATH}, {"write-only", syscall.O_WRONLY}} {
 		fd, err := syscall.Open(filepath.Join(d, "good.qcow2"), tc.flag|syscall.O_CLOEXEC, 0)
 		if err != nil {
 			t.Fatal(err)
