@@ -163,6 +163,7 @@ func serve(ctx context.Context, cfg Config, st *settings, store *images.Store, a
 	}
 	s.inst.placer = choosePlacer(ctx)
 	s.inst.reconcile(ctx) // before serving: a client never sees a stale state
+	s.ops.Go(func() { s.trimConsoles(opsCtx) })
 	// No ReadTimeout: net/http would cancel a long request (an event stream, a wait)
 	// when it passed; the route bounds each body instead (bodyDeadline).
 	lim := st.Limits.resolved()

@@ -36,6 +36,8 @@ type server struct {
 	ops    sync.WaitGroup
 
 	inst *instances
+	// consoles is what kilnd knows of the instances' consoles (console.go).
+	consoles consoles
 
 	// running maps an image being made to its operation.
 	mu      sync.Mutex

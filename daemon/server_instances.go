@@ -2,17 +2,14 @@ package daemon
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"regexp"
 	"time"
 
 	"github.com/containerd/errdefs"
 
 	"kiln/daemon/api"
-	"kiln/hypervisor"
 )
 
 // readyMarker matches the console lines by which a guest says it is ready: the test
@@ -98,21 +95,6 @@ func (s *server) inspectInstance(w http.ResponseWriter, r *http.Request, c Calle
 	}
 }
 
-// guestReady reports whether the instance's console says the guest is ready since QEMU
-// last started.
-func (s *server) guestReady(rec instanceRecord) bool {
-	f, err := os.Open(filepath.Join(s.inst.dir(rec.ID), hypervisor.ConsoleFile))
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.NewSectionReader(f, rec.ConsoleStart, 1<<40))
-	if err != nil {
-		return false
-	}
-	return readyMarker.Match(b)
-}
-
 // instanceView is the API's view of an instance: its record, whether its guest is
 // ready, and the image being created of it.
 func (s *server) instanceView(inst *instance) (api.Instance, instanceRecord) {
@@ -157,14 +139,15 @@ func (s *server) instanceAction(w http.ResponseWriter, r *http.Request, c Caller
 	return nil
 }
 
-// console answers GET /v1/instances/{instance}/console: the serial console log, and
-// with ?follow=true what it gets next, until the instance stops or the caller goes.
+// console answers GET /v1/instances/{instance}/console: the serial console log (what its
+// ring keeps: the last consoleLimitMiB), and with ?follow=true what it gets next, until
+// the instance stops or the caller goes.
 func (s *server) console(w http.ResponseWriter, r *http.Request, c Caller) error {
 	inst, err := s.inst.get(r.PathValue("instance"), s.viewer(c))
 	if err != nil {
 		return err
 	}
-	f, err := os.Open(filepath.Join(s.inst.dir(inst.rec.ID), hypervisor.ConsoleFile)) // ids never change
+	f, err := os.Open(s.consolePath(inst.rec.ID)) // ids never change
 	if os.IsNotExist(err) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		return nil
@@ -174,7 +157,8 @@ func (s *server) console(w http.ResponseWriter, r *http.Request, c Caller) error
 	}
 	defer f.Close()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	if _, err := io.Copy(w, f); err != nil || r.URL.Query().Get("follow") != "true" {
+	cr := newConsoleReader(f, func() int64 { return s.settings.Load().consoleLimit() })
+	if err := cr.copyTo(w); err != nil || r.URL.Query().Get("follow") != "true" {
 		return nil
 	}
 	flusher, _ := w.(http.Flusher)
@@ -187,11 +171,11 @@ func (s *server) console(w http.ResponseWriter, r *http.Request, c Caller) error
 			return nil
 		case <-time.After(200 * time.Millisecond):
 		}
-		if _, err := io.Copy(w, f); err != nil {
+		if err := cr.copyTo(w); err != nil {
 			return nil
 		}
 		if st := s.inst.record(inst).State; st == stateStopped || st == stateTerminated {
-			io.Copy(w, f)
+			cr.copyTo(w)
 			return nil
 		}
 	}

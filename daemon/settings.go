@@ -33,6 +33,10 @@ type settings struct {
 	// Limits bound what callers may hold of kilnd (timeouts, connections, passed
 	// descriptors). The timeouts are read at start only.
 	Limits LimitSettings `json:"limits,omitempty"`
+	// ConsoleLimitMiB bounds what each instance's serial console keeps, on disk and
+	// for readers: its last this many MiB (default DefaultConsoleLimitMiB; 0 means the
+	// default).
+	ConsoleLimitMiB int `json:"consoleLimitMiB,omitempty"`
 }
 
 // Default groups.
@@ -78,6 +82,10 @@ func loadSettings(ctx context.Context, cfg Config) (*settings, error) {
 	case "", "auto", "kvm", "tcg":
 	default:
 		return nil, fmt.Errorf("settings %s: accelerator %q: want auto, kvm or tcg: %w", cfg.SettingsFile, st.Accelerator, errdefs.ErrInvalidArgument)
+	}
+	if st.ConsoleLimitMiB < 0 || st.ConsoleLimitMiB > MaxConsoleLimitMiB {
+		return nil, fmt.Errorf("settings %s: consoleLimitMiB is %d: want 1 to %d, or 0 for the default (%d): %w",
+			cfg.SettingsFile, st.ConsoleLimitMiB, MaxConsoleLimitMiB, DefaultConsoleLimitMiB, errdefs.ErrInvalidArgument)
 	}
 	if err := st.Limits.check(); err != nil {
 		return nil, fmt.Errorf("settings %s: %w", cfg.SettingsFile, err)
