@@ -222,9 +222,19 @@ func (m *instances) freeze(ctx context.Context, inst *instance, vols []*volumeRe
 			return err
 		}
 		undo = append(undo, func() { os.Remove(top) })
-		overlays = append(overlays, hypervisor.Overlay{DiskID: filepath.Base(v.DeviceName), Depth: depth, Path: top})
+		f, err := os.OpenFile(top, os.O_RDWR, 0)
+		if err != nil {
+			rollback()
+			return err
+		}
+		undo = append(undo, func() { f.Close() })
+		overlays = append(overlays, hypervisor.Overlay{DiskID: filepath.Base(v.DeviceName), Depth: depth, File: f})
 	}
-	if err := mach.Snapshot(ctx, overlays); err != nil {
+	err := mach.Snapshot(ctx, overlays)
+	for _, o := range overlays {
+		o.File.Close()
+	}
+	if err != nil {
 		rollback()
 		return err
 	}

@@ -106,7 +106,10 @@ type accelerator struct{ name, reason string }
 // reason: at Info when it is what was asked for, at Warn when auto fell back to TCG
 // though /dev/kvm exists (a host whose KVM cannot run a kernel).
 func chooseAccelerator(ctx context.Context, cfg Config, choice string) (accelerator, error) {
-	p := hypervisor.Prober{Qemu: cfg.Qemu, KVMDevice: cfg.KVMDevice}
+	// The probe runs as machines do (qemuUsers), so that KVM is chosen only when their
+	// QEMU can open it.
+	probeUser := newQEMUUsers(hypervisor.AccelKVM, cfg.KVMDevice).user(0)
+	p := hypervisor.Prober{Qemu: cfg.Qemu, KVMDevice: cfg.KVMDevice, User: &probeUser}
 	name, reason, err := p.Choose(ctx, choice)
 	switch {
 	case err != nil && choice == hypervisor.AccelKVM:

@@ -85,6 +85,8 @@ type instanceRecord struct {
 	LaunchTime     time.Time         `json:"launchTime"`
 	TerminatedAt   time.Time         `json:"terminatedAt,omitzero"`
 	PID            int               `json:"pid,omitempty"`
+	// QEMUSlot picks the user its QEMU runs as (qemuUsers), kept for its life.
+	QEMUSlot uint32 `json:"qemuSlot,omitempty"`
 	// ConsoleStart is the console log's size when QEMU last started: what the current
 	// boot printed comes after it.
 	ConsoleStart int64 `json:"consoleStart,omitempty"`
@@ -166,6 +168,8 @@ type instances struct {
 	tool   volumes.Tool
 	qemu   string
 	accel  string
+	users  qemuUsers
+	boot   bootCopies
 	root   string
 	ops    *sync.WaitGroup
 	opsCtx context.Context
@@ -185,7 +189,7 @@ type instances struct {
 
 func newInstances(ctx context.Context, s *server) (*instances, error) {
 	m := &instances{db: s.store.DB(), store: s.store, tool: s.builder.Tool, qemu: s.cfg.Qemu, accel: s.accel,
-		root: s.cfg.Root, ops: &s.ops, opsCtx: s.opsCtx, all: map[string]*instance{}, vols: map[string]*volumeRecord{},
+		users: newQEMUUsers(s.accel, s.cfg.KVMDevice), root: s.cfg.Root, ops: &s.ops, opsCtx: s.opsCtx, all: map[string]*instance{}, vols: map[string]*volumeRecord{},
 		quota: func(user string) quota { return s.settings.Load().Quotas.of(user) }}
 	err := m.db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketInstances, bucketVolumes, bucketEvents} {

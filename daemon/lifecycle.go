@@ -227,31 +227,6 @@ func (m *instances) prepare(ctx context.Context, inst *instance, im *images.Imag
 	return m.set(inst, func(r *instanceRecord) { r.Mappings, r.SeedDevice = mappings, seedDevice })
 }
 
-// spec is the machine an instance record describes.
-func (m *instances) spec(rec instanceRecord) hypervisor.Spec {
-	s := hypervisor.Spec{Name: rec.ID, Dir: m.dir(rec.ID), Accel: m.accel, CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB, Cmdline: rec.Cmdline}
-	if rec.Kernel != "" {
-		s.Kernel, s.Initrd = m.store.BlobPath(rec.Kernel), m.store.BlobPath(rec.Initrd)
-	}
-	m.mu.Lock()
-	for _, mp := range rec.Mappings {
-		v := m.vols[mp.VolumeID]
-		if v == nil {
-			continue
-		}
-		var chain []string
-		for _, d := range v.Chain {
-			chain = append(chain, m.store.BlobPath(d))
-		}
-		s.Disks = append(s.Disks, hypervisor.Disk{ID: filepath.Base(mp.DeviceName), Chain: append(chain, m.pending(v)...)})
-	}
-	m.mu.Unlock()
-	if rec.Seed {
-		s.Disks = append(s.Disks, hypervisor.Disk{ID: "seed", Chain: []string{filepath.Join(m.dir(rec.ID), "seed.iso")}, Format: "raw", ReadOnly: true})
-	}
-	return s
-}
-
 // startMachine starts QEMU for the instance and makes it running. The caller holds
 // inst.op.
 func (m *instances) startMachine(ctx context.Context, inst *instance) error {
@@ -266,7 +241,23 @@ func (m *instances) startMachine(ctx context.Context, inst *instance) error {
 	if err := m.set(inst, func(r *instanceRecord) { r.ConsoleStart = consoleStart }); err != nil {
 		return err
 	}
-	mach, err := hypervisor.Start(ctx, m.qemu, m.spec(inst.rec))
+	if inst.rec.QEMUSlot == 0 {
+		m.mu.Lock()
+		slot, err := m.freeSlot()
+		m.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if err := m.set(inst, func(r *instanceRecord) { r.QEMUSlot = slot }); err != nil {
+			return err
+		}
+	}
+	spec, closeFiles, err := m.machineSpec(inst.rec)
+	if err != nil {
+		return err
+	}
+	mach, err := hypervisor.Start(ctx, m.qemu, spec)
+	closeFiles()
 	if err != nil {
 		return err
 	}
@@ -306,6 +297,10 @@ func (m *instances) dropCaptured(inst *instance) {
 	}
 	m.mu.Unlock()
 	for _, v := range changed {
+		if err := m.renameBacking(v); err != nil {
+			log.L.WithError(err).WithField("volume", v.ID).Warn("keep frozen files")
+			continue
+		}
 		if err := m.putVolume(v); err != nil {
 			log.L.WithError(err).WithField("volume", v.ID).Warn("keep frozen files")
 		}
@@ -322,6 +317,30 @@ func (m *instances) dropCaptured(inst *instance) {
 			}
 		}
 	}
+}
+
+// renameBacking makes each file of the volume that names a frozen file about to go (one
+// whose layer stands in for it: not in v.Frozen any more) name that layer instead, so
+// that every header names the file below it in the chain (volumes.OpenChain).
+func (m *instances) renameBacking(v *volumeRecord) error {
+	m.mu.Lock()
+	old := m.vols[v.ID]
+	m.mu.Unlock()
+	if old == nil {
+		return nil
+	}
+	files := append(append([]frozenFile(nil), old.Frozen...), frozenFile{Name: filepath.Base(m.volumePath(v))})
+	for i := 1; i < len(files); i++ {
+		below, above := files[i-1], files[i]
+		if below.Layer == "" || above.Layer != "" {
+			continue // the file below stays, or the one above is a layer already
+		}
+		path := filepath.Join(m.volumeDir(v), above.Name)
+		if err := m.tool.Rename(context.Background(), path, m.store.BlobPath(below.Layer)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // watch follows a machine until QEMU exits: a guest that shut itself down is noted, a

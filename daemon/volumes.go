@@ -256,12 +256,13 @@ func (m *instances) attach(ctx context.Context, inst *instance, v *volumeRecord,
 		if err != nil {
 			return err
 		}
-		var chain []string
-		for _, d := range v.Chain {
-			chain = append(chain, m.store.BlobPath(d))
+		disk, err := openDisk(filepath.Base(device), m.chainFiles(v))
+		if err != nil {
+			return err
 		}
-		disk := hypervisor.Disk{ID: filepath.Base(device), Chain: append(chain, m.pending(v)...)}
-		if err := inst.machine.AttachDisk(ctx, disk, port); err != nil {
+		err = inst.machine.AttachDisk(ctx, disk, port)
+		closeAll(disk.Files)
+		if err != nil {
 			return err
 		}
 		v.Port = port

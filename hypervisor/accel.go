@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -35,6 +36,9 @@ type Prober struct {
 	Qemu      string
 	KVMDevice string
 	Deadline  time.Duration // default ProbeDeadline
+	// User, when set, is who the probe's QEMU runs as: the probe must run as machines
+	// do, so that KVM is chosen only when their QEMU can open it.
+	User *User
 }
 
 // Choose returns the accelerator to run guests with, and why. choice is AccelAuto,
@@ -82,7 +86,34 @@ func (p Prober) openKVM() error {
 	if err != nil {
 		return err
 	}
-	return f.Close()
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if p.User != nil && !p.User.mayReadWrite(st) {
+		sys, _ := st.Sys().(*syscall.Stat_t)
+		return fmt.Errorf("%s (mode %#o, owner %d:%d) does not let QEMU's user (uid %d) open it; give it group kvm and mode 0660, as Debian's udev rules do",
+			p.KVMDevice, st.Mode().Perm(), sys.Uid, sys.Gid, p.User.UID)
+	}
+	return nil
+}
+
+// mayReadWrite reports whether the user may open a file of that mode and owner for
+// reading and writing.
+func (u User) mayReadWrite(st os.FileInfo) bool {
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return false
+	}
+	mode := st.Mode().Perm()
+	switch {
+	case sys.Uid == u.UID:
+		return mode&0o600 == 0o600
+	case sys.Gid == u.GID || slices.Contains(u.Groups, sys.Gid):
+		return mode&0o060 == 0o060
+	}
+	return mode&0o006 == 0o006
 }
 
 // Probe boots the probe payload (probePayload) under accel and returns how long it took
@@ -132,11 +163,14 @@ func (p Prober) Probe(ctx context.Context, accel string) (time.Duration, error) 
 	}
 	defer console.Close()
 	cmd := exec.Command(p.Qemu, "-machine", "q35,accel="+accel, "-cpu", cpu, "-m", "16",
-		"-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none",
+		"-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none", "-sandbox", Sandbox,
 		"-bios", "/dev/fd/3", "-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04")
 	cmd.ExtraFiles = []*os.File{fw}
 	cmd.Stdout, cmd.Stderr = consoleW, stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if p.User != nil {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: p.User.UID, Gid: p.User.GID, Groups: append([]uint32{}, p.User.Groups...)}
+	}
 	start := time.Now()
 	err = cmd.Start()
 	consoleW.Close() // QEMU has its own copy

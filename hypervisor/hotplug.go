@@ -3,23 +3,29 @@ package hypervisor
 import (
 	"context"
 	"fmt"
-	"strconv"
+	"os"
 	"time"
 )
 
 // AttachDisk plugs a disk into the running machine at the PCIe root port named port:
-// its chain as explicit block nodes (as at start), then a virtio-blk device. The guest
-// sees a new disk. On failure nothing stays added.
+// its files handed over QMP (add-fd), its chain as explicit block nodes (as at start),
+// then a virtio-blk device. The guest sees a new disk. On failure nothing stays added.
 func (m *Machine) AttachDisk(ctx context.Context, d Disk, port string) error {
-	blockdevs, top, err := d.blockdevNodes()
-	if err != nil {
-		return err
-	}
+	var sets []string
 	var added []string
 	undo := func() {
 		for i := len(added) - 1; i >= 0; i-- {
 			m.qmp(ctx, "blockdev-del", map[string]any{"node-name": added[i]})
 		}
+		m.dropFiles(ctx, sets...)
+	}
+	blockdevs, top, err := d.blockdevNodes(func(i int, f, ro *os.File) (string, error) {
+		sets = append(sets, fileNode(d.ID, i))
+		return m.addFile(ctx, f, ro, fileNode(d.ID, i))
+	})
+	if err != nil {
+		undo()
+		return err
 	}
 	for _, b := range blockdevs {
 		if err := m.qmp(ctx, "blockdev-add", b); err != nil {
@@ -64,12 +70,17 @@ wait:
 			return ctx.Err()
 		}
 	}
+	var files []string
 	for i := depth - 1; i >= 0; i-- {
-		for _, node := range []string{id + "-" + strconv.Itoa(i), id + "-f" + strconv.Itoa(i)} {
+		for _, node := range []string{formatNode(id, i), fileNode(id, i)} {
 			if err := m.qmp(ctx, "blockdev-del", map[string]any{"node-name": node}); err != nil {
 				return fmt.Errorf("disk %s: %w", id, err)
 			}
 		}
+		files = append(files, fileNode(id, i))
+	}
+	if err := m.dropFiles(ctx, files...); err != nil {
+		return fmt.Errorf("disk %s: close its files in QEMU: %w", id, err)
 	}
 	return nil
 }

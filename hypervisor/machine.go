@@ -2,42 +2,62 @@ package hypervisor
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 )
 
-// Files QEMU keeps in an instance's directory.
+// Files of an instance's directory. kilnd opens each of them and hands QEMU the
+// descriptor: QEMU opens nothing there by name (it could not: it runs as another user).
 const (
-	ConsoleFile = "console.log" // the serial console, whole
-	QMPSocket   = "qmp.sock"
-	PIDFile     = "qemu.pid"
-	LogFile     = "qemu.log" // QEMU's own stdout and stderr
+	ConsoleFile = "console.log" // the serial console; QEMU appends to it
+	QMPSocket   = "qmp.sock"    // QMP; kilnd listens on it and QEMU accepts on that socket
+	PIDFile     = "qemu.pid"    // written by kilnd once QEMU is started
+	LogFile     = "qemu.log"    // QEMU's own stdout and stderr
 )
 
-// Disk is one virtio-blk disk of a machine, given as its whole chain of files so that
-// QEMU never follows a file name found in an image header.
+// Disk is one virtio-blk disk of a machine, given as its whole chain of open files so
+// that QEMU never follows a file name found in an image header, and never opens a file
+// by name at all. The caller opens the files (all but the top read-only; the top
+// read-write unless ReadOnly) and closes them once Start or AttachDisk returns: QEMU has
+// its own descriptors then.
 type Disk struct {
-	ID     string   // device id and node-name prefix, e.g. "vda"
-	Chain  []string // qcow2 files bottom to top; all but the top are opened read-only
-	Format string   // format of the files: "qcow2" (default) or "raw" (a single file)
-	// ReadOnly opens the top read-only too (a seed volume).
+	ID     string     // device id and node-name prefix, e.g. "vda"
+	Files  []*os.File // bottom to top
+	Format string     // format of the files: "qcow2" (default) or "raw" (a single file)
+	// ReadOnly gives the guest the top read-only too (a seed volume).
 	ReadOnly bool
+}
+
+// User is who QEMU runs as: never root. Each instance has its own uid, so that a QEMU
+// taken over by its guest reaches no other instance's QEMU.
+type User struct {
+	UID, GID uint32
+	Groups   []uint32 // e.g. the group of /dev/kvm
 }
 
 // Spec is what a machine is made of. Dir is its instance directory.
 type Spec struct {
-	Name      string
-	Dir       string
+	Dir       string // named after the instance: QEMU's -name is its last element
 	Accel     string // AccelKVM or AccelTCG
 	CPUs      int
 	MemoryMiB int
-	Kernel    string // direct kernel boot when set
-	Initrd    string
+	User      User
+	// Kernel and Initrd, when set, boot the kernel directly. QEMU opens them again
+	// through /proc/self/fd, which checks their mode: User must be let read them (a
+	// SealedCopy is). The caller closes them after Start.
+	Kernel    *os.File
+	Initrd    *os.File
 	Cmdline   string
 	Disks     []Disk
 }
+
+// Sandbox is QEMU's seccomp policy for every machine: no obsolete system calls, no
+// setuid, no fork or exec, no changes to scheduling or memory policy.
+const Sandbox = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 
 // HotplugPorts is how many disks can be attached to a running machine at once.
 const HotplugPorts = 8
@@ -47,43 +67,74 @@ func HotplugPort(i int) string { return "hp" + strconv.Itoa(i) }
 
 var nodeID = regexp.MustCompile(`^[a-z][a-z0-9]{0,15}$`)
 
-// Args builds QEMU's command line for the spec: a q35 machine without default devices,
-// the serial console to a file, QMP on a Unix socket in Dir, each disk as an explicit
-// -blockdev chain (file and format node per layer, backing links set here, the bottom
-// one's set to none) behind a virtio-blk device.
-func (s Spec) Args() ([]string, error) {
+// Args builds QEMU's command line for the spec, passing every file through p (fd=N,
+// and /dev/fdset/N for QEMU's block and chardev layers): a q35 machine without default
+// devices under the seccomp Sandbox, the serial console appended to its file, QMP on the
+// socket p carries, each disk as an explicit -blockdev chain (file and format node per
+// layer, backing links set here, the bottom one's set to none) behind a virtio-blk
+// device. The command line names no file of kiln's.
+func (s Spec) Args(p *Passed) ([]string, error) {
 	if s.Accel != AccelKVM && s.Accel != AccelTCG {
 		return nil, fmt.Errorf("accelerator %q: want kvm or tcg", s.Accel)
 	}
 	if s.CPUs < 1 || s.MemoryMiB < 16 {
 		return nil, fmt.Errorf("machine of %d vCPUs and %d MiB: too small", s.CPUs, s.MemoryMiB)
 	}
+	if s.User.UID == 0 || s.User.GID == 0 {
+		return nil, errors.New("QEMU never runs as root: give the machine a user")
+	}
+	if s.Kernel == nil && s.Initrd != nil {
+		return nil, errors.New("an initrd needs a kernel")
+	}
 	cpu := "max"
 	if s.Accel == AccelKVM {
 		cpu = "host"
 	}
+	if p.console == nil || p.qmp == nil {
+		return nil, errors.New("the console and QMP socket are not open")
+	}
 	args := []string{
-		"-name", "guest=" + s.Name + ",debug-threads=on",
+		"-name", "guest=" + filepath.Base(s.Dir) + ",debug-threads=on",
 		"-machine", "q35,accel=" + s.Accel,
 		"-cpu", cpu,
 		"-smp", strconv.Itoa(s.CPUs),
 		"-m", strconv.Itoa(s.MemoryMiB),
 		"-nodefaults", "-no-user-config", "-display", "none",
+		"-sandbox", Sandbox,
+	}
+	consoleArgs, console, err := p.fdset(p.console, nil, "console")
+	if err != nil {
+		return nil, err
+	}
+	qmpFD, err := p.add(p.qmp)
+	if err != nil {
+		return nil, err
+	}
+	args = append(args, consoleArgs...)
+	args = append(args,
 		// append=on: the console keeps every boot of the instance, not just the last.
-		"-chardev", "file,id=console,append=on,path=" + filepath.Join(s.Dir, ConsoleFile),
+		"-chardev", "file,id=console,append=on,path="+console,
 		"-serial", "chardev:console",
-		"-qmp", "unix:" + filepath.Join(s.Dir, QMPSocket) + ",server=on,wait=off",
-		"-pidfile", filepath.Join(s.Dir, PIDFile),
+		"-chardev", "socket,id=qmp,server=on,wait=off,fd="+strconv.Itoa(qmpFD),
+		"-mon", "chardev=qmp,mode=control",
 		// A guest kernel that panics tells QEMU through pvpanic, and QEMU pauses it
 		// (rather than powering it off) so that Watch reports one failure, as for a
 		// stop on an accelerator's internal error, and kilnd stops it with the reason.
 		"-device", "pvpanic-pci,bus=pcie.0",
 		"-action", "panic=pause",
-	}
-	if s.Kernel != "" {
-		args = append(args, "-kernel", s.Kernel)
-		if s.Initrd != "" {
-			args = append(args, "-initrd", s.Initrd)
+	)
+	if s.Kernel != nil {
+		k, err := p.byPath(s.Kernel)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, "-kernel", k)
+		if s.Initrd != nil {
+			i, err := p.byPath(s.Initrd)
+			if err != nil {
+				return nil, err
+			}
+			args = append(args, "-initrd", i)
 		}
 		if s.Cmdline != "" {
 			args = append(args, "-append", s.Cmdline)
@@ -95,15 +146,20 @@ func (s Spec) Args() ([]string, error) {
 		args = append(args, "-device", fmt.Sprintf("pcie-root-port,id=%s,bus=pcie.0,chassis=%d", HotplugPort(i), i+1))
 	}
 	for i, d := range s.Disks {
-		blockdevs, top, err := d.blockdevs()
+		nodes, top, err := d.blockdevNodes(func(j int, f, ro *os.File) (string, error) {
+			a, name, err := p.fdset(f, ro, fileNode(d.ID, j))
+			args = append(args, a...)
+			return name, err
+		})
 		if err != nil {
 			return nil, err
 		}
-		for _, b := range blockdevs {
-			args = append(args, "-blockdev", b)
+		for _, n := range nodes {
+			b, _ := json.Marshal(n)
+			args = append(args, "-blockdev", string(b))
 		}
 		dev := "virtio-blk-pci,drive=" + top + ",id=" + d.ID
-		if s.Kernel == "" && i == 0 {
+		if s.Kernel == nil && i == 0 {
 			dev += ",bootindex=0"
 		}
 		args = append(args, "-device", dev)
@@ -111,23 +167,15 @@ func (s Spec) Args() ([]string, error) {
 	return args, nil
 }
 
-// blockdevs returns the -blockdev JSON of a disk's chain and the top node's name.
-func (d Disk) blockdevs() ([]string, string, error) {
-	nodes, top, err := d.blockdevNodes()
-	if err != nil {
-		return nil, "", err
-	}
-	out := make([]string, len(nodes))
-	for i, n := range nodes {
-		b, _ := json.Marshal(n)
-		out[i] = string(b)
-	}
-	return out, top, nil
-}
+// fileNode and formatNode name the block nodes of the i-th file of a disk's chain.
+func fileNode(disk string, i int) string   { return disk + "-f" + strconv.Itoa(i) }
+func formatNode(disk string, i int) string { return disk + "-" + strconv.Itoa(i) }
 
 // blockdevNodes returns the block nodes of a disk's chain (a file and a format node per
-// file, backing links set here, none at the bottom) and the top node's name.
-func (d Disk) blockdevNodes() ([]map[string]any, string, error) {
+// file, backing links set here, none at the bottom) and the top node's name. pass hands
+// QEMU the i-th file (and, for a writable one, a read-only descriptor of it, which QEMU
+// takes when it reopens the file read-only) and returns the name QEMU opens it by.
+func (d Disk) blockdevNodes(pass func(i int, f, ro *os.File) (string, error)) ([]map[string]any, string, error) {
 	if !nodeID.MatchString(d.ID) {
 		return nil, "", fmt.Errorf("disk id %q: want a lowercase letter and up to 15 letters or digits", d.ID)
 	}
@@ -135,18 +183,29 @@ func (d Disk) blockdevNodes() ([]map[string]any, string, error) {
 	if format == "" {
 		format = "qcow2"
 	}
-	if len(d.Chain) == 0 || format == "raw" && len(d.Chain) != 1 {
-		return nil, "", fmt.Errorf("disk %s: %d files in its chain", d.ID, len(d.Chain))
+	if len(d.Files) == 0 || format == "raw" && len(d.Files) != 1 {
+		return nil, "", fmt.Errorf("disk %s: %d files in its chain", d.ID, len(d.Files))
 	}
 	var out []map[string]any
 	var below string
-	for i, f := range d.Chain {
-		if !filepath.IsAbs(f) {
-			return nil, "", fmt.Errorf("disk %s: file %q is not absolute", d.ID, f)
+	for i, f := range d.Files {
+		if f == nil {
+			return nil, "", fmt.Errorf("disk %s: file %d is not open", d.ID, i)
 		}
-		readOnly := i < len(d.Chain)-1 || d.ReadOnly
-		file := fmt.Sprintf("%s-f%d", d.ID, i)
-		node := fmt.Sprintf("%s-%d", d.ID, i)
+		readOnly := i < len(d.Files)-1 || d.ReadOnly
+		var ro *os.File
+		if !readOnly {
+			var err error
+			if ro, err = reopenReadOnly(f); err != nil {
+				return nil, "", fmt.Errorf("disk %s: %w", d.ID, err)
+			}
+			defer ro.Close()
+		}
+		name, err := pass(i, f, ro)
+		if err != nil {
+			return nil, "", err
+		}
+		file, node := fileNode(d.ID, i), formatNode(d.ID, i)
 		fmtNode := map[string]any{"driver": format, "node-name": node, "file": file, "read-only": readOnly}
 		if format == "qcow2" {
 			if below == "" {
@@ -155,7 +214,7 @@ func (d Disk) blockdevNodes() ([]map[string]any, string, error) {
 				fmtNode["backing"] = below
 			}
 		}
-		out = append(out, map[string]any{"driver": "file", "node-name": file, "filename": f, "read-only": readOnly}, fmtNode)
+		out = append(out, map[string]any{"driver": "file", "node-name": file, "filename": name, "read-only": readOnly}, fmtNode)
 		below = node
 	}
 	return out, below, nil

@@ -1,32 +1,49 @@
 package hypervisor
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
 
 func TestArgs(t *testing.T) {
+	dir := t.TempDir()
+	f := func(name string) *os.File {
+		return openFiles(t, writeFile(t, filepath.Join(dir, name)))[0]
+	}
+	passed := func() *Passed {
+		p := &Passed{console: f("console"), qmp: f("qmp")}
+		t.Cleanup(p.Close)
+		return p
+	}
+	user := User{UID: 2_000_000_001, GID: 2_000_000_001}
 	spec := Spec{
-		Name: "i-0123456789abcdef0", Dir: "/var/lib/kiln/instances/i-0123456789abcdef0", Accel: AccelTCG, CPUs: 2, MemoryMiB: 512,
-		Kernel: "/k", Initrd: "/i", Cmdline: "console=ttyS0 root=/dev/vda",
+		Dir: "/var/lib/kiln/instances/i-0123456789abcdef0", Accel: AccelTCG, CPUs: 2, MemoryMiB: 512, User: user,
+		Kernel: f("k"), Initrd: f("i"), Cmdline: "console=ttyS0 root=/dev/vda",
 		Disks: []Disk{
-			{ID: "vda", Chain: []string{"/c/base", "/c/delta", "/inst/vda.qcow2"}},
-			{ID: "seed", Chain: []string{"/inst/seed.iso"}, Format: "raw", ReadOnly: true},
+			{ID: "vda", Files: []*os.File{f("base"), f("delta"), f("top")}},
+			{ID: "seed", Files: []*os.File{f("seed")}, Format: "raw", ReadOnly: true},
 		},
 	}
-	args, err := spec.Args()
+	p := passed()
+	args, err := spec.Args(p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	line := strings.Join(args, " ")
 	for _, want := range []string{
-		"-machine q35,accel=tcg", "-cpu max", "-smp 2", "-m 512", "-nodefaults",
-		"-chardev file,id=console,append=on,path=/var/lib/kiln/instances/i-0123456789abcdef0/console.log -serial chardev:console",
-		"-qmp unix:/var/lib/kiln/instances/i-0123456789abcdef0/qmp.sock,server=on,wait=off",
-		"-kernel /k -initrd /i -append console=ttyS0 root=/dev/vda",
-		`{"driver":"file","filename":"/c/base","node-name":"vda-f0","read-only":true}`,
+		"-name guest=i-0123456789abcdef0,", "-machine q35,accel=tcg", "-cpu max", "-smp 2", "-m 512", "-nodefaults",
+		"-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+		"-add-fd fd=3,set=1,opaque=console -chardev file,id=console,append=on,path=/dev/fdset/1 -serial chardev:console",
+		"-chardev socket,id=qmp,server=on,wait=off,fd=4 -mon chardev=qmp,mode=control",
+		"-kernel /proc/self/fd/5 -initrd /proc/self/fd/6 -append console=ttyS0 root=/dev/vda",
+		"-add-fd fd=7,set=2,opaque=vda-f0",
+		"-add-fd fd=9,set=4,opaque=vda-f2 -add-fd fd=10,set=4,opaque=vda-f2", // the top: read-write and read-only
+		`{"driver":"file","filename":"/dev/fdset/2","node-name":"vda-f0","read-only":true}`,
 		`{"backing":null,"driver":"qcow2","file":"vda-f0","node-name":"vda-0","read-only":true}`,
 		`{"backing":"vda-0","driver":"qcow2","file":"vda-f1","node-name":"vda-1","read-only":true}`,
+		`{"driver":"file","filename":"/dev/fdset/4","node-name":"vda-f2","read-only":false}`,
 		`{"backing":"vda-1","driver":"qcow2","file":"vda-f2","node-name":"vda-2","read-only":false}`,
 		"-device virtio-blk-pci,drive=vda-2,id=vda",
 		`{"driver":"raw","file":"seed-f0","node-name":"seed-0","read-only":true}`,
@@ -37,26 +54,41 @@ func TestArgs(t *testing.T) {
 			t.Errorf("argv lacks %s\n%s", want, line)
 		}
 	}
-	if strings.Contains(line, "bootindex") {
-		t.Error("a direct kernel boot has a boot index")
+	if strings.Contains(line, "bootindex") || strings.Contains(line, dir) || strings.Contains(line, "/var/lib") {
+		t.Errorf("a direct kernel boot has a boot index, or the command line names a file:\n%s", line)
+	}
+	if len(p.files) != 9 {
+		t.Errorf("passed %d descriptors, want 9", len(p.files))
 	}
 
-	kvm := Spec{Name: "x", Dir: "/d", Accel: AccelKVM, CPUs: 1, MemoryMiB: 256, Disks: []Disk{{ID: "vda", Chain: []string{"/a"}}}}
-	args, _ = kvm.Args()
+	kvm := Spec{Dir: "/d", Accel: AccelKVM, CPUs: 1, MemoryMiB: 256, User: user, Disks: []Disk{{ID: "vda", Files: []*os.File{f("a")}}}}
+	args, _ = kvm.Args(passed())
 	if line := strings.Join(args, " "); !strings.Contains(line, "-cpu host") || !strings.Contains(line, "bootindex=0") {
 		t.Errorf("kvm, no kernel: %s", line)
 	}
 
+	a := f("a")
 	for _, bad := range []Spec{
-		{Accel: "xen", CPUs: 1, MemoryMiB: 256},
-		{Accel: AccelTCG, CPUs: 0, MemoryMiB: 256},
-		{Accel: AccelTCG, CPUs: 1, MemoryMiB: 256, Disks: []Disk{{ID: "VDA", Chain: []string{"/a"}}}},
-		{Accel: AccelTCG, CPUs: 1, MemoryMiB: 256, Disks: []Disk{{ID: "vda", Chain: []string{"relative"}}}},
-		{Accel: AccelTCG, CPUs: 1, MemoryMiB: 256, Disks: []Disk{{ID: "vda"}}},
-		{Accel: AccelTCG, CPUs: 1, MemoryMiB: 256, Disks: []Disk{{ID: "vda", Format: "raw", Chain: []string{"/a", "/b"}}}},
+		{Accel: "xen", CPUs: 1, MemoryMiB: 256, User: user},
+		{Accel: AccelTCG, CPUs: 0, MemoryMiB: 256, User: user},
+		{Accel: AccelTCG, CPUs: 1, MemoryMiB: 256},                              // root
+		{Accel: AccelTCG, CPUs: 1, MemoryMiB: 256, User: user, Initrd: f("i2")}, // an initrd alone
+		{Accel: AccelTCG, CPUs: 1, MemoryMiB: 256, User: user, Disks: []Disk{{ID: "VDA", Files: []*os.File{a}}}},
+		{Accel: AccelTCG, CPUs: 1, MemoryMiB: 256, User: user, Disks: []Disk{{ID: "vda", Files: []*os.File{nil}}}},
+		{Accel: AccelTCG, CPUs: 1, MemoryMiB: 256, User: user, Disks: []Disk{{ID: "vda"}}},
+		{Accel: AccelTCG, CPUs: 1, MemoryMiB: 256, User: user, Disks: []Disk{{ID: "vda", Format: "raw", Files: []*os.File{a, a}}}},
 	} {
-		if _, err := bad.Args(); err == nil {
+		if _, err := bad.Args(passed()); err == nil {
 			t.Errorf("Args accepted %+v", bad)
 		}
 	}
+}
+
+// writeFile makes a small file at path and returns path.
+func writeFile(t *testing.T, path string) string {
+	t.Helper()
+	if err := os.WriteFile(path, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,19 +60,29 @@ func (m *Machine) markFailed(reason string) {
 	m.failOnce.Do(func() { m.failure = reason; close(m.failed) })
 }
 
-// Start starts QEMU (the binary qemu) for spec, detached in its own session, and
-// returns once its QMP socket answers. QEMU's own output goes to Dir/qemu.log. If QEMU
-// exits first, the error carries its argv and the end of its log.
+// Start starts QEMU (the binary qemu) for spec, detached in its own session, as
+// spec.User, and returns once its QMP socket answers. kilnd opens every file QEMU uses
+// (Passed): the console, the QMP listener, QEMU's own log (Dir/qemu.log, its stdout and
+// stderr), each disk file. If QEMU exits first, the error carries its argv and the end
+// of its log.
 func Start(ctx context.Context, qemu string, spec Spec) (*Machine, error) {
-	args, err := spec.Args()
-	if err != nil {
-		return nil, err
-	}
 	if err := os.MkdirAll(spec.Dir, 0o700); err != nil {
 		return nil, err
 	}
+	var p Passed
+	defer p.Close()
+	var err error
+	if p.console, err = os.OpenFile(filepath.Join(spec.Dir, ConsoleFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err != nil {
+		return nil, err
+	}
 	sock := filepath.Join(spec.Dir, QMPSocket)
-	os.Remove(sock)
+	if p.qmp, err = listen(sock); err != nil {
+		return nil, err
+	}
+	args, err := spec.Args(&p)
+	if err != nil {
+		return nil, err
+	}
 	logPath := filepath.Join(spec.Dir, LogFile)
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -82,12 +93,23 @@ func Start(ctx context.Context, qemu string, spec Spec) (*Machine, error) {
 	// Not CommandContext: QEMU outlives the request and kilnd itself.
 	cmd := exec.Command(qemu, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.ExtraFiles = p.files
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: &syscall.Credential{
+		Uid: spec.User.UID, Gid: spec.User.GID, Groups: append([]uint32{}, spec.User.Groups...)}}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("%s: %w", qemu, err)
 	}
 	m := newMachine(spec.Dir, cmd.Process.Pid, cmd.Process)
-	go func() { cmd.Wait(); close(m.exited) }() // the one reaper of this child
+	go func() { // the one reaper of this child
+		if err := cmd.Wait(); err != nil {
+			appendLog(logPath, fmt.Sprintf("kilnd: QEMU %d exited: %v\n", m.PID, err))
+		}
+		close(m.exited)
+	}()
+	if err := os.WriteFile(filepath.Join(spec.Dir, PIDFile), []byte(strconv.Itoa(m.PID)+"\n"), 0o600); err != nil {
+		m.kill()
+		return nil, err
+	}
 	if m.QMP, err = dialWhileAlive(ctx, sock, m.exited); err != nil {
 		m.kill()
 		return nil, fmt.Errorf("%s %s: %w: %s", qemu, strings.Join(args, " "), err, logTail(logPath, start))
@@ -95,10 +117,40 @@ func Start(ctx context.Context, qemu string, spec Spec) (*Machine, error) {
 	return m, nil
 }
 
+// appendLog adds kilnd's own line to QEMU's log (how QEMU ended, which it cannot say).
+func appendLog(path, line string) {
+	if f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0); err == nil {
+		f.WriteString(line)
+		f.Close()
+	}
+}
+
+// listen makes the QMP socket at path and returns its listening descriptor, for QEMU
+// to accept on; the socket stays when kilnd closes its own copy.
+func listen(path string) (*os.File, error) {
+	os.Remove(path)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	l.SetUnlinkOnClose(false)
+	defer l.Close()
+	return l.File()
+}
+
 // dialWhileAlive dials QMP until it answers, the process exits or ctx ends.
 func dialWhileAlive(ctx context.Context, sock string, exited <-chan struct{}) (*qmp.Client, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	// The socket is kilnd's and takes connections before QEMU answers: a QEMU that
+	// exits must end the wait for its greeting too.
+	go func() {
+		select {
+		case <-exited:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	for {
 		c, err := qmp.Dial(ctx, sock)
 		if err == nil {
@@ -108,9 +160,21 @@ func dialWhileAlive(ctx context.Context, sock string, exited <-chan struct{}) (*
 		case <-exited:
 			return nil, errors.New("QEMU exited at start")
 		case <-ctx.Done():
+			if isClosed(exited) {
+				return nil, errors.New("QEMU exited at start")
+			}
 			return nil, fmt.Errorf("QMP did not answer: %w", err)
 		case <-time.After(10 * time.Millisecond):
 		}
+	}
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -162,8 +226,8 @@ func Attach(ctx context.Context, dir string) (*Machine, error) {
 }
 
 // pidOf finds the live QEMU of an instance directory: the process its pid file names or,
-// when there is none yet or it names a process that is gone (QEMU writes the file only
-// once it runs, over the last run's), a QEMU whose command line names that pid file.
+// when there is none yet or it names a process that is gone (kilnd writes the file just
+// after QEMU starts, over the last run's), a QEMU whose -name is the directory's.
 func pidOf(dir string) (int, error) {
 	pidPath := filepath.Join(dir, PIDFile)
 	if b, err := os.ReadFile(pidPath); err == nil {
@@ -175,7 +239,7 @@ func pidOf(dir string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	arg := []byte("\x00-pidfile\x00" + pidPath + "\x00")
+	arg := []byte("\x00-name\x00guest=" + filepath.Base(dir) + ",")
 	for _, p := range procs {
 		pid, err := strconv.Atoi(p.Name())
 		if err != nil || pid <= 1 {

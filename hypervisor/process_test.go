@@ -1,14 +1,17 @@
 package hypervisor
 
 import (
+	"bytes"
 	"context"
-	"golang.org/x/sys/unix"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"kiln/internal/kilntest"
 )
@@ -67,11 +70,18 @@ func TestMachineLifecycle(t *testing.T) {
 	if out, err := exec.CommandContext(ictx, "qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", filepath.Join(g, "root.qcow2"), overlay).CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	accel, _, _ := Prober{Qemu: "qemu-system-x86_64", KVMDevice: "/dev/kvm"}.Choose(context.Background(), AccelAuto)
+	user := testUser()
+	accel, _, _ := Prober{Qemu: "qemu-system-x86_64", KVMDevice: "/dev/kvm", User: &user}.Choose(context.Background(), AccelAuto)
+	files := openFiles(t, filepath.Join(g, "vmlinuz"), filepath.Join(g, "initrd.img"), filepath.Join(g, "root.qcow2"))
+	top, err := os.OpenFile(overlay, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { top.Close() })
 	spec := Spec{
-		Name: "test", Dir: dir, Accel: accel, CPUs: 1, MemoryMiB: 256,
-		Kernel: filepath.Join(g, "vmlinuz"), Initrd: filepath.Join(g, "initrd.img"), Cmdline: "console=ttyS0 root=/dev/vda quiet",
-		Disks: []Disk{{ID: "vda", Chain: []string{filepath.Join(g, "root.qcow2"), overlay}}},
+		Dir: dir, Accel: accel, CPUs: 1, MemoryMiB: 256, User: user,
+		Kernel: files[0], Initrd: files[1], Cmdline: "console=ttyS0 root=/dev/vda quiet",
+		Disks: []Disk{{ID: "vda", Files: []*os.File{files[2], top}}},
 	}
 	// Every step below ends: QMP calls and stops are bounded by this (more than the
 	// waits in it add up to).
@@ -87,6 +97,7 @@ func TestMachineLifecycle(t *testing.T) {
 		t.Errorf("QEMU's session is %d, not its own", sid)
 	}
 	waitConsole(t, m, "KILN-GUEST ready", 1)
+	checkConfined(t, m, user, dir)
 	if st, err := m.Monitor().QueryStatus(); err != nil || !st.Running {
 		t.Fatalf("query-status: %+v, %v", st, err)
 	}
@@ -134,12 +145,71 @@ func TestMachineLifecycle(t *testing.T) {
 }
 
 func TestStartFailure(t *testing.T) {
-	dir := t.TempDir()
+	dir, err := os.MkdirTemp("", "kiln-start")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755) // the script runs as the machine's user
 	crash := filepath.Join(dir, "qemu")
 	os.WriteFile(crash, []byte("#!/bin/sh\necho 'qemu: could not open disk image: Permission denied' >&2\nexit 1\n"), 0o755)
-	spec := Spec{Name: "x", Dir: filepath.Join(dir, "inst"), Accel: AccelTCG, CPUs: 1, MemoryMiB: 64, Disks: []Disk{{ID: "vda", Chain: []string{"/nonexistent"}}}}
-	_, err := Start(context.Background(), crash, spec)
+	disk := openFiles(t, crash)
+	spec := Spec{Dir: filepath.Join(dir, "inst"), Accel: AccelTCG, CPUs: 1, MemoryMiB: 64, User: testUser(),
+		Disks: []Disk{{ID: "vda", Files: disk, ReadOnly: true}}}
+	_, err = Start(context.Background(), crash, spec)
 	if err == nil || !strings.Contains(err.Error(), "Permission denied") || !strings.Contains(err.Error(), "exited at start") {
 		t.Errorf("Start of a QEMU that exits: %v", err)
+	}
+}
+
+// testUser is who test machines run as: a uid of kilnd's QEMU range when the test is
+// root, else the test's own user.
+func testUser() User {
+	if os.Geteuid() != 0 {
+		return User{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
+	}
+	return User{UID: 2_000_065_000, GID: 2_000_065_000}
+}
+
+// openFiles opens paths read-only, closed when the test ends.
+func openFiles(t *testing.T, paths ...string) []*os.File {
+	t.Helper()
+	var files []*os.File
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		files = append(files, f)
+	}
+	return files
+}
+
+// checkConfined checks that QEMU runs as user under its seccomp sandbox, with no file
+// of dir open but those kilnd passed (the console, its log, the disk's top), and that
+// its command line names no file.
+func checkConfined(t *testing.T, m *Machine, user User, dir string) {
+	t.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.PID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{fmt.Sprintf("Uid:\t%d\t%d\t%d\t%d", user.UID, user.UID, user.UID, user.UID), "Seccomp:\t2"} {
+		if !strings.Contains(string(status), want) {
+			t.Errorf("QEMU's status lacks %q:\n%s", want, status)
+		}
+	}
+	fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", m.PID))
+	allowed := map[string]bool{filepath.Join(dir, ConsoleFile): true, filepath.Join(dir, LogFile): true, filepath.Join(dir, "vda.qcow2"): true}
+	for _, fd := range fds {
+		target, err := os.Readlink(fd)
+		if err == nil && strings.HasPrefix(target, dir) && !allowed[target] {
+			t.Errorf("QEMU holds %s: %s", fd, target)
+		}
+	}
+	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", m.PID))
+	if bytes.Contains(cmdline, []byte(dir)) || !bytes.Contains(cmdline, []byte("-sandbox\x00"+Sandbox)) {
+		t.Errorf("QEMU's command line names its directory or lacks the sandbox: %q", cmdline)
 	}
 }

@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
+	"os"
 )
 
 // Overlay is a new top for one disk of a running machine: a qcow2 file (already
@@ -12,7 +12,7 @@ import (
 type Overlay struct {
 	DiskID string // the disk's id, e.g. "vda"
 	Depth  int    // files in the disk's chain now (the current top is node <id>-<Depth-1>)
-	Path   string // the new top's file
+	File   *os.File // the new top, open read-write; the caller closes it after Snapshot
 }
 
 // Snapshot puts each overlay on top of its disk in one QMP transaction (external
@@ -21,29 +21,41 @@ type Overlay struct {
 // The guest runs on throughout. On failure no disk has changed; the overlay nodes that
 // were added are removed again.
 func (m *Machine) Snapshot(ctx context.Context, overlays []Overlay) error {
-	var added []string
+	var added, sets []string
 	undo := func() {
 		for i := len(added) - 1; i >= 0; i-- {
 			m.qmp(ctx, "blockdev-del", map[string]any{"node-name": added[i]})
 		}
+		m.dropFiles(ctx, sets...)
 	}
 	var actions []map[string]any
 	for _, o := range overlays {
-		file := o.DiskID + "-f" + strconv.Itoa(o.Depth)
-		node := o.DiskID + "-" + strconv.Itoa(o.Depth)
-		if err := m.qmp(ctx, "blockdev-add", map[string]any{"driver": "file", "node-name": file, "filename": o.Path}); err != nil {
+		file, node := fileNode(o.DiskID, o.Depth), formatNode(o.DiskID, o.Depth)
+		ro, err := reopenReadOnly(o.File)
+		if err != nil {
 			undo()
-			return fmt.Errorf("disk %s: add %s: %w", o.DiskID, o.Path, err)
+			return err
+		}
+		sets = append(sets, file)
+		name, err := m.addFile(ctx, o.File, ro, file)
+		ro.Close()
+		if err != nil {
+			undo()
+			return fmt.Errorf("disk %s: %w", o.DiskID, err)
+		}
+		if err := m.qmp(ctx, "blockdev-add", map[string]any{"driver": "file", "node-name": file, "filename": name}); err != nil {
+			undo()
+			return fmt.Errorf("disk %s: add %s: %w", o.DiskID, o.File.Name(), err)
 		}
 		added = append(added, file)
 		// No backing yet: the snapshot sets it to the current top.
 		if err := m.qmp(ctx, "blockdev-add", map[string]any{"driver": "qcow2", "node-name": node, "file": file, "backing": nil}); err != nil {
 			undo()
-			return fmt.Errorf("disk %s: add %s: %w", o.DiskID, o.Path, err)
+			return fmt.Errorf("disk %s: add %s: %w", o.DiskID, o.File.Name(), err)
 		}
 		added = append(added, node)
 		actions = append(actions, map[string]any{"type": "blockdev-snapshot",
-			"data": map[string]any{"node": o.DiskID + "-" + strconv.Itoa(o.Depth-1), "overlay": node}})
+			"data": map[string]any{"node": formatNode(o.DiskID, o.Depth-1), "overlay": node}})
 	}
 	if err := m.qmp(ctx, "transaction", map[string]any{"actions": actions}); err != nil {
 		undo()

@@ -41,3 +41,18 @@ func (t Tool) CreateOverlayNamed(ctx context.Context, path, backing string, size
 	}
 	return nil
 }
+
+// Rename makes the header of the qcow2 volume at path name backing (a file; the name is
+// written relative to path) as its backing file, and changes nothing else: for when a
+// layer in the store takes the place of the file the volume was made over, with the
+// same content.
+func (t Tool) Rename(ctx context.Context, path, backing string) error {
+	rel, err := filepath.Rel(filepath.Dir(path), backing)
+	if err != nil {
+		return err
+	}
+	if _, err := t.run(ctx, InspectLimits, nil, "rebase", "-q", "-u", "-f", "qcow2", "-F", "qcow2", "-b", rel, path); err != nil {
+		return fmt.Errorf("volume %s: %w", path, err)
+	}
+	return nil
+}

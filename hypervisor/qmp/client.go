@@ -8,11 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/digitalocean/go-qemu/qmp"
+	"golang.org/x/sys/unix"
 )
 
 // Defaults for a Client.
@@ -87,7 +89,10 @@ func Dial(ctx context.Context, path string, opts ...Option) (*Client, error) {
 	r := bufio.NewReaderSize(conn, 64<<10)
 	deadline, _ := ctx.Deadline()
 	conn.SetReadDeadline(deadline)
+	// A listener made by kilnd accepts before QEMU runs: the greeting wait ends with ctx.
+	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
 	greeting, err := readMessage(r, c.maxMessage)
+	stop()
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("qmp %s: greeting: %w", path, err)
@@ -232,6 +237,17 @@ func (c *Client) Run(cmd []byte) ([]byte, error) {
 
 // RunContext is Run bounded also by ctx.
 func (c *Client) RunContext(ctx context.Context, cmd []byte) ([]byte, error) {
+	return c.run(ctx, cmd, nil)
+}
+
+// RunWithFile is RunContext for a command that takes a descriptor (add-fd, getfd): f
+// travels with the command as SCM_RIGHTS, in the same write. The caller keeps f (QEMU
+// has its own copy once the command is read) and closes it.
+func (c *Client) RunWithFile(ctx context.Context, cmd []byte, f *os.File) ([]byte, error) {
+	return c.run(ctx, cmd, f)
+}
+
+func (c *Client) run(ctx context.Context, cmd []byte, f *os.File) ([]byte, error) {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(cmd, &m); err != nil || m["execute"] == nil {
 		return nil, fmt.Errorf("qmp: not a command: %.80q", cmd)
@@ -253,7 +269,7 @@ func (c *Client) RunContext(ctx context.Context, cmd []byte) ([]byte, error) {
 	defer cancel()
 	deadline, _ := ctx.Deadline()
 	c.conn.SetWriteDeadline(deadline)
-	_, err := c.conn.Write(append(b, '\n'))
+	err := c.write(append(b, '\n'), f)
 	if err == nil {
 		select {
 		case r := <-ch:
@@ -266,6 +282,27 @@ func (c *Client) RunContext(ctx context.Context, cmd []byte) ([]byte, error) {
 	delete(c.pending, id)
 	c.mu.Unlock()
 	return nil, fmt.Errorf("qmp %s: %s: %w", c.path, m["execute"], err)
+}
+
+// write sends one message, with f as SCM_RIGHTS when given.
+func (c *Client) write(b []byte, f *os.File) error {
+	if f == nil {
+		_, err := c.conn.Write(b)
+		return err
+	}
+	uc, ok := c.conn.(*net.UnixConn)
+	if !ok {
+		return errors.New("descriptors travel only over a Unix socket")
+	}
+	n, oobn, err := uc.WriteMsgUnix(b, unix.UnixRights(int(f.Fd())), nil)
+	switch {
+	case err != nil:
+		return err
+	case n != len(b) || oobn == 0:
+		// A short write of one small command leaves the stream unusable; say so.
+		return fmt.Errorf("wrote %d of %d bytes with the descriptor", n, len(b))
+	}
+	return nil
 }
 
 func decodeReply(r reply) ([]byte, error) {

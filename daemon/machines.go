@@ -1,0 +1,209 @@
+package daemon
+
+import (
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+
+	"kiln/hypervisor"
+	"kiln/volumes"
+)
+
+// Each instance's QEMU runs as a user of its own, a uid from qemuUIDBase on that no
+// account of the host has (as systemd's dynamic users): it can open no file of the
+// store or of another instance, and no other QEMU is its to signal or trace. Slot 0 is
+// the accelerator probe's.
+const (
+	qemuUIDBase  = 2_000_000_000
+	qemuUIDCount = 65_536
+)
+
+// qemuUsers are who QEMU runs as when kilnd is root; a kilnd that is not root can only
+// run QEMU as itself, which it says once.
+type qemuUsers struct {
+	root   bool
+	groups []uint32 // supplementary groups: that of /dev/kvm when guests use KVM
+}
+
+func newQEMUUsers(accel, kvmDevice string) qemuUsers {
+	u := qemuUsers{root: os.Geteuid() == 0}
+	if st, err := os.Stat(kvmDevice); err == nil && accel == hypervisor.AccelKVM {
+		if gid := st.Sys().(*syscall.Stat_t).Gid; gid != 0 {
+			u.groups = []uint32{gid}
+		}
+	}
+	return u
+}
+
+// user is the QEMU user of a slot (a uid offset).
+func (u qemuUsers) user(slot uint32) hypervisor.User {
+	if !u.root {
+		return hypervisor.User{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
+	}
+	uid := qemuUIDBase + slot
+	return hypervisor.User{UID: uid, GID: uid, Groups: u.groups}
+}
+
+// freeSlot is the lowest slot above 0 that no instance in use holds and no account of
+// the host has. The caller holds m.mu.
+func (m *instances) freeSlot() (uint32, error) {
+	used := map[uint32]bool{}
+	for _, inst := range m.all {
+		if inst.rec.State != stateTerminated {
+			used[inst.rec.QEMUSlot] = true
+		}
+	}
+	for slot := uint32(1); slot < qemuUIDCount; slot++ {
+		if used[slot] {
+			continue
+		}
+		if _, err := user.LookupId(strconv.Itoa(int(qemuUIDBase + slot))); err == nil {
+			continue // an account has it: not ours to give
+		}
+		return slot, nil
+	}
+	return 0, fmt.Errorf("all %d QEMU users are taken", qemuUIDCount-1)
+}
+
+// machineSpec is the machine an instance record describes, with every file it needs
+// opened here: QEMU gets descriptors, never names. Each disk's chain is checked as it
+// is opened (volumes.OpenChain): a layer changed on disk stops the start. The caller
+// calls close once the machine has started (or failed to).
+func (m *instances) machineSpec(rec instanceRecord) (spec hypervisor.Spec, close func(), err error) {
+	var files []*os.File
+	close = func() { closeAll(files) }
+	defer func() {
+		if err != nil {
+			close()
+		}
+	}()
+	spec = hypervisor.Spec{Dir: m.dir(rec.ID), Accel: m.accel, CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB,
+		Cmdline: rec.Cmdline, User: m.users.user(rec.QEMUSlot)}
+	if rec.Kernel != "" {
+		for _, b := range []struct {
+			layer digest.Digest
+			f     **os.File
+		}{{rec.Kernel, &spec.Kernel}, {rec.Initrd, &spec.Initrd}} {
+			f, err := m.boot.get(m.store.BlobPath(b.layer))
+			if err != nil {
+				return spec, close, err
+			}
+			files = append(files, f)
+			*b.f = f
+		}
+	}
+	m.mu.Lock()
+	var chains [][]volumes.ChainFile
+	var ids []string
+	for _, mp := range rec.Mappings {
+		if v := m.vols[mp.VolumeID]; v != nil {
+			chains = append(chains, m.chainFiles(v))
+			ids = append(ids, filepath.Base(mp.DeviceName))
+		}
+	}
+	m.mu.Unlock()
+	for i, chain := range chains {
+		disk, err := openDisk(ids[i], chain)
+		if err != nil {
+			return spec, close, err
+		}
+		files = append(files, disk.Files...)
+		spec.Disks = append(spec.Disks, disk)
+	}
+	if rec.Seed {
+		seed, err := os.Open(filepath.Join(m.dir(rec.ID), "seed.iso"))
+		if err != nil {
+			return spec, close, err
+		}
+		files = append(files, seed)
+		spec.Disks = append(spec.Disks, hypervisor.Disk{ID: "seed", Files: []*os.File{seed}, Format: "raw", ReadOnly: true})
+	}
+	return spec, close, nil
+}
+
+// chainFiles are a volume's files bottom to top: its layers in the store (each also
+// known by the name of the frozen file it was captured from, which the file above it
+// may name), then its files not in the store yet. The caller holds m.mu.
+func (m *instances) chainFiles(v *volumeRecord) []volumes.ChainFile {
+	var chain []volumes.ChainFile
+	for _, d := range v.Chain {
+		c := volumes.ChainFile{Path: m.store.BlobPath(d)}
+		for _, f := range v.Frozen {
+			if f.Layer == d {
+				c.Aliases = append(c.Aliases, filepath.Join(m.volumeDir(v), f.Name))
+			}
+		}
+		chain = append(chain, c)
+	}
+	for _, p := range m.pending(v) {
+		chain = append(chain, volumes.ChainFile{Path: p})
+	}
+	return chain
+}
+
+// openDisk opens and checks the chain of a disk with that id.
+func openDisk(id string, chain []volumes.ChainFile) (hypervisor.Disk, error) {
+	files, err := volumes.OpenChain(chain, false)
+	if err != nil {
+		return hypervisor.Disk{}, fmt.Errorf("disk %s: %w", id, err)
+	}
+	return hypervisor.Disk{ID: id, Files: files}, nil
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}
+
+// bootCopies keeps the sealed in-memory copies of the kernels and initrds machines
+// boot (hypervisor.SealedCopy), one per blob, so that instances of one image share
+// one: the most recently used few are kept, and a running QEMU keeps its own.
+type bootCopies struct {
+	mu     sync.Mutex
+	copies map[string]*os.File // blob path → copy
+	order  []string            // least recently used first
+}
+
+const bootCopiesKept = 8
+
+// get returns a new descriptor of the copy of the blob at path, which the caller closes.
+func (b *bootCopies) get(path string) (*os.File, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := b.copies[path]
+	if c == nil {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		c, err = hypervisor.SealedCopy(f, filepath.Base(path))
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+		if b.copies == nil {
+			b.copies = map[string]*os.File{}
+		}
+		b.copies[path] = c
+		if len(b.order) == bootCopiesKept {
+			b.copies[b.order[0]].Close()
+			delete(b.copies, b.order[0])
+			b.order = b.order[1:]
+		}
+	}
+	b.order = append(slices.DeleteFunc(b.order, func(p string) bool { return p == path }), path)
+	fd, err := unix.FcntlInt(c.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), c.Name()), nil
+}
