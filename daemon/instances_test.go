@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -207,8 +208,16 @@ func TestFiveAtOnce(t *testing.T) {
 			t.Errorf("name %q", inst.Name)
 		}
 	}
+	uids := map[string]string{} // launched together, each QEMU runs as a user of its own
 	for _, inst := range insts {
-		waitState(t, k, inst.ID, "ready")
+		inst = waitState(t, k, inst.ID, "ready")
+		status, _ := os.ReadFile("/proc/" + strconv.Itoa(inst.PID) + "/status")
+		m := regexp.MustCompile(`Uid:\s+(\d+)`).FindStringSubmatch(string(status))
+		if m == nil || uids[m[1]] != "" {
+			t.Errorf("QEMU of %s: %q, the uid of another's (%v)", inst.ID, m, uids)
+			continue
+		}
+		uids[m[1]] = inst.ID
 	}
 	after := k.blobs()
 	if len(after) != len(before) || total(after) != total(before) {

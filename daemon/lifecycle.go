@@ -242,14 +242,14 @@ func (m *instances) startMachine(ctx context.Context, inst *instance) error {
 		return err
 	}
 	if inst.rec.QEMUSlot == 0 {
-		m.mu.Lock()
-		slot, err := m.freeSlot()
-		m.mu.Unlock()
-		if err != nil {
+		// Chosen and recorded under m.mu (set holds it), so that instances starting
+		// at once get different users.
+		var slotErr error
+		if err := m.set(inst, func(r *instanceRecord) { r.QEMUSlot, slotErr = m.freeSlot() }); err != nil {
 			return err
 		}
-		if err := m.set(inst, func(r *instanceRecord) { r.QEMUSlot = slot }); err != nil {
-			return err
+		if slotErr != nil {
+			return slotErr
 		}
 	}
 	spec, closeFiles, err := m.machineSpec(inst.rec)
