@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -131,6 +132,11 @@ func (b *Builder) Prepare(ctx context.Context, req RegisterRequest) (_ *Registra
 	tool := b.Tool
 	if req.Tool != nil {
 		tool = *req.Tool
+	}
+	if tool.SocketDir == "" {
+		// A caller's disk is exported to kilnd's qemu-img on a socket in the store,
+		// which is kilnd's alone (docs/layout.md).
+		tool.SocketDir = filepath.Join(b.Store.Root(), "run")
 	}
 	infos := make([]volumes.Info, len(req.Disks))
 	for i, d := range req.Disks {

@@ -1,7 +1,6 @@
 package volumes
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -125,6 +124,13 @@ func (t Tool) Inspect(ctx context.Context, src Source) (Info, error) {
 	return info, nil
 }
 
+// The magic numbers of VMDK sparse extents (QEMU's block/vmdk.c): VMDK4 ("KDMV", as
+// monolithicSparse and streamOptimized files start) and VMDK3 ("COWD").
+const (
+	vmdk4Magic = "KDMV"
+	vmdk3Magic = "COWD"
+)
+
 // precheck looks at the first bytes of the file itself, so that a header naming a host
 // file is refused before qemu-img opens anything.
 func precheck(src Source) error {
@@ -149,11 +155,13 @@ func precheck(src Source) error {
 			return fmt.Errorf("disk %s: %w", path, err)
 		}
 	case "vmdk":
-		head := make([]byte, 512)
-		n, _ := f.ReadAt(head, 0)
-		if bytes.Contains(head[:n], []byte("# Disk DescriptorFile")) {
-			return fmt.Errorf("disk %s is a VMDK descriptor that names other files; convert it to a single-file (monolithicSparse or streamOptimized) VMDK first: %w",
-				path, errdefs.ErrInvalidArgument)
+		// QEMU reads a VMDK whose first bytes are not a sparse extent's magic as a text
+		// descriptor, which may name any file as an extent, wherever its text starts
+		// (after any number of comment lines). So only a sparse extent is accepted.
+		magic := make([]byte, 4)
+		if n, _ := f.ReadAt(magic, 0); n < len(magic) || (string(magic) != vmdk4Magic && string(magic) != vmdk3Magic) {
+			return fmt.Errorf("disk %s is not a single-file VMDK (no sparse extent magic %q at its start: a VMDK descriptor, which names other files); convert it to a single-file (monolithicSparse or streamOptimized) VMDK first (qemu-img convert -O vmdk -o subformat=streamOptimized IN OUT): %w",
+				path, vmdk4Magic, errdefs.ErrInvalidArgument)
 		}
 	}
 	return nil
@@ -183,27 +191,33 @@ func (t Tool) check(ctx context.Context, src Source) error {
 // Convert writes the checked disk src as a self-contained qcow2 v3 file over the file
 // at dst, which exists (sparse: zero clusters are not stored). It is deterministic: the
 // same disk content gives the same bytes, so equal disks give equal layer digests.
-// qemu-img writes dst through a descriptor, so a Tool running as a caller (As) writes
-// it without reaching its directory; dst belongs to that caller only while it runs.
+//
+// The qemu-img that writes dst always runs as kilnd. A Tool running as a caller (As)
+// reads the caller's disk the other way round from the store: qemu-nbd running as the
+// caller exports the disk read-only, given nothing but the caller's descriptor and a
+// listening socket, and kilnd's qemu-img reads that export (see export). No process
+// running as a caller ever holds a descriptor on, or owns, a file of the store.
+// Errors about the disk wrap errdefs.ErrInvalidArgument; an export that stops
+// answering fails after ConvertLimits.Stall with context.DeadlineExceeded.
 func (t Tool) Convert(ctx context.Context, src Info, dst string) error {
+	if t.Cred != nil {
+		return t.convertExported(ctx, src, dst)
+	}
 	out, err := os.OpenFile(dst, os.O_RDWR, 0)
 	if err != nil {
 		return err
 	}
 	defer out.Close()
-	if t.Cred != nil {
-		if err := out.Chown(int(t.Cred.Uid), int(t.Cred.Gid)); err != nil {
-			return err
-		}
-		defer out.Chown(os.Getuid(), os.Getgid())
-	}
 	_, err = t.run(ctx, ConvertLimits, []*os.File{src.File, out}, "convert", "-q", "-f", src.Format, "-O", "qcow2",
-		"-o", "compat=1.1,cluster_size=65536", sourceArg, "/dev/fd/4")
+		"-o", layerOptions, sourceArg, "/dev/fd/4")
 	if err != nil {
 		return invalid(src.Name, err)
 	}
 	return nil
 }
+
+// layerOptions are the qcow2 creation options of every layer: v3, 64 KiB clusters.
+const layerOptions = "compat=1.1,cluster_size=65536"
 
 // Flatten writes the disk that chain holds (qcow2 files bottom to top) as one
 // self-contained qcow2 file at dst. QEMU is given the chain itself, as nested JSON, and
@@ -219,7 +233,7 @@ func (t Tool) Flatten(ctx context.Context, chain []string, dst string) error {
 	if err != nil {
 		return err
 	}
-	_, err = t.run(ctx, ConvertLimits, nil, "convert", "-q", "-O", "qcow2", "-o", "compat=1.1,cluster_size=65536", "json:"+string(b), dst)
+	_, err = t.run(ctx, ConvertLimits, nil, "convert", "-q", "-O", "qcow2", "-o", layerOptions, "json:"+string(b), dst)
 	if err != nil {
 		return fmt.Errorf("flatten %d files: %w", len(chain), err)
 	}

@@ -142,7 +142,7 @@ func TestInspectRefusesNonFiles(t *testing.T) {
 }
 
 // TestToolRunsAsCaller: a Tool made with As reads a caller's file with the caller's
-// rights only, whatever its header names, and writes its output through a descriptor.
+// rights only, whatever its header names; the layer it converts is kilnd's.
 func TestToolRunsAsCaller(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run qemu-img as another user")

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -22,25 +23,39 @@ type Limits struct {
 	AddressSpace int64         // bytes of virtual memory (RLIMIT_AS)
 	CPU          time.Duration // CPU seconds (RLIMIT_CPU)
 	Wall         time.Duration // wall-clock deadline
+	// Stall, when set, bounds the time a conversion may go without progress: a disk
+	// export that stops answering (its process stopped by the caller who owns it) fails
+	// the conversion then, not at Wall.
+	Stall time.Duration
 }
 
 // InspectLimits bound the metadata-only runs (info, check).
 var InspectLimits = Limits{AddressSpace: 1 << 30, CPU: 30 * time.Second, Wall: time.Minute}
 
 // ConvertLimits bound a conversion, which reads and writes the whole disk.
-var ConvertLimits = Limits{AddressSpace: 2 << 30, CPU: time.Hour, Wall: 2 * time.Hour}
+var ConvertLimits = Limits{AddressSpace: 2 << 30, CPU: time.Hour, Wall: 2 * time.Hour, Stall: 5 * time.Minute}
 
-// Tool runs qemu-img. The zero value runs "qemu-img" from PATH as kilnd's own user.
+// Tool runs qemu-img (and qemu-nbd). The zero value runs "qemu-img" from PATH as
+// kilnd's own user.
 type Tool struct {
 	// Path is the qemu-img binary; empty means "qemu-img".
 	Path string
-	// Cred, when set, is the user and groups qemu-img runs as (see As).
+	// NBD is the qemu-nbd binary that exports a caller's disk to Convert; empty means
+	// "qemu-nbd".
+	NBD string
+	// Cred, when set, is the user and groups the tools that read a caller's file run
+	// as (see As).
 	Cred *syscall.Credential
+	// SocketDir is where Convert makes, for each conversion of a caller's disk, a
+	// private directory (0700, kilnd's) holding the socket its export is served on; it
+	// must be short enough for a socket path (under 100 bytes). Empty means the
+	// system's temporary directory.
+	SocketDir string
 }
 
-// As returns the tool running qemu-img as the given user and groups: whatever a disk
-// file's header names, qemu-img can then open only what that user may. kilnd runs the
-// tools that read a caller's file as the caller.
+// As returns the tool reading a caller's files as the given user and groups: whatever a
+// disk file's header names, the tool can then open only what that user may. kilnd reads
+// a caller's files as the caller; it writes the store itself (Convert).
 func (t Tool) As(uid, gid uint32, groups []uint32) Tool {
 	t.Cred = &syscall.Credential{Uid: uid, Gid: gid, Groups: groups}
 	return t
@@ -73,29 +88,46 @@ func (t Tool) path() string {
 // run runs qemu-img with args under limits and returns its stdout. files become its
 // descriptors 3, 4, ... (/dev/fd/3, ...).
 func (t Tool) run(ctx context.Context, lim Limits, files []*os.File, args ...string) ([]byte, error) {
+	var stdout bytes.Buffer
+	err := t.runTo(ctx, lim, files, &stdout, args...)
+	return stdout.Bytes(), err
+}
+
+// runTo is run with qemu-img's stdout going to w.
+func (t Tool) runTo(ctx context.Context, lim Limits, files []*os.File, w io.Writer, args ...string) error {
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, lim.Wall)
 	defer cancel()
-	argv := append([]string{
-		"prlimit",
-		"--as=" + strconv.FormatInt(lim.AddressSpace, 10),
-		"--cpu=" + strconv.FormatInt(int64(lim.CPU/time.Second), 10),
-		"--", t.path(),
-	}, args...)
+	argv := append(limited(lim, t.path()), args...)
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.ExtraFiles = files
 	if t.Cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: t.Cred}
 	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout = &stdout
+	var stderr bytes.Buffer
+	cmd.Stdout = w
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
-		if ctx.Err() != nil && !errors.Is(ctx.Err(), context.Canceled) {
+		switch {
+		case parent.Err() != nil:
+			err = fmt.Errorf("%w (%v)", parent.Err(), err)
+		case ctx.Err() != nil:
 			err = fmt.Errorf("%w after %s", ctx.Err(), lim.Wall)
 		}
-		return nil, &ToolError{Argv: argv[4:], Err: err, Stderr: trim(stderr.String())}
+		return &ToolError{Argv: argv[4:], Err: err, Stderr: trim(stderr.String())}
 	}
-	return stdout.Bytes(), nil
+	return nil
+}
+
+// limited is the argv that runs prog under lim's memory and CPU limits (prlimit execs
+// prog: same process).
+func limited(lim Limits, prog string) []string {
+	return []string{
+		"prlimit",
+		"--as=" + strconv.FormatInt(lim.AddressSpace, 10),
+		"--cpu=" + strconv.FormatInt(int64(lim.CPU/time.Second), 10),
+		"--", prog,
+	}
 }
 
 // trim keeps the useful part of a tool's stderr: its last lines, at most 1 KiB.
