@@ -67,20 +67,57 @@ func (e *auditEntry) bound() {
 	e.Message = cut(e.Message)
 }
 
-// auditLog appends entries to the audit file; it is safe for concurrent use.
+// auditLog is the audit trail: it appends entries to its file, which it owns. It is
+// safe for concurrent use: write, reopen and Close may run at once, each under mu.
 type auditLog struct {
-	mu sync.Mutex
-	f  *os.File
+	path string
+	mu   sync.Mutex
+	f    *os.File // nil once closed
 }
 
+// openAudit opens (creating it when missing) the audit trail under root.
 func openAudit(root string) (*auditLog, error) {
-	f, err := os.OpenFile(filepath.Join(root, AuditFile), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	a := &auditLog{path: filepath.Join(root, AuditFile)}
+	f, err := a.open()
 	if err != nil {
 		return nil, err
 	}
-	return &auditLog{f: f}, nil
+	a.f = f
+	return a, nil
 }
 
+func (a *auditLog) open() (*os.File, error) {
+	f, err := os.OpenFile(a.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("audit trail: %w", err)
+	}
+	return f, nil
+}
+
+// reopen opens the trail's path again, so that after a rotation (the file renamed away,
+// then SIGHUP) new lines go to a new file, and closes the file it replaces. When the
+// path cannot be opened, the trail keeps writing to the file it has and reopen returns
+// why. After Close it does nothing.
+func (a *auditLog) reopen() error {
+	f, err := a.open()
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	old := a.f
+	if old == nil { // closed meanwhile
+		a.mu.Unlock()
+		return f.Close()
+	}
+	a.f = f
+	a.mu.Unlock()
+	if err := old.Close(); err != nil {
+		return fmt.Errorf("audit trail: close the file it replaced: %w", err)
+	}
+	return nil
+}
+
+// write appends e; an error is logged, never returned: the request it records is done.
 func (a *auditLog) write(ctx context.Context, e *auditEntry) {
 	e.bound()
 	b, err := json.Marshal(e)
@@ -89,12 +126,27 @@ func (a *auditLog) write(ctx context.Context, e *auditEntry) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if _, err := a.f.Write(append(b, '\n')); err != nil {
-		log.G(ctx).WithError(err).Error("audit trail: write failed")
+	if a.f == nil {
+		err = os.ErrClosed
+	} else {
+		_, err = a.f.Write(append(b, '\n'))
+	}
+	if err != nil {
+		log.G(ctx).WithError(err).WithField("path", a.path).Error("audit trail: write failed")
 	}
 }
 
-func (a *auditLog) Close() error { return a.f.Close() }
+// Close closes the trail's file; later writes are logged as failed. It is idempotent.
+func (a *auditLog) Close() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.f == nil {
+		return nil
+	}
+	err := a.f.Close()
+	a.f = nil
+	return err
+}
 
 type auditKey struct{}
 

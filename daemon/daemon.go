@@ -210,11 +210,12 @@ serving:
 				l.WithError(err).Error("reload: settings kept as they were")
 			} else {
 				s.settings.Store(st)
-				if s.audit, err = openAudit(cfg.Root); err != nil {
-					return err
-				}
-				defer s.audit.Close()
 				l.Info("settings reloaded")
+			}
+			// Whatever the settings file holds, a SIGHUP is also how logrotate says
+			// it renamed the trail away.
+			if err := s.audit.reopen(); err != nil {
+				l.WithError(err).Error("reload: the audit trail goes on in the file it had")
 			}
 			systemd.Ready(s.status())
 		}
