@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -13,6 +15,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	_ "unsafe" // go:linkname journalSocket
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/sirupsen/logrus"
@@ -20,7 +23,9 @@ import (
 	"kiln/internal/kilntest"
 )
 
-// datagrams listens on a unixgram socket, as journald and the service manager do.
+// datagrams listens on a unixgram socket, as journald and the service manager do. A
+// datagram that passes a file descriptor instead of a payload (an entry too big for a
+// datagram) arrives as that file's content, as journald reads it.
 func datagrams(t *testing.T) (string, <-chan []byte) {
 	t.Helper()
 	dir, err := os.MkdirTemp("/tmp", "sd")
@@ -36,17 +41,49 @@ func datagrams(t *testing.T) (string, <-chan []byte) {
 	t.Cleanup(func() { c.Close() })
 	ch := make(chan []byte, 64)
 	go func() {
-		buf := make([]byte, 1<<16)
+		buf, oob := make([]byte, 1<<16), make([]byte, syscall.CmsgSpace(4))
 		for {
-			n, err := c.Read(buf)
+			n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
 			if err != nil {
 				close(ch)
 				return
 			}
-			ch <- append([]byte(nil), buf[:n]...)
+			b := append([]byte(nil), buf[:n]...)
+			if fd, ok := passedFD(oob[:oobn]); ok {
+				f := os.NewFile(uintptr(fd), "entry")
+				b, _ = io.ReadAll(io.NewSectionReader(f, 0, math.MaxInt64))
+				f.Close()
+			}
+			ch <- b
 		}
 	}()
 	return path, ch
+}
+
+// passedFD is the descriptor a datagram's control message passes, if any.
+func passedFD(oob []byte) (int, bool) {
+	msgs, err := syscall.ParseSocketControlMessage(oob)
+	if err != nil || len(msgs) == 0 {
+		return 0, false
+	}
+	fds, err := syscall.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) == 0 {
+		return 0, false
+	}
+	return fds[0], true
+}
+
+// journalSocket is where go-systemd's journal sends: a variable it lets be set only
+// when linking (-ldflags -X); the tests point it at their own listener.
+//
+//go:linkname journalSocket github.com/coreos/go-systemd/v22/journal.journalSocket
+var journalSocket string
+
+// journalAt points go-systemd's journal at path for the test.
+func journalAt(t *testing.T, path string) {
+	old := journalSocket
+	journalSocket = path
+	t.Cleanup(func() { journalSocket = old })
 }
 
 func next(t *testing.T, ch <-chan []byte) []byte {
@@ -83,11 +120,12 @@ func parseNative(t *testing.T, b []byte) map[string]string {
 
 func TestJournal(t *testing.T) {
 	path, ch := datagrams(t)
+	journalAt(t, path)
 	logger := logrus.New()
 	logger.SetLevel(logrus.DebugLevel)
 	var out bytes.Buffer
 	logger.SetOutput(&out)
-	LogToJournal(logger, path, "kilnd")
+	LogToJournal(logger, "kilnd")
 
 	logger.WithField("instance", "i-0123456789abcdef0").WithField("dur", time.Second).Warn("instance's QEMU is gone")
 	f := parseNative(t, next(t, ch))
@@ -111,23 +149,40 @@ func TestJournal(t *testing.T) {
 	}
 }
 
+// TestJournalOversized: an entry too big for a datagram (a 1 MiB message, over the
+// socket's send buffer) reaches the journal whole, passed as a file descriptor.
+func TestJournalOversized(t *testing.T) {
+	path, ch := datagrams(t)
+	journalAt(t, path)
+	logger := logrus.New()
+	LogToJournal(logger, "kilnd")
+	msg := "a long one\n" + strings.Repeat("0123456789abcdef", 1<<16)
+	logger.WithField("instance", "i-0123456789abcdef0").Error(msg)
+	f := parseNative(t, next(t, ch))
+	if f["MESSAGE"] != msg {
+		t.Errorf("a %d-byte message arrived as %d bytes", len(msg), len(f["MESSAGE"]))
+	}
+	if f["PRIORITY"] != "3" || f["INSTANCE"] != "i-0123456789abcdef0" || f["SYSLOG_IDENTIFIER"] != "kilnd" {
+		t.Errorf("fields of the oversized entry: PRIORITY=%q INSTANCE=%q SYSLOG_IDENTIFIER=%q", f["PRIORITY"], f["INSTANCE"], f["SYSLOG_IDENTIFIER"])
+	}
+}
+
 func TestUnderJournal(t *testing.T) {
-	f, err := os.CreateTemp(t.TempDir(), "stderr")
+	st, err := os.Stderr.Stat()
 	if err != nil {
 		t.Fatal(err)
 	}
+	sys := st.Sys().(*syscall.Stat_t)
 	t.Setenv("JOURNAL_STREAM", "")
-	if UnderJournal(f) {
+	if UnderJournal() {
 		t.Error("under the journal without JOURNAL_STREAM")
 	}
-	st, _ := f.Stat()
-	sys := st.Sys().(*syscall.Stat_t)
 	t.Setenv("JOURNAL_STREAM", fmt.Sprintf("%d:%d", sys.Dev, sys.Ino))
-	if !UnderJournal(f) {
+	if !UnderJournal() {
 		t.Error("not under the journal with JOURNAL_STREAM naming stderr")
 	}
 	t.Setenv("JOURNAL_STREAM", fmt.Sprintf("%d:%d", sys.Dev, sys.Ino+1))
-	if UnderJournal(f) {
+	if UnderJournal() {
 		t.Error("under the journal with JOURNAL_STREAM naming another file")
 	}
 }

@@ -58,8 +58,8 @@ func main() {
 		os.Exit(2)
 	}
 
-	if systemd.UnderJournal(os.Stderr) {
-		systemd.LogToJournal(log.L.Logger, systemd.JournalSocket, "kilnd")
+	if systemd.UnderJournal() {
+		systemd.LogToJournal(log.L.Logger, "kilnd")
 	}
 	ln, err := systemd.Listener(systemd.SocketName)
 	if err != nil {
