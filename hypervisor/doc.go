@@ -1,7 +1,18 @@
-// Package hypervisor owns QEMU: the accelerator choice, and (with the instances work)
-// the command line from a machine spec, the process, QMP and reattaching after a
-// daemon restart.
+// Package hypervisor owns QEMU:
 //
-// hypervisor imports the standard library and go-qemu; it must not import images,
-// volumes, systemd, builder or daemon.
+//   - the accelerator (Prober): KVM only when a probe guest proved under it that it runs
+//     code, TCG otherwise, or the operator's choice;
+//   - the command line built from a machine Spec: virtio-blk disks, direct kernel boot,
+//     the serial console, hot-plug ports, QEMU's seccomp sandbox;
+//   - the descriptors QEMU starts with: it opens no file by name, so every disk's whole
+//     chain, the console, its log, the QMP socket and sealed in-memory copies of the
+//     kernel and initrd are passed to it open;
+//   - the process: started detached in its own session, as a user of its own, so it
+//     outlives kilnd; Attach reattaches to it after a kilnd restart; Stop takes it down;
+//   - what kilnd asks of a running machine over QMP (through hypervisor/qmp): the power
+//     button and reset, disk hot-plug and unplug, external snapshots for live captures,
+//     and the events kilnd acts on (Watch), in kiln's words.
+//
+// hypervisor imports the standard library, go-qemu's qmp package, golang.org/x/sys and
+// hypervisor/qmp; it must not import images, volumes, systemd, builder or daemon.
 package hypervisor

@@ -1,5 +1,3 @@
-// Command kilnd is kiln's daemon: it keeps the machine-image store and serves the API
-// on a Unix socket. See 'kilnd --help' for its flags.
 package main
 
 import (

@@ -1,8 +1,3 @@
-// Package kilntest is the kit the packages' tests share: child processes with a
-// deadline, the test guest, and the tails of files that a failed wait shows.
-//
-// Tests only: no package outside a _test.go file imports it. It imports nothing of
-// kiln, so every package's tests may use it without changing ARCHITECTURE.md's rules.
 package kilntest
 
 import (
