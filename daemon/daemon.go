@@ -40,7 +40,8 @@ type Config struct {
 	// then only names it.
 	Listener net.Listener
 	// SettingsFile is read at start and on each value from Reload (SIGHUP); a missing
-	// file means the defaults.
+	// file means the defaults. Each value from Reload also reopens the audit trail
+	// (AuditFile), for log rotation.
 	SettingsFile string
 	Reload       <-chan struct{}
 	// LogLevelFixed keeps the log level given on the command line over the file's.
