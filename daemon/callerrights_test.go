@@ -199,3 +199,18 @@ func filesOwnedBy(root string, uid uint32) []string {
 	})
 	return out
 }
+
+// TestLeftoverExportRemoved: the socket directory of an export that a killed kilnd left
+// behind is gone once kilnd starts again.
+func TestLeftoverExportRemoved(t *testing.T) {
+	k := newKilnd(t)
+	left := filepath.Join(k.root, "run", "nbd-123")
+	if err := os.MkdirAll(left, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(left, "s"), nil, 0o600)
+	k.restart()
+	if _, err := os.Stat(left); !os.IsNotExist(err) {
+		t.Errorf("%s after a start: %v", left, err)
+	}
+}

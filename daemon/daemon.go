@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -167,6 +168,12 @@ func serve(ctx context.Context, cfg Config, st *settings, store *images.Store, a
 	}
 	s.inst.placer = choosePlacer(ctx)
 	s.inst.reconcile(ctx) // before serving: a client never sees a stale state
+	// A kilnd killed during a register leaves its export's socket directory behind
+	// (volumes.Tool.SocketDir); nothing uses one before kilnd serves.
+	leftovers, _ := filepath.Glob(filepath.Join(cfg.Root, "run", "nbd-*"))
+	for _, dir := range leftovers {
+		os.RemoveAll(dir)
+	}
 	s.ops.Go(func() { s.trimConsoles(opsCtx) })
 	// No ReadTimeout: net/http would cancel a long request (an event stream, a wait)
 	// when it passed; the route bounds each body instead (bodyDeadline).
