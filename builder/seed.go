@@ -13,8 +13,9 @@ import (
 )
 
 // MaxUserData bounds user data, as the cloud does (16 KiB there; kiln allows more for
-// scripts, but a seed is no way to ship a disk).
-const MaxUserData = 1 << 20
+// scripts, but a seed is no way to ship a disk). It is the API's limit
+// (daemon/api.MaxUserData, which builder may not import): a daemon test keeps them equal.
+const MaxUserData = 256 << 10
 
 // WriteSeed writes a cloud-init NoCloud seed at path: an ISO9660 volume labelled
 // "cidata" (with Rock Ridge) holding user-data and meta-data. path must not exist.

@@ -30,7 +30,7 @@ func TestDecodeBody(t *testing.T) {
 		{`{"name": "` + strings.Repeat("x", api.MaxBodySize) + `"}`, api.CodeRequestTooLarge},
 	} {
 		var req api.RegisterImageRequest
-		err := decodeBody(strings.NewReader(tc.body), &req)
+		err := api.Decode(strings.NewReader(tc.body), &req)
 		var ae *api.Error
 		switch {
 		case tc.code == "" && err != nil:
@@ -75,7 +75,7 @@ func FuzzDecodeBody(f *testing.F) {
 	f.Fuzz(func(t *testing.T, kind uint8, body []byte) {
 		newReq := requestTypes[int(kind)%len(requestTypes)]
 		req := newReq()
-		err := decodeBody(bytes.NewReader(body), req)
+		err := api.Decode(bytes.NewReader(body), req)
 		if err != nil {
 			var ae *api.Error
 			if !errors.As(err, &ae) || ae.Code == "" || ae.Message == "" {
@@ -86,7 +86,7 @@ func FuzzDecodeBody(f *testing.F) {
 		var buf bytes.Buffer
 		writeJSONTo(&buf, req)
 		again := newReq()
-		if err := decodeBody(&buf, again); err != nil {
+		if err := api.Decode(&buf, again); err != nil {
 			t.Fatalf("re-encoded body does not decode: %v", err)
 		}
 		switch r := req.(type) {

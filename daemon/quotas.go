@@ -8,7 +8,6 @@ import (
 
 	"github.com/containerd/errdefs"
 
-	"kiln/daemon/api"
 )
 
 // QuotaSettings are the limits on what each user may have: Default for everyone, and
@@ -95,12 +94,26 @@ func (qs QuotaSettings) of(user string) quota {
 	return q
 }
 
-// quotaExceeded is the error for a request that would take use past limit.
-func quotaExceeded(user, what string, limit, use, asked int) error {
-	return &api.Error{Code: api.CodeQuotaExceeded, Message: fmt.Sprintf(
-		"%s's quota of %s is %d, %d in use, and this needs %d more; stop or remove some, or ask an administrator to raise it (quotas in the settings file)",
-		user, what, limit, use, asked)}
+// quotaError is a request that would take a user's use of a resource past its quota. It
+// is of errdefs' ResourceExhausted class; daemon/api tells it apart by its Quota method.
+type quotaError struct {
+	user, what        string
+	limit, use, asked int
 }
+
+func quotaExceeded(user, what string, limit, use, asked int) error {
+	return &quotaError{user: user, what: what, limit: limit, use: use, asked: asked}
+}
+
+func (e *quotaError) Error() string {
+	return fmt.Sprintf("%s's quota of %s is %d, %d in use, and this needs %d more; stop or remove some, or ask an administrator to raise it (quotas in the settings file)",
+		e.user, e.what, e.limit, e.use, e.asked)
+}
+
+func (e *quotaError) Unwrap() error { return errdefs.ErrResourceExhausted }
+
+// Quota gives the limit, the use and what was asked.
+func (e *quotaError) Quota() (limit, use, asked int) { return e.limit, e.use, e.asked }
 
 // usage is what a user's instances hold.
 type usage struct{ instances, cpus, memoryMiB int }

@@ -128,7 +128,7 @@ func (s *server) routes() http.Handler {
 			start := time.Now()
 			c, ok := callerFrom(r.Context())
 			if !ok {
-				writeError(w, &api.Error{Code: api.CodeUnauthorizedOperation, Message: "the caller's credentials are unknown"})
+				writeError(w, fmt.Errorf("the caller's credentials are unknown: %w", errdefs.ErrPermissionDenied), api.KindNone)
 				return
 			}
 			bodyDeadline(w, r, seconds(s.limits().BodySeconds))
@@ -156,7 +156,7 @@ func (s *server) routes() http.Handler {
 				} else {
 					l.WithField("code", ae.Code).Debug(ae.Message)
 				}
-				writeError(w, ae)
+				writeJSON(w, ae.Status(), ae)
 				return
 			}
 			l.Debug("request done")
@@ -190,12 +190,14 @@ func (s *server) routes() http.Handler {
 	route("GET "+v+"/snapshots/{snapshot}", api.KindSnapshot, s.inspectSnapshot)
 	route("DELETE "+v+"/snapshots/{snapshot}", api.KindSnapshot, s.deleteSnapshot)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, &api.Error{Code: api.CodeInvalidAction, Message: fmt.Sprintf("no such API call: %s %s", r.Method, r.URL.Path)})
+		writeError(w, fmt.Errorf("no such API call: %s %s: %w", r.Method, r.URL.Path, api.ErrUnknownAction), api.KindNone)
 	})
 	return mux
 }
 
-func writeError(w http.ResponseWriter, e *api.Error) {
+// writeError answers with err as the API error for a resource kind (api.FromError).
+func writeError(w http.ResponseWriter, err error, kind api.Kind) {
+	e := api.FromError(err, kind)
 	writeJSON(w, e.Status(), e)
 }
 
@@ -331,7 +333,7 @@ func (s *server) copiesOf(im *images.Image) []api.ImageCopy {
 
 func (s *server) registerImage(w http.ResponseWriter, r *http.Request, c Caller) error {
 	var req api.RegisterImageRequest
-	if err := decodeBody(r.Body, &req); err != nil {
+	if err := api.Decode(r.Body, &req); err != nil {
 		return err
 	}
 	release, err := s.admitImage(c.User)
@@ -467,7 +469,7 @@ func (s *server) deregisterImage(w http.ResponseWriter, r *http.Request, c Calle
 
 func (s *server) tagImage(w http.ResponseWriter, r *http.Request, c Caller) error {
 	var req api.TagRequest
-	if err := decodeBody(r.Body, &req); err != nil {
+	if err := api.Decode(r.Body, &req); err != nil {
 		return err
 	}
 	if len(req.Tags) == 0 {
@@ -481,7 +483,7 @@ func (s *server) tagImage(w http.ResponseWriter, r *http.Request, c Caller) erro
 
 func (s *server) untagImage(w http.ResponseWriter, r *http.Request, c Caller) error {
 	var req api.UntagRequest
-	if err := decodeBody(r.Body, &req); err != nil {
+	if err := api.Decode(r.Body, &req); err != nil {
 		return err
 	}
 	if len(req.Keys) == 0 {
@@ -526,7 +528,7 @@ func (s *server) unshareImage(w http.ResponseWriter, r *http.Request, c Caller) 
 // users and groups, and everyone for Public. The names must exist on this host.
 func (s *server) changeLaunchPermission(w http.ResponseWriter, r *http.Request, c Caller, share bool) error {
 	var req api.ShareRequest
-	if err := decodeBody(r.Body, &req); err != nil {
+	if err := api.Decode(r.Body, &req); err != nil {
 		return err
 	}
 	if len(req.Users) == 0 && len(req.Groups) == 0 && !req.Public {

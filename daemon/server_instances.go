@@ -25,7 +25,7 @@ func (s *server) viewer(c Caller) func(owner string) bool {
 
 func (s *server) runInstances(w http.ResponseWriter, r *http.Request, c Caller) error {
 	var req api.RunInstancesRequest
-	if err := decodeBody(r.Body, &req); err != nil {
+	if err := api.Decode(r.Body, &req); err != nil {
 		return err
 	}
 	im, err := s.lookupImage(c, req.Image)
@@ -111,7 +111,7 @@ func (s *server) instanceView(inst *instance) (api.Instance, instanceRecord) {
 func (s *server) instanceAction(w http.ResponseWriter, r *http.Request, c Caller) error {
 	var req api.StopRequest
 	if r.ContentLength != 0 {
-		if err := decodeBody(r.Body, &req); err != nil {
+		if err := api.Decode(r.Body, &req); err != nil {
 			return err
 		}
 	}
@@ -129,7 +129,7 @@ func (s *server) instanceAction(w http.ResponseWriter, r *http.Request, c Caller
 	case "terminate":
 		err = s.inst.terminate(inst, c.User, req.Force)
 	default:
-		return &api.Error{Code: api.CodeInvalidAction, Message: fmt.Sprintf("no instance action %q (stop, start, reboot, terminate)", action)}
+		return fmt.Errorf("no instance action %q (stop, start, reboot, terminate): %w", action, api.ErrUnknownAction)
 	}
 	if err != nil {
 		return err

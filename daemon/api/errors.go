@@ -84,6 +84,10 @@ var codes = map[string]struct {
 	CodeQuotaExceeded:           {errdefs.ErrResourceExhausted, http.StatusConflict},
 }
 
+// ErrUnknownAction marks a request for an API call, or an action of one, that does not
+// exist (InvalidAction).
+var ErrUnknownAction = errors.New("unknown action")
+
 // FromError maps an error from kiln's packages to the API error for a resource kind.
 // An *Error passes through unchanged.
 func FromError(err error, kind Kind) *Error {
@@ -94,11 +98,14 @@ func FromError(err error, kind Kind) *Error {
 	c := code(err, kind)
 	// The class's own words ("not found") end the message; the code says that already.
 	msg := strings.TrimSuffix(err.Error(), ": "+codes[c].class.Error())
+	msg = strings.TrimSuffix(msg, ": "+ErrUnknownAction.Error())
 	return &Error{Code: c, Message: msg}
 }
 
 func code(err error, kind Kind) string {
 	switch {
+	case errors.Is(err, ErrUnknownAction):
+		return CodeInvalidAction
 	case errdefs.IsNotFound(err):
 		switch kind {
 		case KindImage:
@@ -126,6 +133,10 @@ func code(err error, kind Kind) string {
 	case errdefs.IsFailedPrecondition(err), errdefs.IsConflict(err):
 		return CodeIncorrectState
 	case errdefs.IsResourceExhausted(err):
+		var q interface{ Quota() (limit, use, asked int) }
+		if errors.As(err, &q) { // a user's quota, not a limit of the host's
+			return CodeQuotaExceeded
+		}
 		return CodeResourceLimitExceeded
 	case errdefs.IsPermissionDenied(err):
 		return CodeUnauthorizedOperation

@@ -47,3 +47,27 @@ func TestFromError(t *testing.T) {
 		t.Error("RequestEntityTooLarge")
 	}
 }
+
+// quotaErr is a domain quota error as the daemon makes them: its Quota method marks it.
+type quotaErr struct{}
+
+func (quotaErr) Error() string                  { return "bob's quota of volumes is 2, 2 in use, and this needs 1 more" }
+func (quotaErr) Unwrap() error                  { return errdefs.ErrResourceExhausted }
+func (quotaErr) Quota() (limit, use, asked int) { return 2, 2, 1 }
+
+func TestFromErrorTyped(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		code string
+		msg  string
+	}{
+		{fmt.Errorf("volume: %w", quotaErr{}), CodeQuotaExceeded, "volume: bob's quota of volumes is 2, 2 in use, and this needs 1 more"},
+		{fmt.Errorf("no room for a 4th machine: %w", errdefs.ErrResourceExhausted), CodeResourceLimitExceeded, "no room for a 4th machine"},
+		{fmt.Errorf("no instance action %q: %w", "jump", ErrUnknownAction), CodeInvalidAction, `no instance action "jump"`},
+	} {
+		ae := FromError(tc.err, KindInstance)
+		if ae.Code != tc.code || ae.Message != tc.msg {
+			t.Errorf("%v: %s %q, want %s %q", tc.err, ae.Code, ae.Message, tc.code, tc.msg)
+		}
+	}
+}
