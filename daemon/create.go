@@ -24,7 +24,7 @@ import (
 // pending; the capture runs as an operation.
 func (s *server) createImage(w http.ResponseWriter, r *http.Request, c Caller) error {
 	var req api.CreateImageRequest
-	if err := decodeBody(r.Body, &req); err != nil {
+	if err := api.Decode(r.Body, &req); err != nil {
 		return err
 	}
 	// Another's instance is not found: only its owner (or an administrator) captures it.
@@ -49,7 +49,7 @@ func (s *server) createImage(w http.ResponseWriter, r *http.Request, c Caller) e
 // copyImage answers POST /v1/images/{image}/copy: a new record over the same content.
 func (s *server) copyImage(w http.ResponseWriter, r *http.Request, c Caller) error {
 	var req api.CopyImageRequest
-	if err := decodeBody(r.Body, &req); err != nil {
+	if err := api.Decode(r.Body, &req); err != nil {
 		return err
 	}
 	src, err := s.lookupImage(c, r.PathValue("image"))

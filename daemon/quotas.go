@@ -7,7 +7,6 @@ import (
 	"syscall"
 
 	"github.com/containerd/errdefs"
-
 )
 
 // QuotaSettings are the limits on what each user may have: Default for everyone, and

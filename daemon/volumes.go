@@ -73,7 +73,7 @@ func (s *server) inspectVolume(w http.ResponseWriter, r *http.Request, c Caller)
 // createVolume answers POST /v1/volumes: a standalone volume, blank or over a snapshot.
 func (s *server) createVolume(w http.ResponseWriter, r *http.Request, c Caller) error {
 	var req api.CreateVolumeRequest
-	if err := decodeBody(r.Body, &req); err != nil {
+	if err := api.Decode(r.Body, &req); err != nil {
 		return err
 	}
 	m := s.inst
@@ -146,7 +146,7 @@ func (s *server) deleteVolume(w http.ResponseWriter, r *http.Request, c Caller) 
 // hot-plugged (the guest sees a new disk), a stopped one at its next start.
 func (s *server) attachVolume(w http.ResponseWriter, r *http.Request, c Caller) error {
 	var req api.AttachVolumeRequest
-	if err := decodeBody(r.Body, &req); err != nil {
+	if err := api.Decode(r.Body, &req); err != nil {
 		return err
 	}
 	v, err := s.inst.volume(r.PathValue("volume"), s.viewer(c))

@@ -133,7 +133,9 @@ func code(err error, kind Kind) string {
 	case errdefs.IsFailedPrecondition(err), errdefs.IsConflict(err):
 		return CodeIncorrectState
 	case errdefs.IsResourceExhausted(err):
-		var q interface{ Quota() (limit, use, asked int) }
+		var q interface {
+			Quota() (limit, use, asked int)
+		}
 		if errors.As(err, &q) { // a user's quota, not a limit of the host's
 			return CodeQuotaExceeded
 		}
