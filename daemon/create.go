@@ -2,13 +2,11 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -76,8 +74,8 @@ func (s *server) copyImage(w http.ResponseWriter, r *http.Request, c Caller) err
 
 // createImage makes an image of the instance's volumes. By default, as the cloud does,
 // a running instance is stopped cleanly, captured and started again; a stopped one is
-// captured as it is. With NoReboot a running instance is captured live: one QMP
-// transaction puts a new top on every disk at once (crash-consistent across disks), and
+// captured as it is. With NoReboot a running instance is captured live: the machine
+// puts a new top on every disk at one instant (crash-consistent across disks), and
 // the files below, which no longer change, are captured while the guest runs on. The
 // instance is held for the whole operation.
 func (m *instances) createImage(ctx context.Context, s *server, inst *instance, owner string, req api.CreateImageRequest) (*images.Image, error) {
@@ -185,9 +183,9 @@ func (m *instances) createImage(ctx context.Context, s *server, inst *instance, 
 	return capture.Image, nil
 }
 
-// freeze puts a new top on each volume of a running instance in one QMP transaction.
-// The intent is recorded first, so a crash at any point leaves a volume record whose
-// files, in order, still hold the disk. The caller holds inst.op.
+// freeze puts a new top on each volume of a running instance at one instant (the
+// machine's Snapshot). The intent is recorded first, so a crash at any point leaves a
+// volume record whose files, in order, still hold the disk. The caller holds inst.op.
 func (m *instances) freeze(ctx context.Context, inst *instance, vols []*volumeRecord, stamp string) error {
 	mach := inst.machine
 	var overlays []hypervisor.Overlay
@@ -198,11 +196,6 @@ func (m *instances) freeze(ctx context.Context, inst *instance, vols []*volumeRe
 		}
 	}
 	for _, v := range vols {
-		depth, err := m.depth(ctx, mach, filepath.Base(v.DeviceName))
-		if err != nil {
-			rollback()
-			return err
-		}
 		name := v.ID + ".frozen-" + stamp + ".qcow2"
 		frozen, top := filepath.Join(m.volumeDir(v), name), m.volumePath(v)
 		before := *v
@@ -228,7 +221,7 @@ func (m *instances) freeze(ctx context.Context, inst *instance, vols []*volumeRe
 			return err
 		}
 		undo = append(undo, func() { f.Close() })
-		overlays = append(overlays, hypervisor.Overlay{DiskID: filepath.Base(v.DeviceName), Depth: depth, File: f})
+		overlays = append(overlays, hypervisor.Overlay{DiskID: filepath.Base(v.DeviceName), File: f})
 	}
 	err := mach.Snapshot(ctx, overlays)
 	for _, o := range overlays {
@@ -240,33 +233,6 @@ func (m *instances) freeze(ctx context.Context, inst *instance, vols []*volumeRe
 	}
 	log.G(ctx).WithField("instance", inst.rec.ID).Info("volumes frozen under new tops (live snapshot)")
 	return nil
-}
-
-// depth is how many files the disk's chain has in the running QEMU, from its node
-// names (<disk>-0 … <disk>-N): after live captures it is more than the record says.
-func (m *instances) depth(ctx context.Context, mach *hypervisor.Machine, disk string) (int, error) {
-	out, err := mach.QMP.RunContext(ctx, []byte(`{"execute": "query-named-block-nodes", "arguments": {"flat": true}}`))
-	if err != nil {
-		return 0, err
-	}
-	var reply struct {
-		Return []struct {
-			NodeName string `json:"node-name"`
-		} `json:"return"`
-	}
-	if err := json.Unmarshal(out, &reply); err != nil {
-		return 0, err
-	}
-	depth := 0
-	for _, n := range reply.Return {
-		if i, err := strconv.Atoi(strings.TrimPrefix(n.NodeName, disk+"-")); err == nil && strings.HasPrefix(n.NodeName, disk+"-") {
-			depth = max(depth, i+1)
-		}
-	}
-	if depth == 0 {
-		return 0, fmt.Errorf("disk %s: no block nodes in QEMU", disk)
-	}
-	return depth, nil
 }
 
 // markCaptured records that the frozen files of each volume a capture took (all its

@@ -25,7 +25,7 @@ var volumeDevice = regexp.MustCompile(`^/dev/vd[b-z]$`)
 
 // run launches instances of an image: for each, a record, a volume per block device
 // mapping (an overlay on the snapshot's layers: nothing is copied), blank volumes, a
-// seed for user data, and QEMU started detached; it answers once QMP does. Anything
+// seed for user data, and QEMU started detached; it answers once QEMU does. Anything
 // refused or failed leaves nothing behind.
 func (m *instances) run(ctx context.Context, owner string, im *images.Image, req api.RunInstancesRequest) ([]*instance, error) {
 	if im.State != images.StateAvailable {
@@ -357,6 +357,8 @@ func (m *instances) watch(inst *instance, mach *hypervisor.Machine) {
 					m.mu.Lock()
 					inst.guestOff = true
 					m.mu.Unlock()
+				case hypervisor.GuestReset:
+					log.L.WithField("instance", inst.rec.ID).Info(ev.Reason)
 				case hypervisor.GuestFailed:
 					// Not an operation kilnd waits for at shutdown: a failure
 					// seen then is found again by the next start's reconcile.
@@ -483,11 +485,12 @@ func (m *instances) finishStop(inst *instance, force bool) {
 var forcedOff = fmt.Sprintf("forced off after %d s without a shutdown", int(stopGrace/time.Second))
 
 // halt stops the instance's QEMU, if it runs: the ACPI power button, up to stopGrace
-// for the guest to power off (not with force), then QMP quit, SIGTERM, SIGKILL. While
-// it waits for the guest the record says until when (ForceOffAt). A guest that fails
-// meanwhile (a panic: it will never power off) ends the wait at once. halt returns what
-// a stop's reason should add: forcedOff, the guest's failure, or "" for a clean
-// shutdown or a stop that was forced from the start. The caller holds inst.op.
+// for the guest to power off (not with force), then the machine's Stop (QEMU's quit,
+// SIGTERM, SIGKILL). While it waits for the guest the record says until when
+// (ForceOffAt). A guest that fails meanwhile (a panic: it will never power off) ends
+// the wait at once. halt returns what a stop's reason should add: forcedOff, the
+// guest's failure, or "" for a clean shutdown or a stop that was forced from the start.
+// The caller holds inst.op.
 func (m *instances) halt(inst *instance, force bool) (note string) {
 	mach := inst.machine
 	if mach == nil {
@@ -502,7 +505,7 @@ func (m *instances) halt(inst *instance, force bool) (note string) {
 	case mach.Failure() != "":
 		note = mach.Failure()
 	default:
-		if err := mach.Monitor().SystemPowerdown(); err != nil {
+		if err := mach.Powerdown(ctx); err != nil {
 			l.WithError(err).Warn("power button; forcing the instance off")
 			note = "forced off: QEMU did not take the power button"
 			break
@@ -572,19 +575,23 @@ func (m *instances) start(ctx context.Context, inst *instance) error {
 	return nil
 }
 
-// reboot resets a running instance (QMP system_reset).
+// rebootWait bounds a reboot: the reset command and QEMU carrying it out.
+const rebootWait = time.Minute
+
+// reboot resets a running instance (the machine's reset button).
 func (m *instances) reboot(inst *instance) error {
 	inst.op.Lock()
 	defer inst.op.Unlock()
 	if inst.rec.State != stateRunning || inst.machine == nil {
 		return fmt.Errorf("instance %s is %s; only a running instance can be rebooted: %w", inst.rec.ID, inst.rec.State, errdefs.ErrFailedPrecondition)
 	}
-	if err := inst.machine.Monitor().SystemReset(); err != nil {
+	ctx, cancel := context.WithTimeout(m.opsCtx, rebootWait)
+	defer cancel()
+	if err := inst.machine.Reboot(ctx); err != nil {
 		return fmt.Errorf("instance %s: reboot: %w", inst.rec.ID, err)
 	}
 	// Ready means ready since this reset: what the guest printed before no longer counts.
-	// The size is taken once QEMU has taken the reset (it runs asynchronously, so a
-	// line or two of the old guest may still come after it).
+	// The size is taken once QEMU has carried out the reset (Reboot waits for it).
 	if st, err := os.Stat(filepath.Join(m.dir(inst.rec.ID), hypervisor.ConsoleFile)); err == nil {
 		if err := m.set(inst, func(r *instanceRecord) { r.ConsoleStart = st.Size() }); err != nil {
 			return err

@@ -315,11 +315,7 @@ func (m *instances) detach(ctx context.Context, v *volumeRecord) error {
 	inst.op.Lock()
 	defer inst.op.Unlock()
 	if inst.machine != nil {
-		depth, err := m.depth(ctx, inst.machine, filepath.Base(v.DeviceName))
-		if err != nil {
-			return err
-		}
-		if err := inst.machine.DetachDisk(ctx, filepath.Base(v.DeviceName), depth); err != nil {
+		if err := inst.machine.DetachDisk(ctx, filepath.Base(v.DeviceName)); err != nil {
 			return err
 		}
 	}

@@ -11,6 +11,8 @@ import (
 // its files handed over QMP (add-fd), its chain as explicit block nodes (as at start),
 // then a virtio-blk device. The guest sees a new disk. On failure nothing stays added.
 func (m *Machine) AttachDisk(ctx context.Context, d Disk, port string) error {
+	m.blockMu.Lock()
+	defer m.blockMu.Unlock()
 	var sets []string
 	var added []string
 	undo := func() {
@@ -38,14 +40,25 @@ func (m *Machine) AttachDisk(ctx context.Context, d Disk, port string) error {
 		undo()
 		return fmt.Errorf("disk %s: %w", d.ID, err)
 	}
+	m.depths[d.ID] = len(d.Files)
 	return nil
 }
 
 // DetachDisk unplugs the disk with that id from the running machine: the device goes
-// (the guest lets go of it; QEMU says DEVICE_DELETED), then its block nodes, top first.
-// depth is how many files its chain has.
-func (m *Machine) DetachDisk(ctx context.Context, id string, depth int) error {
-	events, err := m.QMP.Events(ctx)
+// (the guest lets go of it; QEMU says DEVICE_DELETED), then its block nodes, top first:
+// as many as its chain has now, live snapshots included.
+func (m *Machine) DetachDisk(ctx context.Context, id string) error {
+	m.blockMu.Lock()
+	defer m.blockMu.Unlock()
+	depth, err := m.depth(ctx, id)
+	if err != nil {
+		return err
+	}
+	// Whatever happens from here, what QEMU holds of the disk is looked up again.
+	defer delete(m.depths, id)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the subscription
+	events, err := m.client.Events(ctx)
 	if err != nil {
 		return err
 	}

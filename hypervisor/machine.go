@@ -49,10 +49,10 @@ type Spec struct {
 	// Kernel and Initrd, when set, boot the kernel directly. QEMU opens them again
 	// through /proc/self/fd, which checks their mode: User must be let read them (a
 	// SealedCopy is). The caller closes them after Start.
-	Kernel    *os.File
-	Initrd    *os.File
-	Cmdline   string
-	Disks     []Disk
+	Kernel  *os.File
+	Initrd  *os.File
+	Cmdline string
+	Disks   []Disk
 }
 
 // Sandbox is QEMU's seccomp policy for every machine: no obsolete system calls, no

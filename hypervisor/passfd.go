@@ -114,7 +114,7 @@ func (m *Machine) addFile(ctx context.Context, f, ro *os.File, opaque string) (s
 			args["fdset-id"] = set
 		}
 		cmd, _ := json.Marshal(map[string]any{"execute": "add-fd", "arguments": args})
-		out, err := m.QMP.RunWithFile(ctx, cmd, file)
+		out, err := m.client.RunWithFile(ctx, cmd, file)
 		if err != nil {
 			if set >= 0 {
 				m.qmp(ctx, "remove-fd", map[string]any{"fdset-id": set})
@@ -137,7 +137,7 @@ func (m *Machine) addFile(ctx context.Context, f, ro *os.File, opaque string) (s
 // dropFiles removes the fd sets tagged with any of the given names: QEMU closes their
 // descriptors once no block node uses them.
 func (m *Machine) dropFiles(ctx context.Context, opaques ...string) error {
-	out, err := m.QMP.RunContext(ctx, []byte(`{"execute":"query-fdsets"}`))
+	out, err := m.run(ctx, "query-fdsets", nil)
 	if err != nil {
 		return err
 	}

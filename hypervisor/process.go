@@ -15,18 +15,26 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/digitalocean/go-qemu/qmp/raw"
-
 	"kiln/hypervisor/qmp"
 )
 
 // Machine is a running QEMU process with its QMP connection. QEMU runs in its own
 // session, detached from kilnd, so it outlives kilnd; a new kilnd reattaches with
-// Attach. A Machine is safe for concurrent use.
+// Attach. A Machine is safe for concurrent use. Its methods are the only way to talk
+// to QEMU: QMP, its commands, events and block node names stay inside this package.
 type Machine struct {
 	Dir string
 	PID int
-	QMP *qmp.Client
+
+	client *qmp.Client // QMP
+
+	// blockMu serializes changes of the block graph (Snapshot, AttachDisk,
+	// DetachDisk) and guards depths.
+	blockMu sync.Mutex
+	// depths is how many files each disk's chain has in QEMU, by disk id: known from
+	// the spec at Start and kept by the changes; a disk missing here (after Attach, or
+	// a change that failed half-way) is looked up in QEMU's block nodes.
+	depths map[string]int
 
 	exited chan struct{} // closed once the process is gone
 	proc   *os.Process
@@ -38,7 +46,7 @@ type Machine struct {
 
 // newMachine is a Machine of the QEMU process pid in dir, not yet connected.
 func newMachine(dir string, pid int, proc *os.Process) *Machine {
-	return &Machine{Dir: dir, PID: pid, proc: proc, exited: make(chan struct{}), failed: make(chan struct{})}
+	return &Machine{Dir: dir, PID: pid, proc: proc, depths: map[string]int{}, exited: make(chan struct{}), failed: make(chan struct{})}
 }
 
 // Failed is closed once Watch has seen the guest fail (a panic, a stop on an internal
@@ -100,6 +108,9 @@ func Start(ctx context.Context, qemu string, spec Spec) (*Machine, error) {
 		return nil, fmt.Errorf("%s: %w", qemu, err)
 	}
 	m := newMachine(spec.Dir, cmd.Process.Pid, cmd.Process)
+	for _, d := range spec.Disks {
+		m.depths[d.ID] = len(d.Files)
+	}
 	go func() { // the one reaper of this child
 		if err := cmd.Wait(); err != nil {
 			appendLog(logPath, fmt.Sprintf("kilnd: QEMU %d exited: %v\n", m.PID, err))
@@ -110,7 +121,7 @@ func Start(ctx context.Context, qemu string, spec Spec) (*Machine, error) {
 		m.kill()
 		return nil, err
 	}
-	if m.QMP, err = dialWhileAlive(ctx, sock, m.exited); err != nil {
+	if m.client, err = dialWhileAlive(ctx, sock, m.exited); err != nil {
 		m.kill()
 		return nil, fmt.Errorf("%s %s: %w: %s", qemu, strings.Join(args, " "), err, logTail(logPath, start))
 	}
@@ -209,7 +220,7 @@ func Attach(ctx context.Context, dir string) (*Machine, error) {
 	for {
 		c, err := qmp.Dial(ctx, filepath.Join(dir, QMPSocket))
 		if err == nil {
-			m.QMP = c
+			m.client = c
 			break
 		}
 		if !isQEMU(pid) {
@@ -268,7 +279,7 @@ func isQEMU(pid int) bool {
 // watch notices the exit of an attached QEMU, which is not kilnd's child: its QMP
 // connection closes, then the process goes.
 func (m *Machine) watch() {
-	<-m.QMP.Done()
+	<-m.client.Done()
 	for isQEMU(m.PID) {
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -278,17 +289,17 @@ func (m *Machine) watch() {
 // Exited is closed once the QEMU process is gone.
 func (m *Machine) Exited() <-chan struct{} { return m.exited }
 
-// Monitor is go-qemu's typed view of the QMP connection.
-func (m *Machine) Monitor() *raw.Monitor { return raw.NewMonitor(m.QMP) }
-
 // Stop stops the machine: the ACPI power button and up to grace for the guest to power
 // off (skipped when grace is 0), then QMP quit, then SIGTERM, then SIGKILL, each with a
-// bounded wait. It is idempotent and returns once the process is gone.
+// bounded wait. It is idempotent and returns once the process is gone. The commands are
+// sent even when ctx has ended (each within the QMP client's own timeout): a stop is
+// cleanup.
 func (m *Machine) Stop(ctx context.Context, grace time.Duration) error {
-	if grace > 0 && m.Monitor().SystemPowerdown() == nil && m.wait(ctx, grace) {
+	cmdCtx := context.WithoutCancel(ctx)
+	if grace > 0 && m.Powerdown(cmdCtx) == nil && m.wait(ctx, grace) {
 		return nil
 	}
-	if m.Monitor().Quit() == nil && m.wait(ctx, 5*time.Second) {
+	if m.qmp(cmdCtx, "quit", nil) == nil && m.wait(ctx, 5*time.Second) {
 		return nil
 	}
 	m.proc.Signal(syscall.SIGTERM)

@@ -52,9 +52,11 @@ func waitExited(t *testing.T, m *Machine, why string) {
 	}
 }
 
-// TestMachineLifecycle boots the test guest detached, stops it with the power button,
-// boots it again, reattaches to it as a restarted kilnd would, and stops it with quit.
-func TestMachineLifecycle(t *testing.T) {
+// guestSpec is the spec of a machine of the test guest, in a new directory under /tmp,
+// its disk vda an overlay (vda.qcow2 there) over the guest's root.qcow2. It skips the
+// test with -short.
+func guestSpec(t *testing.T) Spec {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("boots a guest")
 	}
@@ -65,11 +67,7 @@ func TestMachineLifecycle(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	overlay := filepath.Join(dir, "vda.qcow2")
-	ictx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if out, err := exec.CommandContext(ictx, "qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", filepath.Join(g, "root.qcow2"), overlay).CombinedOutput(); err != nil {
-		t.Fatalf("%v: %s", err, out)
-	}
+	qemuImg(t, "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", filepath.Join(g, "root.qcow2"), overlay)
 	user := testUser()
 	accel, _, _ := Prober{Qemu: "qemu-system-x86_64", KVMDevice: "/dev/kvm", User: &user}.Choose(context.Background(), AccelAuto)
 	files := openFiles(t, filepath.Join(g, "vmlinuz"), filepath.Join(g, "initrd.img"), filepath.Join(g, "root.qcow2"))
@@ -78,11 +76,29 @@ func TestMachineLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { top.Close() })
-	spec := Spec{
+	return Spec{
 		Dir: dir, Accel: accel, CPUs: 1, MemoryMiB: 256, User: user,
 		Kernel: files[0], Initrd: files[1], Cmdline: "console=ttyS0 root=/dev/vda quiet",
 		Disks: []Disk{{ID: "vda", Files: []*os.File{files[2], top}}},
 	}
+}
+
+// qemuImg runs qemu-img (bounded) and fails the test with its output if it fails.
+func qemuImg(t *testing.T, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "qemu-img", args...).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img %v: %v: %s", args, err, out)
+	}
+}
+
+// TestMachineLifecycle boots the test guest detached, stops it with the power button,
+// boots it again, reattaches to it as a restarted kilnd would, reboots it through the
+// reattached machine, and stops it with quit.
+func TestMachineLifecycle(t *testing.T) {
+	spec := guestSpec(t)
+	dir, user := spec.Dir, spec.User
 	// Every step below ends: QMP calls and stops are bounded by this (more than the
 	// waits in it add up to).
 	ctx, cancelAll := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -98,8 +114,8 @@ func TestMachineLifecycle(t *testing.T) {
 	}
 	waitConsole(t, m, "KILN-GUEST ready", 1)
 	checkConfined(t, m, user, dir)
-	if st, err := m.Monitor().QueryStatus(); err != nil || !st.Running {
-		t.Fatalf("query-status: %+v, %v", st, err)
+	if st, err := m.Status(ctx); err != nil || !st.Running || st.State != RunStateRunning {
+		t.Fatalf("status: %+v, %v", st, err)
 	}
 	if err := m.Stop(ctx, 30*time.Second); err != nil {
 		t.Fatalf("stop: %v\n%s", err, kilntest.Evidence(dir))
@@ -112,7 +128,7 @@ func TestMachineLifecycle(t *testing.T) {
 	}
 	t.Cleanup(func() { m.kill() })
 	waitConsole(t, m, "KILN-GUEST ready", 2) // the console keeps both boots
-	m.QMP.Disconnect()                       // as a killed kilnd would leave it
+	m.client.Disconnect()                    // as a killed kilnd would leave it
 
 	again, err := Attach(ctx, dir)
 	if err != nil {
@@ -123,7 +139,7 @@ func TestMachineLifecycle(t *testing.T) {
 	}
 	// A kilnd killed just after it started QEMU may find the last run's pid file, or
 	// none: the QEMU is found by its command line all the same.
-	again.QMP.Disconnect()
+	again.client.Disconnect()
 	if err := os.WriteFile(filepath.Join(dir, PIDFile), []byte("999999\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -132,6 +148,11 @@ func TestMachineLifecycle(t *testing.T) {
 	} else if again.PID != m.PID {
 		t.Errorf("attached with a stale pid file to pid %d, started %d", again.PID, m.PID)
 	}
+	// Reboot returns once QEMU has reset the machine: the guest boots a third time.
+	if err := again.Reboot(ctx); err != nil {
+		t.Fatalf("reboot: %v\n%s", err, kilntest.Evidence(dir))
+	}
+	waitConsole(t, m, "KILN-GUEST ready", 3)
 	if err := again.Stop(ctx, 0); err != nil { // no grace: quit
 		t.Fatal(err)
 	}

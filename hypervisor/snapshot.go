@@ -2,7 +2,6 @@ package hypervisor
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 )
@@ -10,8 +9,7 @@ import (
 // Overlay is a new top for one disk of a running machine: a qcow2 file (already
 // created, its header naming the current top) that writes go to from the snapshot on.
 type Overlay struct {
-	DiskID string // the disk's id, e.g. "vda"
-	Depth  int    // files in the disk's chain now (the current top is node <id>-<Depth-1>)
+	DiskID string   // the disk's id, e.g. "vda"
 	File   *os.File // the new top, open read-write; the caller closes it after Snapshot
 }
 
@@ -19,8 +17,19 @@ type Overlay struct {
 // snapshots, blockdev-snapshot): from that instant every disk writes to its new top and
 // the files below stop changing, flushed, crash-consistent across all disks together.
 // The guest runs on throughout. On failure no disk has changed; the overlay nodes that
-// were added are removed again.
+// were added are removed again. The machine keeps each disk's chain depth: the caller
+// names disks by id only.
 func (m *Machine) Snapshot(ctx context.Context, overlays []Overlay) error {
+	m.blockMu.Lock()
+	defer m.blockMu.Unlock()
+	depths := make([]int, len(overlays))
+	for i, o := range overlays {
+		d, err := m.depth(ctx, o.DiskID)
+		if err != nil {
+			return err
+		}
+		depths[i] = d
+	}
 	var added, sets []string
 	undo := func() {
 		for i := len(added) - 1; i >= 0; i-- {
@@ -29,8 +38,8 @@ func (m *Machine) Snapshot(ctx context.Context, overlays []Overlay) error {
 		m.dropFiles(ctx, sets...)
 	}
 	var actions []map[string]any
-	for _, o := range overlays {
-		file, node := fileNode(o.DiskID, o.Depth), formatNode(o.DiskID, o.Depth)
+	for i, o := range overlays {
+		file, node := fileNode(o.DiskID, depths[i]), formatNode(o.DiskID, depths[i])
 		ro, err := reopenReadOnly(o.File)
 		if err != nil {
 			undo()
@@ -55,22 +64,14 @@ func (m *Machine) Snapshot(ctx context.Context, overlays []Overlay) error {
 		}
 		added = append(added, node)
 		actions = append(actions, map[string]any{"type": "blockdev-snapshot",
-			"data": map[string]any{"node": formatNode(o.DiskID, o.Depth-1), "overlay": node}})
+			"data": map[string]any{"node": formatNode(o.DiskID, depths[i]-1), "overlay": node}})
 	}
 	if err := m.qmp(ctx, "transaction", map[string]any{"actions": actions}); err != nil {
 		undo()
 		return fmt.Errorf("snapshot transaction: %w", err)
 	}
-	return nil
-}
-
-// qmp runs one command with arguments as JSON (blockdev-add is sent this way: go-qemu's
-// typed BlockdevAdd is not used).
-func (m *Machine) qmp(ctx context.Context, command string, args any) error {
-	b, err := json.Marshal(map[string]any{"execute": command, "arguments": args})
-	if err != nil {
-		return err
+	for i, o := range overlays {
+		m.depths[o.DiskID] = depths[i] + 1
 	}
-	_, err = m.QMP.RunContext(ctx, b)
-	return err
+	return nil
 }

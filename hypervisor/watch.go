@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/digitalocean/go-qemu/qmp"
-	"github.com/digitalocean/go-qemu/qmp/raw"
 )
 
 // EventKind is what happened to a running machine, in kiln's words.
@@ -18,6 +17,9 @@ const (
 	// an internal error of the accelerator (a KVM that cannot run it). Its vCPUs no
 	// longer run, but QEMU may stay; the machine should be stopped.
 	GuestFailed
+	// GuestReset: the guest reset itself (it rebooted) and runs on. A reset asked for
+	// by kilnd (Reboot) is not reported.
+	GuestReset
 )
 
 // Event is one thing that happened to a machine, with a reason for people.
@@ -33,13 +35,13 @@ const (
 )
 
 // Watch follows the machine from now on and sends what kilnd acts on: a guest that
-// powered itself off, or one that failed (a panic reported by the pvpanic device, a
-// stop on an internal error, and a machine already found in such a state; Failed is
-// closed then too, before the event is sent). The channel
-// closes when the QMP connection does (QEMU exits) or ctx ends. The receiver must keep
-// reading; events it falls behind on are dropped by the QMP client, never blocking it.
+// powered itself off or reset itself, or one that failed (a panic reported by the
+// pvpanic device, a stop on an internal error, and a machine already found in such a
+// state; Failed is closed then too, before the event is sent). The channel closes when
+// the QMP connection does (QEMU exits) or ctx ends. The receiver must keep reading;
+// events it falls behind on are dropped by the QMP client, never blocking it.
 func (m *Machine) Watch(ctx context.Context) (<-chan Event, error) {
-	events, err := m.QMP.Events(ctx)
+	events, err := m.client.Events(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -88,25 +90,29 @@ func translate(ev qmp.Event) (Event, bool) {
 		if ev.Data["guest"] == true && ev.Data["reason"] != "guest-panic" {
 			return Event{Kind: GuestPoweredOff, Reason: "the guest shut itself down"}, true
 		}
+	case "RESET":
+		if ev.Data["guest"] == true {
+			return Event{Kind: GuestReset, Reason: "the guest reset itself"}, true
+		}
 	}
 	return Event{}, false
 }
 
 // statusEvent asks QEMU for its run state and reports a failed guest.
 func (m *Machine) statusEvent(ctx context.Context) (Event, bool) {
-	st, err := m.Monitor().QueryStatus()
+	st, err := m.Status(ctx)
 	if err != nil {
 		return Event{}, false // QMP is gone: the exit tells
 	}
-	return failedState(st.Status)
+	return failedState(st.State)
 }
 
 // failedState maps QEMU's run states in which a guest cannot go on.
-func failedState(s raw.RunState) (Event, bool) {
+func failedState(s RunState) (Event, bool) {
 	switch s {
-	case raw.RunStateInternalError:
+	case RunStateInternalError:
 		return Event{GuestFailed, ReasonInternalError}, true
-	case raw.RunStateGuestPanicked:
+	case RunStateGuestPanicked:
 		return Event{GuestFailed, ReasonPanicked}, true
 	}
 	return Event{}, false
@@ -118,6 +124,8 @@ func (k EventKind) String() string {
 		return "guest powered off"
 	case GuestFailed:
 		return "guest failed"
+	case GuestReset:
+		return "guest reset"
 	}
 	return fmt.Sprintf("event %d", int(k))
 }

@@ -1,0 +1,159 @@
+package hypervisor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// RunState is QEMU's run state of a machine, in QMP's words ("running", "paused",
+// "shutdown", …): the constants are those kiln acts on.
+type RunState string
+
+const (
+	RunStateRunning       RunState = "running"
+	RunStatePaused        RunState = "paused"
+	RunStateGuestPanicked RunState = "guest-panicked" // a panic with -action panic=pause
+	RunStateInternalError RunState = "internal-error" // the accelerator could not go on
+)
+
+// Status is what QEMU says of a machine's vCPUs.
+type Status struct {
+	State   RunState
+	Running bool // the vCPUs run
+}
+
+// Status asks QEMU for the machine's run state.
+func (m *Machine) Status(ctx context.Context) (Status, error) {
+	out, err := m.run(ctx, "query-status", nil)
+	if err != nil {
+		return Status{}, err
+	}
+	var reply struct {
+		Return struct {
+			Status  RunState `json:"status"`
+			Running bool     `json:"running"`
+		} `json:"return"`
+	}
+	if err := json.Unmarshal(out, &reply); err != nil {
+		return Status{}, fmt.Errorf("query-status reply %.80q: %w", out, err)
+	}
+	return Status{State: reply.Return.Status, Running: reply.Return.Running}, nil
+}
+
+// Powerdown presses the machine's ACPI power button and returns once QEMU has taken
+// the press, not when the guest is off: a guest that listens shuts itself down, and
+// Exited (or Watch's GuestPoweredOff) tells when. It may be called again.
+func (m *Machine) Powerdown(ctx context.Context) error {
+	if err := m.qmp(ctx, "system_powerdown", nil); err != nil {
+		return fmt.Errorf("power button: %w", err)
+	}
+	return nil
+}
+
+// resetWait bounds how long Reboot waits for QEMU to carry out a reset it accepted.
+const resetWait = 10 * time.Second
+
+// Reboot resets the machine, as its reset button would (the guest is not asked), and
+// returns once QEMU has reset it: what the guest prints from then on is of the new
+// boot. QEMU carries out a reset after it answers the command, so Reboot waits for the
+// reset itself, up to resetWait.
+func (m *Machine) Reboot(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events, err := m.client.Events(ctx)
+	if err != nil {
+		return fmt.Errorf("reset: %w", err)
+	}
+	if err := m.qmp(ctx, "system_reset", nil); err != nil {
+		return fmt.Errorf("reset: %w", err)
+	}
+	t := time.NewTimer(resetWait)
+	defer t.Stop()
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				return errors.New("reset: QMP closed before QEMU reset the machine")
+			}
+			// Any reset from now on: one the guest asked for at the same time is
+			// carried out as the same one.
+			if ev.Event == "RESET" {
+				return nil
+			}
+		case <-t.C:
+			return fmt.Errorf("reset: QEMU took the command but did not reset the machine within %s", resetWait)
+		case <-ctx.Done():
+			return fmt.Errorf("reset: %w", ctx.Err())
+		}
+	}
+}
+
+// depth is how many files the disk's chain has in QEMU: as kept since Start, or else
+// (after Attach, or a change that failed half-way) counted from QEMU's block nodes.
+// The caller holds blockMu.
+func (m *Machine) depth(ctx context.Context, disk string) (int, error) {
+	if d, ok := m.depths[disk]; ok {
+		return d, nil
+	}
+	out, err := m.run(ctx, "query-named-block-nodes", map[string]any{"flat": true})
+	if err != nil {
+		return 0, fmt.Errorf("disk %s: %w", disk, err)
+	}
+	var reply struct {
+		Return []struct {
+			NodeName string `json:"node-name"`
+		} `json:"return"`
+	}
+	if err := json.Unmarshal(out, &reply); err != nil {
+		return 0, fmt.Errorf("query-named-block-nodes reply %.80q: %w", out, err)
+	}
+	depth := 0
+	for _, n := range reply.Return {
+		if i, ok := formatNodeIndex(disk, n.NodeName); ok {
+			depth = max(depth, i+1)
+		}
+	}
+	if depth == 0 {
+		return 0, fmt.Errorf("disk %s: no block nodes in QEMU", disk)
+	}
+	m.depths[disk] = depth
+	return depth, nil
+}
+
+// formatNodeIndex is i when name is formatNode(disk, i).
+func formatNodeIndex(disk, name string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, disk+"-")
+	if !ok {
+		return 0, false
+	}
+	i, err := strconv.Atoi(rest)
+	if err != nil || i < 0 || strconv.Itoa(i) != rest {
+		return 0, false
+	}
+	return i, true
+}
+
+// qmp runs one command, with arguments (a value that marshals to a JSON object) or
+// none (nil). blockdev-add is sent this way: go-qemu's typed BlockdevAdd is not used.
+func (m *Machine) qmp(ctx context.Context, command string, args any) error {
+	_, err := m.run(ctx, command, args)
+	return err
+}
+
+// run is qmp returning QEMU's reply.
+func (m *Machine) run(ctx context.Context, command string, args any) ([]byte, error) {
+	cmd := map[string]any{"execute": command}
+	if args != nil {
+		cmd["arguments"] = args
+	}
+	b, err := json.Marshal(cmd)
+	if err != nil {
+		return nil, err
+	}
+	return m.client.RunContext(ctx, b)
+}
