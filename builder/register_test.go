@@ -7,7 +7,6 @@ import (
 	"github.com/opencontainers/go-digest"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -47,12 +46,7 @@ func TestDeviceNames(t *testing.T) {
 
 func newBuilder(t *testing.T) *Builder {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("qemu-img is missing: run 'make deps'")
-		}
-		t.Skip("qemu-img is missing")
-	}
+	kilntest.Need(t, "qemu-img")
 	s, err := images.Open(context.Background(), t.TempDir())
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"kiln/daemon/api"
+
+	"kiln/internal/kilntest"
 )
 
 // notifySocket listens as the service manager does for sd_notify datagrams.
@@ -54,12 +56,7 @@ func expect(t *testing.T, ch <-chan string, prefix string) string {
 }
 
 func TestSocketActivation(t *testing.T) {
-	if _, err := os.Stat("/usr/bin/systemd-socket-activate"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("systemd-socket-activate is missing: run 'make deps'")
-		}
-		t.Skip("systemd-socket-activate is missing")
-	}
+	kilntest.Need(t, "/usr/bin/systemd-socket-activate")
 	d := shortDir(t)
 	k := &kilnd{tb: t, root: filepath.Join(d, "root"), socket: filepath.Join(d, "activated.sock"), logLevel: "debug", accel: testAccel}
 	k.wrap = []string{"/usr/bin/systemd-socket-activate", "-l", k.socket, "--fdname=kiln.sock"}

@@ -18,16 +18,8 @@ import (
 	"kiln/internal/kilntest"
 )
 
-// need fails the test when a program is missing and CI is set, and skips it otherwise.
-func need(t testing.TB, prog string) {
-	t.Helper()
-	if _, err := exec.LookPath(prog); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is missing: run 'make deps'", prog)
-		}
-		t.Skipf("%s is missing: run 'make deps'", prog)
-	}
-}
+// need ends the test when a program is missing (kilntest.Need).
+func need(t testing.TB, prog string) { t.Helper(); kilntest.Need(t, prog) }
 
 func sh(t testing.TB, dir string, argv ...string) {
 	t.Helper()

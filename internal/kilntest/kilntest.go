@@ -41,12 +41,31 @@ func Guest(t testing.TB) string {
 	}
 	d := filepath.Join(root, "testdata", "guest", "out")
 	if _, err := os.Stat(filepath.Join(d, "root.qcow2")); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("the test guest is missing: run 'make guest' (%v)", err)
-		}
-		t.Skipf("the test guest is missing: run 'make guest' (%v)", err)
+		Missing(t, "the test guest is missing: run 'make guest' (%v)", err)
 	}
 	return d
+}
+
+// Missing ends a test that lacks something the machine should have (a program 'make
+// deps' installs, root): it fails under CI, where nothing may be missing, and is skipped
+// elsewhere. The message says what is missing and how to get it.
+func Missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf(format, args...)
+	}
+	t.Skipf(format, args...)
+}
+
+// Need returns the path of the program prog (a name looked up in PATH, or a path), or
+// ends the test as Missing does.
+func Need(t testing.TB, prog string) string {
+	t.Helper()
+	p, err := exec.LookPath(prog)
+	if err != nil {
+		Missing(t, "%s is missing: run 'make deps' (%v)", prog, err)
+	}
+	return p
 }
 
 // moduleRoot is the nearest directory at or above the working directory (a test's
