@@ -88,11 +88,14 @@ type Registration struct {
 	devs  []string
 	req   RegisterRequest
 	done  atomic.Int64 // bytes of layers finished
+	peak  atomic.Int64 // the most Progress has said
 	disk  atomic.Int64 // the disk being converted, +1
 }
 
 // Progress is roughly how many bytes are written of how many: the layers so far
-// against what the disk files hold (a layer is about as large as its disk's data).
+// against what the disk files hold (a layer is about as large as its disk's data). It
+// never goes back: between the commit of a layer (its ingest gone) and the count of
+// its bytes, the sum would drop for a moment.
 func (r *Registration) Progress() (done, total int64) {
 	for _, d := range r.disks {
 		total += d.ActualSize
@@ -101,7 +104,15 @@ func (r *Registration) Progress() (done, total int64) {
 	if i := r.disk.Load(); i > 0 {
 		done += r.b.Store.IngestSize(r.ref(int(i - 1)))
 	}
-	return min(done, total), total
+	for {
+		peak := r.peak.Load()
+		if done <= peak {
+			return min(peak, total), total
+		}
+		if r.peak.CompareAndSwap(peak, done) {
+			return min(done, total), total
+		}
+	}
 }
 
 func (r *Registration) ref(i int) string { return "register-" + r.Image.ID + "-" + strconv.Itoa(i) }

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"encoding/json"
+	"kiln/daemon/api"
 	"strings"
 	"testing"
 
@@ -55,7 +56,7 @@ func TestQuotas(t *testing.T) {
 		{2, 1, 256, "vCPUs is 4, 3 in use, and this needs 2 more"},
 	} {
 		err := m.admitLocked(q, "alice", tc.n, tc.cpus, tc.mem)
-		if tc.says == "" && err != nil || tc.says != "" && (err == nil || !strings.Contains(err.Error(), tc.says) || !strings.Contains(err.Error(), "QuotaExceeded")) {
+		if tc.says == "" && err != nil || tc.says != "" && (err == nil || !strings.Contains(err.Error(), tc.says) || api.FromError(err, api.KindInstance).Code != api.CodeQuotaExceeded) {
 			t.Errorf("admit %d × %d vCPU %d MiB: %v; want %q", tc.n, tc.cpus, tc.mem, err, tc.says)
 		}
 	}

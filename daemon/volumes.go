@@ -191,7 +191,7 @@ func (m *instances) claimVolume(id string, ready func(*volumeRecord) error) (*vo
 	case cur == nil:
 		return nil, nil, fmt.Errorf("volume %q: see kiln volume ls: %w", id, errdefs.ErrNotFound)
 	case m.volsBusy[id]:
-		return nil, nil, &api.Error{Code: api.CodeVolumeInUse, Message: fmt.Sprintf("volume %s is being attached, detached or deleted by another request; try again when it is done", id)}
+		return nil, nil, fmt.Errorf("volume %s is being attached, detached or deleted by another request; try again when it is done: %w", id, errdefs.ErrConflict)
 	}
 	if err := ready(cur); err != nil {
 		return nil, nil, err
@@ -215,7 +215,7 @@ func (m *instances) claimVolume(id string, ready func(*volumeRecord) error) (*vo
 // notAttached accepts a volume attached to no instance (for claimVolume).
 func notAttached(v *volumeRecord) error {
 	if v.InstanceID != "" {
-		return &api.Error{Code: api.CodeVolumeInUse, Message: fmt.Sprintf("volume %s is attached to %s as %s; detach it first", v.ID, v.InstanceID, v.DeviceName)}
+		return fmt.Errorf("volume %s is attached to %s as %s; detach it first: %w", v.ID, v.InstanceID, v.DeviceName, errdefs.ErrConflict)
 	}
 	return nil
 }

@@ -79,7 +79,7 @@ var codes = map[string]struct {
 	CodeInstanceNameDuplicate:   {errdefs.ErrAlreadyExists, http.StatusConflict},
 	CodeUnsupportedOperation:    {errdefs.ErrNotImplemented, http.StatusBadRequest},
 	CodeInvalidVolumeNotFound:   {errdefs.ErrNotFound, http.StatusNotFound},
-	CodeVolumeInUse:             {errdefs.ErrFailedPrecondition, http.StatusConflict},
+	CodeVolumeInUse:             {errdefs.ErrConflict, http.StatusConflict},
 	CodeResourceLimitExceeded:   {errdefs.ErrResourceExhausted, http.StatusConflict},
 	CodeQuotaExceeded:           {errdefs.ErrResourceExhausted, http.StatusConflict},
 }
@@ -130,6 +130,8 @@ func code(err error, kind Kind) string {
 		return CodeUnsupportedOperation
 	case errdefs.IsInvalidArgument(err):
 		return CodeInvalidParameterValue
+	case errdefs.IsConflict(err) && kind == KindVolume: // another request or instance has it
+		return CodeVolumeInUse
 	case errdefs.IsFailedPrecondition(err), errdefs.IsConflict(err):
 		return CodeIncorrectState
 	case errdefs.IsResourceExhausted(err):

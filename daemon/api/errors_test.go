@@ -64,8 +64,13 @@ func TestFromErrorTyped(t *testing.T) {
 		{fmt.Errorf("volume: %w", quotaErr{}), CodeQuotaExceeded, "volume: bob's quota of volumes is 2, 2 in use, and this needs 1 more"},
 		{fmt.Errorf("no room for a 4th machine: %w", errdefs.ErrResourceExhausted), CodeResourceLimitExceeded, "no room for a 4th machine"},
 		{fmt.Errorf("no instance action %q: %w", "jump", ErrUnknownAction), CodeInvalidAction, `no instance action "jump"`},
+		{fmt.Errorf("volume vol-1 is attached; detach it first: %w", errdefs.ErrConflict), CodeVolumeInUse, "volume vol-1 is attached; detach it first"},
 	} {
-		ae := FromError(tc.err, KindInstance)
+		kind := KindInstance
+		if tc.code == CodeVolumeInUse {
+			kind = KindVolume
+		}
+		ae := FromError(tc.err, kind)
 		if ae.Code != tc.code || ae.Message != tc.msg {
 			t.Errorf("%v: %s %q, want %s %q", tc.err, ae.Code, ae.Message, tc.code, tc.msg)
 		}
