@@ -137,14 +137,13 @@ func (c *Capture) run(ctx context.Context) (*images.Image, error) {
 		chain := append([]digest.Digest(nil), v.Chain...)
 		var desc ocispec.Descriptor
 		if len(v.Chain)+len(v.Files) > MaxChain {
-			var files []string
+			var layers []string
 			for _, d := range v.Chain {
-				files = append(files, s.BlobPath(d))
+				layers = append(layers, s.BlobPath(d))
 			}
-			files = append(files, v.Files...)
 			var err error
 			desc, err = s.IngestLayer(ctx, "create-"+c.Image.ID+"-"+strconv.Itoa(i), func(path string) error {
-				return c.b.Tool.Flatten(ctx, files, path)
+				return c.b.Tool.Flatten(ctx, layers, v.Files, path)
 			})
 			if err != nil {
 				return nil, fmt.Errorf("volume %s: flatten: %w", v.DeviceName, err)

@@ -1,8 +1,10 @@
 package volumes
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -94,4 +96,47 @@ func fileFlags(f *os.File) (int, error) {
 		}
 	}
 	return 0, nil
+}
+
+// TestToolsReadCheckedHeaders: the tools kilnd runs as root over files a QEMU wrote
+// (Flatten at a capture, Rename at a start) refuse a header that names an external data
+// file, which qemu-img would open by name; CopyChecked copies a clean file exactly.
+func TestToolsReadCheckedHeaders(t *testing.T) {
+	need(t, "qemu-img")
+	dir := t.TempDir()
+	ctx := context.Background()
+	var tool Tool
+	base, top := filepath.Join(dir, "base"), filepath.Join(dir, "top")
+	if err := tool.CreateBlank(ctx, base, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := tool.CreateOverlay(ctx, top, base, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	var copied bytes.Buffer
+	if err := CopyChecked(&copied, top); err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := os.ReadFile(top); !bytes.Equal(copied.Bytes(), want) {
+		t.Errorf("CopyChecked copied %d bytes, not the file's %d", copied.Len(), len(want))
+	}
+	if err := tool.Flatten(ctx, []string{base}, []string{top}, filepath.Join(dir, "flat")); err != nil {
+		t.Fatalf("flatten: %v", err)
+	}
+
+	b, _ := os.ReadFile(top) // a top whose header a hijacked QEMU set to name a data file
+	binary.BigEndian.PutUint64(b[72:], binary.BigEndian.Uint64(b[72:])|1<<2)
+	os.WriteFile(top, b, 0o600)
+	if err := CopyChecked(io.Discard, top); err == nil || !strings.Contains(err.Error(), "external file") {
+		t.Errorf("CopyChecked of a data-file header: %v", err)
+	}
+	if err := tool.Flatten(ctx, []string{base}, []string{top}, filepath.Join(dir, "flat2")); err == nil || !strings.Contains(err.Error(), "external file") {
+		t.Errorf("Flatten over a data-file header: %v", err)
+	}
+	if err := tool.Rename(ctx, top, base); err == nil || !strings.Contains(err.Error(), "external file") {
+		t.Errorf("Rename of a data-file header: %v", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".flatten-*")); len(left) > 0 {
+		t.Errorf("Flatten left %v", left)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 
 	"github.com/containerd/errdefs"
@@ -219,10 +220,30 @@ func (t Tool) Convert(ctx context.Context, src Info, dst string) error {
 // layerOptions are the qcow2 creation options of every layer: v3, 64 KiB clusters.
 const layerOptions = "compat=1.1,cluster_size=65536"
 
-// Flatten writes the disk that chain holds (qcow2 files bottom to top) as one
-// self-contained qcow2 file at dst. QEMU is given the chain itself, as nested JSON, and
-// never follows a name found in a header.
-func (t Tool) Flatten(ctx context.Context, chain []string, dst string) error {
+// Flatten writes the disk that a chain holds as one self-contained qcow2 file at dst:
+// layers (store files, which only kilnd writes) bottom to top, then files (a volume's
+// files, which a QEMU may hold open and write, its headers too). QEMU is given the chain
+// itself, as nested JSON, and never follows a name found in a header; each of files is
+// first copied beside dst with its header checked in the copied bytes (CopyChecked), so
+// that the header qemu-img reads, which could name an external data file, is one kiln
+// read, whatever the QEMU holding the file does meanwhile.
+func (t Tool) Flatten(ctx context.Context, layers, files []string, dst string) error {
+	chain := append([]string(nil), layers...)
+	for _, f := range files {
+		tmp, err := os.CreateTemp(filepath.Dir(dst), ".flatten-")
+		if err != nil {
+			return err
+		}
+		defer os.Remove(tmp.Name())
+		err = CopyChecked(tmp, f)
+		if cerr := tmp.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("flatten: %w", err)
+		}
+		chain = append(chain, tmp.Name())
+	}
 	var spec any
 	for _, f := range chain {
 		node := map[string]any{"driver": "qcow2", "file": map[string]any{"driver": "file", "filename": f}}

@@ -22,20 +22,11 @@ func CopyLayer(w io.Writer, src, parent string) (int64, error) {
 		return 0, err
 	}
 	defer f.Close()
-	h, err := ParseQCOW2Header(f)
+	h, head, err := readHead(f, src)
 	if err != nil {
-		return 0, fmt.Errorf("volume %s: %w", src, err)
+		return 0, err
 	}
-	cluster := int64(1) << h.ClusterBits
-	head := make([]byte, cluster)
-	n, err := io.ReadFull(f, head)
-	if err != nil && err != io.ErrUnexpectedEOF {
-		return 0, fmt.Errorf("volume %s: %w", src, err)
-	}
-	head = head[:n]
 	switch {
-	case h.HasDataFileFeature || h.DataFileExtension != "":
-		return 0, fmt.Errorf("volume %s keeps its data in an external file: %w", src, errdefs.ErrInvalidArgument)
 	case parent == "" && h.BackingFileOffset != 0:
 		return 0, fmt.Errorf("volume %s has a backing file but no parent layer was given: %w", src, errdefs.ErrInvalidArgument)
 	case parent != "" && h.BackingFileOffset == 0:
@@ -60,4 +51,64 @@ func CopyLayer(w io.Writer, src, parent string) (int64, error) {
 	}
 	rest, err := io.Copy(w, f)
 	return int64(written) + rest, err
+}
+
+// readHead reads the first cluster of the qcow2 file f and the header parsed from those
+// very bytes, refusing a file that names an external data file or is encrypted: what a
+// reader of the bytes after them would otherwise open by name.
+func readHead(f *os.File, name string) (QCOW2Header, []byte, error) {
+	buf := make([]byte, 64<<10)
+	n, err := io.ReadFull(f, buf)
+	if err != nil && err != io.ErrUnexpectedEOF {
+		return QCOW2Header{}, nil, fmt.Errorf("volume %s: %w", name, err)
+	}
+	buf = buf[:n]
+	h, err := ParseQCOW2Header(bytes.NewReader(buf))
+	if err != nil {
+		return h, nil, fmt.Errorf("volume %s: %w", name, err)
+	}
+	switch {
+	case h.HasDataFileFeature || h.DataFileExtension != "":
+		return h, nil, fmt.Errorf("volume %s keeps its data in an external file: %w", name, errdefs.ErrInvalidArgument)
+	case h.CryptMethod != 0:
+		return h, nil, fmt.Errorf("volume %s is encrypted: %w", name, errdefs.ErrInvalidArgument)
+	}
+	// The header is what the first cluster holds; a cluster is at most 2 MiB.
+	cluster := int64(1) << h.ClusterBits
+	if cluster > int64(len(buf)) && len(buf) == 64<<10 {
+		more := make([]byte, cluster-int64(len(buf)))
+		m, err := io.ReadFull(f, more)
+		if err != nil && err != io.ErrUnexpectedEOF {
+			return h, nil, fmt.Errorf("volume %s: %w", name, err)
+		}
+		buf = append(buf, more[:m]...)
+	}
+	if cluster < int64(len(buf)) {
+		if _, err := f.Seek(cluster, io.SeekStart); err != nil {
+			return h, nil, err
+		}
+		buf = buf[:cluster]
+	}
+	return h, buf, nil
+}
+
+// CopyChecked copies the qcow2 file at src to w as it is, its header checked in the
+// bytes that are copied (readHead): a file another process may be writing (a volume a
+// QEMU holds) becomes a copy whose header kiln has read, for a tool that would follow
+// the names in it.
+func CopyChecked(w io.Writer, src string) error {
+	f, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, head, err := readHead(f, src)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(head); err != nil {
+		return err
+	}
+	_, err = io.Copy(w, f)
+	return err
 }

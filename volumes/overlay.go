@@ -3,6 +3,7 @@ package volumes
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 )
@@ -45,9 +46,20 @@ func (t Tool) CreateOverlayNamed(ctx context.Context, path, backing string, size
 // Rename makes the header of the qcow2 volume at path name backing (a file; the name is
 // written relative to path) as its backing file, and changes nothing else: for when a
 // layer in the store takes the place of the file the volume was made over, with the
-// same content.
+// same content. The volume's header is read first: qemu-img would open an external data
+// file it names, and the volume is a file a QEMU wrote (it runs no more: the caller
+// makes sure of that).
 func (t Tool) Rename(ctx context.Context, path, backing string) error {
 	rel, err := filepath.Rel(filepath.Dir(path), backing)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	_, _, err = readHead(f, path)
+	f.Close()
 	if err != nil {
 		return err
 	}
