@@ -19,9 +19,28 @@ import (
 // TestQEMUConfined checks how each instance's QEMU runs: as a user of its own (not
 // root, not another instance's), under QEMU's seccomp sandbox, with a command line that
 // names no file, holding no file of the data root but those kilnd passed it (its own
-// instance's files, its volumes, and store layers read-only).
+// instance's files, its volumes, and store layers read-only), nor a descriptor kilnd
+// inherited from its parent, with none of kilnd's environment.
 func TestQEMUConfined(t *testing.T) {
-	k, _ := guestKilnd(t)
+	if testing.Short() {
+		t.Skip("boots guests")
+	}
+	k := kilndIn(t, shortDir(t), "debug")
+	// Left open by a careless parent, past the descriptors QEMU is given (3, 4, …),
+	// which would cover it.
+	for range 40 {
+		k.inherited = append(k.inherited, os.Stdin)
+	}
+	leak, err := os.Open("/etc/hostname")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leak.Close()
+	k.inherited = append(k.inherited, leak)
+	k.env = []string{"KILN_TEST_SECRET=1"}
+	k.start()
+	t.Cleanup(k.killQEMUs)
+	registerGuest(t, k, "kiln-guest")
 	a := runOne(t, k, api.RunInstancesRequest{Image: "kiln-guest", InstanceType: "nano", UserData: []byte("#!/bin/sh\necho hi\n")})
 	b := runOne(t, k, api.RunInstancesRequest{Image: "kiln-guest", InstanceType: "nano"})
 	a, b = waitState(t, k, a.ID, "ready"), waitState(t, k, b.ID, "ready")
@@ -59,11 +78,17 @@ func TestQEMUConfined(t *testing.T) {
 		if strings.Contains(string(out), k.root) {
 			t.Errorf("QEMU's command line names a file of the data root: %s", out)
 		}
+		if env, err := os.ReadFile("/proc/" + pid + "/environ"); err != nil || bytes.Contains(env, []byte("KILN_TEST_SECRET")) {
+			t.Errorf("QEMU of %s has kilnd's environment: %v %q", inst.ID, err, env)
+		}
 		fds, _ := filepath.Glob("/proc/" + pid + "/fd/*")
 		own := filepath.Join(k.root, "instances", inst.ID) + "/"
 		blobs := filepath.Join(k.root, "content", "blobs") + "/"
 		for _, fd := range fds {
 			target, err := os.Readlink(fd)
+			if target == "/etc/hostname" {
+				t.Errorf("QEMU of %s holds %s, which kilnd inherited", inst.ID, target)
+			}
 			if err != nil || !strings.HasPrefix(target, k.root) {
 				continue
 			}

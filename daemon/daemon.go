@@ -15,6 +15,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
 
 	"kiln/builder"
 	"kiln/hypervisor"
@@ -56,6 +57,7 @@ const shutdownTimeout = 10 * time.Second
 // run left half-made), listens on the socket and serves the API. On cancel it stops
 // accepting requests, cancels running operations and waits for them (bounded).
 func Run(ctx context.Context, cfg Config) error {
+	closeOnExecInherited()
 	if cfg.SocketMode == 0 {
 		cfg.SocketMode = 0o600
 		if os.Geteuid() == 0 {
@@ -242,4 +244,17 @@ serving:
 		err = errors.Join(err, errors.New("operations did not stop in time"))
 	}
 	return err
+}
+
+// closeOnExecInherited marks every descriptor kilnd inherited past stdio close-on-exec
+// (a shell or service manager may leave some open), so that none reaches a QEMU or a
+// caller's qemu-nbd: those get only what kilnd passes them. Socket activation's
+// descriptors stay usable by kilnd itself.
+func closeOnExecInherited() {
+	entries, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			unix.CloseOnExec(fd)
+		}
+	}
 }

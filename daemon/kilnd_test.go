@@ -124,6 +124,9 @@ type kilnd struct {
 	// added to its environment. logLevel is --log-level and accel --accel (testAccel
 	// unless a test says otherwise; "" leaves each out).
 	wrap, args, env []string
+	// inherited are descriptors kilnd starts with past stdio (3, 4, …), as a careless
+	// parent may leave them.
+	inherited []*os.File
 	logLevel, accel string
 	*client.Client
 }
@@ -182,6 +185,7 @@ func (k *kilnd) start() {
 	k.cmd = exec.Command(argv[0], argv[1:]...)
 	k.cmd.Stdout, k.cmd.Stderr = k.log, k.log
 	k.cmd.Env = append(os.Environ(), k.env...)
+	k.cmd.ExtraFiles = k.inherited
 	if err := k.cmd.Start(); err != nil {
 		k.tb.Fatal(err)
 	}

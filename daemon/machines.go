@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -52,8 +53,10 @@ func (u qemuUsers) user(slot uint32) hypervisor.User {
 	return hypervisor.User{UID: uid, GID: uid, Groups: u.groups}
 }
 
-// freeSlot is the lowest slot above 0 that no instance in use holds and no account of
-// the host has. The caller holds m.mu.
+// freeSlot is a slot above 0, picked at random, that no instance in use holds and no
+// account of the host has: at random, so that a slot (and whatever a QEMU taken over by
+// its guest left under its uid) rarely passes from one instance to the next. The caller
+// holds m.mu.
 func (m *instances) freeSlot() (uint32, error) {
 	used := map[uint32]bool{}
 	for _, inst := range m.all {
@@ -61,7 +64,9 @@ func (m *instances) freeSlot() (uint32, error) {
 			used[inst.rec.QEMUSlot] = true
 		}
 	}
-	for slot := uint32(1); slot < qemuUIDCount; slot++ {
+	start := rand.Uint32N(qemuUIDCount - 1)
+	for i := uint32(0); i < qemuUIDCount-1; i++ {
+		slot := 1 + (start+i)%(qemuUIDCount-1)
 		if used[slot] {
 			continue
 		}

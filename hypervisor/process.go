@@ -102,6 +102,8 @@ func Start(ctx context.Context, qemu string, spec Spec) (*Machine, error) {
 	cmd := exec.Command(qemu, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = p.files
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"} // nothing of kilnd's
+	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: &syscall.Credential{
 		Uid: spec.User.UID, Gid: spec.User.GID, Groups: append([]uint32{}, spec.User.Groups...)}}
 	if err := cmd.Start(); err != nil {

@@ -101,9 +101,11 @@ func (t Tool) runTo(ctx context.Context, lim Limits, files []*os.File, w io.Writ
 	argv := append(limited(lim, t.path()), args...)
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.ExtraFiles = files
-	if t.Cred != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: t.Cred}
-	}
+	// Its own process group, killed whole at the deadline; and Wait gives up on the
+	// output a child left holding it (a caller may make her own qemu-img start one).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: t.Cred, Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
 	var stderr bytes.Buffer
 	cmd.Stdout = w
 	cmd.Stderr = &stderr
