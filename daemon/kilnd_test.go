@@ -126,7 +126,7 @@ type kilnd struct {
 	wrap, args, env []string
 	// inherited are descriptors kilnd starts with past stdio (3, 4, …), as a careless
 	// parent may leave them.
-	inherited []*os.File
+	inherited       []*os.File
 	logLevel, accel string
 	*client.Client
 }
