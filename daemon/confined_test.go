@@ -3,7 +3,6 @@ package daemon_test
 import (
 	"bytes"
 	"encoding/binary"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kiln/daemon/api"
+	"kiln/internal/kilntest"
 )
 
 // TestQEMUConfined checks how each instance's QEMU runs: as a user of its own (not
@@ -95,7 +95,8 @@ func TestQEMUConfined(t *testing.T) {
 			switch {
 			case strings.HasPrefix(target, own):
 			case strings.HasPrefix(target, blobs):
-				if flags := fdFlags(t, inst.PID, filepath.Base(fd)); flags&unix.O_ACCMODE != unix.O_RDONLY {
+				n, _ := strconv.Atoi(filepath.Base(fd))
+				if flags := kilntest.OpenFlags(t, inst.PID, n); flags&unix.O_ACCMODE != unix.O_RDONLY {
 					t.Errorf("QEMU of %s holds store file %s with flags %#o: not read-only", inst.ID, target, flags)
 				}
 			default:
@@ -103,22 +104,6 @@ func TestQEMUConfined(t *testing.T) {
 			}
 		}
 	}
-}
-
-// fdFlags reads the open flags of a process's descriptor.
-func fdFlags(t *testing.T, pid int, fd string) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, fd))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "flags:"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(v), 8, 64)
-			return int(n)
-		}
-	}
-	t.Fatalf("no flags in fdinfo %s of %d", fd, pid)
-	return 0
 }
 
 // TestTamperedLayerRefused changes a layer in the store behind kilnd's back, as the

@@ -7,11 +7,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
+
+	"kiln/internal/kilntest"
 )
 
 func TestOpenChain(t *testing.T) {
@@ -46,7 +47,7 @@ func TestOpenChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, f := range files {
-		flags, _ := fileFlags(f)
+		flags := kilntest.OpenFlags(t, 0, int(f.Fd()))
 		if rw := flags&os.O_RDWR != 0; rw != (i == 2) {
 			t.Errorf("file %d opened with flags %#o", i, flags)
 		}
@@ -82,20 +83,6 @@ func TestOpenChain(t *testing.T) {
 			t.Errorf("%v: %v is not data loss", c.chain, err)
 		}
 	}
-}
-
-func fileFlags(f *os.File) (int, error) {
-	b, err := os.ReadFile("/proc/self/fdinfo/" + strconv.Itoa(int(f.Fd())))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "flags:"); ok {
-			n, err := strconv.ParseInt(strings.TrimSpace(v), 8, 64)
-			return int(n), err
-		}
-	}
-	return 0, nil
 }
 
 // TestToolsReadCheckedHeaders: the tools kilnd runs as root over files a QEMU wrote

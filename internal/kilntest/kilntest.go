@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -114,4 +115,29 @@ func FileTail(path string, n int) string {
 func Evidence(dir string) string {
 	return "console:\n" + FileTail(filepath.Join(dir, "console.log"), 40) +
 		"\nqemu.log:\n" + FileTail(filepath.Join(dir, "qemu.log"), 20)
+}
+
+// OpenFlags are the open(2) flags of a process's descriptor (pid 0: the test's own),
+// from /proc/PID/fdinfo.
+func OpenFlags(t testing.TB, pid, fd int) int {
+	t.Helper()
+	proc := "self"
+	if pid != 0 {
+		proc = strconv.Itoa(pid)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%s/fdinfo/%d", proc, fd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "flags:"); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 8, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return int(n)
+		}
+	}
+	t.Fatalf("no flags in the fdinfo of descriptor %d of %s", fd, proc)
+	return 0
 }
