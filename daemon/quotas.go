@@ -28,11 +28,13 @@ type QuotaLimits struct {
 	Volumes          *int `json:"volumes,omitempty"`          // volumes owned, standalone or an instance's
 	VolumeGiB        *int `json:"volumeGiB,omitempty"`        // their sizes (virtual, as the guest sees them)
 	StoredMiB        *int `json:"storedMiB,omitempty"`        // bytes of the snapshots' layers the user owns
+	ImagesInProgress *int `json:"imagesInProgress,omitempty"` // images being made (registered, created, copied) at once
 }
 
 // quota is one user's limits, resolved.
 type quota struct {
 	Images, PublicImages, RunningInstances, VCPUs, MemoryMiB, Volumes, VolumeGiB, StoredMiB int
+	ImagesInProgress                                                                        int
 }
 
 // defaultQuota is shaped like the cloud's defaults, sized for one host: public images
@@ -40,7 +42,7 @@ type quota struct {
 // volumes by count and by the sum of their sizes (16 TiB, one volume of the largest
 // size: volumes are thin, but a guest may fill what it is given).
 var defaultQuota = quota{Images: 1000, PublicImages: 5, RunningInstances: 20, VCPUs: 64, MemoryMiB: 128 << 10,
-	Volumes: 100, VolumeGiB: 16 << 10, StoredMiB: 1 << 20}
+	Volumes: 100, VolumeGiB: 16 << 10, StoredMiB: 1 << 20, ImagesInProgress: 4}
 
 // limit is one field of QuotaLimits beside the quota field it sets.
 type limit struct {
@@ -56,6 +58,7 @@ func (l QuotaLimits) limits(q *quota) []limit {
 		{"runningInstances", l.RunningInstances, &q.RunningInstances}, {"vcpus", l.VCPUs, &q.VCPUs},
 		{"memoryMiB", l.MemoryMiB, &q.MemoryMiB}, {"volumes", l.Volumes, &q.Volumes},
 		{"volumeGiB", l.VolumeGiB, &q.VolumeGiB}, {"storedMiB", l.StoredMiB, &q.StoredMiB},
+		{"imagesInProgress", l.ImagesInProgress, &q.ImagesInProgress},
 	}
 }
 

@@ -154,3 +154,25 @@ func TestStoredQuota(t *testing.T) {
 		t.Errorf("2 MiB more with a 2 MiB layer stored: %v; want QuotaExceeded", err)
 	}
 }
+
+// TestImagesInProgressQuota: a user makes at most imagesInProgress images at once (each
+// holds a conversion); one more is refused until one of them ends.
+func TestImagesInProgressQuota(t *testing.T) {
+	k := quotaKilnd(t, `{"default": {"imagesInProgress": 1}}`)
+	big := startBigRegister(t, k)
+	small := filepath.Join(t.TempDir(), "disk.raw")
+	if err := os.WriteFile(small, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	req := api.RegisterImageRequest{Name: "small", Disks: []api.Disk{{Name: small, Format: "raw"}}}
+	if _, err := k.RegisterImage(ctx, req); !isCode(err, api.CodeQuotaExceeded) || !strings.Contains(err.Error(), "images being made at once is 1, 1 in use") {
+		t.Errorf("a second register while one runs: %v; want QuotaExceeded", err)
+	}
+	if _, err := k.WaitImage(ctx, big.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.RegisterImage(ctx, req); err != nil {
+		t.Errorf("a register once the first ended: %v", err)
+	}
+}

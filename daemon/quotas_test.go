@@ -18,7 +18,7 @@ func TestQuotas(t *testing.T) {
 		t.Fatal(err)
 	}
 	if q := qs.of("alice"); q != (quota{Images: defaultQuota.Images, PublicImages: 5, RunningInstances: 20, VCPUs: 4, MemoryMiB: 2048,
-		Volumes: defaultQuota.Volumes, VolumeGiB: defaultQuota.VolumeGiB, StoredMiB: defaultQuota.StoredMiB}) {
+		Volumes: defaultQuota.Volumes, VolumeGiB: defaultQuota.VolumeGiB, StoredMiB: defaultQuota.StoredMiB, ImagesInProgress: 4}) {
 		t.Errorf("alice: %+v", q)
 	}
 	if q := qs.of("bob"); q.RunningInstances != 1 || q.VCPUs != 4 {

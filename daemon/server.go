@@ -509,9 +509,25 @@ func (s *server) admitImage(user string) (release func(), err error) {
 	q := s.settings.Load().Quotas.of(user)
 	s.reserved.Lock()
 	defer s.reserved.Unlock()
-	n := len(s.store.Images(func(im *images.Image) bool { return im.OwnerID == user }))
-	if held := int(s.reserved.images[user]); n+held+1 > q.Images {
+	n, making := 0, 0
+	s.store.Images(func(im *images.Image) bool {
+		if im.OwnerID == user {
+			n++
+			if im.State == images.StatePending {
+				making++
+			}
+		}
+		return false
+	})
+	held := int(s.reserved.images[user]) // admitted, their records not made yet
+	if n+held+1 > q.Images {
 		return nil, quotaExceeded(user, "images", q.Images, n+held, 1)
+	}
+	// Each image being made holds a conversion (a qemu-img of kilnd's, and for a
+	// register a qemu-nbd of the caller's, which she may stall): a bound on them
+	// bounds what one user can make kilnd run at once.
+	if making+held+1 > q.ImagesInProgress {
+		return nil, quotaExceeded(user, "images being made at once", q.ImagesInProgress, making+held, 1)
 	}
 	return s.reserved.images.reserve(&s.reserved, user, 1), nil
 }
