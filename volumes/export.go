@@ -137,8 +137,11 @@ func (e *export) stop() {
 	select {
 	case <-e.exited:
 	default:
-		// The group is the export's own (Setpgid) and cannot be reused while it lives.
+		// The group is the export's own (Setpgid) and cannot be reused while it lives;
+		// the process itself too, in case the caller moved it out of the group (it is
+		// hers: she may trace it). Its pid is not reused before it is reaped.
 		syscall.Kill(-e.pid, syscall.SIGKILL)
+		syscall.Kill(e.pid, syscall.SIGKILL)
 		select {
 		case <-e.exited:
 		case <-time.After(exportReap):
