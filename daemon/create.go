@@ -159,11 +159,11 @@ func (m *instances) createImage(ctx context.Context, s *server, inst *instance, 
 		}
 		wasRunning := rec.State == stateRunning
 		if wasRunning {
-			m.set(inst, func(r *instanceRecord) {
+			m.update(inst, "stopping to create an image", func(r *instanceRecord) {
 				r.State, r.StateReason = stateStopping, "stopping to create image "+capture.Image.ID
 			})
 			note := m.halt(inst, false) // forced off: the capture is crash-consistent only
-			m.set(inst, func(r *instanceRecord) {
+			m.update(inst, "stopped to create an image", func(r *instanceRecord) {
 				r.State, r.PID, r.StateReason = stateStopped, 0, withNote(r.StateReason, note)
 			})
 		}
@@ -172,9 +172,9 @@ func (m *instances) createImage(ctx context.Context, s *server, inst *instance, 
 			m.markCaptured(vols, capVols, capture.Captured, false)
 		}
 		if wasRunning {
-			m.set(inst, func(r *instanceRecord) { r.State, r.StateReason = statePending, "" })
+			m.update(inst, "starting after an image was created", func(r *instanceRecord) { r.State, r.StateReason = statePending, "" })
 			if err := m.startMachine(opCtx, inst); err != nil {
-				m.set(inst, func(r *instanceRecord) {
+				m.update(inst, "stopped after a failed start", func(r *instanceRecord) {
 					r.State, r.StateReason = stateStopped, "start after creating an image failed: "+err.Error()
 				})
 			}

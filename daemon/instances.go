@@ -237,6 +237,15 @@ func (m *instances) volumeDir(v *volumeRecord) string {
 	return m.dir(v.InstanceID)
 }
 
+// update is set where no caller can be handed the error (a background operation, a
+// cleanup after a failure): a record that could not be written is logged, with what it
+// was to record.
+func (m *instances) update(inst *instance, what string, change func(r *instanceRecord)) {
+	if err := m.set(inst, change); err != nil {
+		log.L.WithError(err).WithField("instance", inst.rec.ID).Errorf("record the instance %s", what)
+	}
+}
+
 // set applies change to the instance's record, writes it with an event for a state
 // change, then keeps it. The caller holds inst.op (or is creating the instance).
 func (m *instances) set(inst *instance, change func(r *instanceRecord)) error {

@@ -569,7 +569,7 @@ func (m *instances) start(ctx context.Context, inst *instance) error {
 		return err
 	}
 	if err := m.startMachine(ctx, inst); err != nil {
-		m.set(inst, func(r *instanceRecord) { r.State, r.StateReason = stateStopped, "start failed: "+err.Error() })
+		m.update(inst, "stopped after a failed start", func(r *instanceRecord) { r.State, r.StateReason = stateStopped, "start failed: "+err.Error() })
 		return err
 	}
 	return nil
@@ -641,7 +641,9 @@ func (m *instances) clearPorts(inst *instance) {
 	}
 	m.mu.Unlock()
 	for i := range vs {
-		m.putVolume(&vs[i])
+		if err := m.putVolume(&vs[i]); err != nil {
+			log.L.WithError(err).WithField("volume", vs[i].ID).Error("record that a volume left its hot-plug port")
+		}
 	}
 }
 
@@ -704,7 +706,7 @@ func (m *instances) reconcile(ctx context.Context) {
 		case st == stateShuttingDown:
 			m.haltAndTerminate(inst, false)
 		case st == statePending:
-			m.set(inst, func(r *instanceRecord) { r.State, r.PID = stateRunning, mach.PID })
+			m.update(inst, "running after a reattach", func(r *instanceRecord) { r.State, r.PID = stateRunning, mach.PID })
 		}
 		inst.op.Unlock()
 	}
