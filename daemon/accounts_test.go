@@ -1,7 +1,6 @@
 package daemon_test
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -401,19 +400,5 @@ type auditLine struct {
 
 func (k *kilnd) audit() []auditLine {
 	k.tb.Helper()
-	f, err := os.Open(filepath.Join(k.root, "audit.log"))
-	if err != nil {
-		k.tb.Fatal(err)
-	}
-	defer f.Close()
-	var out []auditLine
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var l auditLine
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			k.tb.Fatalf("audit line %q: %v", sc.Text(), err)
-		}
-		out = append(out, l)
-	}
-	return out
+	return readTrail(k.tb, filepath.Join(k.root, "audit.log"))
 }

@@ -84,7 +84,7 @@ func (m *instances) freeSlot() (uint32, error) {
 // calls close once the machine has started (or failed to).
 func (m *instances) machineSpec(rec instanceRecord) (spec hypervisor.Spec, close func(), err error) {
 	var files []*os.File
-	close = func() { closeAll(files) }
+	close = func() { closeFiles(files) }
 	defer func() {
 		if err != nil {
 			close()
@@ -161,12 +161,6 @@ func openDisk(id string, chain []volumes.ChainFile) (hypervisor.Disk, error) {
 		return hypervisor.Disk{}, fmt.Errorf("disk %s: %w", id, err)
 	}
 	return hypervisor.Disk{ID: id, Files: files}, nil
-}
-
-func closeAll(files []*os.File) {
-	for _, f := range files {
-		f.Close()
-	}
 }
 
 // bootCopies keeps the sealed in-memory copies of the kernels and initrds machines

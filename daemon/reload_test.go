@@ -183,7 +183,7 @@ func TestReloadReopensAuditTrail(t *testing.T) {
 }
 
 // readTrail reads the audit trail file at path, failing on a line that is not JSON.
-func readTrail(t *testing.T, path string) []auditLine {
+func readTrail(t testing.TB, path string) []auditLine {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {

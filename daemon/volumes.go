@@ -261,7 +261,7 @@ func (m *instances) attach(ctx context.Context, inst *instance, v *volumeRecord,
 			return err
 		}
 		err = inst.machine.AttachDisk(ctx, disk, port)
-		closeAll(disk.Files)
+		closeFiles(disk.Files)
 		if err != nil {
 			return err
 		}

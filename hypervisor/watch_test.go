@@ -105,13 +105,7 @@ func startFakeQMPWith(t *testing.T, answers, after map[string]string) (*fakeQMP,
 // run state is done.
 func watchFake(t *testing.T, f *fakeQMP, sock string) (*Machine, <-chan Event) {
 	t.Helper()
-	c, err := qmp.Dial(context.Background(), sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Disconnect() })
-	m := newMachine("", 0, nil)
-	m.client = c
+	m := dialFake(t, sock)
 	events, err := m.Watch(context.Background())
 	if err != nil {
 		t.Fatal(err)
