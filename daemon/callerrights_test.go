@@ -60,10 +60,12 @@ func TestRegisterCallerHoldsNoStoreFile(t *testing.T) {
 				}
 			}
 			// The caller's side of the conversion was given her disk, the listening socket
-			// and stdio; it opens its own event descriptors and /proc, /sys and /dev files, no other file.
+			// and stdio; it opens its own event descriptors, /proc, /sys and /dev files and
+			// (while the loader runs, and for modules later) shared libraries, no other file.
 			for fd, target := range fds {
 				if holdsDisk && strings.HasPrefix(fd, "fd ") && target != disk && target != "/dev/null" &&
-					!hasAnyPrefix(target, "socket:[", "pipe:[", "anon_inode:", "/proc/", "/sys/", "/dev/") {
+					!hasAnyPrefix(target, "socket:[", "pipe:[", "anon_inode:", "/proc/", "/sys/", "/dev/",
+						"/usr/lib/", "/lib/", "/lib64/", "/etc/ld.so.cache") {
 					held[fmt.Sprintf("pid %s (%s) holds %s on %s besides the disk", p, comm(p), fd, target)] = true
 				}
 			}
