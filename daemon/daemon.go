@@ -18,6 +18,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kiln/builder"
+	"kiln/daemon/audit"
+	"kiln/daemon/instances"
+	"kiln/daemon/machines"
+	"kiln/daemon/peer"
+	"kiln/daemon/quota"
+	"kiln/daemon/record"
+	"kiln/daemon/settings"
+	"kiln/daemon/vols"
 	"kiln/hypervisor"
 	"kiln/images"
 	"kiln/systemd"
@@ -79,7 +87,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer store.Close()
 
-	st, err := loadSettings(ctx, cfg)
+	st, err := settings.Load(ctx, cfg.SettingsFile, cfg.LogLevelFixed)
 	if err != nil {
 		return err
 	}
@@ -94,7 +102,7 @@ func Run(ctx context.Context, cfg Config) error {
 	l := log.G(ctx).WithField("path", cfg.Root)
 	ln := cfg.Listener
 	if ln == nil {
-		if ln, err = Listen(cfg.Socket, cfg.SocketMode, socketGID(ctx, st.socketGroup(), cfg.SocketMode)); err != nil {
+		if ln, err = peer.Listen(cfg.Socket, cfg.SocketMode, socketGID(ctx, st.SocketGroupOrDefault(), cfg.SocketMode)); err != nil {
 			return err
 		}
 	} else {
@@ -110,9 +118,9 @@ type accelerator struct{ name, reason string }
 // reason: at Info when it is what was asked for, at Warn when auto fell back to TCG
 // though /dev/kvm exists (a host whose KVM cannot run a kernel).
 func chooseAccelerator(ctx context.Context, cfg Config, choice string) (accelerator, error) {
-	// The probe runs as machines do (qemuUsers), so that KVM is chosen only when their
-	// QEMU can open it.
-	probeUser := newQEMUUsers(hypervisor.AccelKVM, cfg.KVMDevice).user(0)
+	// The probe runs as machines do (machines.Users), so that KVM is chosen only when
+	// their QEMU can open it.
+	probeUser := machines.NewUsers(hypervisor.AccelKVM, cfg.KVMDevice).User(0)
 	p := hypervisor.Prober{Qemu: cfg.Qemu, KVMDevice: cfg.KVMDevice, User: &probeUser}
 	name, reason, err := p.Choose(ctx, choice)
 	switch {
@@ -147,7 +155,7 @@ func socketGID(ctx context.Context, group string, mode os.FileMode) int {
 	return gid
 }
 
-func serve(ctx context.Context, cfg Config, st *settings, store *images.Store, accel accelerator, ln net.Listener, l *log.Entry) (err error) {
+func serve(ctx context.Context, cfg Config, st *settings.Settings, store *images.Store, accel accelerator, ln net.Listener, l *log.Entry) (err error) {
 	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelOps()
 	s := &server{
@@ -161,40 +169,51 @@ func serve(ctx context.Context, cfg Config, st *settings, store *images.Store, a
 		running:  map[string]*imageOp{},
 	}
 	s.settings.Store(st)
-	if s.audit, err = openAudit(cfg.Root); err != nil {
+	if s.audit, err = audit.Open(cfg.Root); err != nil {
 		return err
 	}
 	defer s.audit.Close()
-	if s.inst, err = newInstances(ctx, s); err != nil {
+	db, err := record.Open(store.DB())
+	if err != nil {
 		return err
 	}
-	s.inst.placer = choosePlacer(ctx)
-	s.inst.reconcile(ctx) // before serving: a client never sees a stale state
+	loaded, loadedVols, err := db.Load()
+	if err != nil {
+		return err
+	}
+	quotaOf := func(user string) quota.Quota { return s.settings.Load().Quotas.Of(user) }
+	layout := record.Layout{Root: cfg.Root}
+	s.vols = vols.New(db, layout, store, s.builder.Tool, quotaOf, loadedVols)
+	s.inst = instances.New(instances.Config{DB: db, Store: store, Builder: s.builder, Qemu: cfg.Qemu, Accel: accel.name,
+		KVMDevice: cfg.KVMDevice, Root: cfg.Root, Ops: &s.ops, OpsCtx: opsCtx, Placer: choosePlacer(ctx),
+		Quota: quotaOf, Imaging: s, Vols: s.vols, Loaded: loaded})
+	s.inst.Reconcile(ctx) // before serving: a client never sees a stale state
 	// A kilnd killed during a register leaves its export's socket directory behind
 	// (volumes.Tool.SocketDir); nothing uses one before kilnd serves.
 	leftovers, _ := filepath.Glob(filepath.Join(cfg.Root, "run", "nbd-*"))
 	for _, dir := range leftovers {
 		os.RemoveAll(dir)
 	}
-	s.ops.Go(func() { s.trimConsoles(opsCtx) })
+	s.consoles.Limit = func() int64 { return s.settings.Load().ConsoleLimit() }
+	s.ops.Go(func() { s.consoles.Trim(opsCtx, s.inst.Consoles) })
 	// No ReadTimeout: net/http would cancel a long request (an event stream, a wait)
-	// when it passed; the route bounds each body instead (bodyDeadline).
-	lim := st.Limits.resolved()
+	// when it passed; the route bounds each body instead (peer.BodyDeadline).
+	lim := st.Limits.Resolved()
 	hs := &http.Server{
 		Handler:           s.routes(),
-		ConnContext:       withCaller,
+		ConnContext:       peer.WithCaller,
 		ReadHeaderTimeout: seconds(lim.ReadHeaderSeconds),
 		IdleTimeout:       seconds(lim.IdleSeconds),
 		MaxHeaderBytes:    maxHeaderBytes,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
-	limiter := newLimiter(s.uid, func() (LimitSettings, string) {
+	limiter := peer.NewLimiter(s.uid, func() (settings.Limits, string) {
 		st := s.settings.Load()
-		return st.Limits, st.adminGroup()
+		return st.Limits, st.Admins()
 	})
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(withFiles(ln, limiter)) }()
-	l.WithField("socket", cfg.Socket).WithField("accelerator", accel.name).WithField("units", s.inst.placer.Kind()).Info("kilnd serving")
+	go func() { errc <- hs.Serve(peer.Listener(ln, limiter)) }()
+	l.WithField("socket", cfg.Socket).WithField("accelerator", accel.name).WithField("units", s.inst.Units()).Info("kilnd serving")
 	systemd.Ready(s.status())
 	if cfg.Ready != nil {
 		cfg.Ready()
@@ -216,7 +235,7 @@ serving:
 			systemd.Status(s.status())
 		case <-cfg.Reload:
 			systemd.Reloading()
-			if st, err := loadSettings(ctx, cfg); err != nil {
+			if st, err := settings.Load(ctx, cfg.SettingsFile, cfg.LogLevelFixed); err != nil {
 				l.WithError(err).Error("reload: settings kept as they were")
 			} else {
 				s.settings.Store(st)
@@ -224,7 +243,7 @@ serving:
 			}
 			// Whatever the settings file holds, a SIGHUP is also how logrotate says
 			// it renamed the trail away.
-			if err := s.audit.reopen(); err != nil {
+			if err := s.audit.Reopen(); err != nil {
 				l.WithError(err).Error("reload: the audit trail goes on in the file it had")
 			}
 			systemd.Ready(s.status())
@@ -257,4 +276,43 @@ func closeOnExecInherited() {
 			unix.CloseOnExec(fd)
 		}
 	}
+}
+
+// maxHeaderBytes bounds a request's line and headers (net/http's default is 1 MiB): an
+// id, a name or a filter is short, and every open connection may hold this much.
+const maxHeaderBytes = 64 << 10
+
+func seconds(n int) time.Duration { return time.Duration(n) * time.Second }
+
+// detached is the placer without systemd.
+type detached struct{}
+
+func (detached) Place(context.Context, string, int, int, int) error { return nil }
+func (detached) Kind() string                                       { return "detached" }
+
+// choosePlacer uses systemd scopes when systemd's D-Bus answers, detached processes
+// otherwise.
+func choosePlacer(ctx context.Context) instances.Placer {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	s, err := systemd.ConnectScopes(ctx, os.Geteuid() != 0)
+	if err != nil {
+		log.G(ctx).WithError(err).Debug("instances run detached")
+		return detached{}
+	}
+	return s
+}
+
+// status is the line systemd shows for kilnd.
+func (s *server) status() string {
+	running := 0
+	for _, rec := range s.inst.List(false, func(string) bool { return true }) {
+		if rec.State == record.StateRunning {
+			running++
+		}
+	}
+	s.mu.Lock()
+	ops := len(s.running)
+	s.mu.Unlock()
+	return fmt.Sprintf("%d instances running, %d operations in flight", running, ops)
 }

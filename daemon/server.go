@@ -14,6 +14,13 @@ import (
 
 	"kiln/builder"
 	"kiln/daemon/api"
+	"kiln/daemon/audit"
+	"kiln/daemon/console"
+	"kiln/daemon/instances"
+	"kiln/daemon/peer"
+	"kiln/daemon/quota"
+	"kiln/daemon/settings"
+	"kiln/daemon/vols"
 	"kiln/images"
 	"kiln/volumes"
 )
@@ -27,17 +34,18 @@ type server struct {
 	// accelWhy says why accel was chosen (the probe's result, or the operator's choice).
 	accelWhy string
 	uid      uint32 // kilnd's own uid
-	audit    *auditLog
+	audit    *audit.Log
 	// settings are the settings file's, replaced whole on reload.
-	settings atomic.Pointer[settings]
+	settings atomic.Pointer[settings.Settings]
 
 	// ops runs long operations; they stop when opsCtx is cancelled.
 	opsCtx context.Context
 	ops    sync.WaitGroup
 
-	inst *instances
-	// consoles is what kilnd knows of the instances' consoles (console.go).
-	consoles consoles
+	inst *instances.Manager
+	vols *vols.Set
+	// consoles is what kilnd knows of the instances' consoles.
+	consoles console.Tracker
 
 	// running maps an image being made to its operation.
 	mu      sync.Mutex
@@ -47,13 +55,13 @@ type server struct {
 	// store (admitImage), and the bytes of layers being made (admitStored).
 	reserved struct {
 		sync.Mutex
-		images reservation
-		bytes  reservation
+		images quota.Reservation
+		bytes  quota.Reservation
 	}
 }
 
 // limits are the limits in force, resolved.
-func (s *server) limits() LimitSettings { return s.settings.Load().Limits.resolved() }
+func (s *server) limits() settings.Limits { return s.settings.Load().Limits.Resolved() }
 
 // imageOp is an image being made: done is closed when it ends; progress says how far.
 type imageOp struct {
@@ -74,9 +82,10 @@ func (s *server) creatingImage(instance string) string {
 	return ""
 }
 
-// track registers an image being made and returns the function that ends it.
-func (s *server) track(id string, progress func() (int64, int64)) (end func()) {
-	op := &imageOp{done: make(chan struct{}), progress: progress}
+// Track registers an image being made (of an instance, or "") and returns the function
+// that ends it.
+func (s *server) Track(id, instance string, progress func() (int64, int64)) (end func()) {
+	op := &imageOp{done: make(chan struct{}), progress: progress, instance: instance}
 	s.mu.Lock()
 	s.running[id] = op
 	s.mu.Unlock()
@@ -90,7 +99,7 @@ func (s *server) track(id string, progress func() (int64, int64)) (end func()) {
 
 // imageView is the API's view of an image for the caller: with its launch permission
 // for its owner or an administrator, and its progress while it is made.
-func (s *server) imageView(c Caller, im *images.Image) api.Image {
+func (s *server) imageView(c peer.Caller, im *images.Image) api.Image {
 	out := toAPIImage(im)
 	if im.OwnerID == c.User || s.admin(c) {
 		lp := im.LaunchPermission
@@ -119,34 +128,34 @@ func (s *server) imageView(c Caller, im *images.Image) api.Image {
 const maxWait = 30 * time.Second
 
 // handlerFunc is a handler that returns its error; route writes it.
-type handlerFunc func(w http.ResponseWriter, r *http.Request, c Caller) error
+type handlerFunc func(w http.ResponseWriter, r *http.Request, c peer.Caller) error
 
 func (s *server) routes() http.Handler {
 	mux := http.NewServeMux()
 	route := func(pattern string, kind api.Kind, h handlerFunc) {
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
-			c, ok := callerFrom(r.Context())
+			c, ok := peer.CallerOf(r.Context())
 			if !ok {
 				writeError(w, fmt.Errorf("the caller's credentials are unknown: %w", errdefs.ErrPermissionDenied), api.KindNone)
 				return
 			}
-			bodyDeadline(w, r, seconds(s.limits().BodySeconds))
-			ctx, passed := withPassedFiles(r.Context())
+			peer.BodyDeadline(w, r, seconds(s.limits().BodySeconds))
+			ctx, passed := peer.WithPassed(r.Context())
 			r = r.WithContext(ctx)
-			var audit *auditEntry
-			if mutating(r) {
-				r, audit = beginAudit(r, c)
+			var entry *audit.Entry
+			if audit.Mutating(r) {
+				r, entry = audit.Begin(r, c)
 			}
 			err := h(w, r, c)
-			passed.done() // closes those no handler claimed
-			if audit != nil {
-				audit.Result = "ok"
+			passed.Done() // closes those no handler claimed
+			if entry != nil {
+				entry.Result = "ok"
 				if err != nil {
 					ae := api.FromError(err, kind)
-					audit.Result, audit.Message = ae.Code, ae.Message
+					entry.Result, entry.Message = ae.Code, ae.Message
 				}
-				s.audit.write(r.Context(), audit)
+				s.audit.Write(r.Context(), entry)
 			}
 			l := log.G(r.Context()).WithField("op", r.Method+" "+r.URL.Path).WithField("uid", c.UID).WithField("dur", time.Since(start))
 			if err != nil {
@@ -202,7 +211,7 @@ func writeError(w http.ResponseWriter, err error, kind api.Kind) {
 }
 
 // info answers GET /v1/info; the counts are of what the caller can see.
-func (s *server) info(w http.ResponseWriter, r *http.Request, c Caller) error {
+func (s *server) info(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
 	sees, nSnapshots := s.viewer(c), 0
 	for _, sn := range s.store.Snapshots() {
 		if sees(sn.OwnerID) {
@@ -213,33 +222,33 @@ func (s *server) info(w http.ResponseWriter, r *http.Request, c Caller) error {
 		Version:           s.cfg.Version,
 		Accelerator:       s.accel,
 		AcceleratorReason: s.accelWhy,
-		InstanceUnits:     s.inst.placer.Kind(),
+		InstanceUnits:     s.inst.Units(),
 		Root:              s.cfg.Root,
 		Socket:            s.cfg.Socket,
 		Images:            len(s.store.Images(func(im *images.Image) bool { return s.visible(c, im) })),
 		Snapshots:         nSnapshots,
-		Instances:         len(s.inst.list(false, sees)),
+		Instances:         len(s.inst.List(false, sees)),
 	})
 	return nil
 }
 
 // admin reports whether the caller administers this kiln: root, a member of the admin
 // group, or the user kilnd runs as (a user-mode daemon is its user's own).
-func (s *server) admin(c Caller) bool {
-	return c.UID == 0 || c.UID == s.uid || c.InGroup(s.settings.Load().adminGroup())
+func (s *server) admin(c peer.Caller) bool {
+	return c.UID == 0 || c.UID == s.uid || c.InGroup(s.settings.Load().Admins())
 }
 
 // visible reports whether the caller may see an image, which is whether it may launch
 // it: its own, one shared with it or a group of its, a public one; any for an
 // administrator.
-func (s *server) visible(c Caller, im *images.Image) bool {
+func (s *server) visible(c peer.Caller, im *images.Image) bool {
 	return s.admin(c) || im.CanLaunch(c.User, c.Groups)
 }
 
 // lookupImage finds the image ref names for the caller: an ami- id, or a name (the
 // caller's own image of that name first, else the one visible image of that name).
 // An image the caller may not see is not found.
-func (s *server) lookupImage(c Caller, ref string) (*images.Image, error) {
+func (s *server) lookupImage(c peer.Caller, ref string) (*images.Image, error) {
 	if images.IsID(images.ImagePrefix, ref) {
 		im, err := s.store.Image(ref)
 		if err != nil || !s.visible(c, im) {
@@ -262,7 +271,7 @@ func (s *server) lookupImage(c Caller, ref string) (*images.Image, error) {
 	return nil, fmt.Errorf("image name %q is used by %d owners; use the image id: %w", ref, len(named), errdefs.ErrInvalidArgument)
 }
 
-func (s *server) listImages(w http.ResponseWriter, r *http.Request, c Caller) error {
+func (s *server) listImages(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
 	q := r.URL.Query()
 	f, err := images.ParseFilter(q["filter"])
 	if err != nil {
@@ -285,7 +294,7 @@ func (s *server) listImages(w http.ResponseWriter, r *http.Request, c Caller) er
 
 // inspectImage answers GET /v1/images/{image}; with ?wait=DURATION it first waits (at
 // most maxWait) while the image is pending.
-func (s *server) inspectImage(w http.ResponseWriter, r *http.Request, c Caller) error {
+func (s *server) inspectImage(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
 	im, err := s.lookupImage(c, r.PathValue("image"))
 	if err != nil {
 		return err
@@ -331,7 +340,7 @@ func (s *server) copiesOf(im *images.Image) []api.ImageCopy {
 	return out
 }
 
-func (s *server) registerImage(w http.ResponseWriter, r *http.Request, c Caller) error {
+func (s *server) registerImage(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
 	var req api.RegisterImageRequest
 	if err := api.Decode(r.Body, &req); err != nil {
 		return err
@@ -350,12 +359,12 @@ func (s *server) registerImage(w http.ResponseWriter, r *http.Request, c Caller)
 	var estimate int64
 	for _, d := range breq.Disks {
 		if st, err := d.File.Stat(); err == nil {
-			estimate += allocated(st)
+			estimate += quota.Allocated(st)
 		}
 	}
-	stored, err := s.admitStored(c.User, estimate)
+	stored, err := s.AdmitStored(c.User, estimate)
 	if err != nil {
-		closeFiles(breq.Files())
+		peer.CloseFiles(breq.Files())
 		return err
 	}
 	reg, err := s.builder.Prepare(r.Context(), breq)
@@ -364,8 +373,8 @@ func (s *server) registerImage(w http.ResponseWriter, r *http.Request, c Caller)
 		return err
 	}
 	log.G(r.Context()).WithField("image", reg.Image.ID).WithField("uid", c.UID).Info("registering image")
-	noteCreated(r.Context(), "image", reg.Image.ID)
-	end := s.track(reg.Image.ID, reg.Progress)
+	audit.NoteCreated(r.Context(), "image", reg.Image.ID)
+	end := s.Track(reg.Image.ID, "", reg.Progress)
 	s.ops.Go(func() {
 		defer end()
 		defer stored()
@@ -378,8 +387,8 @@ func (s *server) registerImage(w http.ResponseWriter, r *http.Request, c Caller)
 
 // registerRequest makes the builder's request of an API one: the files it names are
 // those passed with it, each used once, read by a tool running as the caller.
-func (s *server) registerRequest(ctx context.Context, c Caller, req api.RegisterImageRequest) (builder.RegisterRequest, error) {
-	passed := passedFilesOf(ctx)
+func (s *server) registerRequest(ctx context.Context, c peer.Caller, req api.RegisterImageRequest) (builder.RegisterRequest, error) {
+	passed := peer.Files(ctx)
 	used := make([]bool, len(passed))
 	file := func(what string, i int) (*os.File, error) {
 		switch {
@@ -435,12 +444,12 @@ func (s *server) registerRequest(ctx context.Context, c Caller, req api.Register
 	if n := len(passed) - len(breq.Files()); n > 0 {
 		return breq, fmt.Errorf("%d passed files are not named by the request: %w", n, errdefs.ErrInvalidArgument)
 	}
-	claimFiles(ctx) // the builder owns them now
+	peer.Claim(ctx) // the builder owns them now
 	return breq, nil
 }
 
 // ownImage finds an image the caller may change: its own, or any for an administrator.
-func (s *server) ownImage(c Caller, ref string) (*images.Image, error) {
+func (s *server) ownImage(c peer.Caller, ref string) (*images.Image, error) {
 	im, err := s.lookupImage(c, ref)
 	if err != nil {
 		return nil, err
@@ -451,7 +460,7 @@ func (s *server) ownImage(c Caller, ref string) (*images.Image, error) {
 	return im, nil
 }
 
-func (s *server) deregisterImage(w http.ResponseWriter, r *http.Request, c Caller) error {
+func (s *server) deregisterImage(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
 	im, err := s.ownImage(c, r.PathValue("image"))
 	if err != nil {
 		return err
@@ -467,7 +476,7 @@ func (s *server) deregisterImage(w http.ResponseWriter, r *http.Request, c Calle
 	return nil
 }
 
-func (s *server) tagImage(w http.ResponseWriter, r *http.Request, c Caller) error {
+func (s *server) tagImage(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
 	var req api.TagRequest
 	if err := api.Decode(r.Body, &req); err != nil {
 		return err
@@ -481,7 +490,7 @@ func (s *server) tagImage(w http.ResponseWriter, r *http.Request, c Caller) erro
 	})
 }
 
-func (s *server) untagImage(w http.ResponseWriter, r *http.Request, c Caller) error {
+func (s *server) untagImage(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
 	var req api.UntagRequest
 	if err := api.Decode(r.Body, &req); err != nil {
 		return err
@@ -506,7 +515,7 @@ func (s *server) untagImage(w http.ResponseWriter, r *http.Request, c Caller) er
 // its making failed): between the check and the record no concurrent request can pass
 // on the same count. release may be called more than once.
 func (s *server) admitImage(user string) (release func(), err error) {
-	q := s.settings.Load().Quotas.of(user)
+	q := s.settings.Load().Quotas.Of(user)
 	s.reserved.Lock()
 	defer s.reserved.Unlock()
 	n, making := 0, 0
@@ -521,28 +530,50 @@ func (s *server) admitImage(user string) (release func(), err error) {
 	})
 	held := int(s.reserved.images[user]) // admitted, their records not made yet
 	if n+held+1 > q.Images {
-		return nil, quotaExceeded(user, "images", q.Images, n+held, 1)
+		return nil, quota.Exceeded(user, "images", q.Images, n+held, 1)
 	}
 	// Each image being made holds a conversion (a qemu-img of kilnd's, and for a
 	// register a qemu-nbd of the caller's, which she may stall): a bound on them
 	// bounds what one user can make kilnd run at once.
 	if making+held+1 > q.ImagesInProgress {
-		return nil, quotaExceeded(user, "images being made at once", q.ImagesInProgress, making+held, 1)
+		return nil, quota.Exceeded(user, "images being made at once", q.ImagesInProgress, making+held, 1)
 	}
-	return s.reserved.images.reserve(&s.reserved, user, 1), nil
+	return s.reserved.images.Reserve(&s.reserved, user, 1), nil
 }
 
-func (s *server) shareImage(w http.ResponseWriter, r *http.Request, c Caller) error {
+// AdmitStored reserves bytes of new layers for user (an estimate: what the disks or
+// overlays to be captured hold), or refuses them when the layers of the snapshots the user
+// owns and the bytes reserved by the user's operations in flight would pass the stored
+// quota. The reservation holds until release, which the caller calls when the operation
+// has ended (its snapshots, with their real sizes, are then in the store); release may be
+// called more than once.
+func (s *server) AdmitStored(user string, bytes int64) (release func(), err error) {
+	q := s.settings.Load().Quotas.Of(user)
+	s.reserved.Lock()
+	defer s.reserved.Unlock()
+	use := s.reserved.bytes[user]
+	for _, sn := range s.store.Snapshots() {
+		if sn.OwnerID == user {
+			use += sn.StorageSize
+		}
+	}
+	if use+bytes > int64(q.StoredMiB)<<20 {
+		return nil, quota.Exceeded(user, "stored layers (MiB)", q.StoredMiB, int(quota.MiB(use)), int(quota.MiB(bytes)))
+	}
+	return s.reserved.bytes.Reserve(&s.reserved, user, bytes), nil
+}
+
+func (s *server) shareImage(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
 	return s.changeLaunchPermission(w, r, c, true)
 }
 
-func (s *server) unshareImage(w http.ResponseWriter, r *http.Request, c Caller) error {
+func (s *server) unshareImage(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
 	return s.changeLaunchPermission(w, r, c, false)
 }
 
 // changeLaunchPermission shares the image with (or unshares it from) the request's
 // users and groups, and everyone for Public. The names must exist on this host.
-func (s *server) changeLaunchPermission(w http.ResponseWriter, r *http.Request, c Caller, share bool) error {
+func (s *server) changeLaunchPermission(w http.ResponseWriter, r *http.Request, c peer.Caller, share bool) error {
 	var req api.ShareRequest
 	if err := api.Decode(r.Body, &req); err != nil {
 		return err
@@ -554,7 +585,7 @@ func (s *server) changeLaunchPermission(w http.ResponseWriter, r *http.Request, 
 		return fmt.Errorf("at most %d users and groups at once: %w", images.MaxLaunchPermissions, errdefs.ErrInvalidArgument)
 	}
 	if share {
-		if err := checkAccounts(req.Users, req.Groups); err != nil {
+		if err := peer.CheckAccounts(req.Users, req.Groups); err != nil {
 			return err
 		}
 	}
@@ -566,10 +597,10 @@ func (s *server) changeLaunchPermission(w http.ResponseWriter, r *http.Request, 
 		if im.State != images.StateAvailable {
 			return fmt.Errorf("image %s is %s; only an available image can be made public: %w", im.ID, im.State, errdefs.ErrFailedPrecondition)
 		}
-		q := s.settings.Load().Quotas.of(im.OwnerID)
+		q := s.settings.Load().Quotas.Of(im.OwnerID)
 		n := len(s.store.Images(func(o *images.Image) bool { return o.OwnerID == im.OwnerID && o.Public }))
 		if n+1 > q.PublicImages {
-			return quotaExceeded(im.OwnerID, "public images", q.PublicImages, n, 1)
+			return quota.Exceeded(im.OwnerID, "public images", q.PublicImages, n, 1)
 		}
 	}
 	return s.changeImage(w, c, im.ID, func(im *images.Image) error {
@@ -585,7 +616,7 @@ func (s *server) changeLaunchPermission(w http.ResponseWriter, r *http.Request, 
 
 // changeImage applies change to the record of an image the caller may change and
 // answers with the image as it is then.
-func (s *server) changeImage(w http.ResponseWriter, c Caller, ref string, change func(*images.Image) error) error {
+func (s *server) changeImage(w http.ResponseWriter, c peer.Caller, ref string, change func(*images.Image) error) error {
 	im, err := s.ownImage(c, ref)
 	if err != nil {
 		return err
@@ -597,11 +628,11 @@ func (s *server) changeImage(w http.ResponseWriter, c Caller, ref string, change
 	return nil
 }
 
-func (s *server) gc(w http.ResponseWriter, r *http.Request, c Caller) error {
+func (s *server) gc(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
 	if !s.admin(c) {
 		return fmt.Errorf("gc is for administrators: %w", errdefs.ErrPermissionDenied)
 	}
-	res, err := s.store.GC(r.Context(), s.inst.roots)
+	res, err := s.store.GC(r.Context(), s.inst.Roots)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/containerd/log"
 
 	"kiln/daemon/api"
+	"kiln/daemon/peer"
 	"kiln/images"
 )
 
@@ -24,7 +25,7 @@ func toAPISnapshot(sn *images.Snapshot) api.Snapshot {
 	return out
 }
 
-func (s *server) listSnapshots(w http.ResponseWriter, r *http.Request, c Caller) error {
+func (s *server) listSnapshots(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
 	out := []api.Snapshot{}
 	for _, sn := range s.store.Snapshots() {
 		if s.viewer(c)(sn.OwnerID) {
@@ -36,7 +37,7 @@ func (s *server) listSnapshots(w http.ResponseWriter, r *http.Request, c Caller)
 }
 
 // snapshot finds a snapshot the caller owns (or any, for an administrator).
-func (s *server) snapshot(c Caller, id string) (*images.Snapshot, error) {
+func (s *server) snapshot(c peer.Caller, id string) (*images.Snapshot, error) {
 	sn, err := s.store.Snapshot(id)
 	if err != nil || !s.viewer(c)(sn.OwnerID) {
 		return nil, fmt.Errorf("snapshot %q: see kiln snapshot ls: %w", id, errdefs.ErrNotFound)
@@ -44,7 +45,7 @@ func (s *server) snapshot(c Caller, id string) (*images.Snapshot, error) {
 	return sn, nil
 }
 
-func (s *server) inspectSnapshot(w http.ResponseWriter, r *http.Request, c Caller) error {
+func (s *server) inspectSnapshot(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
 	sn, err := s.snapshot(c, r.PathValue("snapshot"))
 	if err != nil {
 		return err
@@ -53,7 +54,7 @@ func (s *server) inspectSnapshot(w http.ResponseWriter, r *http.Request, c Calle
 	return nil
 }
 
-func (s *server) deleteSnapshot(w http.ResponseWriter, r *http.Request, c Caller) error {
+func (s *server) deleteSnapshot(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
 	sn, err := s.snapshot(c, r.PathValue("snapshot"))
 	if err != nil {
 		return err

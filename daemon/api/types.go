@@ -221,6 +221,9 @@ type StopRequest struct {
 // MaxUserData bounds user data (after base64 decoding).
 const MaxUserData = 256 << 10
 
+// MaxVolumeGiB bounds a volume's size, in GiB (16 TiB).
+const MaxVolumeGiB = 16 << 10
+
 // CreateImageRequest is POST /v1/instances/{instance}/create-image. The answer is the
 // image, pending.
 type CreateImageRequest struct {

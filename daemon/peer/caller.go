@@ -1,4 +1,4 @@
-package daemon
+package peer
 
 import (
 	"context"
@@ -56,10 +56,10 @@ func identify(cred *syscall.Ucred) Caller {
 
 type callerKey struct{}
 
-// withCaller is http.Server.ConnContext: it gives the requests of a connection the
+// WithCaller is http.Server.ConnContext: it gives the requests of a connection the
 // caller the listener found (SO_PEERCRED, read once per connection), and the
 // connection, so that handlers can take the files it passed.
-func withCaller(ctx context.Context, nc net.Conn) context.Context {
+func WithCaller(ctx context.Context, nc net.Conn) context.Context {
 	fc, ok := nc.(*fileConn)
 	if !ok || !fc.known {
 		return ctx
@@ -68,15 +68,15 @@ func withCaller(ctx context.Context, nc net.Conn) context.Context {
 	return context.WithValue(ctx, callerKey{}, fc.caller)
 }
 
-// callerFrom returns the request's caller; ok is false when the connection gave none.
-func callerFrom(ctx context.Context) (Caller, bool) {
+// CallerOf returns the request's caller; ok is false when the connection gave none.
+func CallerOf(ctx context.Context) (Caller, bool) {
 	c, ok := ctx.Value(callerKey{}).(Caller)
 	return c, ok
 }
 
-// checkAccounts refuses user and group names this host does not know, so that a typo
+// CheckAccounts refuses user and group names this host does not know, so that a typo
 // never shares an image with nobody (or with whoever gets that name later).
-func checkAccounts(users, groups []string) error {
+func CheckAccounts(users, groups []string) error {
 	for _, u := range users {
 		if _, err := user.Lookup(u); err != nil {
 			return fmt.Errorf("user %q: no such user on this host: %w", clip(u), errdefs.ErrInvalidArgument)

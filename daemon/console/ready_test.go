@@ -1,4 +1,4 @@
-package daemon
+package console
 
 import "testing"
 
@@ -17,7 +17,7 @@ func TestReadyMarker(t *testing.T) {
 		{"[   17.3] cloud-init[601]: Cloud-init v. 23.4.4-0ubuntu0~22.04.1 finished at Mon, 01 Apr 2024 10:00:12 +0000. Datasource DataSourceNoCloud [seed=/dev/vdb][dsmode=net].  Up 17.35 seconds\n", true},
 		{"", false},
 	} {
-		if got := readyMarker.MatchString(tc.console); got != tc.ready {
+		if got := ReadyMarker.MatchString(tc.console); got != tc.ready {
 			t.Errorf("ready(%q) = %v, want %v", tc.console, got, tc.ready)
 		}
 	}

@@ -1,4 +1,4 @@
-package daemon
+package machines
 
 import (
 	"fmt"
@@ -14,7 +14,9 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
+	"kiln/daemon/record"
 	"kiln/hypervisor"
+	"kiln/images"
 	"kiln/volumes"
 )
 
@@ -27,15 +29,16 @@ const (
 	qemuUIDCount = 65_536
 )
 
-// qemuUsers are who QEMU runs as when kilnd is root; a kilnd that is not root can only
+// Users are who QEMU runs as when kilnd is root; a kilnd that is not root can only
 // run QEMU as itself, which it says once.
-type qemuUsers struct {
+type Users struct {
 	root   bool
 	groups []uint32 // supplementary groups: that of /dev/kvm when guests use KVM
 }
 
-func newQEMUUsers(accel, kvmDevice string) qemuUsers {
-	u := qemuUsers{root: os.Geteuid() == 0}
+// NewUsers are the QEMU users of guests run with accel.
+func NewUsers(accel, kvmDevice string) Users {
+	u := Users{root: os.Geteuid() == 0}
 	if st, err := os.Stat(kvmDevice); err == nil && accel == hypervisor.AccelKVM {
 		if gid := st.Sys().(*syscall.Stat_t).Gid; gid != 0 {
 			u.groups = []uint32{gid}
@@ -44,8 +47,8 @@ func newQEMUUsers(accel, kvmDevice string) qemuUsers {
 	return u
 }
 
-// user is the QEMU user of a slot (a uid offset).
-func (u qemuUsers) user(slot uint32) hypervisor.User {
+// User is the QEMU user of a slot (a uid offset).
+func (u Users) User(slot uint32) hypervisor.User {
 	if !u.root {
 		return hypervisor.User{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
 	}
@@ -53,17 +56,10 @@ func (u qemuUsers) user(slot uint32) hypervisor.User {
 	return hypervisor.User{UID: uid, GID: uid, Groups: u.groups}
 }
 
-// freeSlot is a slot above 0, picked at random, that no instance in use holds and no
-// account of the host has: at random, so that a slot (and whatever a QEMU taken over by
-// its guest left under its uid) rarely passes from one instance to the next. The caller
-// holds m.mu.
-func (m *instances) freeSlot() (uint32, error) {
-	used := map[uint32]bool{}
-	for _, inst := range m.all {
-		if inst.rec.State != stateTerminated {
-			used[inst.rec.QEMUSlot] = true
-		}
-	}
+// FreeSlot is a slot above 0, picked at random, that is not used and that no account
+// of the host has: at random, so that a slot (and whatever a QEMU taken over by its
+// guest left under its uid) rarely passes from one instance to the next.
+func FreeSlot(used map[uint32]bool) (uint32, error) {
 	start := rand.Uint32N(qemuUIDCount - 1)
 	for i := uint32(0); i < qemuUIDCount-1; i++ {
 		slot := 1 + (start+i)%(qemuUIDCount-1)
@@ -78,26 +74,36 @@ func (m *instances) freeSlot() (uint32, error) {
 	return 0, fmt.Errorf("all %d QEMU users are taken", qemuUIDCount-1)
 }
 
-// machineSpec is the machine an instance record describes, with every file it needs
-// opened here: QEMU gets descriptors, never names. Each disk's chain is checked as it
-// is opened (volumes.OpenChain): a layer changed on disk stops the start. The caller
-// calls close once the machine has started (or failed to).
-func (m *instances) machineSpec(rec instanceRecord) (spec hypervisor.Spec, close func(), err error) {
+// Specs makes the machines instances' records describe.
+type Specs struct {
+	Layout record.Layout
+	Store  *images.Store
+	Accel  string
+	Users  Users
+	boot   bootCopies
+}
+
+// Spec is the machine an instance record describes, its volumes those of its mappings
+// in their order, with every file it needs opened here: QEMU gets descriptors, never
+// names. Each disk's chain is checked as it is opened (volumes.OpenChain): a layer
+// changed on disk stops the start. The caller calls close once the machine has started
+// (or failed to).
+func (m *Specs) Spec(rec record.Instance, vols []*record.Volume) (spec hypervisor.Spec, close func(), err error) {
 	var files []*os.File
-	close = func() { closeFiles(files) }
+	close = func() { closeAll(files) }
 	defer func() {
 		if err != nil {
 			close()
 		}
 	}()
-	spec = hypervisor.Spec{Dir: m.dir(rec.ID), Accel: m.accel, CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB,
-		Cmdline: rec.Cmdline, User: m.users.user(rec.QEMUSlot)}
+	spec = hypervisor.Spec{Dir: m.Layout.Dir(rec.ID), Accel: m.Accel, CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB,
+		Cmdline: rec.Cmdline, User: m.Users.User(rec.QEMUSlot)}
 	if rec.Kernel != "" {
 		for _, b := range []struct {
 			layer digest.Digest
 			f     **os.File
 		}{{rec.Kernel, &spec.Kernel}, {rec.Initrd, &spec.Initrd}} {
-			f, err := m.boot.get(m.store.BlobPath(b.layer))
+			f, err := m.boot.get(m.Store.BlobPath(b.layer))
 			if err != nil {
 				return spec, close, err
 			}
@@ -105,18 +111,8 @@ func (m *instances) machineSpec(rec instanceRecord) (spec hypervisor.Spec, close
 			*b.f = f
 		}
 	}
-	m.mu.Lock()
-	var chains [][]volumes.ChainFile
-	var ids []string
-	for _, mp := range rec.Mappings {
-		if v := m.vols[mp.VolumeID]; v != nil {
-			chains = append(chains, m.chainFiles(v))
-			ids = append(ids, filepath.Base(mp.DeviceName))
-		}
-	}
-	m.mu.Unlock()
-	for i, chain := range chains {
-		disk, err := openDisk(ids[i], chain)
+	for _, v := range vols {
+		disk, err := OpenDisk(filepath.Base(v.DeviceName), m.ChainFiles(v))
 		if err != nil {
 			return spec, close, err
 		}
@@ -124,7 +120,7 @@ func (m *instances) machineSpec(rec instanceRecord) (spec hypervisor.Spec, close
 		spec.Disks = append(spec.Disks, disk)
 	}
 	if rec.Seed {
-		seed, err := os.Open(filepath.Join(m.dir(rec.ID), "seed.iso"))
+		seed, err := os.Open(filepath.Join(m.Layout.Dir(rec.ID), "seed.iso"))
 		if err != nil {
 			return spec, close, err
 		}
@@ -134,28 +130,28 @@ func (m *instances) machineSpec(rec instanceRecord) (spec hypervisor.Spec, close
 	return spec, close, nil
 }
 
-// chainFiles are a volume's files bottom to top: its layers in the store (each also
+// ChainFiles are a volume's files bottom to top: its layers in the store (each also
 // known by the name of the frozen file it was captured from, which the file above it
-// may name), then its files not in the store yet. The caller holds m.mu.
-func (m *instances) chainFiles(v *volumeRecord) []volumes.ChainFile {
+// may name), then its files not in the store yet.
+func (m *Specs) ChainFiles(v *record.Volume) []volumes.ChainFile {
 	var chain []volumes.ChainFile
 	for _, d := range v.Chain {
-		c := volumes.ChainFile{Path: m.store.BlobPath(d)}
+		c := volumes.ChainFile{Path: m.Store.BlobPath(d)}
 		for _, f := range v.Frozen {
 			if f.Layer == d {
-				c.Aliases = append(c.Aliases, filepath.Join(m.volumeDir(v), f.Name))
+				c.Aliases = append(c.Aliases, filepath.Join(m.Layout.VolumeDir(v), f.Name))
 			}
 		}
 		chain = append(chain, c)
 	}
-	for _, p := range m.pending(v) {
+	for _, p := range m.Layout.Pending(v) {
 		chain = append(chain, volumes.ChainFile{Path: p})
 	}
 	return chain
 }
 
-// openDisk opens and checks the chain of a disk with that id.
-func openDisk(id string, chain []volumes.ChainFile) (hypervisor.Disk, error) {
+// OpenDisk opens and checks the chain of a disk with that id.
+func OpenDisk(id string, chain []volumes.ChainFile) (hypervisor.Disk, error) {
 	files, err := volumes.OpenChain(chain, false)
 	if err != nil {
 		return hypervisor.Disk{}, fmt.Errorf("disk %s: %w", id, err)
@@ -205,4 +201,10 @@ func (b *bootCopies) get(path string) (*os.File, error) {
 		return nil, err
 	}
 	return os.NewFile(uintptr(fd), c.Name()), nil
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
 }

@@ -1,4 +1,4 @@
-package daemon
+package peer
 
 import (
 	"context"
@@ -23,7 +23,7 @@ const maxPassedFiles = 32
 // counted against the limits; a connection past them is closed at once.
 type fileListener struct {
 	*net.UnixListener
-	lim *limiter
+	lim *Limiter
 }
 
 func (l fileListener) Accept() (net.Conn, error) {
@@ -63,9 +63,9 @@ func peerCred(c *net.UnixConn) (*syscall.Ucred, error) {
 	return cred, credErr
 }
 
-// withFiles makes ln hand out connections that keep descriptors passed on them, within
+// Listener makes ln hand out connections that keep descriptors passed on them, within
 // lim's limits (none when lim is nil).
-func withFiles(ln net.Listener, lim *limiter) net.Listener {
+func Listener(ln net.Listener, lim *Limiter) net.Listener {
 	if ul, ok := ln.(*net.UnixListener); ok {
 		return fileListener{ul, lim}
 	}
@@ -78,7 +78,7 @@ type fileConn struct {
 	*net.UnixConn
 	caller  Caller
 	known   bool // caller is set: the kernel gave the peer's credentials
-	lim     *limiter
+	lim     *Limiter
 	counted bool // the connection is counted by lim
 	closed  sync.Once
 	mu      sync.Mutex
@@ -144,7 +144,7 @@ func (c *fileConn) release(n int) {
 func (c *fileConn) Close() error {
 	c.closed.Do(func() {
 		f := c.take()
-		closeFiles(f)
+		CloseFiles(f)
 		c.release(len(f))
 		if c.counted {
 			c.lim.releaseConn(c.caller.UID)
@@ -153,7 +153,8 @@ func (c *fileConn) Close() error {
 	return c.UnixConn.Close()
 }
 
-func closeFiles(files []*os.File) {
+// CloseFiles closes each of files.
+func CloseFiles(files []*os.File) {
 	for _, f := range files {
 		f.Close()
 	}
@@ -161,9 +162,9 @@ func closeFiles(files []*os.File) {
 
 type connKey struct{}
 
-// passedFiles are the descriptors that came with a request. A handler claims those it
+// Passed are the descriptors that came with a request. A handler claims those it
 // keeps; the rest are closed when the request ends.
-type passedFiles struct {
+type Passed struct {
 	files []*os.File
 	conn  *fileConn // whose caller's count holds them
 	n     int       // how many were taken from conn
@@ -171,9 +172,9 @@ type passedFiles struct {
 
 type passedKey struct{}
 
-// withPassedFiles takes the descriptors passed on the request's connection so far.
-func withPassedFiles(ctx context.Context) (context.Context, *passedFiles) {
-	p := &passedFiles{}
+// WithPassed takes the descriptors passed on the request's connection so far.
+func WithPassed(ctx context.Context) (context.Context, *Passed) {
+	p := &Passed{}
 	if fc, ok := ctx.Value(connKey{}).(*fileConn); ok {
 		p.files, p.conn = fc.take(), fc
 		p.n = len(p.files)
@@ -181,11 +182,11 @@ func withPassedFiles(ctx context.Context) (context.Context, *passedFiles) {
 	return context.WithValue(ctx, passedKey{}, p), p
 }
 
-// done ends the request's hold on its descriptors: it closes those no handler claimed
+// Done ends the request's hold on its descriptors: it closes those no handler claimed
 // and gives all back to the caller's count (a claimed one is the handler's, bounded by
 // the operation that holds it).
-func (p *passedFiles) done() {
-	closeFiles(p.files)
+func (p *Passed) Done() {
+	CloseFiles(p.files)
 	p.files = nil
 	if p.conn != nil {
 		p.conn.release(p.n)
@@ -193,17 +194,17 @@ func (p *passedFiles) done() {
 	}
 }
 
-// passedFilesOf returns the request's passed descriptors without claiming them.
-func passedFilesOf(ctx context.Context) []*os.File {
-	if p, ok := ctx.Value(passedKey{}).(*passedFiles); ok {
+// Files returns the request's passed descriptors without claiming them.
+func Files(ctx context.Context) []*os.File {
+	if p, ok := ctx.Value(passedKey{}).(*Passed); ok {
 		return p.files
 	}
 	return nil
 }
 
-// claimFiles hands the request's passed descriptors to the caller, which closes them.
-func claimFiles(ctx context.Context) []*os.File {
-	p, ok := ctx.Value(passedKey{}).(*passedFiles)
+// Claim hands the request's passed descriptors to the caller, which closes them.
+func Claim(ctx context.Context) []*os.File {
+	p, ok := ctx.Value(passedKey{}).(*Passed)
 	if !ok {
 		return nil
 	}

@@ -1,4 +1,4 @@
-package daemon
+package instances
 
 import (
 	"context"
@@ -13,25 +13,26 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
-	bolt "go.etcd.io/bbolt"
 
 	"kiln/builder"
 	"kiln/daemon/api"
+	"kiln/daemon/machines"
+	"kiln/daemon/record"
 	"kiln/hypervisor"
 	"kiln/images"
 )
 
 var volumeDevice = regexp.MustCompile(`^/dev/vd[b-z]$`)
 
-// run launches instances of an image: for each, a record, a volume per block device
+// Run launches instances of an image: for each, a record, a volume per block device
 // mapping (an overlay on the snapshot's layers: nothing is copied), blank volumes, a
 // seed for user data, and QEMU started detached; it answers once QEMU does. Anything
 // refused or failed leaves nothing behind.
-func (m *instances) run(ctx context.Context, owner string, im *images.Image, req api.RunInstancesRequest) ([]*instance, error) {
+func (m *Manager) Run(ctx context.Context, owner string, im *images.Image, req api.RunInstancesRequest) ([]*Instance, error) {
 	if im.State != images.StateAvailable {
 		return nil, fmt.Errorf("image %s is %s, not available: %w", im.ID, im.State, errdefs.ErrFailedPrecondition)
 	}
-	typ, cpus, mem, err := size(req)
+	typ, cpus, mem, err := Size(req)
 	if err != nil {
 		return nil, err
 	}
@@ -55,8 +56,8 @@ func (m *instances) run(ctx context.Context, owner string, im *images.Image, req
 			return nil, fmt.Errorf("volume device %q: want /dev/vdb to /dev/vdz: %w", v.DeviceName, errdefs.ErrInvalidArgument)
 		case used[v.DeviceName]:
 			return nil, fmt.Errorf("volume device %s is taken: %w", v.DeviceName, errdefs.ErrInvalidArgument)
-		case v.SizeGiB < 1 || v.SizeGiB > 16384:
-			return nil, fmt.Errorf("volume %s: %d GiB; give 1 to 16384: %w", v.DeviceName, v.SizeGiB, errdefs.ErrInvalidArgument)
+		case v.SizeGiB < 1 || v.SizeGiB > api.MaxVolumeGiB:
+			return nil, fmt.Errorf("volume %s: %d GiB; give 1 to %d: %w", v.DeviceName, v.SizeGiB, api.MaxVolumeGiB, errdefs.ErrInvalidArgument)
 		}
 		used[v.DeviceName] = true
 	}
@@ -93,13 +94,13 @@ func (m *instances) run(ctx context.Context, owner string, im *images.Image, req
 		vols, gib = vols+1, gib+v.SizeGiB
 	}
 	if vols > 0 {
-		release, err := m.admitVolumes(m.quota(owner), owner, int64(count)*vols, int64(count)*gib)
+		release, err := m.vols.Admit(owner, int64(count)*vols, int64(count)*gib)
 		if err != nil {
 			return nil, err
 		}
 		defer release()
 	}
-	var out []*instance
+	var out []*Instance
 	for i := 0; i < count; i++ {
 		inst, err := m.launch(ctx, owner, im, names[i], typ, cpus, mem, req)
 		if err != nil {
@@ -112,10 +113,10 @@ func (m *instances) run(ctx context.Context, owner string, im *images.Image, req
 
 // reserve adds a pending record for a new instance, refusing a name the owner's live
 // instances use and an instance past the owner's quota.
-func (m *instances) reserve(rec instanceRecord) (*instance, error) {
+func (m *Manager) reserve(rec record.Instance) (*Instance, error) {
 	m.mu.Lock()
 	for _, other := range m.all {
-		if rec.Name != "" && other.rec.Name == rec.Name && other.rec.OwnerID == rec.OwnerID && other.rec.State != stateTerminated {
+		if rec.Name != "" && other.rec.Name == rec.Name && other.rec.OwnerID == rec.OwnerID && other.rec.State != record.StateTerminated {
 			m.mu.Unlock()
 			return nil, fmt.Errorf("instance name %q is used by %s; choose another: %w", rec.Name, other.rec.ID, errdefs.ErrAlreadyExists)
 		}
@@ -126,12 +127,12 @@ func (m *instances) reserve(rec instanceRecord) (*instance, error) {
 	}
 	// Reserved: no state yet (the first event is → pending), but its owner and size
 	// count against the quota.
-	inst := &instance{rec: instanceRecord{ID: rec.ID, OwnerID: rec.OwnerID, CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB}}
+	inst := &Instance{rec: record.Instance{ID: rec.ID, OwnerID: rec.OwnerID, CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB}}
 	m.all[rec.ID] = inst // reserved: the name is taken from here on
 	m.mu.Unlock()
 	inst.op.Lock()
 	defer inst.op.Unlock()
-	if err := m.set(inst, func(r *instanceRecord) { *r = rec }); err != nil {
+	if err := m.set(inst, func(r *record.Instance) { *r = rec }); err != nil {
 		m.mu.Lock()
 		delete(m.all, rec.ID)
 		m.mu.Unlock()
@@ -140,13 +141,13 @@ func (m *instances) reserve(rec instanceRecord) (*instance, error) {
 	return inst, nil
 }
 
-func (m *instances) launch(ctx context.Context, owner string, im *images.Image, name, typ string, cpus, mem int, req api.RunInstancesRequest) (*instance, error) {
-	id := images.NewID(instancePrefix)
+func (m *Manager) launch(ctx context.Context, owner string, im *images.Image, name, typ string, cpus, mem int, req api.RunInstancesRequest) (*Instance, error) {
+	id := images.NewID(record.InstancePrefix)
 	if name == "" {
 		name = id
 	}
-	inst, err := m.reserve(instanceRecord{
-		ID: id, Name: name, ImageID: im.ID, OwnerID: owner, State: statePending, InstanceType: typ,
+	inst, err := m.reserve(record.Instance{
+		ID: id, Name: name, ImageID: im.ID, OwnerID: owner, State: record.StatePending, InstanceType: typ,
 		CPUs: cpus, MemoryMiB: mem, Accel: m.accel, RootDeviceType: im.RootDeviceType, RootDeviceName: im.RootDeviceName,
 		Kernel: im.Kernel, Initrd: im.Initrd, Cmdline: im.Cmdline, Seed: len(req.UserData) > 0, LaunchTime: time.Now().UTC(),
 	})
@@ -167,15 +168,15 @@ func (m *instances) launch(ctx context.Context, owner string, im *images.Image, 
 }
 
 // prepare makes the instance's directory, volumes and seed.
-func (m *instances) prepare(ctx context.Context, inst *instance, im *images.Image, req api.RunInstancesRequest) error {
-	dir := m.dir(inst.rec.ID)
+func (m *Manager) prepare(ctx context.Context, inst *Instance, im *images.Image, req api.RunInstancesRequest) error {
+	dir := m.layout.Dir(inst.rec.ID)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
 	// Layers must not go between looking them up and the volume record naming them.
 	release := m.store.Hold()
 	defer release()
-	var mappings []instanceMapping
+	var mappings []record.Mapping
 	for _, bdm := range im.BlockDeviceMappings {
 		if bdm.EBS == nil {
 			continue
@@ -184,25 +185,25 @@ func (m *instances) prepare(ctx context.Context, inst *instance, im *images.Imag
 		if sn, err := m.store.Snapshot(bdm.EBS.SnapshotID); err == nil {
 			chain = sn.Chain
 		}
-		v := &volumeRecord{ID: images.NewID(volumePrefix), OwnerID: inst.rec.OwnerID, InstanceID: inst.rec.ID, DeviceName: bdm.DeviceName,
+		v := &record.Volume{ID: images.NewID(record.VolumePrefix), OwnerID: inst.rec.OwnerID, InstanceID: inst.rec.ID, DeviceName: bdm.DeviceName,
 			SnapshotID: bdm.EBS.SnapshotID, Chain: chain, SizeGiB: bdm.EBS.VolumeSize, DeleteOnTermination: bdm.EBS.DeleteOnTermination,
 			CreateTime: time.Now().UTC()}
-		if err := m.putVolume(v); err != nil {
+		if err := m.vols.Put(v); err != nil {
 			return err
 		}
-		mappings = append(mappings, instanceMapping{DeviceName: v.DeviceName, VolumeID: v.ID, DeleteOnTermination: v.DeleteOnTermination})
-		if err := m.tool.CreateOverlay(ctx, m.volumePath(v), m.store.BlobPath(chain[len(chain)-1]), v.SizeGiB<<30); err != nil {
+		mappings = append(mappings, record.Mapping{DeviceName: v.DeviceName, VolumeID: v.ID, DeleteOnTermination: v.DeleteOnTermination})
+		if err := m.tool.CreateOverlay(ctx, m.layout.VolumePath(v), m.store.BlobPath(chain[len(chain)-1]), v.SizeGiB<<30); err != nil {
 			return err
 		}
 	}
 	for _, spec := range req.Volumes {
-		v := &volumeRecord{ID: images.NewID(volumePrefix), OwnerID: inst.rec.OwnerID, InstanceID: inst.rec.ID, DeviceName: spec.DeviceName,
+		v := &record.Volume{ID: images.NewID(record.VolumePrefix), OwnerID: inst.rec.OwnerID, InstanceID: inst.rec.ID, DeviceName: spec.DeviceName,
 			SizeGiB: spec.SizeGiB, DeleteOnTermination: true, CreateTime: time.Now().UTC()}
-		if err := m.putVolume(v); err != nil {
+		if err := m.vols.Put(v); err != nil {
 			return err
 		}
-		mappings = append(mappings, instanceMapping{DeviceName: v.DeviceName, VolumeID: v.ID, DeleteOnTermination: true})
-		if err := m.tool.CreateBlank(ctx, m.volumePath(v), v.SizeGiB<<30); err != nil {
+		mappings = append(mappings, record.Mapping{DeviceName: v.DeviceName, VolumeID: v.ID, DeleteOnTermination: true})
+		if err := m.tool.CreateBlank(ctx, m.layout.VolumePath(v), v.SizeGiB<<30); err != nil {
 			return err
 		}
 	}
@@ -224,35 +225,41 @@ func (m *instances) prepare(ctx context.Context, inst *instance, im *images.Imag
 			}
 		}
 	}
-	return m.set(inst, func(r *instanceRecord) { r.Mappings, r.SeedDevice = mappings, seedDevice })
+	return m.set(inst, func(r *record.Instance) { r.Mappings, r.SeedDevice = mappings, seedDevice })
 }
 
 // startMachine starts QEMU for the instance and makes it running. The caller holds
 // inst.op.
-func (m *instances) startMachine(ctx context.Context, inst *instance) error {
+func (m *Manager) startMachine(ctx context.Context, inst *Instance) error {
 	m.dropCaptured(inst)
 	m.clearPorts(inst)
 	var consoleStart int64
-	if st, err := os.Stat(filepath.Join(m.dir(inst.rec.ID), hypervisor.ConsoleFile)); err == nil {
+	if st, err := os.Stat(filepath.Join(m.layout.Dir(inst.rec.ID), hypervisor.ConsoleFile)); err == nil {
 		consoleStart = st.Size()
 	}
 	// Recorded before QEMU starts: a kilnd killed in between reattaches to it (the
 	// record is pending) and counts its readiness from this boot's first line.
-	if err := m.set(inst, func(r *instanceRecord) { r.ConsoleStart = consoleStart }); err != nil {
+	if err := m.set(inst, func(r *record.Instance) { r.ConsoleStart = consoleStart }); err != nil {
 		return err
 	}
 	if inst.rec.QEMUSlot == 0 {
 		// Chosen and recorded under m.mu (set holds it), so that instances starting
 		// at once get different users.
 		var slotErr error
-		if err := m.set(inst, func(r *instanceRecord) { r.QEMUSlot, slotErr = m.freeSlot() }); err != nil {
+		if err := m.set(inst, func(r *record.Instance) { r.QEMUSlot, slotErr = machines.FreeSlot(m.slotsLocked()) }); err != nil {
 			return err
 		}
 		if slotErr != nil {
 			return slotErr
 		}
 	}
-	spec, closeFiles, err := m.machineSpec(inst.rec)
+	var vols []*record.Volume
+	for _, mp := range inst.rec.Mappings {
+		if v := m.vols.Get(mp.VolumeID); v != nil {
+			vols = append(vols, v)
+		}
+	}
+	spec, closeFiles, err := m.specs.Spec(inst.rec, vols)
 	if err != nil {
 		return err
 	}
@@ -269,21 +276,17 @@ func (m *instances) startMachine(ctx context.Context, inst *instance) error {
 	if err := m.placer.Place(ctx, inst.rec.ID, mach.PID, inst.rec.CPUs, inst.rec.MemoryMiB); err != nil {
 		log.G(ctx).WithError(err).WithField("instance", inst.rec.ID).Warn("instance runs outside a systemd scope")
 	}
-	return m.set(inst, func(r *instanceRecord) {
-		r.State, r.StateReason, r.PID, r.Accel, r.ConsoleStart = stateRunning, "", mach.PID, m.accel, consoleStart
+	return m.set(inst, func(r *record.Instance) {
+		r.State, r.StateReason, r.PID, r.Accel, r.ConsoleStart = record.StateRunning, "", mach.PID, m.accel, consoleStart
 	})
 }
 
 // dropCaptured removes the frozen files that live captures put in the store, now that
 // no QEMU has them open: the store's layers stand in for them. The caller holds inst.op
 // and no machine runs.
-func (m *instances) dropCaptured(inst *instance) {
-	m.mu.Lock()
-	var changed []*volumeRecord
-	for _, v := range m.vols {
-		if v.InstanceID != inst.rec.ID || len(v.Frozen) == 0 {
-			continue
-		}
+func (m *Manager) dropCaptured(inst *Instance) {
+	var changed []*record.Volume
+	for _, v := range m.vols.Select(func(v *record.Volume) bool { return v.InstanceID == inst.rec.ID && len(v.Frozen) > 0 }) {
 		c := *v
 		c.Frozen = nil
 		for _, f := range v.Frozen {
@@ -295,25 +298,24 @@ func (m *instances) dropCaptured(inst *instance) {
 			changed = append(changed, &c)
 		}
 	}
-	m.mu.Unlock()
 	for _, v := range changed {
 		if err := m.renameBacking(v); err != nil {
 			log.L.WithError(err).WithField("volume", v.ID).Warn("keep frozen files")
 			continue
 		}
-		if err := m.putVolume(v); err != nil {
+		if err := m.vols.Put(v); err != nil {
 			log.L.WithError(err).WithField("volume", v.ID).Warn("keep frozen files")
 		}
 	}
 	for _, v := range changed {
-		entries, _ := os.ReadDir(m.volumeDir(v))
+		entries, _ := os.ReadDir(m.layout.VolumeDir(v))
 		keep := map[string]bool{}
 		for _, f := range v.Frozen {
 			keep[f.Name] = true
 		}
 		for _, e := range entries {
 			if strings.HasPrefix(e.Name(), v.ID+".frozen-") && !keep[e.Name()] {
-				os.Remove(filepath.Join(m.volumeDir(v), e.Name()))
+				os.Remove(filepath.Join(m.layout.VolumeDir(v), e.Name()))
 			}
 		}
 	}
@@ -322,20 +324,18 @@ func (m *instances) dropCaptured(inst *instance) {
 // renameBacking makes each file of the volume that names a frozen file about to go (one
 // whose layer stands in for it: not in v.Frozen any more) name that layer instead, so
 // that every header names the file below it in the chain (volumes.OpenChain).
-func (m *instances) renameBacking(v *volumeRecord) error {
-	m.mu.Lock()
-	old := m.vols[v.ID]
-	m.mu.Unlock()
+func (m *Manager) renameBacking(v *record.Volume) error {
+	old := m.vols.Get(v.ID)
 	if old == nil {
 		return nil
 	}
-	files := append(append([]frozenFile(nil), old.Frozen...), frozenFile{Name: filepath.Base(m.volumePath(v))})
+	files := append(append([]record.Frozen(nil), old.Frozen...), record.Frozen{Name: filepath.Base(m.layout.VolumePath(v))})
 	for i := 1; i < len(files); i++ {
 		below, above := files[i-1], files[i]
 		if below.Layer == "" || above.Layer != "" {
 			continue // the file below stays, or the one above is a layer already
 		}
-		path := filepath.Join(m.volumeDir(v), above.Name)
+		path := filepath.Join(m.layout.VolumeDir(v), above.Name)
 		if err := m.tool.Rename(context.Background(), path, m.store.BlobPath(below.Layer)); err != nil {
 			return err
 		}
@@ -347,7 +347,7 @@ func (m *instances) renameBacking(v *volumeRecord) error {
 // guest that failed (a kernel panic, an accelerator's internal error) is stopped with
 // the reason, and an exit nobody asked for makes the instance stopped (or,
 // instance-store, terminated).
-func (m *instances) watch(inst *instance, mach *hypervisor.Machine) {
+func (m *Manager) watch(inst *Instance, mach *hypervisor.Machine) {
 	events, err := mach.Watch(context.Background())
 	go func() {
 		if err == nil {
@@ -388,7 +388,7 @@ func (m *instances) watch(inst *instance, mach *hypervisor.Machine) {
 // fail stops an instance whose guest cannot go on and records why: its vCPUs run no
 // more (a panicked kernel, a KVM that hit an internal error), so leaving its QEMU up
 // would only hold its memory, or spin.
-func (m *instances) fail(inst *instance, mach *hypervisor.Machine, reason string) {
+func (m *Manager) fail(inst *Instance, mach *hypervisor.Machine, reason string) {
 	inst.op.Lock()
 	defer inst.op.Unlock()
 	if inst.machine != mach {
@@ -401,26 +401,26 @@ func (m *instances) fail(inst *instance, mach *hypervisor.Machine, reason string
 
 // gone records that an instance's QEMU is gone without a stop: volume-backed ones are
 // stopped, instance-store ones terminated. The caller holds inst.op.
-func (m *instances) gone(inst *instance, reason string) {
+func (m *Manager) gone(inst *Instance, reason string) {
 	if inst.rec.RootDeviceType == "instance-store" {
 		m.finishTerminate(inst, reason)
 		return
 	}
-	if err := m.set(inst, func(r *instanceRecord) { r.State, r.StateReason, r.PID = stateStopped, reason, 0 }); err != nil {
+	if err := m.set(inst, func(r *record.Instance) { r.State, r.StateReason, r.PID = record.StateStopped, reason, 0 }); err != nil {
 		log.L.WithError(err).WithField("instance", inst.rec.ID).Error("record stopped instance")
 	}
 }
 
 // discard removes what a failed launch made: machine, volumes, directory, record.
-func (m *instances) discard(inst *instance) {
+func (m *Manager) discard(inst *Instance) {
 	if inst.machine != nil {
 		inst.machine.Stop(context.Background(), 0)
 		inst.machine = nil
 	}
 	m.deleteVolumes(inst, true)
-	os.RemoveAll(m.dir(inst.rec.ID))
+	os.RemoveAll(m.layout.Dir(inst.rec.ID))
 	id := inst.rec.ID
-	if err := m.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketInstances).Delete([]byte(id)) }); err != nil {
+	if err := m.db.DeleteInstance(id); err != nil {
 		log.L.WithError(err).WithField("instance", id).Error("remove the record of a failed launch")
 	}
 	m.mu.Lock()
@@ -429,38 +429,32 @@ func (m *instances) discard(inst *instance) {
 }
 
 // deleteVolumes deletes the instance's volumes (all, or those deleted on termination).
-func (m *instances) deleteVolumes(inst *instance, all bool) {
-	m.mu.Lock()
-	var vs []*volumeRecord
-	for _, v := range m.vols {
-		if v.InstanceID == inst.rec.ID && !v.Standalone && (all || v.DeleteOnTermination) {
-			vs = append(vs, v)
-		}
-	}
-	m.mu.Unlock()
-	for _, v := range vs {
-		if err := m.deleteVolume(v); err != nil {
+func (m *Manager) deleteVolumes(inst *Instance, all bool) {
+	for _, v := range m.vols.Select(func(v *record.Volume) bool {
+		return v.InstanceID == inst.rec.ID && !v.Standalone && (all || v.DeleteOnTermination)
+	}) {
+		if err := m.vols.Delete(v); err != nil {
 			log.L.WithError(err).WithField("volume", v.ID).Error("delete volume")
 		}
 	}
 }
 
-// stop begins a stop: the state becomes stopping at once and the rest runs as an
+// Stop begins a stop: the state becomes stopping at once and the rest runs as an
 // operation. force skips the guest's clean shutdown. Stopping a stopped instance does
 // nothing.
-func (m *instances) stop(inst *instance, by string, force bool) error {
+func (m *Manager) Stop(inst *Instance, by string, force bool) error {
 	inst.op.Lock()
 	defer inst.op.Unlock()
 	switch {
 	case inst.rec.RootDeviceType == "instance-store":
 		return fmt.Errorf("instance %s has an instance-store root device and cannot be stopped; terminate it instead: %w",
 			inst.rec.ID, errdefs.ErrNotImplemented)
-	case inst.rec.State == stateStopped || inst.rec.State == stateStopping:
+	case inst.rec.State == record.StateStopped || inst.rec.State == record.StateStopping:
 		return nil // already: stop is idempotent, as in the cloud
-	case inst.rec.State != stateRunning:
+	case inst.rec.State != record.StateRunning:
 		return fmt.Errorf("instance %s is %s; only a running instance can be stopped: %w", inst.rec.ID, inst.rec.State, errdefs.ErrFailedPrecondition)
 	}
-	if err := m.set(inst, func(r *instanceRecord) { r.State, r.StateReason = stateStopping, "stopped by "+by }); err != nil {
+	if err := m.set(inst, func(r *record.Instance) { r.State, r.StateReason = record.StateStopping, "stopped by "+by }); err != nil {
 		return err
 	}
 	m.finishStop(inst, force)
@@ -468,13 +462,13 @@ func (m *instances) stop(inst *instance, by string, force bool) error {
 }
 
 // finishStop stops a stopping instance's QEMU as an operation and records it stopped.
-func (m *instances) finishStop(inst *instance, force bool) {
+func (m *Manager) finishStop(inst *Instance, force bool) {
 	m.ops.Go(func() {
 		inst.op.Lock()
 		defer inst.op.Unlock()
 		note := m.halt(inst, force)
-		if err := m.set(inst, func(r *instanceRecord) {
-			r.State, r.PID, r.StateReason = stateStopped, 0, withNote(r.StateReason, note)
+		if err := m.set(inst, func(r *record.Instance) {
+			r.State, r.PID, r.StateReason = record.StateStopped, 0, withNote(r.StateReason, note)
 		}); err != nil {
 			log.L.WithError(err).WithField("instance", inst.rec.ID).Error("record stopped instance")
 		}
@@ -491,7 +485,7 @@ var forcedOff = fmt.Sprintf("forced off after %d s without a shutdown", int(stop
 // the wait at once. halt returns what a stop's reason should add: forcedOff, the
 // guest's failure, or "" for a clean shutdown or a stop that was forced from the start.
 // The caller holds inst.op.
-func (m *instances) halt(inst *instance, force bool) (note string) {
+func (m *Manager) halt(inst *Instance, force bool) (note string) {
 	mach := inst.machine
 	if mach == nil {
 		return ""
@@ -511,7 +505,7 @@ func (m *instances) halt(inst *instance, force bool) (note string) {
 			break
 		}
 		deadline := time.Now().Add(stopGrace)
-		if err := m.set(inst, func(r *instanceRecord) { r.ForceOffAt = deadline.UTC() }); err != nil {
+		if err := m.set(inst, func(r *record.Instance) { r.ForceOffAt = deadline.UTC() }); err != nil {
 			l.WithError(err).Error("record when the instance is forced off")
 		}
 		t := time.NewTimer(stopGrace)
@@ -525,7 +519,7 @@ func (m *instances) halt(inst *instance, force bool) (note string) {
 		case <-ctx.Done():
 		}
 		t.Stop()
-		if err := m.set(inst, func(r *instanceRecord) { r.ForceOffAt = time.Time{} }); err != nil {
+		if err := m.set(inst, func(r *record.Instance) { r.ForceOffAt = time.Time{} }); err != nil {
 			l.WithError(err).Error("record when the instance is forced off")
 		}
 	}
@@ -547,15 +541,15 @@ func withNote(reason, note string) string {
 	return reason + ": " + note
 }
 
-// start starts a stopped instance again, with its volumes as they were. Starting a
+// Start starts a stopped instance again, with its volumes as they were. Starting a
 // running one does nothing (kiln-instance@.service relies on both).
-func (m *instances) start(ctx context.Context, inst *instance) error {
+func (m *Manager) Start(ctx context.Context, inst *Instance) error {
 	inst.op.Lock()
 	defer inst.op.Unlock()
 	switch inst.rec.State {
-	case stateRunning, statePending:
+	case record.StateRunning, record.StatePending:
 		return nil // already: start is idempotent, as in the cloud
-	case stateStopped:
+	case record.StateStopped:
 	default:
 		return fmt.Errorf("instance %s is %s; only a stopped instance can be started: %w", inst.rec.ID, inst.rec.State, errdefs.ErrFailedPrecondition)
 	}
@@ -565,11 +559,11 @@ func (m *instances) start(ctx context.Context, inst *instance) error {
 	if err != nil {
 		return err
 	}
-	if err := m.set(inst, func(r *instanceRecord) { r.State, r.StateReason = statePending, "" }); err != nil {
+	if err := m.set(inst, func(r *record.Instance) { r.State, r.StateReason = record.StatePending, "" }); err != nil {
 		return err
 	}
 	if err := m.startMachine(ctx, inst); err != nil {
-		m.update(inst, "stopped after a failed start", func(r *instanceRecord) { r.State, r.StateReason = stateStopped, "start failed: "+err.Error() })
+		m.update(inst, "stopped after a failed start", func(r *record.Instance) { r.State, r.StateReason = record.StateStopped, "start failed: "+err.Error() })
 		return err
 	}
 	return nil
@@ -578,11 +572,11 @@ func (m *instances) start(ctx context.Context, inst *instance) error {
 // rebootWait bounds a reboot: the reset command and QEMU carrying it out.
 const rebootWait = time.Minute
 
-// reboot resets a running instance (the machine's reset button).
-func (m *instances) reboot(inst *instance) error {
+// Reboot resets a running instance (the machine's reset button).
+func (m *Manager) Reboot(inst *Instance) error {
 	inst.op.Lock()
 	defer inst.op.Unlock()
-	if inst.rec.State != stateRunning || inst.machine == nil {
+	if inst.rec.State != record.StateRunning || inst.machine == nil {
 		return fmt.Errorf("instance %s is %s; only a running instance can be rebooted: %w", inst.rec.ID, inst.rec.State, errdefs.ErrFailedPrecondition)
 	}
 	ctx, cancel := context.WithTimeout(m.opsCtx, rebootWait)
@@ -592,8 +586,8 @@ func (m *instances) reboot(inst *instance) error {
 	}
 	// Ready means ready since this reset: what the guest printed before no longer counts.
 	// The size is taken once QEMU has carried out the reset (Reboot waits for it).
-	if st, err := os.Stat(filepath.Join(m.dir(inst.rec.ID), hypervisor.ConsoleFile)); err == nil {
-		if err := m.set(inst, func(r *instanceRecord) { r.ConsoleStart = st.Size() }); err != nil {
+	if st, err := os.Stat(filepath.Join(m.layout.Dir(inst.rec.ID), hypervisor.ConsoleFile)); err == nil {
+		if err := m.set(inst, func(r *record.Instance) { r.ConsoleStart = st.Size() }); err != nil {
 			return err
 		}
 	}
@@ -601,15 +595,15 @@ func (m *instances) reboot(inst *instance) error {
 	return nil
 }
 
-// terminate begins a termination: shutting-down at once, then (as an operation) the
+// Terminate begins a termination: shutting-down at once, then (as an operation) the
 // machine stops and the volumes deleted on termination go.
-func (m *instances) terminate(inst *instance, by string, force bool) error {
+func (m *Manager) Terminate(inst *Instance, by string, force bool) error {
 	inst.op.Lock()
 	defer inst.op.Unlock()
-	if inst.rec.State == stateTerminated || inst.rec.State == stateShuttingDown {
+	if inst.rec.State == record.StateTerminated || inst.rec.State == record.StateShuttingDown {
 		return fmt.Errorf("instance %s is already %s: %w", inst.rec.ID, inst.rec.State, errdefs.ErrFailedPrecondition)
 	}
-	if err := m.set(inst, func(r *instanceRecord) { r.State, r.StateReason = stateShuttingDown, "terminated by "+by }); err != nil {
+	if err := m.set(inst, func(r *record.Instance) { r.State, r.StateReason = record.StateShuttingDown, "terminated by "+by }); err != nil {
 		return err
 	}
 	m.haltAndTerminate(inst, force)
@@ -618,7 +612,7 @@ func (m *instances) terminate(inst *instance, by string, force bool) error {
 
 // haltAndTerminate stops a shutting-down instance's QEMU as an operation and finishes
 // its termination.
-func (m *instances) haltAndTerminate(inst *instance, force bool) {
+func (m *Manager) haltAndTerminate(inst *Instance, force bool) {
 	m.ops.Go(func() {
 		inst.op.Lock()
 		defer inst.op.Unlock()
@@ -629,20 +623,11 @@ func (m *instances) haltAndTerminate(inst *instance, force bool) {
 
 // clearPorts forgets the hot-plug ports of the instance's volumes: a new QEMU puts every
 // volume on its root bus. The caller holds inst.op and no machine runs.
-func (m *instances) clearPorts(inst *instance) {
-	m.mu.Lock()
-	var vs []volumeRecord
-	for _, v := range m.vols {
-		if v.InstanceID == inst.rec.ID && v.Port != "" {
-			c := *v
-			c.Port = ""
-			vs = append(vs, c)
-		}
-	}
-	m.mu.Unlock()
-	for i := range vs {
-		if err := m.putVolume(&vs[i]); err != nil {
-			log.L.WithError(err).WithField("volume", vs[i].ID).Error("record that a volume left its hot-plug port")
+func (m *Manager) clearPorts(inst *Instance) {
+	for _, v := range m.vols.Select(func(v *record.Volume) bool { return v.InstanceID == inst.rec.ID && v.Port != "" }) {
+		v.Port = ""
+		if err := m.vols.Put(v); err != nil {
+			log.L.WithError(err).WithField("volume", v.ID).Error("record that a volume left its hot-plug port")
 		}
 	}
 }
@@ -650,38 +635,30 @@ func (m *instances) clearPorts(inst *instance) {
 // finishTerminate deletes what a terminated instance leaves (its volumes deleted on
 // termination, its seed), detaches the standalone volumes it had, and records it
 // terminated. The caller holds inst.op.
-func (m *instances) finishTerminate(inst *instance, reason string) {
+func (m *Manager) finishTerminate(inst *Instance, reason string) {
 	m.deleteVolumes(inst, false)
-	m.mu.Lock()
-	var standalone []*volumeRecord
-	for _, v := range m.vols {
-		if v.InstanceID == inst.rec.ID && v.Standalone {
-			standalone = append(standalone, v)
-		}
-	}
-	m.mu.Unlock()
-	for _, v := range standalone {
+	for _, v := range m.vols.Select(func(v *record.Volume) bool { return v.InstanceID == inst.rec.ID && v.Standalone }) {
 		if err := m.unplug(inst, v); err != nil {
 			log.L.WithError(err).WithField("volume", v.ID).Error("detach volume of terminated instance")
 		}
 	}
-	os.Remove(filepath.Join(m.dir(inst.rec.ID), "seed.iso"))
-	if err := m.set(inst, func(r *instanceRecord) {
-		r.State, r.StateReason, r.PID, r.TerminatedAt = stateTerminated, reason, 0, time.Now().UTC()
+	os.Remove(filepath.Join(m.layout.Dir(inst.rec.ID), "seed.iso"))
+	if err := m.set(inst, func(r *record.Instance) {
+		r.State, r.StateReason, r.PID, r.TerminatedAt = record.StateTerminated, reason, 0, time.Now().UTC()
 	}); err != nil {
 		log.L.WithError(err).WithField("instance", inst.rec.ID).Error("record terminated instance")
 	}
 }
 
-// reconcile runs at start, before kilnd serves: it reattaches to each QEMU that still
+// Reconcile runs at start, before kilnd serves: it reattaches to each QEMU that still
 // runs, and records the vanished ones as stopped (volume-backed) or terminated
 // (instance-store), with a reason. One instance's failure never stops the others.
-func (m *instances) reconcile(ctx context.Context) {
+func (m *Manager) Reconcile(ctx context.Context) {
 	m.mu.Lock()
-	var todo []*instance
+	var todo []*Instance
 	for _, inst := range m.all {
 		switch inst.rec.State {
-		case statePending, stateRunning, stateStopping, stateShuttingDown:
+		case record.StatePending, record.StateRunning, record.StateStopping, record.StateShuttingDown:
 			todo = append(todo, inst)
 		}
 	}
@@ -689,38 +666,38 @@ func (m *instances) reconcile(ctx context.Context) {
 	for _, inst := range todo {
 		l := log.G(ctx).WithField("instance", inst.rec.ID)
 		inst.op.Lock()
-		mach, err := hypervisor.Attach(ctx, m.dir(inst.rec.ID))
+		mach, err := hypervisor.Attach(ctx, m.layout.Dir(inst.rec.ID))
 		if err == nil {
 			inst.machine = mach
 			m.watch(inst, mach)
 			l.WithField("pid", mach.PID).Info("reattached to running instance")
 		}
 		switch st := inst.rec.State; {
-		case err != nil && st == stateShuttingDown:
+		case err != nil && st == record.StateShuttingDown:
 			m.finishTerminate(inst, inst.rec.StateReason)
 		case err != nil:
 			l.WithError(err).Warn("instance's QEMU is gone")
 			m.gone(inst, "QEMU was gone when kilnd started: "+err.Error())
-		case st == stateStopping: // a stop was under way when kilnd stopped: finish it
+		case st == record.StateStopping: // a stop was under way when kilnd stopped: finish it
 			m.finishStop(inst, false)
-		case st == stateShuttingDown:
+		case st == record.StateShuttingDown:
 			m.haltAndTerminate(inst, false)
-		case st == statePending:
-			m.update(inst, "running after a reattach", func(r *instanceRecord) { r.State, r.PID = stateRunning, mach.PID })
+		case st == record.StatePending:
+			m.update(inst, "running after a reattach", func(r *record.Instance) { r.State, r.PID = record.StateRunning, mach.PID })
 		}
 		inst.op.Unlock()
 	}
 }
 
-// toAPI is the API's view of an instance record.
-func (m *instances) toAPI(rec instanceRecord) api.Instance {
+// View is the API's view of an instance record.
+func (m *Manager) View(rec record.Instance) api.Instance {
 	out := api.Instance{
 		ID: rec.ID, Name: rec.Name, ImageID: rec.ImageID, OwnerID: rec.OwnerID, State: rec.State, StateReason: rec.StateReason,
 		InstanceType: rec.InstanceType, CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB, Accelerator: rec.Accel,
 		RootDeviceType: rec.RootDeviceType, RootDeviceName: rec.RootDeviceName, LaunchTime: rec.LaunchTime, PID: rec.PID,
 		BlockDeviceMappings: []api.InstanceBlockDeviceMapping{},
 	}
-	if !rec.ForceOffAt.IsZero() && (rec.State == stateStopping || rec.State == stateShuttingDown) {
+	if !rec.ForceOffAt.IsZero() && (rec.State == record.StateStopping || rec.State == record.StateShuttingDown) {
 		t := rec.ForceOffAt
 		out.ForceOffAt = &t
 	}

@@ -1,4 +1,4 @@
-package daemon
+package peer
 
 import (
 	"context"
@@ -8,85 +8,21 @@ import (
 	"sync"
 	"time"
 
-	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+
+	"kiln/daemon/settings"
 )
-
-// LimitSettings bound what callers may hold of kilnd, so that no user can exhaust it for
-// the others: how long a request may take to arrive, and how many connections and
-// passed descriptors each user and all users may hold open. Zero means the default.
-type LimitSettings struct {
-	// ReadHeaderSeconds bounds the arrival of a request's headers (default 10).
-	ReadHeaderSeconds int `json:"readHeaderSeconds,omitempty"`
-	// BodySeconds bounds the arrival of a request's body once its headers are in
-	// (default 30).
-	BodySeconds int `json:"bodySeconds,omitempty"`
-	// IdleSeconds is how long an idle keep-alive connection stays open (default 60).
-	IdleSeconds int `json:"idleSeconds,omitempty"`
-	// ConnectionsPerUser bounds one user's open connections (default 64).
-	ConnectionsPerUser int `json:"connectionsPerUser,omitempty"`
-	// Connections bounds all users' open connections (default 1024); ordinary users
-	// get 7/8 of it, the rest is kept for root and the admin group.
-	Connections int `json:"connections,omitempty"`
-	// FilesPerUser bounds the descriptors one user may have passed and not yet
-	// handed to a finished request (default 128).
-	FilesPerUser int `json:"filesPerUser,omitempty"`
-	// Files bounds all users' passed descriptors (default 2048), 7/8 of it for
-	// ordinary users.
-	Files int `json:"files,omitempty"`
-}
-
-// defaultLimits: the CLI holds one or two connections and passes a few descriptors, a
-// script a few dozen; callers can make kilnd hold about 3,000 descriptors in all, well
-// under its open-file limit, with room for the store and the instances.
-var defaultLimits = LimitSettings{
-	ReadHeaderSeconds: 10, BodySeconds: 30, IdleSeconds: 60,
-	ConnectionsPerUser: 64, Connections: 1024, FilesPerUser: 128, Files: 2048,
-}
-
-// resolved returns l with each zero field the default's.
-func (l LimitSettings) resolved() LimitSettings {
-	for _, f := range []struct{ v, d *int }{
-		{&l.ReadHeaderSeconds, &defaultLimits.ReadHeaderSeconds}, {&l.BodySeconds, &defaultLimits.BodySeconds},
-		{&l.IdleSeconds, &defaultLimits.IdleSeconds}, {&l.ConnectionsPerUser, &defaultLimits.ConnectionsPerUser},
-		{&l.Connections, &defaultLimits.Connections}, {&l.FilesPerUser, &defaultLimits.FilesPerUser},
-		{&l.Files, &defaultLimits.Files},
-	} {
-		if *f.v == 0 {
-			*f.v = *f.d
-		}
-	}
-	return l
-}
-
-func (l LimitSettings) check() error {
-	for name, v := range map[string]int{
-		"readHeaderSeconds": l.ReadHeaderSeconds, "bodySeconds": l.BodySeconds, "idleSeconds": l.IdleSeconds,
-		"connectionsPerUser": l.ConnectionsPerUser, "connections": l.Connections, "filesPerUser": l.FilesPerUser, "files": l.Files,
-	} {
-		if v < 0 {
-			return fmt.Errorf("limits.%s is %d: want 0 (the default) or more: %w", name, v, errdefs.ErrInvalidArgument)
-		}
-	}
-	return nil
-}
-
-// maxHeaderBytes bounds a request's line and headers (net/http's default is 1 MiB): an
-// id, a name or a filter is short, and every open connection may hold this much.
-const maxHeaderBytes = 64 << 10
-
-func seconds(n int) time.Duration { return time.Duration(n) * time.Second }
 
 // reserved is the part of a total that only root and the admin group may use.
 func reserved(total int) int { return total - total/8 }
 
-// limiter counts the connections and passed descriptors each user holds, and refuses
+// Limiter counts the connections and passed descriptors each user holds, and refuses
 // what would go past the limits. Root, kilnd's own user and the admin group are held to
 // the totals only, and may use the eighth of them that ordinary users may not. It is
 // safe for concurrent use.
-type limiter struct {
+type Limiter struct {
 	// settings returns the limits and the admin group in force (they change on reload).
-	settings func() (LimitSettings, string)
+	settings func() (settings.Limits, string)
 	self     uint32 // kilnd's uid
 
 	mu                     sync.Mutex
@@ -106,19 +42,21 @@ type offence struct {
 // offenceQuiet is how long refusals of one user go unlogged after one is logged.
 const offenceQuiet = 10 * time.Minute
 
-func newLimiter(self uint32, settings func() (LimitSettings, string)) *limiter {
-	return &limiter{settings: settings, self: self, conns: map[uint32]int{}, files: map[uint32]int{}, warned: map[uint32]*offence{}}
+// NewLimiter makes the limiter of a kilnd running as uid self; settings gives the
+// limits and the admin group in force.
+func NewLimiter(self uint32, settings func() (settings.Limits, string)) *Limiter {
+	return &Limiter{settings: settings, self: self, conns: map[uint32]int{}, files: map[uint32]int{}, warned: map[uint32]*offence{}}
 }
 
-func (l *limiter) privileged(c Caller, admin string) bool {
+func (l *Limiter) privileged(c Caller, admin string) bool {
 	return c.UID == 0 || c.UID == l.self || c.InGroup(admin)
 }
 
 // admitConn counts a new connection of c, or refuses it (false) when c is past a limit.
 // The caller calls releaseConn once for each admitted connection.
-func (l *limiter) admitConn(c Caller) bool {
+func (l *Limiter) admitConn(c Caller) bool {
 	lim, admin := l.settings()
-	lim = lim.resolved()
+	lim = lim.Resolved()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var reason string
@@ -140,7 +78,7 @@ func (l *limiter) admitConn(c Caller) bool {
 	return true
 }
 
-func (l *limiter) releaseConn(uid uint32) {
+func (l *Limiter) releaseConn(uid uint32) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.totalConns--
@@ -151,9 +89,9 @@ func (l *limiter) releaseConn(uid uint32) {
 
 // admitFiles counts up to n descriptors passed by c and returns how many it may keep;
 // the caller closes the rest and calls releaseFiles for those kept once they are gone.
-func (l *limiter) admitFiles(c Caller, n int) int {
+func (l *Limiter) admitFiles(c Caller, n int) int {
 	lim, admin := l.settings()
-	lim = lim.resolved()
+	lim = lim.Resolved()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	room := lim.Files - l.totalFiles
@@ -170,7 +108,7 @@ func (l *limiter) admitFiles(c Caller, n int) int {
 	return k
 }
 
-func (l *limiter) releaseFiles(uid uint32, n int) {
+func (l *Limiter) releaseFiles(uid uint32, n int) {
 	if n == 0 {
 		return
 	}
@@ -184,7 +122,7 @@ func (l *limiter) releaseFiles(uid uint32, n int) {
 
 // offendLocked logs c's refusal the first time, then once per offenceQuiet with the
 // number of refusals in between.
-func (l *limiter) offendLocked(c Caller, reason string) {
+func (l *Limiter) offendLocked(c Caller, reason string) {
 	o := l.warned[c.UID]
 	now := time.Now()
 	if o != nil && now.Sub(o.at) < offenceQuiet {
@@ -199,11 +137,11 @@ func (l *limiter) offendLocked(c Caller, reason string) {
 	l.warned[c.UID] = &offence{at: now, reason: reason}
 }
 
-// bodyDeadline bounds the arrival of r's body, so that a client sending a byte a second
+// BodyDeadline bounds the arrival of r's body, so that a client sending a byte a second
 // cannot hold its connection and its handler. The deadline is lifted once the body is
 // read: net/http then reads the connection in the background, and a deadline passing
 // there would cancel a long request's context. A request without a body has none.
-func bodyDeadline(w http.ResponseWriter, r *http.Request, d time.Duration) {
+func BodyDeadline(w http.ResponseWriter, r *http.Request, d time.Duration) {
 	if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
 		return
 	}

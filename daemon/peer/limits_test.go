@@ -1,15 +1,17 @@
-package daemon
+package peer
 
 import (
 	"slices"
 	"testing"
+
+	"kiln/daemon/settings"
 )
 
 // TestLimiterKeepsRoomForRootAndAdmins: ordinary users stop at their own limit and,
 // together, at 7/8 of the total; root and the admin group go on to the total itself.
 func TestLimiterKeepsRoomForRootAndAdmins(t *testing.T) {
-	lim := LimitSettings{ConnectionsPerUser: 4, Connections: 16, FilesPerUser: 8, Files: 32}
-	l := newLimiter(1000, func() (LimitSettings, string) { return lim, "kiln-admin" })
+	lim := settings.Limits{ConnectionsPerUser: 4, Connections: 16, FilesPerUser: 8, Files: 32}
+	l := NewLimiter(1000, func() (settings.Limits, string) { return lim, "kiln-admin" })
 	user := func(uid uint32) Caller { return Caller{UID: uid, User: "u"} }
 	root, admin, self := Caller{UID: 0}, Caller{UID: 2000, Groups: []string{"kiln-admin"}}, Caller{UID: 1000}
 

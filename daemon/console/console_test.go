@@ -1,8 +1,7 @@
-package daemon
+package console
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"os"
@@ -10,8 +9,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-
-	"github.com/containerd/errdefs"
 )
 
 // TestConsoleRing appends 10 MiB of numbered lines to a file as QEMU does (O_APPEND),
@@ -80,18 +77,18 @@ func TestConsoleRing(t *testing.T) {
 	}
 	// A reader from 0 starts at the ring's beginning: a suffix of what was written, at
 	// least the limit, less than a block more, and no zeros.
-	r := newConsoleReader(kilnd, func() int64 { return limit })
+	r := NewReader(kilnd, func() int64 { return limit })
 	var out bytes.Buffer
-	if err := r.copyTo(&out); err != nil {
+	if err := r.CopyTo(&out); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.HasSuffix(all, out.Bytes()) || out.Len() < limit || out.Len() >= limit+punchAlign || bytes.IndexByte(out.Bytes(), 0) >= 0 {
 		t.Errorf("a reader got %d bytes (want the last %d to %d written, no zeros); they begin %q", out.Len(), limit, limit+punchAlign, out.Bytes()[:min(out.Len(), 40)])
 	}
 	// The limit raised after the trim: still no zeros (the reader skips the hole).
-	r = newConsoleReader(kilnd, func() int64 { return 4 * limit })
+	r = NewReader(kilnd, func() int64 { return 4 * limit })
 	out.Reset()
-	if err := r.copyTo(&out); err != nil {
+	if err := r.CopyTo(&out); err != nil {
 		t.Fatal(err)
 	}
 	if bytes.IndexByte(out.Bytes(), 0) >= 0 || !bytes.HasSuffix(all, out.Bytes()) {
@@ -102,7 +99,7 @@ func TestConsoleRing(t *testing.T) {
 		t.Fatal(err)
 	}
 	out.Reset()
-	if err := r.copyTo(&out); err != nil || out.String() != "the next line\r\n" {
+	if err := r.CopyTo(&out); err != nil || out.String() != "the next line\r\n" {
 		t.Errorf("follow: %q, %v", out.String(), err)
 	}
 }
@@ -218,37 +215,6 @@ func TestReadyScan(t *testing.T) {
 	})
 }
 
-// TestConsoleLimitSetting: consoleLimitMiB is 8 MiB unless set; 1 to 1024 are taken,
-// anything else refuses the file.
-func TestConsoleLimitSetting(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "kilnd.json")
-	for _, tc := range []struct {
-		file string
-		want int64 // 0: refused
-	}{
-		{`{}`, 8 << 20},
-		{`{"consoleLimitMiB": 0}`, 8 << 20},
-		{`{"consoleLimitMiB": 1}`, 1 << 20},
-		{`{"consoleLimitMiB": 1024}`, 1 << 30},
-		{`{"consoleLimitMiB": -1}`, 0},
-		{`{"consoleLimitMiB": 1025}`, 0},
-		{`{"consoleLimitMiB": "8"}`, 0},
-	} {
-		if err := os.WriteFile(path, []byte(tc.file), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		st, err := loadSettings(context.Background(), Config{SettingsFile: path})
-		switch {
-		case tc.want == 0 && !errdefs.IsInvalidArgument(err):
-			t.Errorf("%s: %v, want an invalid argument", tc.file, err)
-		case tc.want != 0 && err != nil:
-			t.Errorf("%s: %v", tc.file, err)
-		case tc.want != 0 && st.consoleLimit() != tc.want:
-			t.Errorf("%s: limit %d, want %d", tc.file, st.consoleLimit(), tc.want)
-		}
-	}
-}
-
 // BenchmarkReadyScan is the readiness scan over a console with no ready line: what the
 // first look at a flooded 8 MiB console costs (a kilnd started again, a guest that
 // never says ready).
@@ -265,7 +231,7 @@ func BenchmarkReadyScan(b *testing.B) {
 	}
 }
 
-// TestReadyIn: the literal hints in front of readyMarker let through every line it
+// TestReadyIn: the literal hints in front of ReadyMarker let through every line it
 // matches (those of TestReadyMarker) and keep out those it does not.
 func TestReadyIn(t *testing.T) {
 	for _, tc := range []struct {
@@ -278,8 +244,8 @@ func TestReadyIn(t *testing.T) {
 		{"the job finished at 10:00\r\n", false},
 		{"KILN-GUEST boot gen=0\r\n", false},
 	} {
-		if got := readyIn([]byte(tc.console)); got != tc.ready || got != readyMarker.MatchString(tc.console) {
-			t.Errorf("readyIn(%q) = %v, want %v (as readyMarker)", tc.console, got, tc.ready)
+		if got := readyIn([]byte(tc.console)); got != tc.ready || got != ReadyMarker.MatchString(tc.console) {
+			t.Errorf("readyIn(%q) = %v, want %v (as ReadyMarker)", tc.console, got, tc.ready)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package daemon
+package console
 
 import (
 	"bytes"
@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,8 +15,6 @@ import (
 
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
-
-	"kiln/hypervisor"
 )
 
 // An instance's serial console is a file QEMU appends to (O_APPEND) for as long as it
@@ -45,20 +44,6 @@ const (
 	// kilnd started again must not take the guest for unready.
 	readyFile = "console.ready"
 )
-
-// The console limit: consoleLimitMiB in the settings file.
-const (
-	DefaultConsoleLimitMiB = 8
-	MaxConsoleLimitMiB     = 1024
-)
-
-// consoleLimit is how many of a console's last bytes kilnd keeps.
-func (st *settings) consoleLimit() int64 {
-	if st.ConsoleLimitMiB > 0 {
-		return int64(st.ConsoleLimitMiB) << 20
-	}
-	return DefaultConsoleLimitMiB << 20
-}
 
 // ringStart is where a reader that wants the console from off begins: not before the
 // last limit bytes of size, nor inside the hole punched at the head (the limit may have
@@ -145,7 +130,12 @@ func (rs *readyScan) scan(r io.ReaderAt, from, to int64) error {
 	return nil
 }
 
-// readyHints are literal parts of readyMarker's lines, one of which every match holds:
+// ReadyMarker matches the console lines by which a guest says it is ready: the test
+// guest's, and cloud-init's last line ("Cloud-init v. 24.1 finished at …"; its earlier
+// lines, "Cloud-init v. 24.1 running 'init' at …", do not count).
+var ReadyMarker = regexp.MustCompile(`KILN-GUEST ready|Cloud-init v\. \S+ finished at `)
+
+// readyHints are literal parts of ReadyMarker's lines, one of which every match holds:
 // bytes.Contains finds them at memory speed, where the regexp alone reads a console at
 // about 11 MB/s (BenchmarkReadyScan).
 var readyHints = [][]byte{[]byte("KILN-GUEST ready"), []byte(" finished at ")}
@@ -154,130 +144,137 @@ var readyHints = [][]byte{[]byte("KILN-GUEST ready"), []byte(" finished at ")}
 func readyIn(b []byte) bool {
 	for _, h := range readyHints {
 		if bytes.Contains(b, h) {
-			return readyMarker.Match(b)
+			return ReadyMarker.Match(b)
 		}
 	}
 	return false
 }
 
-// consoles holds what kilnd knows of each console it reads or trims: the readiness scan
-// and how far the head is punched. Safe for concurrent use.
-type consoles struct {
-	mu  sync.Mutex
-	all map[string]*consoleState
+// Console is what the tracker needs to know of an instance's console: where it is, the
+// offset its current boot began at (record.Instance.ConsoleStart), and whether its
+// QEMU runs.
+type Console struct {
+	ID      string
+	Path    string
+	Start   int64
+	Running bool
 }
 
-// consoleState is one instance's; mu is held while its console is scanned or trimmed,
+// Tracker holds what kilnd knows of each console it reads or trims: the readiness scan
+// and how far the head is punched. Safe for concurrent use.
+type Tracker struct {
+	// Limit gives how many of a console's last bytes kilnd keeps (settings).
+	Limit func() int64
+
+	mu  sync.Mutex
+	all map[string]*state
+}
+
+// state is one instance's; mu is held while its console is scanned or trimmed,
 // so concurrent views of an instance read each new byte once, between them.
-type consoleState struct {
+type state struct {
 	mu      sync.Mutex
 	ready   readyScan
-	scanned bool  // ready holds a scan (of some ConsoleStart)
+	scanned bool  // ready holds a scan (of some Start)
 	punched int64 // below this the head is a hole (as far as this kilnd punched)
 	noPunch bool  // the filesystem cannot punch holes (said once)
 	warned  bool  // a punch failed otherwise (said once; tried again each time)
 }
 
 // state returns the instance's console state, made on first use.
-func (c *consoles) state(id string) *consoleState {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.all == nil {
-		c.all = map[string]*consoleState{}
+func (t *Tracker) state(id string) *state {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.all == nil {
+		t.all = map[string]*state{}
 	}
-	cs := c.all[id]
+	cs := t.all[id]
 	if cs == nil {
-		cs = &consoleState{}
-		c.all[id] = cs
+		cs = &state{}
+		t.all[id] = cs
 	}
 	return cs
 }
 
 // tracked reports whether kilnd holds a state for the instance.
-func (c *consoles) tracked(id string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.all[id] != nil
+func (t *Tracker) tracked(id string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.all[id] != nil
 }
 
 // drop forgets the instance's console state.
-func (c *consoles) drop(id string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.all, id)
+func (t *Tracker) drop(id string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.all, id)
 }
 
 // keepOnly forgets the states of instances not in ids (gone: a failed launch, a
 // terminated instance forgotten).
-func (c *consoles) keepOnly(ids map[string]bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for id := range c.all {
+func (t *Tracker) keepOnly(ids map[string]bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for id := range t.all {
 		if !ids[id] {
-			delete(c.all, id)
+			delete(t.all, id)
 		}
 	}
 }
 
-// consolePath is the instance's console file.
-func (s *server) consolePath(id string) string {
-	return filepath.Join(s.inst.dir(id), hypervisor.ConsoleFile)
-}
-
-// scanReady brings the instance's readiness scan up to f's end (f its console, open),
+// scanReady brings the console's readiness scan up to f's end (f the console, open),
 // starting over when QEMU started again since the last scan. The caller holds cs.mu.
-func (s *server) scanReady(cs *consoleState, rec instanceRecord, f *os.File, size int64) error {
-	if !cs.scanned || cs.ready.start != rec.ConsoleStart {
-		cs.ready.reset(rec.ConsoleStart)
+func (t *Tracker) scanReady(cs *state, c Console, f *os.File, size int64) error {
+	if !cs.scanned || cs.ready.start != c.Start {
+		cs.ready.reset(c.Start)
 		cs.scanned = true
-		cs.ready.found = s.readySeen(rec)
+		cs.ready.found = readySeen(c)
 	}
 	if cs.ready.found {
 		return nil
 	}
-	err := cs.ready.scan(f, ringStart(f, cs.ready.next, size, s.settings.Load().consoleLimit()), size)
+	err := cs.ready.scan(f, ringStart(f, cs.ready.next, size, t.Limit()), size)
 	if cs.ready.found {
-		s.noteReady(rec)
+		noteReady(c)
 	}
 	return err
 }
 
 // readySeen reports whether readyFile says this boot's ready line was seen.
-func (s *server) readySeen(rec instanceRecord) bool {
-	b, err := os.ReadFile(filepath.Join(s.inst.dir(rec.ID), readyFile))
+func readySeen(c Console) bool {
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(c.Path), readyFile))
 	if err != nil {
 		return false
 	}
 	start, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-	return err == nil && start == rec.ConsoleStart
+	return err == nil && start == c.Start
 }
 
 // noteReady writes readyFile for this boot (a new file renamed over the old: a crash
 // leaves one or the other).
-func (s *server) noteReady(rec instanceRecord) {
-	dir := s.inst.dir(rec.ID)
+func noteReady(c Console) {
+	dir := filepath.Dir(c.Path)
 	tmp := filepath.Join(dir, readyFile+".new")
-	err := os.WriteFile(tmp, []byte(strconv.FormatInt(rec.ConsoleStart, 10)+"\n"), 0o600)
+	err := os.WriteFile(tmp, []byte(strconv.FormatInt(c.Start, 10)+"\n"), 0o600)
 	if err == nil {
 		err = os.Rename(tmp, filepath.Join(dir, readyFile))
 	}
 	if err != nil {
-		log.L.WithError(err).WithField("instance", rec.ID).Warn("record that the guest is ready; a restarted kilnd reads its console again")
+		log.L.WithError(err).WithField("instance", c.ID).Warn("record that the guest is ready; a restarted kilnd reads its console again")
 	}
 }
 
-// guestReady reports whether the instance's console says the guest is ready since QEMU
-// last started. It reads only what the guest wrote since the last call (at most the
-// console limit), a chunk at a time; once ready, it reads nothing until QEMU starts
-// again.
-func (s *server) guestReady(rec instanceRecord) bool {
-	cs := s.consoles.state(rec.ID)
+// Ready reports whether the console says the guest is ready since QEMU last started. It
+// reads only what the guest wrote since the last call (at most the console limit), a
+// chunk at a time; once ready, it reads nothing until QEMU starts again.
+func (t *Tracker) Ready(c Console) bool {
+	cs := t.state(c.ID)
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	if cs.scanned && cs.ready.start == rec.ConsoleStart && cs.ready.found {
+	if cs.scanned && cs.ready.start == c.Start && cs.ready.found {
 		return true
 	}
-	f, err := os.Open(s.consolePath(rec.ID))
+	f, err := os.Open(c.Path)
 	if err != nil {
 		return false
 	}
@@ -286,38 +283,37 @@ func (s *server) guestReady(rec instanceRecord) bool {
 	if err != nil {
 		return false
 	}
-	if err := s.scanReady(cs, rec, f, st.Size()); err != nil {
-		log.L.WithError(err).WithField("instance", rec.ID).Warn("read the console for readiness")
+	if err := t.scanReady(cs, c, f, st.Size()); err != nil {
+		log.L.WithError(err).WithField("instance", c.ID).Warn("read the console for readiness")
 	}
 	return cs.ready.found
 }
 
-// trimConsole drops the head of the instance's console past the last limit bytes. For
-// a running instance it first reads what it is about to drop for the ready line, so
-// that a guest that floods its console is still seen ready. A filesystem that cannot
-// punch holes is said once per instance, and not tried again: the console then grows on
-// disk as QEMU writes, though readers still read only its last limit bytes.
-func (s *server) trimConsole(ctx context.Context, rec instanceRecord) {
-	path := s.consolePath(rec.ID)
-	st, err := os.Stat(path)
+// trim drops the head of the console past the last limit bytes. For a running
+// instance it first reads what it is about to drop for the ready line, so that a guest
+// that floods its console is still seen ready. A filesystem that cannot punch holes is
+// said once per instance, and not tried again: the console then grows on disk as QEMU
+// writes, though readers still read only its last limit bytes.
+func (t *Tracker) trim(ctx context.Context, c Console) {
+	st, err := os.Stat(c.Path)
 	if err != nil {
 		return
 	}
-	end := trimEnd(st.Size(), s.settings.Load().consoleLimit())
-	cs := s.consoles.state(rec.ID)
+	end := trimEnd(st.Size(), t.Limit())
+	cs := t.state(c.ID)
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	if end <= cs.punched || cs.noPunch {
 		return
 	}
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	f, err := os.OpenFile(c.Path, os.O_RDWR, 0)
 	if err != nil {
 		return
 	}
 	defer f.Close()
-	l := log.G(ctx).WithField("instance", rec.ID).WithField("path", path)
-	if rec.State == stateRunning {
-		if err := s.scanReady(cs, rec, f, st.Size()); err != nil {
+	l := log.G(ctx).WithField("instance", c.ID).WithField("path", c.Path)
+	if c.Running {
+		if err := t.scanReady(cs, c, f, st.Size()); err != nil {
 			l.WithError(err).Warn("read the console for readiness")
 		}
 	}
@@ -335,54 +331,54 @@ func (s *server) trimConsole(ctx context.Context, rec instanceRecord) {
 	}
 }
 
-// trimConsoles keeps every console within the limit until ctx ends: once at start for
-// every instance (a console may have grown while kilnd was down), then every trimEvery
+// Trim keeps every console within the limit until ctx ends: once at start for every
+// console list gives (one may have grown while kilnd was down), then every trimEvery
 // for those running, and once more for one that left running since.
-func (s *server) trimConsoles(ctx context.Context) {
-	anyone := func(string) bool { return true }
-	for _, rec := range s.inst.list(true, anyone) {
-		s.trimConsole(ctx, rec)
+func (t *Tracker) Trim(ctx context.Context, list func() []Console) {
+	for _, c := range list() {
+		t.trim(ctx, c)
 	}
-	t := time.NewTicker(trimEvery)
-	defer t.Stop()
+	tick := time.NewTicker(trimEvery)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-tick.C:
 		}
-		recs := s.inst.list(true, anyone)
-		ids := make(map[string]bool, len(recs))
-		for _, rec := range recs {
-			ids[rec.ID] = true
+		cs := list()
+		ids := make(map[string]bool, len(cs))
+		for _, c := range cs {
+			ids[c.ID] = true
 			switch {
-			case rec.State == stateRunning:
-				s.trimConsole(ctx, rec)
-			case s.consoles.tracked(rec.ID):
-				s.trimConsole(ctx, rec)
-				s.consoles.drop(rec.ID)
+			case c.Running:
+				t.trim(ctx, c)
+			case t.tracked(c.ID):
+				t.trim(ctx, c)
+				t.drop(c.ID)
 			}
 		}
-		s.consoles.keepOnly(ids)
+		t.keepOnly(ids)
 	}
 }
 
-// consoleReader sends a console from the start of its ring on, skipping what the ring
+// Reader sends a console from the start of its ring on, skipping what the ring
 // dropped: a reader slower than the guest loses the oldest lines, never gets zeros.
-type consoleReader struct {
+type Reader struct {
 	f     *os.File
 	next  int64 // the next byte to send
 	limit func() int64
 	buf   []byte
 }
 
-func newConsoleReader(f *os.File, limit func() int64) *consoleReader {
-	return &consoleReader{f: f, limit: limit, buf: make([]byte, consoleChunk)}
+// NewReader reads the console f from the start of its ring; limit gives the limit in force.
+func NewReader(f *os.File, limit func() int64) *Reader {
+	return &Reader{f: f, limit: limit, buf: make([]byte, consoleChunk)}
 }
 
-// copyTo sends what the console holds from r.next to its end as it is now, a chunk at a
+// CopyTo sends what the console holds from r.next to its end as it is now, a chunk at a
 // time (a guest writing fast does not keep one call going).
-func (r *consoleReader) copyTo(w io.Writer) error {
+func (r *Reader) CopyTo(w io.Writer) error {
 	st, err := r.f.Stat()
 	if err != nil {
 		return err

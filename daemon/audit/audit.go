@@ -1,4 +1,4 @@
-package daemon
+package audit
 
 import (
 	"context"
@@ -13,13 +13,15 @@ import (
 	"unicode/utf8"
 
 	"github.com/containerd/log"
+
+	"kiln/daemon/peer"
 )
 
-// AuditFile is the audit trail under the root: one JSON line per mutating request.
-const AuditFile = "audit.log"
+// File is the audit trail under the root: one JSON line per mutating request.
+const File = "audit.log"
 
-// auditEntry is one line of the audit trail.
-type auditEntry struct {
+// Entry is one line of the audit trail.
+type Entry struct {
 	Time     time.Time `json:"time"`
 	UID      uint32    `json:"uid"`
 	User     string    `json:"user"`
@@ -42,7 +44,7 @@ const (
 )
 
 // bound cuts e's values to the audit line's bounds.
-func (e *auditEntry) bound() {
+func (e *Entry) bound() {
 	cut := func(s string) string {
 		if len(s) <= auditFieldMax {
 			return s
@@ -67,17 +69,17 @@ func (e *auditEntry) bound() {
 	e.Message = cut(e.Message)
 }
 
-// auditLog is the audit trail: it appends entries to its file, which it owns. It is
-// safe for concurrent use: write, reopen and Close may run at once, each under mu.
-type auditLog struct {
+// Log is the audit trail: it appends entries to its file, which it owns. It is
+// safe for concurrent use: Write, Reopen and Close may run at once, each under mu.
+type Log struct {
 	path string
 	mu   sync.Mutex
 	f    *os.File // nil once closed
 }
 
-// openAudit opens (creating it when missing) the audit trail under root.
-func openAudit(root string) (*auditLog, error) {
-	a := &auditLog{path: filepath.Join(root, AuditFile)}
+// Open opens (creating it when missing) the audit trail under root.
+func Open(root string) (*Log, error) {
+	a := &Log{path: filepath.Join(root, File)}
 	f, err := a.open()
 	if err != nil {
 		return nil, err
@@ -86,7 +88,7 @@ func openAudit(root string) (*auditLog, error) {
 	return a, nil
 }
 
-func (a *auditLog) open() (*os.File, error) {
+func (a *Log) open() (*os.File, error) {
 	f, err := os.OpenFile(a.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("audit trail: %w", err)
@@ -94,11 +96,11 @@ func (a *auditLog) open() (*os.File, error) {
 	return f, nil
 }
 
-// reopen opens the trail's path again, so that after a rotation (the file renamed away,
+// Reopen opens the trail's path again, so that after a rotation (the file renamed away,
 // then SIGHUP) new lines go to a new file, and closes the file it replaces. When the
-// path cannot be opened, the trail keeps writing to the file it has and reopen returns
+// path cannot be opened, the trail keeps writing to the file it has and Reopen returns
 // why. After Close it does nothing.
-func (a *auditLog) reopen() error {
+func (a *Log) Reopen() error {
 	f, err := a.open()
 	if err != nil {
 		return err
@@ -117,8 +119,8 @@ func (a *auditLog) reopen() error {
 	return nil
 }
 
-// write appends e; an error is logged, never returned: the request it records is done.
-func (a *auditLog) write(ctx context.Context, e *auditEntry) {
+// Write appends e; an error is logged, never returned: the request it records is done.
+func (a *Log) Write(ctx context.Context, e *Entry) {
 	e.bound()
 	b, err := json.Marshal(e)
 	if err != nil {
@@ -137,7 +139,7 @@ func (a *auditLog) write(ctx context.Context, e *auditEntry) {
 }
 
 // Close closes the trail's file; later writes are logged as failed. It is idempotent.
-func (a *auditLog) Close() error {
+func (a *Log) Close() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.f == nil {
@@ -150,10 +152,10 @@ func (a *auditLog) Close() error {
 
 type auditKey struct{}
 
-// beginAudit starts the entry of a mutating request: its caller, call and the
+// Begin starts the entry of a mutating request: its caller, call and the
 // resources its path names.
-func beginAudit(r *http.Request, c Caller) (*http.Request, *auditEntry) {
-	e := &auditEntry{Time: time.Now().UTC(), UID: c.UID, User: c.User, PID: c.PID, Action: r.Pattern, Resource: []string{}}
+func Begin(r *http.Request, c peer.Caller) (*http.Request, *Entry) {
+	e := &Entry{Time: time.Now().UTC(), UID: c.UID, User: c.User, PID: c.PID, Action: r.Pattern, Resource: []string{}}
 	for _, name := range []string{"image", "instance", "volume", "snapshot"} {
 		if v := r.PathValue(name); v != "" {
 			e.Resource = append(e.Resource, name+"="+v)
@@ -162,16 +164,16 @@ func beginAudit(r *http.Request, c Caller) (*http.Request, *auditEntry) {
 	return r.WithContext(context.WithValue(r.Context(), auditKey{}, e)), e
 }
 
-// noteCreated adds what a request made to its audit entry.
-func noteCreated(ctx context.Context, kind string, ids ...string) {
-	if e, ok := ctx.Value(auditKey{}).(*auditEntry); ok {
+// NoteCreated adds what a request made to its audit entry.
+func NoteCreated(ctx context.Context, kind string, ids ...string) {
+	if e, ok := ctx.Value(auditKey{}).(*Entry); ok {
 		for _, id := range ids {
 			e.Resource = append(e.Resource, kind+"="+id)
 		}
 	}
 }
 
-// mutating reports whether a request changes anything.
-func mutating(r *http.Request) bool {
+// Mutating reports whether a request changes anything.
+func Mutating(r *http.Request) bool {
 	return !strings.EqualFold(r.Method, http.MethodGet) && !strings.EqualFold(r.Method, http.MethodHead)
 }

@@ -1,0 +1,331 @@
+package instances
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/opencontainers/go-digest"
+
+	"kiln/builder"
+	"kiln/daemon/api"
+	"kiln/daemon/console"
+	"kiln/daemon/machines"
+	"kiln/daemon/quota"
+	"kiln/daemon/record"
+	"kiln/daemon/vols"
+	"kiln/hypervisor"
+	"kiln/images"
+	"kiln/volumes"
+)
+
+const (
+	// terminatedKept is how long a terminated instance stays visible.
+	terminatedKept = time.Hour
+	// stopGrace is how long a guest gets to power off on the ACPI button.
+	stopGrace = api.StopGrace
+	maxCount  = 16
+)
+
+// InstanceTypes are the built-in sizes.
+var InstanceTypes = []api.InstanceType{
+	{Name: "nano", CPUs: 1, MemoryMiB: 256},
+	{Name: "micro", CPUs: 1, MemoryMiB: 512},
+	{Name: "small", CPUs: 1, MemoryMiB: 1024},
+	{Name: "medium", CPUs: 2, MemoryMiB: 2048},
+	{Name: "large", CPUs: 2, MemoryMiB: 4096},
+}
+
+const defaultInstanceType = "micro"
+
+// Instance is a live instance: its record and, while QEMU runs, its machine.
+type Instance struct {
+	op       sync.Mutex // one lifecycle operation at a time
+	rec      record.Instance
+	machine  *hypervisor.Machine
+	guestOff bool // QEMU said the guest shut itself down
+}
+
+// ID is the instance's id, which never changes.
+func (inst *Instance) ID() string { return inst.rec.ID }
+
+// Placer puts an instance's QEMU where the host keeps its processes: a systemd scope,
+// or nowhere special (detached in its own session).
+type Placer interface {
+	Place(ctx context.Context, id string, pid, cpus, memoryMiB int) error
+	Kind() string
+}
+
+// Imaging is what the instance domain needs of the image side when it makes an image of
+// an instance: the stored-bytes quota, and the tracking of an image being made.
+type Imaging interface {
+	// AdmitStored reserves bytes of new layers for user, or refuses them past the quota.
+	AdmitStored(user string, bytes int64) (release func(), err error)
+	// Track registers an image being made of an instance; end ends it.
+	Track(id, instance string, progress func() (done, total int64)) (end func())
+}
+
+// Config is what the instance domain is made of.
+type Config struct {
+	DB      *record.DB
+	Store   *images.Store
+	Builder *builder.Builder
+	Qemu    string // the qemu-system-x86_64 binary
+	Accel   string // the accelerator guests run with
+	// KVMDevice is /dev/kvm, whose group QEMU's users get under KVM.
+	KVMDevice string
+	Root      string
+	// Ops runs long operations; they stop when OpsCtx is cancelled.
+	Ops    *sync.WaitGroup
+	OpsCtx context.Context
+	Placer Placer
+	// Quota gives a user's limits, as the settings say now.
+	Quota   func(user string) quota.Quota
+	Imaging Imaging
+	Vols    *vols.Set
+	// Loaded are the instances' records as the DB holds them.
+	Loaded []record.Instance
+}
+
+// Manager keeps every instance's record and machine, and every volume's record.
+// Records change only through set, which writes the DB (with an event) before the cache.
+type Manager struct {
+	db      *record.DB
+	store   *images.Store
+	builder *builder.Builder
+	tool    volumes.Tool
+	qemu    string
+	accel   string
+	specs   *machines.Specs
+	layout  record.Layout
+	ops     *sync.WaitGroup
+	opsCtx  context.Context
+	placer  Placer
+	quota   func(user string) quota.Quota
+	imaging Imaging
+
+	vols *vols.Set
+
+	mu  sync.Mutex
+	all map[string]*Instance
+}
+
+// New makes the instance domain, with the instances loaded from the DB.
+func New(cfg Config) *Manager {
+	layout := record.Layout{Root: cfg.Root}
+	m := &Manager{db: cfg.DB, store: cfg.Store, builder: cfg.Builder, tool: cfg.Builder.Tool, qemu: cfg.Qemu, accel: cfg.Accel,
+		specs:  &machines.Specs{Layout: layout, Store: cfg.Store, Accel: cfg.Accel, Users: machines.NewUsers(cfg.Accel, cfg.KVMDevice)},
+		layout: layout, ops: cfg.Ops, opsCtx: cfg.OpsCtx, placer: cfg.Placer, quota: cfg.Quota, imaging: cfg.Imaging,
+		vols: cfg.Vols, all: map[string]*Instance{}}
+	for _, rec := range cfg.Loaded {
+		m.all[rec.ID] = &Instance{rec: rec}
+	}
+	return m
+}
+
+// Units says where instances' QEMUs run: systemd scopes or detached.
+func (m *Manager) Units() string { return m.placer.Kind() }
+
+// Dir is an instance's directory.
+func (m *Manager) Dir(id string) string { return m.layout.Dir(id) }
+
+// update is set where no caller can be handed the error (a background operation, a
+// cleanup after a failure): a record that could not be written is logged, with what it
+// was to record.
+func (m *Manager) update(inst *Instance, what string, change func(r *record.Instance)) {
+	if err := m.set(inst, change); err != nil {
+		log.L.WithError(err).WithField("instance", inst.rec.ID).Errorf("record the instance %s", what)
+	}
+}
+
+// set applies change to the instance's record, writes it with an event for a state
+// change, then keeps it. The caller holds inst.op (or is creating the instance).
+func (m *Manager) set(inst *Instance, change func(r *record.Instance)) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rec := inst.rec
+	rec.Mappings = append([]record.Mapping(nil), inst.rec.Mappings...)
+	change(&rec)
+	if err := m.db.PutInstance(rec, inst.rec.State); err != nil {
+		return err
+	}
+	if rec.State != inst.rec.State {
+		log.L.WithField("instance", rec.ID).WithField("reason", rec.StateReason).Infof("instance %s → %s", inst.rec.State, rec.State)
+	}
+	inst.rec = rec
+	m.all[rec.ID] = inst
+	return nil
+}
+
+// Roots lists every blob instances need, for GC: the layers under each volume, and the
+// kernel and initrd of each instance that is not terminated.
+func (m *Manager) Roots() []digest.Digest {
+	out := m.vols.Layers()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, inst := range m.all {
+		if inst.rec.State != record.StateTerminated && inst.rec.Kernel != "" {
+			out = append(out, inst.rec.Kernel, inst.rec.Initrd)
+		}
+	}
+	return out
+}
+
+// Record returns a copy of the instance's record, for readers that do not hold
+// inst.op (writers hold it and m.mu).
+func (m *Manager) Record(inst *Instance) record.Instance {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return inst.rec
+}
+
+// Get finds the instance ref names (an i- id or a name) among those the caller may
+// see; an instance the caller may not see is not found.
+func (m *Manager) Get(ref string, visible func(owner string) bool) (*Instance, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if inst, ok := m.all[ref]; ok && visible(inst.rec.OwnerID) {
+		return inst, nil
+	}
+	var found *Instance
+	for _, inst := range m.all {
+		if inst.rec.Name == ref && inst.rec.State != record.StateTerminated && visible(inst.rec.OwnerID) {
+			found = inst
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("instance %q: no instance has that id or name; see kiln ps -a: %w", ref, errdefs.ErrNotFound)
+	}
+	return found, nil
+}
+
+// List returns copies of the records the caller may see, oldest first; terminated ones
+// only with all. Instances terminated over an hour ago are forgotten here.
+func (m *Manager) List(all bool, visible func(owner string) bool) []record.Instance {
+	m.forget()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []record.Instance
+	for _, inst := range m.all {
+		if (all || inst.rec.State != record.StateTerminated) && visible(inst.rec.OwnerID) {
+			out = append(out, inst.rec)
+		}
+	}
+	slices.SortFunc(out, func(a, b record.Instance) int {
+		return cmp.Or(a.LaunchTime.Compare(b.LaunchTime), strings.Compare(a.ID, b.ID))
+	})
+	return out
+}
+
+// forget removes instances terminated over an hour ago, with their directories.
+func (m *Manager) forget() {
+	m.mu.Lock()
+	var old []string
+	for id, inst := range m.all {
+		if inst.rec.State == record.StateTerminated && time.Since(inst.rec.TerminatedAt) > terminatedKept {
+			old = append(old, id)
+		}
+	}
+	m.mu.Unlock()
+	for _, id := range old {
+		if err := m.db.DeleteInstance(id); err != nil {
+			log.L.WithError(err).WithField("instance", id).Warn("forget terminated instance")
+			continue
+		}
+		os.RemoveAll(m.layout.Dir(id))
+		m.mu.Lock()
+		delete(m.all, id)
+		m.mu.Unlock()
+	}
+}
+
+// hostLimits is what one instance may have here: the host's CPUs and memory.
+func hostLimits() (cpus, memoryMiB int) {
+	cpus = runtime.NumCPU()
+	memoryMiB = 1 << 20
+	if f, err := os.Open("/proc/meminfo"); err == nil {
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if rest, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
+				if kb, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB"))); err == nil {
+					memoryMiB = kb / 1024
+				}
+			}
+		}
+	}
+	return cpus, memoryMiB
+}
+
+// Size picks the instance's size from the request: a type, or cpus and memory (each
+// defaulting to the default type's), checked against the host.
+func Size(req api.RunInstancesRequest) (typ string, cpus, mem int, err error) {
+	t := req.InstanceType
+	if t == "" && req.CPUs == nil && req.MemoryMiB == nil {
+		t = defaultInstanceType
+	}
+	if t != "" {
+		if req.CPUs != nil || req.MemoryMiB != nil {
+			return "", 0, 0, fmt.Errorf("give an instance type or --cpus/--memory, not both: %w", errdefs.ErrInvalidArgument)
+		}
+		for _, it := range InstanceTypes {
+			if it.Name == t {
+				cpus, mem = it.CPUs, it.MemoryMiB
+			}
+		}
+		if cpus == 0 {
+			var names []string
+			for _, it := range InstanceTypes {
+				names = append(names, fmt.Sprintf("%s (%d vCPU, %d MiB)", it.Name, it.CPUs, it.MemoryMiB))
+			}
+			return "", 0, 0, fmt.Errorf("instance type %q: want one of %s: %w", t, strings.Join(names, ", "), errdefs.ErrInvalidArgument)
+		}
+	} else {
+		for _, it := range InstanceTypes {
+			if it.Name == defaultInstanceType {
+				cpus, mem = it.CPUs, it.MemoryMiB
+			}
+		}
+		if req.CPUs != nil {
+			cpus = *req.CPUs
+		}
+		if req.MemoryMiB != nil {
+			mem = *req.MemoryMiB
+		}
+	}
+	hostCPUs, hostMem := hostLimits()
+	switch {
+	case cpus < 1 || cpus > hostCPUs:
+		return "", 0, 0, fmt.Errorf("%d vCPUs: this host has %d; give 1 to %d: %w", cpus, hostCPUs, hostCPUs, errdefs.ErrInvalidArgument)
+	case mem < 64 || mem > hostMem:
+		return "", 0, 0, fmt.Errorf("%d MiB of memory: give 64 MiB to %d MiB (this host's memory): %w", mem, hostMem, errdefs.ErrInvalidArgument)
+	}
+	return t, cpus, mem, nil
+}
+
+// Console is what the console tracker needs of an instance's console.
+func (m *Manager) Console(rec record.Instance) console.Console {
+	return console.Console{ID: rec.ID, Path: filepath.Join(m.layout.Dir(rec.ID), hypervisor.ConsoleFile),
+		Start: rec.ConsoleStart, Running: rec.State == record.StateRunning}
+}
+
+// Consoles are the consoles of every instance kilnd keeps.
+func (m *Manager) Consoles() []console.Console {
+	recs := m.List(true, func(string) bool { return true })
+	out := make([]console.Console, len(recs))
+	for i, rec := range recs {
+		out[i] = m.Console(rec)
+	}
+	return out
+}

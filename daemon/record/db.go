@@ -1,0 +1,159 @@
+package record
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// The daemon's buckets in the metadata DB (the images store has its own there).
+var (
+	bucketInstances = []byte("instances")
+	bucketVolumes   = []byte("volumes")
+	bucketEvents    = []byte("events")
+)
+
+// DB keeps the records of instances and volumes, and the event log, in their buckets of
+// the metadata DB. It caches nothing: the instance domain keeps what it reads.
+type DB struct{ db *bolt.DB }
+
+// Open makes the buckets, when missing, in db.
+func Open(db *bolt.DB) (*DB, error) {
+	err := db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketInstances, bucketVolumes, bucketEvents} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("metadata db: %w", err)
+	}
+	return &DB{db}, nil
+}
+
+// Load reads every instance and volume record.
+func (d *DB) Load() (insts []Instance, vols []Volume, err error) {
+	err = d.db.View(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketVolumes).ForEach(func(k, v []byte) error {
+			var vr Volume
+			if err := json.Unmarshal(v, &vr); err != nil {
+				return fmt.Errorf("volume record %s: %w", k, err)
+			}
+			vols = append(vols, vr)
+			return nil
+		}); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketInstances).ForEach(func(k, v []byte) error {
+			var rec Instance
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return fmt.Errorf("instance record %s: %w", k, err)
+			}
+			insts = append(insts, rec)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("metadata db: %w", err)
+	}
+	return insts, vols, nil
+}
+
+// PutInstance writes an instance's record, and an event when its state is not from's.
+func (d *DB) PutInstance(rec Instance, from string) error {
+	err := d.db.Update(func(tx *bolt.Tx) error {
+		if err := put(tx, bucketInstances, rec.ID, rec); err != nil {
+			return err
+		}
+		if rec.State == from {
+			return nil
+		}
+		b := tx.Bucket(bucketEvents)
+		seq, err := b.NextSequence()
+		if err != nil {
+			return err
+		}
+		ev, err := json.Marshal(Event{Time: time.Now().UTC(), Type: "instance.state", Instance: rec.ID,
+			From: from, To: rec.State, Reason: rec.StateReason})
+		if err != nil {
+			return err
+		}
+		return b.Put(binary.BigEndian.AppendUint64(nil, seq), ev)
+	})
+	if err != nil {
+		return fmt.Errorf("instance %s: %w", rec.ID, err)
+	}
+	return nil
+}
+
+// DeleteInstance removes an instance's record.
+func (d *DB) DeleteInstance(id string) error {
+	return d.delete(bucketInstances, "instance", id)
+}
+
+// PutVolume writes a volume's record.
+func (d *DB) PutVolume(v *Volume) error {
+	if err := d.db.Update(func(tx *bolt.Tx) error { return put(tx, bucketVolumes, v.ID, v) }); err != nil {
+		return fmt.Errorf("volume %s: %w", v.ID, err)
+	}
+	return nil
+}
+
+// DeleteVolume removes a volume's record.
+func (d *DB) DeleteVolume(id string) error {
+	return d.delete(bucketVolumes, "volume", id)
+}
+
+func (d *DB) delete(bucket []byte, what, id string) error {
+	if err := d.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Delete([]byte(id)) }); err != nil {
+		return fmt.Errorf("%s %s: %w", what, id, err)
+	}
+	return nil
+}
+
+func put(tx *bolt.Tx, bucket []byte, key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucket).Put([]byte(key), b)
+}
+
+// Layout says where instances' and volumes' files live under the data root
+// (docs/layout.md).
+type Layout struct{ Root string }
+
+// Dir is an instance's directory.
+func (l Layout) Dir(id string) string { return filepath.Join(l.Root, "instances", id) }
+
+// VolumePath is a volume's top file.
+func (l Layout) VolumePath(v *Volume) string {
+	return filepath.Join(l.VolumeDir(v), v.ID+".qcow2")
+}
+
+// VolumeDir is where a volume's files live: its instance's directory, or, for a volume
+// made on its own, <root>/volumes (attached or not).
+func (l Layout) VolumeDir(v *Volume) string {
+	if v.Standalone {
+		return filepath.Join(l.Root, "volumes")
+	}
+	return l.Dir(v.InstanceID)
+}
+
+// Pending are the volume's files that are not in the store yet: frozen ones not
+// captured, then the top.
+func (l Layout) Pending(v *Volume) []string {
+	var files []string
+	for _, f := range v.Frozen {
+		if f.Layer == "" {
+			files = append(files, filepath.Join(l.VolumeDir(v), f.Name))
+		}
+	}
+	return append(files, l.VolumePath(v))
+}

@@ -1,0 +1,103 @@
+package record
+
+import (
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Instance states, as in the cloud.
+const (
+	StatePending      = "pending"
+	StateRunning      = "running"
+	StateStopping     = "stopping"
+	StateStopped      = "stopped"
+	StateShuttingDown = "shutting-down"
+	StateTerminated   = "terminated"
+)
+
+// Id prefixes.
+const (
+	InstancePrefix = "i-"
+	VolumePrefix   = "vol-"
+)
+
+// Instance is an instance's record in the metadata DB.
+type Instance struct {
+	ID             string        `json:"id"`
+	Name           string        `json:"name"`
+	ImageID        string        `json:"imageId"`
+	OwnerID        string        `json:"ownerId"`
+	State          string        `json:"state"`
+	StateReason    string        `json:"stateReason,omitempty"`
+	InstanceType   string        `json:"instanceType,omitempty"`
+	CPUs           int           `json:"cpus"`
+	MemoryMiB      int           `json:"memoryMiB"`
+	Accel          string        `json:"accelerator"`
+	RootDeviceType string        `json:"rootDeviceType"`
+	RootDeviceName string        `json:"rootDeviceName"`
+	Kernel         digest.Digest `json:"kernel,omitempty"`
+	Initrd         digest.Digest `json:"initrd,omitempty"`
+	Cmdline        string        `json:"cmdline,omitempty"`
+	Mappings       []Mapping     `json:"blockDeviceMappings"`
+	Seed           bool          `json:"seed,omitempty"`
+	SeedDevice     string        `json:"seedDevice,omitempty"` // the device the seed takes in the guest
+	LaunchTime     time.Time     `json:"launchTime"`
+	TerminatedAt   time.Time     `json:"terminatedAt,omitzero"`
+	PID            int           `json:"pid,omitempty"`
+	// QEMUSlot picks the user its QEMU runs as (machines.Users), kept for its life.
+	QEMUSlot uint32 `json:"qemuSlot,omitempty"`
+	// ConsoleStart is the console log's size when QEMU last started: what the current
+	// boot printed comes after it.
+	ConsoleStart int64 `json:"consoleStart,omitempty"`
+	// ForceOffAt is, while a stop waits for the guest to answer the power button, when
+	// kilnd stops waiting and forces it off.
+	ForceOffAt time.Time `json:"forceOffAt,omitzero"`
+}
+
+// Mapping is a volume of an instance, by the device name the guest sees it under.
+type Mapping struct {
+	DeviceName          string `json:"deviceName"`
+	VolumeID            string `json:"volumeId"`
+	DeleteOnTermination bool   `json:"deleteOnTermination"`
+}
+
+// Volume is a volume: a qcow2 overlay over a layer chain, or a blank one.
+type Volume struct {
+	ID                  string          `json:"id"`
+	OwnerID             string          `json:"ownerId"`
+	InstanceID          string          `json:"instanceId,omitempty"`
+	DeviceName          string          `json:"deviceName,omitempty"`
+	SnapshotID          string          `json:"snapshotId,omitempty"`
+	Chain               []digest.Digest `json:"chain,omitempty"` // layers under it, bottom to top
+	SizeGiB             int64           `json:"sizeGiB"`
+	DeleteOnTermination bool            `json:"deleteOnTermination"`
+	CreateTime          time.Time       `json:"createTime"`
+	// Standalone is a volume made on its own (kiln volume create), not at a launch: it
+	// outlives instances, and InstanceID is the one it is attached to, if any.
+	Standalone bool `json:"standalone,omitempty"`
+	// Port is the PCIe root port a volume hot-plugged into a running instance uses; a
+	// restart of the instance puts it with the others.
+	Port string `json:"port,omitempty"`
+	// Frozen are files (in the volume's directory) that were the volume's top until a
+	// live capture put a new top on them, bottom to top, between Chain and the top. One
+	// with a Layer is in the store as that layer (and in Chain): its file is kept only
+	// while the QEMU that opened it runs.
+	Frozen []Frozen `json:"frozen,omitempty"`
+}
+
+// Frozen is a file that was a volume's top, and the layer made of it once captured.
+type Frozen struct {
+	Name  string        `json:"name"`
+	Layer digest.Digest `json:"layer,omitempty"`
+}
+
+// Event is one entry of the daemon's event log.
+type Event struct {
+	Time     time.Time `json:"time"`
+	Type     string    `json:"type"`
+	Instance string    `json:"instance,omitempty"`
+	From     string    `json:"from,omitempty"`
+	To       string    `json:"to,omitempty"`
+	Reason   string    `json:"reason,omitempty"`
+}
