@@ -24,7 +24,7 @@ func (s *server) createImage(w http.ResponseWriter, r *http.Request, c peer.Call
 	if err != nil {
 		return api.FromError(err, api.KindInstance)
 	}
-	release, err := s.admitImage(c.User)
+	release, err := s.img.Admit(c.User)
 	if err != nil {
 		return err
 	}
@@ -34,7 +34,7 @@ func (s *server) createImage(w http.ResponseWriter, r *http.Request, c peer.Call
 		return err
 	}
 	audit.NoteCreated(r.Context(), "image", im.ID)
-	writeJSON(w, http.StatusAccepted, s.imageView(c, im))
+	writeJSON(w, http.StatusAccepted, s.img.View(c, im))
 	return nil
 }
 
@@ -44,14 +44,14 @@ func (s *server) copyImage(w http.ResponseWriter, r *http.Request, c peer.Caller
 	if err := api.Decode(r.Body, &req); err != nil {
 		return err
 	}
-	src, err := s.lookupImage(c, r.PathValue("image"))
+	src, err := s.img.Lookup(c, r.PathValue("image"))
 	if err != nil {
 		return err
 	}
 	if err := images.CheckDescription(req.Description); err != nil {
 		return err
 	}
-	release, err := s.admitImage(c.User)
+	release, err := s.img.Admit(c.User)
 	if err != nil {
 		return err
 	}
@@ -62,6 +62,6 @@ func (s *server) copyImage(w http.ResponseWriter, r *http.Request, c peer.Caller
 	}
 	log.G(r.Context()).WithField("image", im.ID).WithField("uid", c.UID).Infof("image copied from %s", src.ID)
 	audit.NoteCreated(r.Context(), "image", im.ID)
-	writeJSON(w, http.StatusCreated, s.imageView(c, im))
+	writeJSON(w, http.StatusCreated, s.img.View(c, im))
 	return nil
 }

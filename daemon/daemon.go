@@ -19,6 +19,7 @@ import (
 
 	"kiln/builder"
 	"kiln/daemon/audit"
+	"kiln/daemon/imaging"
 	"kiln/daemon/instances"
 	"kiln/daemon/machines"
 	"kiln/daemon/peer"
@@ -166,7 +167,6 @@ func serve(ctx context.Context, cfg Config, st *settings.Settings, store *images
 		accelWhy: accel.reason,
 		uid:      uint32(os.Getuid()),
 		opsCtx:   opsCtx,
-		running:  map[string]*imageOp{},
 	}
 	s.settings.Store(st)
 	if s.audit, err = audit.Open(cfg.Root); err != nil {
@@ -182,11 +182,12 @@ func serve(ctx context.Context, cfg Config, st *settings.Settings, store *images
 		return err
 	}
 	quotaOf := func(user string) quota.Quota { return s.settings.Load().Quotas.Of(user) }
+	s.img = imaging.New(store, s.builder.Tool, s.uid, s.admin, quotaOf)
 	layout := record.Layout{Root: cfg.Root}
 	s.vols = vols.New(db, layout, store, s.builder.Tool, quotaOf, loadedVols)
 	s.inst = instances.New(instances.Config{DB: db, Store: store, Builder: s.builder, Qemu: cfg.Qemu, Accel: accel.name,
 		KVMDevice: cfg.KVMDevice, Root: cfg.Root, Ops: &s.ops, OpsCtx: opsCtx, Placer: choosePlacer(ctx),
-		Quota: quotaOf, Imaging: s, Vols: s.vols, Loaded: loaded})
+		Quota: quotaOf, Imaging: s.img, Vols: s.vols, Loaded: loaded})
 	s.inst.Reconcile(ctx) // before serving: a client never sees a stale state
 	// A kilnd killed during a register leaves its export's socket directory behind
 	// (volumes.Tool.SocketDir); nothing uses one before kilnd serves.
@@ -311,8 +312,5 @@ func (s *server) status() string {
 			running++
 		}
 	}
-	s.mu.Lock()
-	ops := len(s.running)
-	s.mu.Unlock()
-	return fmt.Sprintf("%d instances running, %d operations in flight", running, ops)
+	return fmt.Sprintf("%d instances running, %d operations in flight", running, s.img.InFlight())
 }

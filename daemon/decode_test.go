@@ -9,7 +9,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"kiln/daemon/api"
-	"kiln/daemon/instances"
+	"kiln/daemon/machines"
 	"kiln/images"
 )
 
@@ -92,7 +92,7 @@ func FuzzDecodeBody(f *testing.F) {
 		}
 		switch r := req.(type) {
 		case *api.RunInstancesRequest:
-			_, cpus, mem, err := instances.Size(*r)
+			_, cpus, mem, err := machines.Size(*r)
 			if err == nil && (cpus < 1 || mem < 1) {
 				t.Fatalf("size accepted %d vCPUs, %d MiB", cpus, mem)
 			}

@@ -11,6 +11,7 @@ import (
 	"kiln/daemon/api"
 	"kiln/daemon/audit"
 	"kiln/daemon/console"
+	"kiln/daemon/imaging"
 	"kiln/daemon/instances"
 	"kiln/daemon/peer"
 	"kiln/daemon/record"
@@ -27,7 +28,7 @@ func (s *server) runInstances(w http.ResponseWriter, r *http.Request, c peer.Cal
 	if err := api.Decode(r.Body, &req); err != nil {
 		return err
 	}
-	im, err := s.lookupImage(c, req.Image)
+	im, err := s.img.Lookup(c, req.Image)
 	if err != nil {
 		return api.FromError(err, api.KindImage) // an image's error, not an instance's
 	}
@@ -58,7 +59,7 @@ func (s *server) listInstances(w http.ResponseWriter, r *http.Request, c peer.Ca
 }
 
 // inspectInstance answers GET /v1/instances/{instance}; with ?wait=running|ready|stopped|terminated
-// it first waits (at most maxWait, or ?timeout=DURATION when that is shorter) for that,
+// it first waits (at most imaging.MaxWait, or ?timeout=DURATION when that is shorter) for that,
 // or for a state that will not lead there: terminated, or stopped when no image
 // creation is going to start it again.
 func (s *server) inspectInstance(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
@@ -73,13 +74,13 @@ func (s *server) inspectInstance(w http.ResponseWriter, r *http.Request, c peer.
 	default:
 		return fmt.Errorf("wait %q: want running, ready, stopped or terminated: %w", want, errdefs.ErrInvalidArgument)
 	}
-	limit := maxWait
+	limit := imaging.MaxWait
 	if t := q.Get("timeout"); t != "" {
 		d, err := time.ParseDuration(t)
 		if err != nil || d < 0 {
 			return fmt.Errorf("timeout %q: want a duration such as 5s: %w", t, errdefs.ErrInvalidArgument)
 		}
-		limit = min(d, maxWait)
+		limit = min(d, imaging.MaxWait)
 	}
 	deadline := time.Now().Add(limit)
 	for {
@@ -102,7 +103,7 @@ func (s *server) instanceView(inst *instances.Instance) (api.Instance, record.In
 	if rec.State == record.StateRunning {
 		view.Ready = s.consoles.Ready(s.inst.Console(rec))
 	}
-	view.CreatingImage = s.creatingImage(rec.ID)
+	view.CreatingImage = s.img.Creating(rec.ID)
 	return view, rec
 }
 

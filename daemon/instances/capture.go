@@ -93,7 +93,7 @@ func (m *Manager) CreateImage(ctx context.Context, inst *Instance, owner string,
 				return
 			}
 			if _, err := capture.Run(opCtx); err == nil {
-				m.markCaptured(vols, capVols, capture.Captured, true)
+				m.vols.MarkCaptured(vols, capVols, capture.Captured, true)
 			}
 			return
 		}
@@ -109,7 +109,7 @@ func (m *Manager) CreateImage(ctx context.Context, inst *Instance, owner string,
 		}
 		if _, err := capture.Run(opCtx); err == nil {
 			// The frozen files are in the store now; the top goes on changing.
-			m.markCaptured(vols, capVols, capture.Captured, false)
+			m.vols.MarkCaptured(vols, capVols, capture.Captured, false)
 		}
 		if wasRunning {
 			m.update(inst, "starting after an image was created", func(r *record.Instance) { r.State, r.StateReason = record.StatePending, "" })
@@ -177,51 +177,4 @@ func (m *Manager) freeze(ctx context.Context, inst *Instance, vols []*record.Vol
 	}
 	log.G(ctx).WithField("instance", inst.rec.ID).Info("volumes frozen under new tops (live snapshot)")
 	return nil
-}
-
-// markCaptured records that the frozen files of each volume a capture took (all its
-// files after a live capture; all but the top, which goes on changing, otherwise) are in
-// the store as the layers made of them: their entries get their layer, and the volume's
-// chain grows by it.
-func (m *Manager) markCaptured(vols []*record.Volume, capVols []builder.CaptureVolume, captured []builder.Captured, live bool) {
-	for i, v := range vols {
-		files := capVols[i].Files
-		count := len(files) - 1
-		if live {
-			count = len(files)
-		}
-		if i >= len(captured) || count == 0 && !captured[i].Flattened {
-			continue
-		}
-		c := m.vols.Get(v.ID)
-		if c == nil {
-			continue
-		}
-		if captured[i].Flattened { // one layer holds the whole disk: the chain starts anew on it
-			c.Chain = captured[i].Layers
-		}
-		for j := 0; j < count; j++ {
-			name := filepath.Base(files[j])
-			for k := range c.Frozen {
-				if c.Frozen[k].Name != name || c.Frozen[k].Layer != "" {
-					continue
-				}
-				if captured[i].Flattened {
-					c.Frozen[k].Layer = captured[i].Layers[0]
-				} else {
-					c.Frozen[k].Layer = captured[i].Layers[j]
-					c.Chain = append(c.Chain, captured[i].Layers[j])
-				}
-			}
-		}
-		if captured[i].Flattened && count == 0 {
-			if err := m.vols.Put(c); err != nil {
-				log.L.WithError(err).WithField("volume", c.ID).Warn("record the flattened layer")
-			}
-			continue
-		}
-		if err := m.vols.Put(c); err != nil {
-			log.L.WithError(err).WithField("volume", c.ID).Warn("record captured layers; the frozen files stay in the chain")
-		}
-	}
 }

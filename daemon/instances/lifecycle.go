@@ -7,12 +7,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
-	"github.com/opencontainers/go-digest"
 
 	"kiln/builder"
 	"kiln/daemon/api"
@@ -32,7 +30,7 @@ func (m *Manager) Run(ctx context.Context, owner string, im *images.Image, req a
 	if im.State != images.StateAvailable {
 		return nil, fmt.Errorf("image %s is %s, not available: %w", im.ID, im.State, errdefs.ErrFailedPrecondition)
 	}
-	typ, cpus, mem, err := Size(req)
+	typ, cpus, mem, err := machines.Size(req)
 	if err != nil {
 		return nil, err
 	}
@@ -173,39 +171,9 @@ func (m *Manager) prepare(ctx context.Context, inst *Instance, im *images.Image,
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	// Layers must not go between looking them up and the volume record naming them.
-	release := m.store.Hold()
-	defer release()
-	var mappings []record.Mapping
-	for _, bdm := range im.BlockDeviceMappings {
-		if bdm.EBS == nil {
-			continue
-		}
-		chain := []digest.Digest{bdm.EBS.Layer}
-		if sn, err := m.store.Snapshot(bdm.EBS.SnapshotID); err == nil {
-			chain = sn.Chain
-		}
-		v := &record.Volume{ID: images.NewID(record.VolumePrefix), OwnerID: inst.rec.OwnerID, InstanceID: inst.rec.ID, DeviceName: bdm.DeviceName,
-			SnapshotID: bdm.EBS.SnapshotID, Chain: chain, SizeGiB: bdm.EBS.VolumeSize, DeleteOnTermination: bdm.EBS.DeleteOnTermination,
-			CreateTime: time.Now().UTC()}
-		if err := m.vols.Put(v); err != nil {
-			return err
-		}
-		mappings = append(mappings, record.Mapping{DeviceName: v.DeviceName, VolumeID: v.ID, DeleteOnTermination: v.DeleteOnTermination})
-		if err := m.tool.CreateOverlay(ctx, m.layout.VolumePath(v), m.store.BlobPath(chain[len(chain)-1]), v.SizeGiB<<30); err != nil {
-			return err
-		}
-	}
-	for _, spec := range req.Volumes {
-		v := &record.Volume{ID: images.NewID(record.VolumePrefix), OwnerID: inst.rec.OwnerID, InstanceID: inst.rec.ID, DeviceName: spec.DeviceName,
-			SizeGiB: spec.SizeGiB, DeleteOnTermination: true, CreateTime: time.Now().UTC()}
-		if err := m.vols.Put(v); err != nil {
-			return err
-		}
-		mappings = append(mappings, record.Mapping{DeviceName: v.DeviceName, VolumeID: v.ID, DeleteOnTermination: true})
-		if err := m.tool.CreateBlank(ctx, m.layout.VolumePath(v), v.SizeGiB<<30); err != nil {
-			return err
-		}
+	mappings, err := m.vols.MakeFor(ctx, inst.rec.OwnerID, inst.rec.ID, im, req.Volumes)
+	if err != nil {
+		return err
 	}
 	if len(req.UserData) > 0 {
 		meta := fmt.Sprintf("instance-id: %s\nlocal-hostname: %s\n", inst.rec.ID, inst.rec.Name)
@@ -231,7 +199,7 @@ func (m *Manager) prepare(ctx context.Context, inst *Instance, im *images.Image,
 // startMachine starts QEMU for the instance and makes it running. The caller holds
 // inst.op.
 func (m *Manager) startMachine(ctx context.Context, inst *Instance) error {
-	m.dropCaptured(inst)
+	m.vols.DropCaptured(inst.rec.ID)
 	m.clearPorts(inst)
 	var consoleStart int64
 	if st, err := os.Stat(filepath.Join(m.layout.Dir(inst.rec.ID), hypervisor.ConsoleFile)); err == nil {
@@ -279,68 +247,6 @@ func (m *Manager) startMachine(ctx context.Context, inst *Instance) error {
 	return m.set(inst, func(r *record.Instance) {
 		r.State, r.StateReason, r.PID, r.Accel, r.ConsoleStart = record.StateRunning, "", mach.PID, m.accel, consoleStart
 	})
-}
-
-// dropCaptured removes the frozen files that live captures put in the store, now that
-// no QEMU has them open: the store's layers stand in for them. The caller holds inst.op
-// and no machine runs.
-func (m *Manager) dropCaptured(inst *Instance) {
-	var changed []*record.Volume
-	for _, v := range m.vols.Select(func(v *record.Volume) bool { return v.InstanceID == inst.rec.ID && len(v.Frozen) > 0 }) {
-		c := *v
-		c.Frozen = nil
-		for _, f := range v.Frozen {
-			if f.Layer == "" {
-				c.Frozen = append(c.Frozen, f)
-			}
-		}
-		if len(c.Frozen) != len(v.Frozen) {
-			changed = append(changed, &c)
-		}
-	}
-	for _, v := range changed {
-		if err := m.renameBacking(v); err != nil {
-			log.L.WithError(err).WithField("volume", v.ID).Warn("keep frozen files")
-			continue
-		}
-		if err := m.vols.Put(v); err != nil {
-			log.L.WithError(err).WithField("volume", v.ID).Warn("keep frozen files")
-		}
-	}
-	for _, v := range changed {
-		entries, _ := os.ReadDir(m.layout.VolumeDir(v))
-		keep := map[string]bool{}
-		for _, f := range v.Frozen {
-			keep[f.Name] = true
-		}
-		for _, e := range entries {
-			if strings.HasPrefix(e.Name(), v.ID+".frozen-") && !keep[e.Name()] {
-				os.Remove(filepath.Join(m.layout.VolumeDir(v), e.Name()))
-			}
-		}
-	}
-}
-
-// renameBacking makes each file of the volume that names a frozen file about to go (one
-// whose layer stands in for it: not in v.Frozen any more) name that layer instead, so
-// that every header names the file below it in the chain (volumes.OpenChain).
-func (m *Manager) renameBacking(v *record.Volume) error {
-	old := m.vols.Get(v.ID)
-	if old == nil {
-		return nil
-	}
-	files := append(append([]record.Frozen(nil), old.Frozen...), record.Frozen{Name: filepath.Base(m.layout.VolumePath(v))})
-	for i := 1; i < len(files); i++ {
-		below, above := files[i-1], files[i]
-		if below.Layer == "" || above.Layer != "" {
-			continue // the file below stays, or the one above is a layer already
-		}
-		path := filepath.Join(m.layout.VolumeDir(v), above.Name)
-		if err := m.tool.Rename(context.Background(), path, m.store.BlobPath(below.Layer)); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // watch follows a machine until QEMU exits: a guest that shut itself down is noted, a
@@ -417,7 +323,7 @@ func (m *Manager) discard(inst *Instance) {
 		inst.machine.Stop(context.Background(), 0)
 		inst.machine = nil
 	}
-	m.deleteVolumes(inst, true)
+	m.vols.DeleteOf(inst.rec.ID, true)
 	os.RemoveAll(m.layout.Dir(inst.rec.ID))
 	id := inst.rec.ID
 	if err := m.db.DeleteInstance(id); err != nil {
@@ -426,17 +332,6 @@ func (m *Manager) discard(inst *Instance) {
 	m.mu.Lock()
 	delete(m.all, id)
 	m.mu.Unlock()
-}
-
-// deleteVolumes deletes the instance's volumes (all, or those deleted on termination).
-func (m *Manager) deleteVolumes(inst *Instance, all bool) {
-	for _, v := range m.vols.Select(func(v *record.Volume) bool {
-		return v.InstanceID == inst.rec.ID && !v.Standalone && (all || v.DeleteOnTermination)
-	}) {
-		if err := m.vols.Delete(v); err != nil {
-			log.L.WithError(err).WithField("volume", v.ID).Error("delete volume")
-		}
-	}
 }
 
 // Stop begins a stop: the state becomes stopping at once and the rest runs as an
@@ -636,7 +531,7 @@ func (m *Manager) clearPorts(inst *Instance) {
 // termination, its seed), detaches the standalone volumes it had, and records it
 // terminated. The caller holds inst.op.
 func (m *Manager) finishTerminate(inst *Instance, reason string) {
-	m.deleteVolumes(inst, false)
+	m.vols.DeleteOf(inst.rec.ID, false)
 	for _, v := range m.vols.Select(func(v *record.Volume) bool { return v.InstanceID == inst.rec.ID && v.Standalone }) {
 		if err := m.unplug(inst, v); err != nil {
 			log.L.WithError(err).WithField("volume", v.ID).Error("detach volume of terminated instance")

@@ -11,7 +11,6 @@ import (
 	"kiln/daemon/machines"
 	"kiln/daemon/record"
 	"kiln/daemon/vols"
-	"kiln/hypervisor"
 )
 
 // Attach attaches the volume id (a standalone one, attached to nothing) to the
@@ -58,7 +57,7 @@ func (m *Manager) attach(ctx context.Context, inst *Instance, id, device string)
 		return fmt.Errorf("device %s of instance %s is taken: %w", device, inst.rec.ID, errdefs.ErrInvalidArgument)
 	}
 	if inst.machine != nil {
-		port, err := m.freePort(inst)
+		port, err := m.vols.FreePort(inst.rec.ID)
 		if err != nil {
 			return err
 		}
@@ -82,20 +81,6 @@ func (m *Manager) attach(ctx context.Context, inst *Instance, id, device string)
 	return m.set(inst, func(r *record.Instance) {
 		r.Mappings = append(r.Mappings, record.Mapping{DeviceName: device, VolumeID: v.ID})
 	})
-}
-
-// freePort is a hot-plug port no attached volume of the instance uses.
-func (m *Manager) freePort(inst *Instance) (string, error) {
-	taken := map[string]bool{}
-	for _, v := range m.vols.Select(func(v *record.Volume) bool { return v.InstanceID == inst.rec.ID && v.Port != "" }) {
-		taken[v.Port] = true
-	}
-	for i := 0; i < hypervisor.HotplugPorts; i++ {
-		if p := hypervisor.HotplugPort(i); !taken[p] {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("instance %s has %d volumes attached while running; stop it to attach more: %w", inst.rec.ID, hypervisor.HotplugPorts, errdefs.ErrResourceExhausted)
 }
 
 // Detach detaches the standalone volume id, one the caller may see, from its instance.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
 
 	"kiln/daemon/api"
@@ -198,6 +199,59 @@ func (s *Set) Create(ctx context.Context, owner string, sizeGiB int64, sn *image
 		return api.Volume{}, err
 	}
 	return View(v), nil
+}
+
+// MakeFor makes the volumes of a new instance of owner's: an overlay on the layers of
+// each of the image's mappings (nothing is copied), and the blank ones asked for. A
+// failure leaves the records of those made, which the caller deletes (DeleteOf).
+func (s *Set) MakeFor(ctx context.Context, owner, instance string, im *images.Image, blank []api.VolumeSpec) ([]record.Mapping, error) {
+	// Layers must not go between looking them up and the volume record naming them.
+	release := s.store.Hold()
+	defer release()
+	var mappings []record.Mapping
+	add := func(v *record.Volume, create func(path string) error) error {
+		v.ID, v.OwnerID, v.InstanceID, v.CreateTime = images.NewID(record.VolumePrefix), owner, instance, time.Now().UTC()
+		if err := s.Put(v); err != nil {
+			return err
+		}
+		mappings = append(mappings, record.Mapping{DeviceName: v.DeviceName, VolumeID: v.ID, DeleteOnTermination: v.DeleteOnTermination})
+		return create(s.layout.VolumePath(v))
+	}
+	for _, bdm := range im.BlockDeviceMappings {
+		if bdm.EBS == nil {
+			continue
+		}
+		chain := []digest.Digest{bdm.EBS.Layer}
+		if sn, err := s.store.Snapshot(bdm.EBS.SnapshotID); err == nil {
+			chain = sn.Chain
+		}
+		v := &record.Volume{DeviceName: bdm.DeviceName, SnapshotID: bdm.EBS.SnapshotID, Chain: chain, SizeGiB: bdm.EBS.VolumeSize,
+			DeleteOnTermination: bdm.EBS.DeleteOnTermination}
+		if err := add(v, func(path string) error {
+			return s.tool.CreateOverlay(ctx, path, s.store.BlobPath(chain[len(chain)-1]), v.SizeGiB<<30)
+		}); err != nil {
+			return nil, err
+		}
+	}
+	for _, spec := range blank {
+		v := &record.Volume{DeviceName: spec.DeviceName, SizeGiB: spec.SizeGiB, DeleteOnTermination: true}
+		if err := add(v, func(path string) error { return s.tool.CreateBlank(ctx, path, v.SizeGiB<<30) }); err != nil {
+			return nil, err
+		}
+	}
+	return mappings, nil
+}
+
+// DeleteOf deletes the volumes that came with an instance (all, or those deleted on
+// termination); its standalone ones stay.
+func (s *Set) DeleteOf(instance string, all bool) {
+	for _, v := range s.Select(func(v *record.Volume) bool {
+		return v.InstanceID == instance && !v.Standalone && (all || v.DeleteOnTermination)
+	}) {
+		if err := s.Delete(v); err != nil {
+			log.L.WithError(err).WithField("volume", v.ID).Error("delete volume")
+		}
+	}
 }
 
 // Remove deletes a volume the caller may see, attached to no instance.
