@@ -14,6 +14,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"kiln/images"
+	"kiln/internal/ids"
 	"kiln/volumes"
 )
 
@@ -87,7 +88,7 @@ func (b *Builder) PrepareCapture(req CaptureRequest) (*Capture, error) {
 	}
 	src := req.Source
 	im := &images.Image{
-		ID: images.NewID(images.ImagePrefix), Name: req.Name, OwnerID: req.OwnerID, Description: req.Description,
+		ID: ids.NewID(images.ImagePrefix), Name: req.Name, OwnerID: req.OwnerID, Description: req.Description,
 		State: images.StatePending, Tags: req.Tags, CreationDate: b.now(),
 		SourceInstanceID: req.SourceInstanceID, SourceImageID: src.ID,
 		Config: images.Config{
@@ -180,7 +181,7 @@ func (c *Capture) run(ctx context.Context) (*images.Image, error) {
 		}
 		addLayer(desc)
 		sn := &images.Snapshot{
-			ID: images.NewID(images.SnapshotPrefix), OwnerID: c.Image.OwnerID,
+			ID: ids.NewID(images.SnapshotPrefix), OwnerID: c.Image.OwnerID,
 			Description: fmt.Sprintf("%s of %s for %s (%s)", v.DeviceName, c.req.SourceInstanceID, c.Image.ID, c.Image.Name),
 			Layer:       desc.Digest, Chain: chain, VolumeSize: v.SizeGiB, VirtualSize: v.SizeGiB << 30,
 			StorageSize: desc.Size, ImageID: c.Image.ID, StartTime: c.b.now(),

@@ -18,6 +18,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"kiln/images"
+	"kiln/internal/ids"
 	"kiln/volumes"
 )
 
@@ -162,7 +163,7 @@ func (b *Builder) Prepare(ctx context.Context, req RegisterRequest) (_ *Registra
 		return nil, err
 	}
 	im := &images.Image{
-		ID:           images.NewID(images.ImagePrefix),
+		ID:           ids.NewID(images.ImagePrefix),
 		Name:         req.Name,
 		OwnerID:      req.OwnerID,
 		Description:  req.Description,
@@ -309,7 +310,7 @@ func (r *Registration) run(ctx context.Context) (*images.Image, error) {
 		}
 		r.done.Add(desc.Size)
 		sn := &images.Snapshot{
-			ID:          images.NewID(images.SnapshotPrefix),
+			ID:          ids.NewID(images.SnapshotPrefix),
 			OwnerID:     r.Image.OwnerID,
 			Description: fmt.Sprintf("%s of %s (%s)", r.devs[i], r.Image.ID, r.Image.Name),
 			Layer:       desc.Digest,

@@ -4,12 +4,13 @@ import (
 	"fmt"
 
 	"context"
-	"github.com/opencontainers/go-digest"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/containerd/errdefs"
 	diskfs "github.com/diskfs/go-diskfs"
@@ -47,11 +48,11 @@ func TestDeviceNames(t *testing.T) {
 func newBuilder(t *testing.T) *Builder {
 	t.Helper()
 	kilntest.Need(t, "qemu-img")
-	s, err := images.Open(context.Background(), t.TempDir())
+	root := t.TempDir()
+	s, err := images.Open(context.Background(), root, kilntest.MetaDB(t, root))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
 	return &Builder{Store: s}
 }
 

@@ -16,8 +16,10 @@ import (
 
 	"kiln/daemon/api"
 	"kiln/daemon/client"
+	"kiln/daemon/record"
 	"kiln/images"
 
+	"kiln/internal/ids"
 	"kiln/internal/kilntest"
 )
 
@@ -148,22 +150,26 @@ func BenchmarkImageLsFilter10k(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { os.RemoveAll(rootDir) })
-	s, err := images.Open(context.Background(), rootDir)
+	db, err := record.OpenFile(rootDir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := images.Open(context.Background(), rootDir, db)
 	if err != nil {
 		b.Fatal(err)
 	}
 	for i := range 10000 {
 		im := &images.Image{
-			ID: images.NewID(images.ImagePrefix), Name: fmt.Sprintf("image-%05d", i), OwnerID: "root",
+			ID: ids.NewID(images.ImagePrefix), Name: fmt.Sprintf("image-%05d", i), OwnerID: "root",
 			State: images.StateAvailable, CreationDate: time.Now(), Tags: map[string]string{"n": fmt.Sprint(i)},
 			Config: images.Config{Architecture: "x86_64", BootMode: "legacy-bios", RootDeviceType: "ebs", RootDeviceName: "/dev/vda",
-				BlockDeviceMappings: []images.BlockDeviceMapping{{DeviceName: "/dev/vda", EBS: &images.EBS{SnapshotID: images.NewID(images.SnapshotPrefix), VolumeSize: 8}}}},
+				BlockDeviceMappings: []images.BlockDeviceMapping{{DeviceName: "/dev/vda", EBS: &images.EBS{SnapshotID: ids.NewID(images.SnapshotPrefix), VolumeSize: 8}}}},
 		}
 		if err := s.CreateImage(im); err != nil {
 			b.Fatal(err)
 		}
 	}
-	s.Close()
+	db.Close()
 	k := newKilndB(b, rootDir)
 	ctx := context.Background()
 	var lat []time.Duration

@@ -82,11 +82,19 @@ func Run(ctx context.Context, cfg Config) error {
 	// The store's files are kilnd's alone (0600, directories 0700): layers may hold
 	// secrets, and callers reach content only through the API.
 	syscall.Umask(0o077)
-	store, err := images.Open(ctx, cfg.Root)
+	db, err := record.OpenFile(cfg.Root)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	defer db.Close()
+	store, err := images.Open(ctx, cfg.Root, db)
+	if err != nil {
+		return err
+	}
+	rdb, err := record.Open(db)
+	if err != nil {
+		return err
+	}
 
 	st, err := settings.Load(ctx, cfg.SettingsFile, cfg.LogLevelFixed)
 	if err != nil {
@@ -109,7 +117,7 @@ func Run(ctx context.Context, cfg Config) error {
 	} else {
 		l = l.WithField("activated", true)
 	}
-	return serve(ctx, cfg, st, store, accel, ln, l)
+	return serve(ctx, cfg, st, store, rdb, accel, ln, l)
 }
 
 // accelerator is the accelerator kilnd runs guests with, chosen once at start, and why.
@@ -156,7 +164,7 @@ func socketGID(ctx context.Context, group string, mode os.FileMode) int {
 	return gid
 }
 
-func serve(ctx context.Context, cfg Config, st *settings.Settings, store *images.Store, accel accelerator, ln net.Listener, l *log.Entry) (err error) {
+func serve(ctx context.Context, cfg Config, st *settings.Settings, store *images.Store, db *record.DB, accel accelerator, ln net.Listener, l *log.Entry) (err error) {
 	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelOps()
 	s := &server{
@@ -173,10 +181,6 @@ func serve(ctx context.Context, cfg Config, st *settings.Settings, store *images
 		return err
 	}
 	defer s.audit.Close()
-	db, err := record.Open(store.DB())
-	if err != nil {
-		return err
-	}
 	loaded, loadedVols, err := db.Load()
 	if err != nil {
 		return err

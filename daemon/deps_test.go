@@ -17,14 +17,15 @@ import (
 // methods).
 func TestImportRules(t *testing.T) {
 	allowed := map[string][]string{ // kiln packages each may depend on
-		"kiln/images":         {},
+		"kiln/images":         {"kiln/internal/ids"},
+		"kiln/internal/ids":   {},
 		"kiln/volumes":        {},
 		"kiln/hypervisor":     {"kiln/hypervisor/qmp"},
 		"kiln/hypervisor/qmp": {},
 		"kiln/systemd":        {},
 		"kiln/daemon/api":     {},
 		"kiln/daemon/client":  {"kiln/daemon/api"},
-		"kiln/builder":        {"kiln/images", "kiln/volumes", "kiln/hypervisor", "kiln/hypervisor/qmp"},
+		"kiln/builder":        {"kiln/images", "kiln/internal/ids", "kiln/volumes", "kiln/hypervisor", "kiln/hypervisor/qmp"},
 		"kiln/cmd/kiln":       {"kiln/daemon/client", "kiln/daemon/api"},
 	}
 	// Outside modules allowed beside the standard library, for the strictest packages.
@@ -81,6 +82,7 @@ func TestImportRules(t *testing.T) {
 			}
 		}
 	}
+	checkDaemonParts(t)
 	if seen < len(allowed)-2 { // the QMP rule looked at the packages above (but hypervisor's)
 		t.Errorf("go list named %d kiln packages besides hypervisor's; want at least %d", seen, len(allowed)-2)
 	}
@@ -102,4 +104,48 @@ func hasPrefixIn(s string, prefixes []string) bool {
 		}
 	}
 	return false
+}
+
+// daemonParts are the daemon's own packages and the daemon packages each may import
+// directly (docs/decisions.md, "The daemon's rooms"): the small ones are leaves, the
+// domain packages build on them, and none imports the root (composition and handlers).
+var daemonParts = map[string][]string{
+	"kiln/daemon/api":       {},
+	"kiln/daemon/client":    {"kiln/daemon/api"},
+	"kiln/daemon/record":    {},
+	"kiln/daemon/quota":     {},
+	"kiln/daemon/console":   {},
+	"kiln/daemon/settings":  {"kiln/daemon/quota"},
+	"kiln/daemon/peer":      {"kiln/daemon/settings"},
+	"kiln/daemon/audit":     {"kiln/daemon/peer"},
+	"kiln/daemon/machines":  {"kiln/daemon/api", "kiln/daemon/record"},
+	"kiln/daemon/vols":      {"kiln/daemon/api", "kiln/daemon/quota", "kiln/daemon/record"},
+	"kiln/daemon/imaging":   {"kiln/daemon/api", "kiln/daemon/peer", "kiln/daemon/quota"},
+	"kiln/daemon/instances": {"kiln/daemon/api", "kiln/daemon/console", "kiln/daemon/machines", "kiln/daemon/quota", "kiln/daemon/record", "kiln/daemon/vols"},
+}
+
+// checkDaemonParts holds each of the daemon's packages to its direct imports of the
+// others, and fails on a package of the daemon the table does not name.
+func checkDaemonParts(t *testing.T) {
+	out, err := kilntest.Command(t, "go", "list", "-f", `{{.ImportPath}} {{join .Imports " "}}`, "kiln/daemon/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		pkg := f[0]
+		if pkg == "kiln/daemon" {
+			continue
+		}
+		allowed, ok := daemonParts[pkg]
+		if !ok {
+			t.Errorf("%s is a package of the daemon that daemonParts does not name: say what it may import", pkg)
+			continue
+		}
+		for _, d := range f[1:] {
+			if strings.HasPrefix(d, "kiln/daemon") && !contains(allowed, d) {
+				t.Errorf("%s imports %s; the daemon's parts import only %v", pkg, d, allowed)
+			}
+		}
+	}
 }

@@ -3,7 +3,6 @@ package images
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -18,7 +17,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	bolt "go.etcd.io/bbolt"
-	bolterrors "go.etcd.io/bbolt/errors"
+
+	"kiln/internal/ids"
 )
 
 var (
@@ -43,10 +43,11 @@ type Store struct {
 	gcLock sync.RWMutex
 }
 
-// Open opens (creating if needed) the store under root. Images left pending by a daemon
-// that stopped while making them are marked failed. Open fails with an error wrapping
-// errdefs.ErrUnavailable when another process has the store open.
-func Open(ctx context.Context, root string) (*Store, error) {
+// Open opens (creating if needed) the store under root, its records in their buckets
+// of db (the metadata DB, which the caller opened and closes after the store's last
+// use). Images left pending by a daemon that stopped while making them are marked
+// failed.
+func Open(ctx context.Context, root string, db *bolt.DB) (*Store, error) {
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, err
 	}
@@ -61,30 +62,12 @@ func Open(ctx context.Context, root string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("content store %s: %w", root, err)
 	}
-	dbPath := filepath.Join(root, "meta.db")
-	db, err := bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		if errors.Is(err, bolterrors.ErrTimeout) {
-			return nil, fmt.Errorf("store %s is in use by another process (%s is locked); stop the other kilnd or use another --root: %w",
-				root, dbPath, errdefs.ErrUnavailable)
-		}
-		return nil, fmt.Errorf("metadata db %s: %w", dbPath, err)
-	}
 	s := &Store{root: root, content: cs, db: db, images: map[string]*Image{}, snapshots: map[string]*Snapshot{}}
 	if err := s.load(ctx); err != nil {
-		db.Close()
 		return nil, err
 	}
 	return s, nil
 }
-
-// DB is the metadata DB, for the records the daemon keeps beside images (instances,
-// volumes, events) in buckets of its own. The buckets "images" and "snapshots" are the
-// store's: nothing else may write them.
-func (s *Store) DB() *bolt.DB { return s.db }
-
-// Close closes the metadata DB. The store must not be used afterwards.
-func (s *Store) Close() error { return s.db.Close() }
 
 // Root is the directory the store lives in.
 func (s *Store) Root() string { return s.root }
@@ -308,7 +291,7 @@ func (s *Store) CopyImage(srcID, name, owner, description string, tags bool, now
 		return nil, err
 	}
 	cp := src.clone()
-	cp.ID, cp.Name, cp.OwnerID, cp.CreationDate, cp.CopiedFromID = NewID(ImagePrefix), name, owner, now, src.ID
+	cp.ID, cp.Name, cp.OwnerID, cp.CreationDate, cp.CopiedFromID = ids.NewID(ImagePrefix), name, owner, now, src.ID
 	cp.Public = false
 	cp.LaunchPermission = LaunchPermission{} // a copy is its owner's alone, as in the cloud
 	if description != "" {

@@ -13,15 +13,17 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"kiln/internal/ids"
+	"kiln/internal/kilntest"
 )
 
 func openStore(t *testing.T, root string) *Store {
 	t.Helper()
-	s, err := Open(context.Background(), root)
+	s, err := Open(context.Background(), root, kilntest.MetaDB(t, root))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
 	return s
 }
 
@@ -39,11 +41,11 @@ func layer(t *testing.T, s *Store, ref string, data []byte) ocispec.Descriptor {
 func imageOver(t *testing.T, s *Store, name string, l ocispec.Descriptor) *Image {
 	t.Helper()
 	ctx := context.Background()
-	im := &Image{ID: NewID(ImagePrefix), Name: name, OwnerID: "alice", State: StatePending, CreationDate: time.Now()}
+	im := &Image{ID: ids.NewID(ImagePrefix), Name: name, OwnerID: "alice", State: StatePending, CreationDate: time.Now()}
 	if err := s.CreateImage(im); err != nil {
 		t.Fatal(err)
 	}
-	sn := &Snapshot{ID: NewID(SnapshotPrefix), OwnerID: "alice", Layer: l.Digest, Chain: []digest.Digest{l.Digest}, ImageID: im.ID}
+	sn := &Snapshot{ID: ids.NewID(SnapshotPrefix), OwnerID: "alice", Layer: l.Digest, Chain: []digest.Digest{l.Digest}, ImageID: im.ID}
 	if err := s.PutSnapshot(sn); err != nil {
 		t.Fatal(err)
 	}
@@ -133,22 +135,22 @@ func TestRecordsPersistAndPendingFails(t *testing.T) {
 	root := t.TempDir()
 	s := openStore(t, root)
 	avail := imageOver(t, s, "kept", layer(t, s, "l", []byte("layer")))
-	pending := &Image{ID: NewID(ImagePrefix), Name: "half", OwnerID: "alice", State: StatePending}
+	pending := &Image{ID: ids.NewID(ImagePrefix), Name: "half", OwnerID: "alice", State: StatePending}
 	if err := s.CreateImage(pending); err != nil {
 		t.Fatal(err)
 	}
 	// A snapshot made for the pending image before the daemon stopped.
 	half := layer(t, s, "half", []byte("half an image"))
-	if err := s.PutSnapshot(&Snapshot{ID: NewID(SnapshotPrefix), Layer: half.Digest, Chain: []digest.Digest{half.Digest}, ImageID: pending.ID}); err != nil {
+	if err := s.PutSnapshot(&Snapshot{ID: ids.NewID(SnapshotPrefix), Layer: half.Digest, Chain: []digest.Digest{half.Digest}, ImageID: pending.ID}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CreateImage(&Image{ID: NewID(ImagePrefix), Name: "kept", OwnerID: "alice"}); !errdefs.IsAlreadyExists(err) {
+	if err := s.CreateImage(&Image{ID: ids.NewID(ImagePrefix), Name: "kept", OwnerID: "alice"}); !errdefs.IsAlreadyExists(err) {
 		t.Errorf("duplicate name for the same owner: %v", err)
 	}
-	if err := s.CreateImage(&Image{ID: NewID(ImagePrefix), Name: "kept", OwnerID: "bob"}); err != nil {
+	if err := s.CreateImage(&Image{ID: ids.NewID(ImagePrefix), Name: "kept", OwnerID: "bob"}); err != nil {
 		t.Errorf("same name, other owner: %v", err)
 	}
-	s.Close()
+	s.db.Close() // as kilnd does when it stops
 
 	s = openStore(t, root)
 	got, err := s.Image(avail.ID)
@@ -161,14 +163,6 @@ func TestRecordsPersistAndPendingFails(t *testing.T) {
 	}
 	if n, sn := s.Counts(); n != 3 || sn != 1 {
 		t.Errorf("counts after reopen: %d images, %d snapshots", n, sn)
-	}
-}
-
-func TestOpenRefusesSecondUser(t *testing.T) {
-	root := t.TempDir()
-	openStore(t, root)
-	if _, err := Open(context.Background(), root); !errdefs.IsUnavailable(err) {
-		t.Fatalf("second Open: %v, want Unavailable", err)
 	}
 }
 

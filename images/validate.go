@@ -6,6 +6,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/containerd/errdefs"
+
+	"kiln/internal/ids"
 )
 
 // Limits on names, descriptions and tags, as in the cloud.
@@ -18,6 +20,12 @@ const (
 	MaxTagValueLen    = 256
 	// ReservedTagPrefix starts the tag keys kiln sets itself; users cannot set them.
 	ReservedTagPrefix = "kiln:"
+)
+
+// Id prefixes, as in the cloud.
+const (
+	ImagePrefix    = "ami-"
+	SnapshotPrefix = "snap-"
 )
 
 // CheckName checks an image name: 3 to 128 characters among letters, digits, spaces and
@@ -33,7 +41,7 @@ func CheckName(name string) error {
 				clip(name), c, errdefs.ErrInvalidArgument)
 		}
 	}
-	if strings.HasPrefix(name, ImagePrefix) && IsID(ImagePrefix, name) {
+	if strings.HasPrefix(name, ImagePrefix) && ids.IsID(ImagePrefix, name) {
 		return fmt.Errorf("image name %q: looks like an image id: %w", name, errdefs.ErrInvalidArgument)
 	}
 	return nil

@@ -6,20 +6,22 @@ import (
 	"unicode/utf8"
 
 	"github.com/containerd/errdefs"
+
+	"kiln/internal/ids"
 )
 
 func TestIDs(t *testing.T) {
 	seen := map[string]bool{}
 	for range 100 {
-		id := NewID(ImagePrefix)
-		if !IsID(ImagePrefix, id) || seen[id] {
-			t.Fatalf("NewID gave %q (valid %v, repeated %v)", id, IsID(ImagePrefix, id), seen[id])
+		id := ids.NewID(ImagePrefix)
+		if !ids.IsID(ImagePrefix, id) || seen[id] {
+			t.Fatalf("NewID gave %q (valid %v, repeated %v)", id, ids.IsID(ImagePrefix, id), seen[id])
 		}
 		seen[id] = true
 	}
 	for _, bad := range []string{"", "ami-", "ami-0123456789abcdef", "ami-0123456789abcdef01", "ami-0123456789ABCDEF0", "snap-0123456789abcdef0", "ami-0123456789abcdeg0"} {
-		if IsID(ImagePrefix, bad) || CheckID(ImagePrefix, bad) == nil {
-			t.Errorf("IsID(%q) = true", bad)
+		if ids.IsID(ImagePrefix, bad) || ids.CheckID(ImagePrefix, bad) == nil {
+			t.Errorf("ids.IsID(%q) = true", bad)
 		}
 	}
 }
@@ -104,7 +106,7 @@ func FuzzValidators(f *testing.F) {
 		}
 		if check("name", CheckName(name)) {
 			n := utf8.RuneCountInString(name)
-			if n < MinNameLen || n > MaxNameLen || strings.Contains(name, "/") || !utf8.ValidString(name) || IsID(ImagePrefix, name) {
+			if n < MinNameLen || n > MaxNameLen || strings.Contains(name, "/") || !utf8.ValidString(name) || ids.IsID(ImagePrefix, name) {
 				t.Fatalf("CheckName accepted %q", name)
 			}
 		}

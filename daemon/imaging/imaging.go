@@ -14,6 +14,7 @@ import (
 	"kiln/daemon/peer"
 	"kiln/daemon/quota"
 	"kiln/images"
+	"kiln/internal/ids"
 	"kiln/volumes"
 )
 
@@ -145,7 +146,7 @@ func (x *Images) Visible(c peer.Caller, im *images.Image) bool {
 // caller's own image of that name first, else the one visible image of that name).
 // An image the caller may not see is not found.
 func (x *Images) Lookup(c peer.Caller, ref string) (*images.Image, error) {
-	if images.IsID(images.ImagePrefix, ref) {
+	if ids.IsID(images.ImagePrefix, ref) {
 		im, err := x.store.Image(ref)
 		if err != nil || !x.Visible(c, im) {
 			return nil, fmt.Errorf("image %s: %w", ref, errdefs.ErrNotFound)

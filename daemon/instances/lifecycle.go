@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -18,6 +19,7 @@ import (
 	"kiln/daemon/record"
 	"kiln/hypervisor"
 	"kiln/images"
+	"kiln/internal/ids"
 )
 
 var volumeDevice = regexp.MustCompile(`^/dev/vd[b-z]$`)
@@ -66,8 +68,8 @@ func (m *Manager) Run(ctx context.Context, owner string, im *images.Image, req a
 			names[i] = req.Name + "-" + strconv.Itoa(i+1)
 		}
 		if names[i] != "" {
-			if err := images.CheckName(names[i]); err != nil {
-				return nil, fmt.Errorf("instance name: %w", err)
+			if err := checkName(names[i]); err != nil {
+				return nil, err
 			}
 		}
 	}
@@ -109,6 +111,39 @@ func (m *Manager) Run(ctx context.Context, owner string, im *images.Image, req a
 	return out, nil
 }
 
+// maxNameLen bounds an instance's name.
+const maxNameLen = 128
+
+// checkName checks an instance's name: 1 to maxNameLen letters, digits, '.', '-' and '_',
+// beginning with a letter or a digit (as a container's name), and not an instance id. A
+// name never holds a space or a '/', so that it is one word in a listing and in a shell,
+// and never a path.
+func checkName(name string) error {
+	bad := len(name) == 0 || len(name) > maxNameLen
+	for i, c := range name {
+		word := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+		if !word && (i == 0 || !strings.ContainsRune(".-_", c)) {
+			bad = true
+		}
+	}
+	switch {
+	case bad:
+		return fmt.Errorf("instance name %q: use 1 to %d letters, digits, '.', '-' and '_', beginning with a letter or a digit: %w",
+			clip(name), maxNameLen, errdefs.ErrInvalidArgument)
+	case ids.IsID(record.InstancePrefix, name):
+		return fmt.Errorf("instance name %q looks like an instance id; choose another: %w", name, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// clip shortens a name quoted in an error.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
 // reserve adds a pending record for a new instance, refusing a name the owner's live
 // instances use and an instance past the owner's quota.
 func (m *Manager) reserve(rec record.Instance) (*Instance, error) {
@@ -140,7 +175,7 @@ func (m *Manager) reserve(rec record.Instance) (*Instance, error) {
 }
 
 func (m *Manager) launch(ctx context.Context, owner string, im *images.Image, name, typ string, cpus, mem int, req api.RunInstancesRequest) (*Instance, error) {
-	id := images.NewID(record.InstancePrefix)
+	id := ids.NewID(record.InstancePrefix)
 	if name == "" {
 		name = id
 	}

@@ -3,11 +3,15 @@ package record
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/containerd/errdefs"
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // The daemon's buckets in the metadata DB (the images store has its own there).
@@ -156,4 +160,26 @@ func (l Layout) Pending(v *Volume) []string {
 		}
 	}
 	return append(files, l.VolumePath(v))
+}
+
+// File is the metadata DB under the data root.
+const File = "meta.db"
+
+// OpenFile opens (creating it, and root, when missing) the metadata DB under root: the
+// image store keeps its buckets there, the daemon its own (Open). It fails with an error
+// wrapping errdefs.ErrUnavailable when another process has it open.
+func OpenFile(root string) (*bolt.DB, error) {
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(root, File)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	switch {
+	case errors.Is(err, bolterrors.ErrTimeout):
+		return nil, fmt.Errorf("store %s is in use by another process (%s is locked); stop the other kilnd or use another --root: %w",
+			root, path, errdefs.ErrUnavailable)
+	case err != nil:
+		return nil, fmt.Errorf("metadata db %s: %w", path, err)
+	}
+	return db, nil
 }

@@ -18,6 +18,7 @@ import (
 	"kiln/daemon/quota"
 	"kiln/daemon/record"
 	"kiln/images"
+	"kiln/internal/ids"
 	"kiln/volumes"
 )
 
@@ -160,7 +161,7 @@ func View(v *record.Volume) api.Volume {
 // Create makes a standalone volume of owner's: blank, or over a snapshot (sn, one the
 // caller may see), sizeGiB large (0: the snapshot's size).
 func (s *Set) Create(ctx context.Context, owner string, sizeGiB int64, sn *images.Snapshot) (api.Volume, error) {
-	v := &record.Volume{ID: images.NewID(record.VolumePrefix), OwnerID: owner, Standalone: true, SizeGiB: sizeGiB, CreateTime: time.Now().UTC()}
+	v := &record.Volume{ID: ids.NewID(record.VolumePrefix), OwnerID: owner, Standalone: true, SizeGiB: sizeGiB, CreateTime: time.Now().UTC()}
 	release := s.store.Hold()
 	defer release()
 	var chain []digest.Digest
@@ -210,7 +211,7 @@ func (s *Set) MakeFor(ctx context.Context, owner, instance string, im *images.Im
 	defer release()
 	var mappings []record.Mapping
 	add := func(v *record.Volume, create func(path string) error) error {
-		v.ID, v.OwnerID, v.InstanceID, v.CreateTime = images.NewID(record.VolumePrefix), owner, instance, time.Now().UTC()
+		v.ID, v.OwnerID, v.InstanceID, v.CreateTime = ids.NewID(record.VolumePrefix), owner, instance, time.Now().UTC()
 		if err := s.Put(v); err != nil {
 			return err
 		}

@@ -1,4 +1,4 @@
-package images
+package ids
 
 import (
 	"crypto/rand"
@@ -7,12 +7,6 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
-)
-
-// Id prefixes, as in the cloud.
-const (
-	ImagePrefix    = "ami-"
-	SnapshotPrefix = "snap-"
 )
 
 // idDigits is the number of lowercase hex digits after an id's prefix.
