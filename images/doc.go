@@ -3,11 +3,11 @@
 //   - the content store (containerd's local content store under <root>/content): qcow2
 //     layers, kernels, initrds, image configs and OCI manifests, ingested atomically and
 //     named by their sha256 digest;
-//   - the metadata DB (bbolt, <root>/meta.db) with the mutable records of images and
-//     snapshots, cached in memory; the daemon keeps its own buckets in the same DB
-//     (Store.DB);
-//   - the rules of those records: ids (NewID, CheckID; the daemon mints instance and
-//     volume ids with them too), names, descriptions and tags, launch permissions
+//   - the mutable records of images and snapshots, cached in memory, in their buckets of
+//     the metadata DB (bbolt, <root>/meta.db), which the daemon opens and hands to Open
+//     (it keeps its own buckets there);
+//   - the rules of those records: ids (internal/ids, with the ami- and snap- prefixes),
+//     names, descriptions and tags, launch permissions
 //     (CanLaunch, Share), filters over images (ParseFilter), copies over the same
 //     content (CopyImage);
 //   - garbage collection: blobs no image, snapshot or live volume's chain reaches are
@@ -18,6 +18,6 @@
 // wherever the store lives.
 //
 // images imports the standard library, containerd (content store, pkg/gc, errdefs,
-// log), bbolt, the OCI specs and golang.org/x/sys; it must not import volumes,
+// log), bbolt, the OCI specs, golang.org/x/sys and kiln/internal/ids; it must not import volumes,
 // hypervisor, systemd, builder or daemon.
 package images
