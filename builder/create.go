@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -135,7 +136,7 @@ func (c *Capture) run(ctx context.Context) (*images.Image, error) {
 	}
 	c.Captured = make([]Captured, len(c.req.Volumes))
 	for i, v := range c.req.Volumes {
-		chain := append([]digest.Digest(nil), v.Chain...)
+		chain := slices.Clone(v.Chain)
 		var desc ocispec.Descriptor
 		if len(v.Chain)+len(v.Files) > MaxChain {
 			var layers []string

@@ -2,7 +2,7 @@ package images
 
 import (
 	"fmt"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -59,7 +59,7 @@ func FilterKeys() []string {
 		keys = append(keys, k)
 	}
 	keys = append(keys, "tag:KEY")
-	sort.Strings(keys)
+	slices.Sort(keys)
 	return keys
 }
 

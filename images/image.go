@@ -1,6 +1,7 @@
 package images
 
 import (
+	"slices"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -104,7 +105,7 @@ func (im *Image) clone() *Image {
 	c := *im
 	c.Tags = cloneTags(im.Tags)
 	c.LaunchPermission = im.LaunchPermission.clone()
-	c.BlockDeviceMappings = append([]BlockDeviceMapping(nil), im.BlockDeviceMappings...)
+	c.BlockDeviceMappings = slices.Clone(im.BlockDeviceMappings)
 	for i, m := range c.BlockDeviceMappings {
 		if m.EBS != nil {
 			e := *m.EBS
@@ -117,7 +118,7 @@ func (im *Image) clone() *Image {
 func (sn *Snapshot) clone() *Snapshot {
 	c := *sn
 	c.Tags = cloneTags(sn.Tags)
-	c.Chain = append([]digest.Digest(nil), sn.Chain...)
+	c.Chain = slices.Clone(sn.Chain)
 	return &c
 }
 

@@ -1,12 +1,14 @@
 package images
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -215,11 +217,8 @@ func (s *Store) Images(keep func(*Image) bool) []*Image {
 		}
 	}
 	s.mu.RUnlock()
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].CreationDate.Equal(out[j].CreationDate) {
-			return out[i].CreationDate.Before(out[j].CreationDate)
-		}
-		return out[i].ID < out[j].ID
+	slices.SortFunc(out, func(a, b *Image) int {
+		return cmp.Or(a.CreationDate.Compare(b.CreationDate), strings.Compare(a.ID, b.ID))
 	})
 	return out
 }
@@ -337,7 +336,7 @@ func (s *Store) Snapshots() []*Snapshot {
 		out = append(out, sn.clone())
 	}
 	s.mu.RUnlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	slices.SortFunc(out, func(a, b *Snapshot) int { return strings.Compare(a.ID, b.ID) })
 	return out
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/containerd/errdefs"
@@ -228,7 +229,7 @@ const layerOptions = "compat=1.1,cluster_size=65536"
 // that the header qemu-img reads, which could name an external data file, is one kiln
 // read, whatever the QEMU holding the file does meanwhile.
 func (t Tool) Flatten(ctx context.Context, layers, files []string, dst string) error {
-	chain := append([]string(nil), layers...)
+	chain := slices.Clone(layers)
 	for _, f := range files {
 		tmp, err := os.CreateTemp(filepath.Dir(dst), ".flatten-")
 		if err != nil {

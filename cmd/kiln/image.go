@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -100,7 +100,7 @@ func printImage(e *env, im api.Image) error {
 	for k := range im.Tags {
 		keys = append(keys, k)
 	}
-	sort.Strings(keys)
+	slices.Sort(keys)
 	for _, k := range keys {
 		kv = append(kv, [2]string{"Tag " + k, im.Tags[k]})
 	}

@@ -141,7 +141,7 @@ func (m *Manager) set(inst *Instance, change func(r *record.Instance)) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	rec := inst.rec
-	rec.Mappings = append([]record.Mapping(nil), inst.rec.Mappings...)
+	rec.Mappings = slices.Clone(inst.rec.Mappings)
 	change(&rec)
 	if err := m.db.PutInstance(rec, inst.rec.State); err != nil {
 		return err
