@@ -31,22 +31,6 @@ func CommandWithin(t testing.TB, d time.Duration, argv ...string) *exec.Cmd {
 	return cmd
 }
 
-// Guest returns the directory of the test guest (vmlinuz, initrd.img, root.qcow2), which
-// 'make guest' builds in testdata/guest/out at the module's root. Without it a test
-// fails under CI and is skipped elsewhere.
-func Guest(t testing.TB) string {
-	t.Helper()
-	root, err := moduleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := filepath.Join(root, "testdata", "guest", "out")
-	if _, err := os.Stat(filepath.Join(d, "root.qcow2")); err != nil {
-		Missing(t, "the test guest is missing: run 'make guest' (%v)", err)
-	}
-	return d
-}
-
 // Missing ends a test that lacks something the machine should have (a program 'make
 // deps' installs, root): it fails under CI, where nothing may be missing, and is skipped
 // elsewhere. The message says what is missing and how to get it.
