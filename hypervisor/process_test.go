@@ -166,17 +166,12 @@ func testUser() User {
 	return User{UID: uid, GID: gid}
 }
 
-// openFiles opens paths read-only, closed when the test ends.
+// openFiles opens paths read-only (kilntest.Open), closed when the test ends.
 func openFiles(t *testing.T, paths ...string) []*os.File {
 	t.Helper()
 	var files []*os.File
 	for _, p := range paths {
-		f, err := os.Open(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { f.Close() })
-		files = append(files, f)
+		files = append(files, kilntest.Open(t, p, os.O_RDONLY))
 	}
 	return files
 }

@@ -243,25 +243,13 @@ func TestConvertExportMisbehaves(t *testing.T) {
 			case !tc.class(err) || !strings.Contains(err.Error(), tc.want):
 				t.Errorf("error %q: want its class and %q", err, tc.want)
 			}
-			if pids := processesOf(65534, "fake-nbd"); len(pids) != 0 {
-				t.Errorf("processes of nobody left behind: %v", pids)
+			for _, p := range kilntest.ProcessesAs(65534) {
+				if strings.HasPrefix(p.Comm, "fake-nbd") {
+					t.Errorf("a process of nobody left behind: %s", p)
+				}
 			}
 		})
 	}
-}
-
-// processesOf lists the processes running as uid whose name starts with prefix.
-func processesOf(uid uint32, prefix string) []string {
-	var out []string
-	dirs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, p := range dirs {
-		var st syscall.Stat_t
-		comm, _ := os.ReadFile(filepath.Join(p, "comm"))
-		if syscall.Stat(p, &st) == nil && st.Uid == uid && strings.HasPrefix(string(comm), prefix) {
-			out = append(out, filepath.Base(p)+" "+strings.TrimSpace(string(comm)))
-		}
-	}
-	return out
 }
 
 // TestPrecheckRefusesVMDKDescriptors: a VMDK that does not start with a sparse extent's

@@ -23,8 +23,8 @@ func Datagrams(t testing.TB) (string, <-chan []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
-	ch := make(chan []byte, 256)
+	ch, done := make(chan []byte, 256), make(chan struct{})
+	t.Cleanup(func() { close(done); c.Close() })
 	go func() {
 		defer close(ch)
 		buf, oob := make([]byte, 1<<16), make([]byte, syscall.CmsgSpace(4))
@@ -39,7 +39,11 @@ func Datagrams(t testing.TB) (string, <-chan []byte) {
 				b, _ = io.ReadAll(io.NewSectionReader(f, 0, math.MaxInt64))
 				f.Close()
 			}
-			ch <- b
+			select {
+			case ch <- b:
+			case <-done: // the test is over: nobody reads
+				return
+			}
 		}
 	}()
 	return path, ch

@@ -13,8 +13,10 @@
 //     each bounded; a data race kilnd reports under -race fails the test), short
 //     directories for Unix sockets (ShortDir, PublicDir);
 //   - a unixgram listener as journald and the service manager are (Datagrams);
-//   - disk files kiln must accept or refuse (Disks), and descriptors' open flags
-//     (OpenFlags).
+//   - disk files kiln must accept or refuse (Disks), files opened as a caller opens them
+//     (Open), descriptors' open flags (OpenFlags), a process's open descriptors
+//     (Descriptors), the processes running as a user (ProcessesAs), whether a QEMU runs
+//     (QEMUAlive).
 //
 // Tests only: no package outside a _test.go file imports it. It imports nothing of
 // kiln and nothing beyond the standard library, so every package's tests may use it

@@ -17,18 +17,6 @@ import (
 // stopDeadline bounds the guest's power-off after the power button.
 const stopDeadline = 60 * time.Second
 
-// open opens path for the machine (mode: os.O_RDONLY or os.O_RDWR), closed when the test
-// ends: QEMU is given descriptors, not names.
-func open(t *testing.T, path string, mode int) *os.File {
-	t.Helper()
-	f, err := os.OpenFile(path, mode, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	return f
-}
-
 // boot starts the guest over the qcow2 overlay disk (over the guest's root.qcow2) and
 // seed (a raw cidata disk, when not empty) through the hypervisor package, as kilnd
 // does, with a console file of this boot only, and returns the machine.
@@ -43,13 +31,13 @@ func boot(t *testing.T, ctx context.Context, dir, disk, seed string) *hypervisor
 	}
 	t.Logf("accelerator %s: %s", accel, reason)
 	os.Remove(filepath.Join(dir, hypervisor.ConsoleFile)) // the console of this boot only
-	disks := []hypervisor.Disk{{ID: "vda", Files: []*os.File{open(t, g.Disk, os.O_RDONLY), open(t, disk, os.O_RDWR)}}}
+	disks := []hypervisor.Disk{{ID: "vda", Files: []*os.File{kilntest.Open(t, g.Disk, os.O_RDONLY), kilntest.Open(t, disk, os.O_RDWR)}}}
 	if seed != "" {
-		disks = append(disks, hypervisor.Disk{ID: "vdb", Files: []*os.File{open(t, seed, os.O_RDONLY)}, Format: "raw", ReadOnly: true})
+		disks = append(disks, hypervisor.Disk{ID: "vdb", Files: []*os.File{kilntest.Open(t, seed, os.O_RDONLY)}, Format: "raw", ReadOnly: true})
 	}
 	m, err := hypervisor.Start(ctx, "qemu-system-x86_64", hypervisor.Spec{
 		Dir: dir, Accel: accel, CPUs: 1, MemoryMiB: 256, User: user,
-		Kernel: open(t, g.Kernel, os.O_RDONLY), Initrd: open(t, g.Initrd, os.O_RDONLY),
+		Kernel: kilntest.Open(t, g.Kernel, os.O_RDONLY), Initrd: kilntest.Open(t, g.Initrd, os.O_RDONLY),
 		Cmdline: g.Cmdline + " quiet", Disks: disks,
 	})
 	if err != nil {
