@@ -16,7 +16,7 @@ SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 # Debian packages kiln and its tests need.
 PACKAGES := qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio gzip util-linux dpkg apt systemd passwd
 
-.PHONY: help deps build guest test test-short bench fuzz lint check-tree run install clean
+.PHONY: help deps build guest test test-race test-short bench fuzz lint check-tree run install clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ $(GUEST)/.built: testdata/guest/build.sh testdata/guest/initrd-init $(shell find
 
 test: deps guest ## run every test, the ones that boot the guest included
 	$(GO) test -timeout 18m $(TESTFLAGS) $(PKGS)
+
+test-race: deps guest ## run every test under the race detector, kilnd and kiln built with -race too (slow)
+	$(GO) test -race -timeout 40m $(TESTFLAGS) $(PKGS)
 
 test-short: ## the quick loop: no guests, no long tests
 	$(GO) test -short $(TESTFLAGS) $(PKGS)

@@ -26,8 +26,8 @@ func TestAccelerator(t *testing.T) {
 	// whose KVM runs no kernel, that is tcg; on one where it works, kvm.
 	start := time.Now()
 	k := kilndIn(t, shortDir(t), "info")
-	k.accel = "" // auto, as a kilnd with no --accel chooses
-	k.start()
+	k.Accel = "" // auto, as a kilnd with no --accel chooses
+	k.Start()
 	took := time.Since(start)
 	accel, why := info(k)
 	if !strings.HasPrefix(why, "KVM: ") || (accel == "kvm") != strings.Contains(why, "ran to its end") {
@@ -37,41 +37,41 @@ func TestAccelerator(t *testing.T) {
 		t.Errorf("auto: the probe payload failed under TCG: %s", why)
 	}
 	t.Logf("auto chose %s (kilnd served %s after start): %s", accel, took.Round(time.Millisecond), why)
-	if accel == "tcg" && !strings.Contains(k.log.String(), why) {
-		t.Errorf("kilnd's log does not give the reason %q:\n%s", why, k.log)
+	if accel == "tcg" && !strings.Contains(k.Log.String(), why) {
+		t.Errorf("kilnd's log does not give the reason %q:\n%s", why, k.Log)
 	}
-	k.stop()
+	k.Stop()
 
 	// --accel tcg is obeyed without a probe.
 	dir := shortDir(t)
 	k = kilndIn(t, dir, "info")
-	k.accel = "tcg"
-	k.start()
+	k.Accel = "tcg"
+	k.Start()
 	if accel, why := info(k); accel != "tcg" || !strings.Contains(why, "operator") {
 		t.Errorf("--accel tcg: %s %q", accel, why)
 	}
-	k.stop()
+	k.Stop()
 
 	// The settings file's accelerator, and the flag over it.
 	settings := filepath.Join(dir, "kilnd.json")
 	if err := os.WriteFile(settings, []byte(`{"accelerator": "tcg"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	k.accel = ""
-	k.start()
+	k.Accel = ""
+	k.Start()
 	if accel, why := info(k); accel != "tcg" || !strings.Contains(why, "operator") {
 		t.Errorf("settings accelerator tcg: %s %q", accel, why)
 	}
-	k.stop()
+	k.Stop()
 	// QEMU runs as a user of its own: --accel kvm is obeyed when /dev/kvm lets that
 	// user in (group kvm, as Debian has it), and refused with the fix when it does not.
 	if st, err := os.Stat("/dev/kvm"); err == nil && st.Mode().Perm()&0o066 != 0 {
-		k.accel = "kvm"
-		k.start()
+		k.Accel = "kvm"
+		k.Start()
 		if accel, why := info(k); accel != "kvm" || !strings.Contains(why, "operator") {
 			t.Errorf("--accel kvm over the settings' tcg: %s %q", accel, why)
 		}
-		k.stop()
+		k.Stop()
 	} else if err == nil {
 		out, err := kilntest.CommandWithin(t, 30*time.Second, kilndBin, "--root", filepath.Join(dir, "root"), "--socket", filepath.Join(dir, "s"), "--accel", "kvm").CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "does not let QEMU's user") || !strings.Contains(string(out), "mode 0660") {

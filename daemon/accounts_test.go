@@ -125,20 +125,21 @@ func (a *account) refused(code string, args ...string) {
 }
 
 // guestCopy copies the test guest where every user may read it.
-func guestCopy(t *testing.T) string {
+func guestCopy(t *testing.T) kilntest.GuestImage {
 	t.Helper()
-	g := kilntest.Guest(t)
+	g := kilntest.GuestFiles(t)
 	d := publicDir(t)
-	for _, f := range []string{"root.qcow2", "vmlinuz", "initrd.img"} {
-		b, err := os.ReadFile(filepath.Join(g, f))
+	for _, f := range []*string{&g.Disk, &g.Kernel, &g.Initrd} {
+		b, err := os.ReadFile(*f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(d, f), b, 0o644); err != nil {
+		*f = filepath.Join(d, filepath.Base(*f))
+		if err := os.WriteFile(*f, b, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return d
+	return g
 }
 
 // TestAccounts is the issue's acceptance: real users, a real kilnd, launch
@@ -149,17 +150,17 @@ func TestAccounts(t *testing.T) {
 	}
 	d := publicDir(t) // the socket's directory
 	k := kilndIn(t, d, "debug")
-	users := accounts(t, k.socket)
+	users := accounts(t, k.Socket)
 	alice, bob, carol, dave, erin := users["alice"], users["bob"], users["carol"], users["dave"], users["erin"]
 	settings := `{"quotas": {"users": {"bob": {"runningInstances": 1}}}}`
 	if err := os.WriteFile(filepath.Join(d, "kilnd.json"), []byte(settings), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	k.start() // after accounts: the socket's group must exist
-	t.Cleanup(k.killQEMUs)
+	k.Start() // after accounts: the socket's group must exist
+	t.Cleanup(k.KillQEMUs)
 
 	// The socket is root's and group kiln's; the store is kilnd's alone.
-	st, err := os.Stat(k.socket)
+	st, err := os.Stat(k.Socket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,8 +171,7 @@ func TestAccounts(t *testing.T) {
 
 	// alice registers a private image: bob sees nothing of it.
 	g := guestCopy(t)
-	img := alice.ok("image", "register", "alices-image", "--disk", filepath.Join(g, "root.qcow2"), "--kernel", filepath.Join(g, "vmlinuz"),
-		"--initrd", filepath.Join(g, "initrd.img"), "--cmdline", "console=ttyS0 root=/dev/vda", "--wait", "-q")
+	img := alice.ok(append([]string{"image", "register", "alices-image", "--wait", "-q"}, g.RegisterFlags()...)...)
 	if !strings.HasPrefix(img, "ami-") {
 		t.Fatalf("register as alice printed %q", img)
 	}
@@ -326,7 +326,7 @@ func TestAccounts(t *testing.T) {
 	}
 
 	// The store's files are kilnd's alone.
-	filepath.WalkDir(k.root, func(p string, de fs.DirEntry, err error) error {
+	filepath.WalkDir(k.Root, func(p string, de fs.DirEntry, err error) error {
 		if err != nil || de.Type()&fs.ModeSymlink != 0 {
 			return err
 		}
@@ -382,7 +382,7 @@ func atime(t *testing.T, p string) time.Time {
 }
 
 func (k *kilnd) instanceDirs() []string {
-	ents, _ := os.ReadDir(filepath.Join(k.root, "instances"))
+	ents, _ := os.ReadDir(filepath.Join(k.Root, "instances"))
 	var out []string
 	for _, e := range ents {
 		out = append(out, e.Name())
@@ -399,6 +399,6 @@ type auditLine struct {
 }
 
 func (k *kilnd) audit() []auditLine {
-	k.tb.Helper()
-	return readTrail(k.tb, filepath.Join(k.root, "audit.log"))
+	k.TB.Helper()
+	return readTrail(k.TB, filepath.Join(k.Root, "audit.log"))
 }

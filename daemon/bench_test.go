@@ -26,9 +26,9 @@ import (
 // newKilndB starts kilnd for a benchmark, with its store under rootDir.
 func newKilndB(b *testing.B, rootDir string) *kilnd {
 	d := shortDir(b)
-	k := &kilnd{tb: b, root: rootDir, socket: filepath.Join(d, "s"), logLevel: "info"}
-	k.Client = client.New(k.socket)
-	k.start()
+	k := kilndAt(b, rootDir, filepath.Join(d, "s"), "info")
+	k.Accel = "" // kilnd chooses
+	k.Start()
 	return k
 }
 
@@ -108,9 +108,9 @@ func BenchmarkRegister1GiBAsUser(b *testing.B) { benchRegisterAsUser(b, 1<<30) }
 func benchRegisterAsUser(b *testing.B, size int64) {
 	d := publicDir(b)
 	k := kilndIn(b, d, "info")
-	users := accounts(b, k.socket)
-	k.start()
-	root := &account{t: b, name: "root", cred: &syscall.Credential{}, socket: k.socket}
+	users := accounts(b, k.Socket)
+	k.Start()
+	root := &account{t: b, name: "root", cred: &syscall.Credential{}, socket: k.Socket}
 	disk := randomDisk(b, d, size)
 	if err := os.Chmod(disk, 0o644); err != nil {
 		b.Fatal(err)
@@ -216,11 +216,11 @@ func rssKiB(b *testing.B, pid int) float64 {
 // registerRandomImage registers an image whose root disk holds size bytes of random
 // data (written from offset 0), with the guest's kernel.
 func registerRandomImage(b *testing.B, k *kilnd, name string, size int64) api.Image {
-	g := kilntest.Guest(b)
+	g := kilntest.GuestFiles(b)
 	disk := randomDisk(b, b.TempDir(), size)
 	ctx := context.Background()
 	im, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: name, Disks: []api.Disk{{Name: disk, Format: "raw"}},
-		Kernel: filepath.Join(g, "vmlinuz"), Initrd: filepath.Join(g, "initrd.img"), Cmdline: "console=ttyS0"})
+		Kernel: g.Kernel, Initrd: g.Initrd, Cmdline: "console=ttyS0"})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -237,7 +237,7 @@ func registerRandomImage(b *testing.B, k *kilnd, name string, size int64) api.Im
 // time to cp the 4 GiB layer, which tools that copy an image per launch pay.
 func BenchmarkLaunch(b *testing.B) {
 	k := newKilndB(b, filepath.Join(b.TempDir(), "root"))
-	b.Cleanup(k.killQEMUs)
+	b.Cleanup(k.KillQEMUs)
 	small := registerRandomImage(b, k, "small-64m", 64<<20)
 	big := registerRandomImage(b, k, "big-4g", 4<<30)
 	ctx := context.Background()
@@ -273,8 +273,8 @@ func BenchmarkLaunch(b *testing.B) {
 	b.ReportMetric(m4g, "ms-median-4GiB")
 	b.ReportMetric(m4g/m64, "ratio-4GiB/64MiB")
 
-	layer := filepath.Join(k.root, "content", "blobs", "sha256", largestBlob(k))
-	dst := filepath.Join(filepath.Dir(k.root), "copy.qcow2")
+	layer := filepath.Join(k.Root, "content", "blobs", "sha256", largestBlob(k))
+	dst := filepath.Join(filepath.Dir(k.Root), "copy.qcow2")
 	start := time.Now()
 	if out, err := kilntest.CommandWithin(b, 10*time.Minute, "cp", layer, dst).CombinedOutput(); err != nil {
 		b.Fatalf("cp: %v: %s", err, out)
@@ -301,15 +301,15 @@ func largestBlob(k *kilnd) string {
 // of each instance); the RSS reported is the largest seen after the iterations. The
 // time per iteration is not the point and is not reported.
 func BenchmarkDaemonMemory(b *testing.B) {
-	if raceBuild {
+	if kilntest.Race {
 		b.Skip("kilnd built with -race holds the race detector's shadow memory")
 	}
 	k := newKilndB(b, filepath.Join(b.TempDir(), "root"))
-	b.Cleanup(k.killQEMUs)
+	b.Cleanup(k.KillQEMUs)
 	ctx := context.Background()
-	g := kilntest.Guest(b)
-	im, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: "guest", Disks: []api.Disk{{Name: filepath.Join(g, "root.qcow2"), Format: "qcow2"}},
-		Kernel: filepath.Join(g, "vmlinuz"), Initrd: filepath.Join(g, "initrd.img"), Cmdline: "console=ttyS0 root=/dev/vda"})
+	g := kilntest.GuestFiles(b)
+	im, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: "guest", Disks: []api.Disk{{Name: g.Disk, Format: "qcow2"}},
+		Kernel: g.Kernel, Initrd: g.Initrd, Cmdline: g.Cmdline})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -325,7 +325,7 @@ func BenchmarkDaemonMemory(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		return rssKiB(b, k.cmd.Process.Pid)
+		return rssKiB(b, k.Cmd.Process.Pid)
 	}
 	// Idle: warmed by as many iterations as the busy phase will run.
 	idle := 0.0
@@ -341,7 +341,7 @@ func BenchmarkDaemonMemory(b *testing.B) {
 	defer cancel()
 	for _, inst := range insts {
 		if _, err := k.WaitInstance(all, inst.ID, "ready"); err != nil {
-			b.Fatalf("instance %s not ready: %v\n%s", inst.ID, err, k.evidence(inst.ID))
+			b.Fatalf("instance %s not ready: %v\n%s", inst.ID, err, k.Evidence(inst.ID))
 		}
 	}
 	busy := 0.0
@@ -368,7 +368,7 @@ func stoppedWithDelta(b *testing.B, k *kilnd, im api.Image, size int64) (api.Ins
 	if _, err := k.WaitInstance(ctx, inst.ID, "stopped"); err != nil {
 		b.Fatal(err)
 	}
-	vol := filepath.Join(k.root, "instances", inst.ID, inst.BlockDeviceMappings[0].VolumeID+".qcow2")
+	vol := filepath.Join(k.Root, "instances", inst.ID, inst.BlockDeviceMappings[0].VolumeID+".qcow2")
 	// Written as the guest would, through the overlay (nothing downstream compresses).
 	if out, err := kilntest.CommandWithin(b, 10*time.Minute, "qemu-io", "-f", "qcow2", "-c", fmt.Sprintf("write -P 0x5c 0 %d", size), vol).CombinedOutput(); err != nil {
 		b.Fatalf("write the delta: %v %s", err, out)
@@ -383,7 +383,7 @@ func stoppedWithDelta(b *testing.B, k *kilnd, im api.Image, size int64) (api.Ins
 // copy-image (time, target ≤ 50 ms, and bytes added, target 0).
 func BenchmarkCreateImage(b *testing.B) {
 	k := newKilndB(b, filepath.Join(b.TempDir(), "root"))
-	b.Cleanup(k.killQEMUs)
+	b.Cleanup(k.KillQEMUs)
 	ctx := context.Background()
 	small := registerRandomImage(b, k, "base-64m", 64<<20)
 	big := registerRandomImage(b, k, "base-4g", 4<<30)

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"kiln/internal/kilntest"
 )
 
 // TestRegisterCallerHoldsNoStoreFile replays the attack on register of issue 11: a caller
@@ -30,13 +32,13 @@ func TestRegisterCallerHoldsNoStoreFile(t *testing.T) {
 	}
 	d := publicDir(t)
 	k := kilndIn(t, d, "info")
-	alice := accounts(t, k.socket)["alice"]
-	k.start()
+	alice := accounts(t, k.Socket)["alice"]
+	k.Start()
 	disk := randomDisk(t, d, 512<<20)
 	if err := os.Chmod(disk, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	root, err := filepath.EvalSymlinks(k.root)
+	root, err := filepath.EvalSymlinks(k.Root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +50,8 @@ func TestRegisterCallerHoldsNoStoreFile(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	for state := "pending"; state == "pending"; {
-		for _, p := range processesAs(uid) {
+		for _, proc := range kilntest.ProcessesAs(uid) {
+			p := strconv.Itoa(proc.PID)
 			fds := descriptorsOf(p)
 			holdsDisk := false
 			for fd, target := range fds {
@@ -76,7 +79,7 @@ func TestRegisterCallerHoldsNoStoreFile(t *testing.T) {
 		scans++
 		im, err := k.Image(ctx, id)
 		if err != nil {
-			t.Fatalf("image %s after %d scans: %v\nkilnd log:\n%s", id, scans, err, k.log.String())
+			t.Fatalf("image %s after %d scans: %v\nkilnd log:\n%s", id, scans, err, k.Log.String())
 		}
 		state = im.State
 		if state == "failed" {
@@ -99,8 +102,8 @@ func TestRegisterCallerHoldsNoStoreFile(t *testing.T) {
 	// The caller's side of the conversion is gone once the register is done.
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		left := 0
-		for _, p := range processesAs(uid) {
-			for _, target := range descriptorsOf(p) {
+		for _, p := range kilntest.ProcessesAs(uid) {
+			for _, target := range descriptorsOf(strconv.Itoa(p.PID)) {
 				if target == disk {
 					left++
 				}
@@ -133,29 +136,6 @@ func lines(set map[string]bool) string {
 	}
 	sort.Strings(out)
 	return strings.Join(out, "\n")
-}
-
-// processesAs lists the processes that have uid as any of their user ids.
-func processesAs(uid uint32) []string {
-	var out []string
-	dirs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, p := range dirs {
-		st, err := os.ReadFile(filepath.Join(p, "status"))
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(st), "\n") {
-			if rest, ok := strings.CutPrefix(line, "Uid:"); ok {
-				for _, f := range strings.Fields(rest) {
-					if n, _ := strconv.ParseUint(f, 10, 32); uint32(n) == uid {
-						out = append(out, filepath.Base(p))
-						break
-					}
-				}
-			}
-		}
-	}
-	return out
 }
 
 // descriptorsOf maps each descriptor of a process (and its working and root
@@ -206,12 +186,12 @@ func filesOwnedBy(root string, uid uint32) []string {
 // behind is gone once kilnd starts again.
 func TestLeftoverExportRemoved(t *testing.T) {
 	k := newKilnd(t)
-	left := filepath.Join(k.root, "run", "nbd-123")
+	left := filepath.Join(k.Root, "run", "nbd-123")
 	if err := os.MkdirAll(left, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(left, "s"), nil, 0o600)
-	k.restart()
+	k.Restart()
 	if _, err := os.Stat(left); !os.IsNotExist(err) {
 		t.Errorf("%s after a start: %v", left, err)
 	}

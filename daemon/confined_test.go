@@ -29,17 +29,17 @@ func TestQEMUConfined(t *testing.T) {
 	// Left open by a careless parent, past the descriptors QEMU is given (3, 4, …),
 	// which would cover it.
 	for range 40 {
-		k.inherited = append(k.inherited, os.Stdin)
+		k.Inherited = append(k.Inherited, os.Stdin)
 	}
 	leak, err := os.Open("/etc/hostname")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer leak.Close()
-	k.inherited = append(k.inherited, leak)
-	k.env = []string{"KILN_TEST_SECRET=1"}
-	k.start()
-	t.Cleanup(k.killQEMUs)
+	k.Inherited = append(k.Inherited, leak)
+	k.Env = []string{"KILN_TEST_SECRET=1"}
+	k.Start()
+	t.Cleanup(k.KillQEMUs)
 	registerGuest(t, k, "kiln-guest")
 	a := runOne(t, k, api.RunInstancesRequest{Image: "kiln-guest", InstanceType: "nano", UserData: []byte("#!/bin/sh\necho hi\n")})
 	b := runOne(t, k, api.RunInstancesRequest{Image: "kiln-guest", InstanceType: "nano"})
@@ -75,21 +75,21 @@ func TestQEMUConfined(t *testing.T) {
 		if err != nil || strings.HasPrefix(string(out), "root ") || !strings.Contains(string(out), "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny") {
 			t.Errorf("ps of QEMU %s: %v %q", pid, err, out)
 		}
-		if strings.Contains(string(out), k.root) {
+		if strings.Contains(string(out), k.Root) {
 			t.Errorf("QEMU's command line names a file of the data root: %s", out)
 		}
 		if env, err := os.ReadFile("/proc/" + pid + "/environ"); err != nil || bytes.Contains(env, []byte("KILN_TEST_SECRET")) {
 			t.Errorf("QEMU of %s has kilnd's environment: %v %q", inst.ID, err, env)
 		}
 		fds, _ := filepath.Glob("/proc/" + pid + "/fd/*")
-		own := filepath.Join(k.root, "instances", inst.ID) + "/"
-		blobs := filepath.Join(k.root, "content", "blobs") + "/"
+		own := filepath.Join(k.Root, "instances", inst.ID) + "/"
+		blobs := filepath.Join(k.Root, "content", "blobs") + "/"
 		for _, fd := range fds {
 			target, err := os.Readlink(fd)
 			if target == "/etc/hostname" {
 				t.Errorf("QEMU of %s holds %s, which kilnd inherited", inst.ID, target)
 			}
-			if err != nil || !strings.HasPrefix(target, k.root) {
+			if err != nil || !strings.HasPrefix(target, k.Root) {
 				continue
 			}
 			switch {
@@ -111,7 +111,7 @@ func TestQEMUConfined(t *testing.T) {
 // of the image refuses it with a clear error and boots nothing.
 func TestTamperedLayerRefused(t *testing.T) {
 	k, im := guestKilnd(t)
-	layers, _ := filepath.Glob(filepath.Join(k.root, "content", "blobs", "sha256", "*"))
+	layers, _ := filepath.Glob(filepath.Join(k.Root, "content", "blobs", "sha256", "*"))
 	var layer string
 	for _, p := range layers {
 		if b, err := os.ReadFile(p); err == nil && bytes.HasPrefix(b, []byte("QFI\xfb")) {

@@ -15,15 +15,17 @@ import (
 	"testing"
 	"time"
 
+	"kiln/daemon/client"
+
 	"kiln/internal/kilntest"
 )
 
 // rawDial is a bare connection to k's socket, for the tests that misbehave below HTTP.
 func rawDial(t *testing.T, k *kilnd) *net.UnixConn {
 	t.Helper()
-	c, err := net.DialTimeout("unix", k.socket, 2*time.Second)
+	c, err := net.DialTimeout("unix", k.Socket, 2*time.Second)
 	if err != nil {
-		t.Fatalf("dial %s: %v", k.socket, err)
+		t.Fatalf("dial %s: %v", k.Socket, err)
 	}
 	return c.(*net.UnixConn)
 }
@@ -54,7 +56,7 @@ func waitAnswer(t *testing.T, c *net.UnixConn) {
 // writeLimits writes k's settings file (read at its start) with the given limits.
 func writeLimits(t *testing.T, k *kilnd, limits string) {
 	t.Helper()
-	f := filepath.Join(filepath.Dir(k.root), "kilnd.json")
+	f := filepath.Join(filepath.Dir(k.Root), "kilnd.json")
 	if err := os.WriteFile(f, []byte(`{"limits": `+limits+`}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +71,7 @@ func noPanic(t *testing.T, k *kilnd) {
 	if _, err := k.Info(ctx); err != nil {
 		t.Fatalf("kilnd no longer answers: %v", err)
 	}
-	if s := k.log.String(); strings.Contains(s, "panic") {
+	if s := k.Log.String(); strings.Contains(s, "panic") {
 		t.Fatalf("kilnd's log shows a panic:\n%s", s[strings.Index(s, "panic"):])
 	}
 }
@@ -83,7 +85,7 @@ func noPanic(t *testing.T, k *kilnd) {
 func TestListenerSurvivesAbruptClients(t *testing.T) {
 	k := kilndIn(t, shortDir(t), "debug")
 	writeLimits(t, k, `{"readHeaderSeconds": 1, "bodySeconds": 1, "idleSeconds": 1}`)
-	k.start()
+	k.Start()
 	const info = "GET /v1/info HTTP/1.1\r\nHost: kiln\r\n\r\n"
 
 	t.Run("close without reading the answer", func(t *testing.T) {
@@ -202,7 +204,7 @@ func TestListenerSurvivesAbruptClients(t *testing.T) {
 // a 60 KB reference leaves an audit line of a few hundred bytes that says it was cut.
 func TestAuditLineBounded(t *testing.T) {
 	k := newKilnd(t)
-	trail := filepath.Join(k.root, "audit.log")
+	trail := filepath.Join(k.Root, "audit.log")
 	deleteImage := func(ref string) string {
 		t.Helper()
 		c := rawDial(t, k)
@@ -279,7 +281,7 @@ func TestHammerHelper(t *testing.T) {
 		t.Fatal(err)
 	}
 	if os.Getenv("KILN_HAMMER_PROBE") != "" {
-		cl, slowest, asked := newClient(socket), time.Duration(0), 0
+		cl, slowest, asked := client.New(socket), time.Duration(0), 0
 		for end := time.Now().Add(d); time.Now().Before(end); asked++ {
 			start := time.Now()
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -342,10 +344,10 @@ func TestHammerHelper(t *testing.T) {
 func TestOneUserCannotExhaustKilnd(t *testing.T) {
 	d := publicDir(t)
 	k := kilndIn(t, d, "info")
-	users := accounts(t, k.socket)
+	users := accounts(t, k.Socket)
 	writeLimits(t, k, `{"connectionsPerUser": 16, "filesPerUser": 64, "connections": 256, "files": 1024}`)
-	k.start()
-	base := openFDs(t, k)
+	k.Start()
+	base := kilntest.Descriptors(t, k.Cmd.Process.Pid)
 
 	// The helper runs as alice: a copy of this test binary she may execute.
 	bin := filepath.Join(d, "hammer.test")
@@ -359,7 +361,7 @@ func TestOneUserCannotExhaustKilnd(t *testing.T) {
 	const hammerFor = 4 * time.Second
 	helper := func(user string, env ...string) (*bytes.Buffer, chan error) {
 		h := kilntest.Command(t, bin, "-test.run", "^TestHammerHelper$", "-test.v")
-		h.Env = append(os.Environ(), append(env, "KILN_HAMMER_SOCKET="+k.socket, "KILN_HAMMER_FOR="+hammerFor.String())...)
+		h.Env = append(os.Environ(), append(env, "KILN_HAMMER_SOCKET="+k.Socket, "KILN_HAMMER_FOR="+hammerFor.String())...)
 		h.SysProcAttr = &syscall.SysProcAttr{Credential: users[user].cred}
 		out := &bytes.Buffer{}
 		h.Stdout, h.Stderr = out, out
@@ -395,7 +397,7 @@ watch:
 			t.Fatalf("root's request during the hammer: %v (after %v)", err, took)
 		}
 		slowest, asked = max(slowest, took), asked+1
-		maxFDs = max(maxFDs, openFDs(t, k))
+		maxFDs = max(maxFDs, kilntest.Descriptors(t, k.Cmd.Process.Pid))
 	}
 	select {
 	case err := <-probeDone:
@@ -416,23 +418,13 @@ watch:
 	}
 	uid := fmt.Sprint(users["alice"].cred.Uid)
 	logged := 0
-	for _, l := range strings.Split(k.log.String(), "\n") {
+	for _, l := range strings.Split(k.Log.String(), "\n") {
 		if strings.Contains(l, "further refusals of this user") && strings.Contains(l, "uid="+uid) {
 			logged++
 		}
 	}
 	if logged != 1 {
-		t.Errorf("kilnd logged alice's refusals %d times; want once:\n%s", logged, kilntest.Tail(k.log.String(), 20))
+		t.Errorf("kilnd logged alice's refusals %d times; want once:\n%s", logged, kilntest.Tail(k.Log.String(), 20))
 	}
 	noPanic(t, k)
-}
-
-// openFDs is the number of descriptors kilnd holds open.
-func openFDs(t *testing.T, k *kilnd) int {
-	t.Helper()
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", k.cmd.Process.Pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
 }

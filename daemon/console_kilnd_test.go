@@ -35,23 +35,6 @@ func consoleDisk(t *testing.T, path string) (size, disk int64) {
 	return st.Size, st.Blocks * 512
 }
 
-// consoleTail is the last lines of a console file, read from its end only (the file's
-// size counts the dropped head).
-func consoleTail(path string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return "(" + err.Error() + ")"
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return "(" + err.Error() + ")"
-	}
-	b := make([]byte, min(st.Size(), 16<<10))
-	n, _ := f.ReadAt(b, st.Size()-int64(len(b)))
-	return kilntest.Tail(strings.NewReplacer("\r", "", "\x00", "").Replace(string(b[:n])), 10)
-}
-
 // rss is a process's resident set (VmRSS) and its peak (VmHWM), in bytes.
 func rss(t *testing.T, pid int) (now, peak int64) {
 	t.Helper()
@@ -92,15 +75,15 @@ func TestConsoleFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := kilndIn(t, d, "info")
-	k.start()
-	t.Cleanup(k.killQEMUs)
+	k.Start()
+	t.Cleanup(k.KillQEMUs)
 	registerGuest(t, k, "kiln-guest")
 	inst := runOne(t, k, api.RunInstancesRequest{Image: "kiln-guest", InstanceType: "nano", UserData: []byte(floodUserData)})
-	path := filepath.Join(k.root, "instances", inst.ID, "console.log")
+	path := filepath.Join(k.Root, "instances", inst.ID, "console.log")
 	evidence := func() string {
-		lines := strings.Split(k.log.String(), "\n")
-		return fmt.Sprintf("console tail:\n%s\nqemu.log:\n%s\nkilnd log:\n%s", consoleTail(path),
-			kilntest.FileTail(filepath.Join(k.root, "instances", inst.ID, "qemu.log"), 20), kilntest.Tail(strings.Join(lines, "\n"), 20))
+		lines := strings.Split(k.Log.String(), "\n")
+		return fmt.Sprintf("console tail:\n%s\nqemu.log:\n%s\nkilnd log:\n%s", kilntest.FileTail(path, 10),
+			kilntest.FileTail(filepath.Join(k.Root, "instances", inst.ID, "qemu.log"), 20), kilntest.Tail(strings.Join(lines, "\n"), 20))
 	}
 	// grow waits until the guest wrote n more bytes, checking all along that the disk
 	// holds no more than maxDisk of the console (kilnd trims every second).
@@ -138,7 +121,7 @@ func TestConsoleFlood(t *testing.T) {
 
 	// 40 inspects at once, five times: each within a second, kilnd's peak resident set
 	// (VmHWM, reset first) within 100 MB of where it was.
-	pid := k.cmd.Process.Pid
+	pid := k.Cmd.Process.Pid
 	before, _ := rss(t, pid)
 	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
 		t.Logf("cannot reset kilnd's peak resident set (%v); it counts from kilnd's start", err)
@@ -151,7 +134,7 @@ func TestConsoleFlood(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
 				start := time.Now()
-				got, err := client.New(k.socket).Instance(ctx, inst.ID)
+				got, err := client.New(k.Socket).Instance(ctx, inst.ID)
 				switch took := time.Since(start); {
 				case err != nil:
 					errs[i] = err
@@ -176,7 +159,7 @@ func TestConsoleFlood(t *testing.T) {
 	}
 
 	// kiln console: the ring, no zeros of the dropped head.
-	out, err := kilntest.Command(t, kilnBin, "--socket", k.socket, "console", inst.ID).Output()
+	out, err := kilntest.Command(t, kilnBin, "--socket", k.Socket, "console", inst.ID).Output()
 	if err != nil {
 		t.Fatalf("kiln console: %v\n%s", err, evidence())
 	}
@@ -194,12 +177,12 @@ func TestConsoleFlood(t *testing.T) {
 	// kilnd stopped while the guest floods: the console grows on disk; a kilnd started
 	// again trims it at once and knows the guest is ready, though the ring holds no
 	// ready line any more.
-	k.stop()
+	k.Stop()
 	grow("kilnd stopped", 3*limit, 1<<40)
 	if _, disk := consoleDisk(t, path); disk < 3*limit {
 		t.Fatalf("with kilnd stopped the console takes only %d bytes on disk: is something else trimming it?", disk)
 	}
-	k.start()
+	k.Start()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		size, disk := consoleDisk(t, path)

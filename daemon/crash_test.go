@@ -44,7 +44,7 @@ func startBigRegister(t *testing.T, k *kilnd) api.Image {
 func (k *kilnd) ingestBytes() int64 {
 	var n int64
 	for _, in := range k.ingests() {
-		if st, err := os.Stat(filepath.Join(k.root, "content", "ingest", in, "data")); err == nil {
+		if st, err := os.Stat(filepath.Join(k.Root, "content", "ingest", in, "data")); err == nil {
 			n += st.Size()
 		}
 	}
@@ -62,18 +62,12 @@ func TestKillDuringRegister(t *testing.T) {
 	ctx := ctxT(t)
 	im := startBigRegister(t, k)
 	// Kill it once the layer is partly written.
-	deadline := time.Now().Add(time.Minute)
-	for k.ingestBytes() < 64<<20 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the ingest never reached 64 MiB\n%s", k.log)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	k.kill()
+	kilntest.Poll(t, time.Minute, "the ingest at 64 MiB", func() bool { return k.ingestBytes() >= 64<<20 }, k.Log.String)
+	k.Kill()
 	if len(k.ingests()) == 0 {
 		t.Fatal("no ingest left to test with")
 	}
-	k.start()
+	k.Start()
 
 	got, err := k.Image(ctx, im.ID)
 	if err != nil || got.State != "failed" || got.StateReason == "" {

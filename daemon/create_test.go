@@ -30,7 +30,7 @@ func createImage(t *testing.T, k *kilnd, instance, name string) api.Image {
 		t.Fatalf("create image %s: %v", name, err)
 	}
 	if im, err = k.WaitImage(ctx, im.ID, nil); err != nil {
-		t.Fatalf("create image %s: %v\n%s", name, err, k.evidence(instance))
+		t.Fatalf("create image %s: %v\n%s", name, err, k.Evidence(instance))
 	}
 	return im
 }
@@ -134,7 +134,7 @@ func TestCreateImageLive(t *testing.T) {
 			t.Fatal(err)
 		}
 		if im, err = k.WaitImage(guestCtx(t), im.ID, nil); err != nil {
-			t.Fatalf("live capture: %v\n%s", err, k.evidence(src.ID))
+			t.Fatalf("live capture: %v\n%s", err, k.Evidence(src.ID))
 		}
 		return im
 	}
@@ -166,7 +166,7 @@ func TestCreateImageLive(t *testing.T) {
 		t.Errorf("the source after live captures and a restart:\n%s", con)
 	}
 	// The frozen files went when QEMU let go of them: the store's layers stand in.
-	if frozen, _ := filepath.Glob(filepath.Join(k.root, "instances", src.ID, "*.frozen-*")); len(frozen) != 0 {
+	if frozen, _ := filepath.Glob(filepath.Join(k.Root, "instances", src.ID, "*.frozen-*")); len(frozen) != 0 {
 		t.Errorf("frozen files left after a restart: %v", frozen)
 	}
 	// A default capture after live ones still has everything.
@@ -221,7 +221,7 @@ func TestKillDuringCreate(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitState(t, k, inst.ID, "stopped")
-	data := filepath.Join(k.root, "instances", inst.ID, inst.BlockDeviceMappings[1].VolumeID+".qcow2")
+	data := filepath.Join(k.Root, "instances", inst.ID, inst.BlockDeviceMappings[1].VolumeID+".qcow2")
 	if out, err := kilntest.Command(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x6b 0 1G", data).CombinedOutput(); err != nil {
 		t.Fatalf("write the 1 GiB delta: %v %s", err, out)
 	}
@@ -257,11 +257,11 @@ func TestKillDuringCreate(t *testing.T) {
 		}
 		what := fmt.Sprintf("round %d (%s, source %s)", round, tc.phase, map[bool]string{true: "running", false: "stopped"}[tc.running])
 		k.awaitPhase(t, what, tc.phase, inst.ID, im.ID)
-		k.kill()
+		k.Kill()
 		// What the crash left proves where it hit.
 		switch tc.phase {
 		case "stopping":
-			if ev := lastEvent(t, k.root, inst.ID); ev != "running>stopping" {
+			if ev := lastEvent(t, k.Root, inst.ID); ev != "running>stopping" {
 				t.Errorf("%s: the instance's last event is %q; the kill missed the stop", what, ev)
 			}
 			if n := k.layerIngest(im.ID); n != 0 {
@@ -273,7 +273,7 @@ func TestKillDuringCreate(t *testing.T) {
 				t.Errorf("%s: the 1 GiB layer's ingest holds %d bytes; the kill missed the ingest", what, n)
 			}
 		}
-		k.start()
+		k.Start()
 
 		got, err = k.Instance(ctx, inst.ID)
 		if err != nil || got.State != "running" && got.State != "stopped" && got.State != "stopping" {
@@ -351,10 +351,10 @@ func (k *kilnd) awaitPhase(t *testing.T, what, phase, id, im string) {
 			phase == "committed" && image.State == "available":
 			return
 		case image.State == "failed" || phase != "committed" && image.State == "available":
-			t.Fatalf("%s: the create went past the phase: image %s %s (%s)\n%s", what, im, image.State, image.StateReason, k.evidence(id))
+			t.Fatalf("%s: the create went past the phase: image %s %s (%s)\n%s", what, im, image.State, image.StateReason, k.Evidence(id))
 		case ctx.Err() != nil:
 			t.Fatalf("%s: not there within %s: instance %s, image %s, ingest %d bytes\n%s",
-				what, guestDeadline, inst.State, image.State, k.layerIngest(im), k.evidence(id))
+				what, guestDeadline, inst.State, image.State, k.layerIngest(im), k.Evidence(id))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -368,7 +368,7 @@ func (k *kilnd) layerIngest(im string) int64 {
 	for i := range 2 {
 		for j := range 4 {
 			ref := sha256.Sum256([]byte("create-" + im + "-" + strconv.Itoa(i) + "-" + strconv.Itoa(j)))
-			if st, err := os.Stat(filepath.Join(k.root, "content", "ingest", hex.EncodeToString(ref[:]), "data")); err == nil {
+			if st, err := os.Stat(filepath.Join(k.Root, "content", "ingest", hex.EncodeToString(ref[:]), "data")); err == nil {
 				n = max(n, st.Size())
 			}
 		}

@@ -7,6 +7,8 @@ import (
 
 	"kiln/daemon/api"
 	"kiln/hypervisor"
+
+	"kiln/internal/kilntest"
 )
 
 // TestGuestPanics: a guest whose kernel panics is not left paused or spinning: pvpanic
@@ -20,14 +22,14 @@ func TestGuestPanics(t *testing.T) {
 	if stopped.StateReason != hypervisor.ReasonPanicked || stopped.PID != 0 {
 		t.Errorf("after a panic: state %s, reason %q, pid %d", stopped.State, stopped.StateReason, stopped.PID)
 	}
-	if qemuRunning(inst.PID) {
+	if kilntest.QEMUAlive(inst.PID) {
 		t.Errorf("QEMU %d still runs after the panic", inst.PID)
 	}
 	if con := console(t, k, inst.ID); !strings.Contains(con, "Kernel panic") || strings.Contains(con, "KILN-GUEST ready") {
 		t.Errorf("the console does not show the panic before ready:\n%s", con)
 	}
-	if !strings.Contains(k.log.String(), "the guest failed") {
-		t.Errorf("kilnd did not log the failure:\n%s", k.log)
+	if !strings.Contains(k.Log.String(), "the guest failed") {
+		t.Errorf("kilnd did not log the failure:\n%s", k.Log)
 	}
 }
 

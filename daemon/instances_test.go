@@ -1,7 +1,6 @@
 package daemon_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -20,18 +19,6 @@ import (
 	"kiln/internal/kilntest"
 )
 
-// killQEMUs kills every QEMU of the kilnd's instances: they outlive kilnd by design,
-// so a test cleans up after them itself.
-func (k *kilnd) killQEMUs() {
-	pids, _ := filepath.Glob(filepath.Join(k.root, "instances", "*", "qemu.pid"))
-	for _, p := range pids {
-		b, _ := os.ReadFile(p)
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
-}
-
 // guestKilnd starts kilnd with the test guest registered.
 func guestKilnd(t *testing.T) (*kilnd, api.Image) {
 	t.Helper()
@@ -39,7 +26,7 @@ func guestKilnd(t *testing.T) (*kilnd, api.Image) {
 		t.Skip("boots guests")
 	}
 	k := newKilnd(t)
-	t.Cleanup(k.killQEMUs)
+	t.Cleanup(k.KillQEMUs)
 	return k, registerGuest(t, k, "kiln-guest")
 }
 
@@ -65,26 +52,20 @@ func waitState(t *testing.T, k *kilnd, id, want string) api.Instance {
 			inst = cur
 		}
 		t.Fatalf("wait %s %s: %v after %s (state %q, ready %v, reason %q)\n%s",
-			id, want, err, time.Since(start).Round(time.Second), inst.State, inst.Ready, inst.StateReason, k.evidence(id))
+			id, want, err, time.Since(start).Round(time.Second), inst.State, inst.Ready, inst.StateReason, k.Evidence(id))
 	}
 	return inst
 }
 
-// waitConsole waits at most guestDeadline for the instance's console to hold want n
-// times.
+// waitConsole waits at most guestDeadline for the instance's console (read through
+// kilnd) to hold want n times; on failure it shows the console's tail, QEMU's log and
+// kilnd's.
 func waitConsole(t *testing.T, k *kilnd, id, want string, n int) string {
 	t.Helper()
-	deadline := time.Now().Add(guestDeadline)
-	for {
-		con := console(t, k, id)
-		if strings.Count(con, want) >= n {
-			return con
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%q not %d times on the console of %s within %s\n%s", want, n, id, guestDeadline, k.evidence(id))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return kilntest.Console{
+		Read:     func() (string, error) { return k.ConsoleText(ctxT(t), id) },
+		Evidence: func() string { return k.Evidence(id) },
+	}.Wait(t, want, n)
 }
 
 func console(t *testing.T, k *kilnd, id string) string {
@@ -94,11 +75,6 @@ func console(t *testing.T, k *kilnd, id string) string {
 		t.Fatal(err)
 	}
 	return s
-}
-
-func qemuRunning(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	return err == nil && bytes.Contains(b, []byte("qemu-system"))
 }
 
 func TestRunStopStart(t *testing.T) {
@@ -146,7 +122,7 @@ func TestRunStopStart(t *testing.T) {
 	waitConsole(t, k, b.ID, "KILN-GUEST ready", 2)
 
 	// terminate: the volume goes, the record stays visible (ps -a) as terminated.
-	vol := filepath.Join(k.root, "instances", b.ID, b.BlockDeviceMappings[0].VolumeID+".qcow2")
+	vol := filepath.Join(k.Root, "instances", b.ID, b.BlockDeviceMappings[0].VolumeID+".qcow2")
 	if _, err := os.Stat(vol); err != nil {
 		t.Fatalf("volume file: %v", err)
 	}
@@ -172,8 +148,8 @@ func TestRunStopStart(t *testing.T) {
 	}
 
 	// Every state change of the first instance is in the event log, in order.
-	k.stop()
-	db, err := bolt.Open(filepath.Join(k.root, "meta.db"), 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	k.Stop()
+	db, err := bolt.Open(filepath.Join(k.Root, "meta.db"), 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,20 +219,15 @@ func TestRestart(t *testing.T) {
 	for _, inst := range insts {
 		waitState(t, k, inst.ID, "ready")
 	}
-	k.kill()
+	k.Kill()
 	for _, inst := range insts {
-		if !qemuRunning(inst.PID) {
+		if !kilntest.QEMUAlive(inst.PID) {
 			t.Fatalf("QEMU %d of %s died with kilnd", inst.PID, inst.ID)
 		}
 	}
 	syscall.Kill(insts[1].PID, syscall.SIGKILL)
-	for deadline := time.Now().Add(10 * time.Second); qemuRunning(insts[1].PID); {
-		if time.Now().After(deadline) {
-			t.Fatal("QEMU did not die")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	k.start()
+	kilntest.Poll(t, 10*time.Second, "the killed QEMU gone", func() bool { return !kilntest.QEMUAlive(insts[1].PID) }, nil)
+	k.Start()
 
 	alive, err := k.Instance(ctx, insts[0].ID)
 	if err != nil || alive.State != "running" || alive.PID != insts[0].PID {
@@ -270,7 +241,7 @@ func TestRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitState(t, k, alive.ID, "stopped")
-	if qemuRunning(alive.PID) {
+	if kilntest.QEMUAlive(alive.PID) {
 		t.Error("QEMU still runs after stop")
 	}
 	// The one whose QEMU was killed starts again with its data.
@@ -330,7 +301,7 @@ func TestRunRefusals(t *testing.T) {
 	k, im := guestKilnd(t)
 	ctx := ctxT(t)
 	inst := runOne(t, k, api.RunInstancesRequest{Image: im.ID, Name: "taken", InstanceType: "nano"})
-	dirs := func() int { d, _ := os.ReadDir(filepath.Join(k.root, "instances")); return len(d) }
+	dirs := func() int { d, _ := os.ReadDir(filepath.Join(k.Root, "instances")); return len(d) }
 	before := dirs()
 	zero, many := 0, 1000
 	for _, tc := range []struct {
@@ -364,26 +335,25 @@ func TestRunRefusals(t *testing.T) {
 		t.Errorf("refused launches left records: %d instances", len(list))
 	}
 	// No QEMU was left running for a refused launch: only "taken"'s runs.
-	if pids, _ := filepath.Glob(filepath.Join(k.root, "instances", "*", "qemu.pid")); len(pids) != 1 {
+	if pids, _ := filepath.Glob(filepath.Join(k.Root, "instances", "*", "qemu.pid")); len(pids) != 1 {
 		t.Errorf("%d QEMU pid files after refused launches", len(pids))
 	}
 
 	// Instance-store: stop refused, terminate deletes its disk.
-	g := kilntest.Guest(t)
+	g := kilntest.GuestFiles(t)
 	is, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: "ephemeral", RootDeviceType: "instance-store",
-		Disks: []api.Disk{{Name: filepath.Join(g, "root.qcow2"), Format: "qcow2"}}, Kernel: filepath.Join(g, "vmlinuz"),
-		Initrd: filepath.Join(g, "initrd.img"), Cmdline: "console=ttyS0 root=/dev/vda"})
+		Disks: []api.Disk{{Name: g.Disk, Format: "qcow2"}}, Kernel: g.Kernel, Initrd: g.Initrd, Cmdline: g.Cmdline})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := k.WaitImage(guestCtx(t), is.ID, nil); err != nil {
-		t.Fatalf("register ephemeral: %v\nkilnd log:\n%s", err, kilntest.Tail(k.log.String(), 40))
+		t.Fatalf("register ephemeral: %v\nkilnd log:\n%s", err, kilntest.Tail(k.Log.String(), 40))
 	}
 	eph := runOne(t, k, api.RunInstancesRequest{Image: "ephemeral", InstanceType: "nano"})
 	if _, err := k.InstanceAction(ctx, eph.ID, "stop", false); !isCode(err, api.CodeUnsupportedOperation) || !strings.Contains(err.Error(), "terminate") {
 		t.Errorf("stop of an instance-store instance: %v", err)
 	}
-	vol := filepath.Join(k.root, "instances", eph.ID, eph.BlockDeviceMappings[0].VolumeID+".qcow2")
+	vol := filepath.Join(k.Root, "instances", eph.ID, eph.BlockDeviceMappings[0].VolumeID+".qcow2")
 	if _, err := k.InstanceAction(ctx, eph.ID, "terminate", true); err != nil {
 		t.Fatal(err)
 	}

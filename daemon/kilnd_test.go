@@ -1,7 +1,6 @@
 package daemon_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,11 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -38,23 +34,14 @@ func TestMain(m *testing.M) {
 	if os.Getenv("KILN_HAMMER_SOCKET") != "" { // a helper process: it runs no kilnd
 		os.Exit(m.Run())
 	}
-	dir, err := os.MkdirTemp("", "kilnd-bin-")
+	// Built with -race when the tests run under the race detector: the daemon is
+	// checked, not only the test process.
+	dir, err := kilntest.Build("kiln/cmd/kilnd", "kiln/cmd/kiln")
 	if err != nil {
-		panic(err)
-	}
-	os.Chmod(dir, 0o755)
-	kilndBin, kilnBin = filepath.Join(dir, "kilnd"), filepath.Join(dir, "kiln")
-	argv := []string{"build", "-o", dir}
-	if raceBuild { // the daemon runs under the race detector as the tests do
-		argv = append(argv, "-race")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	out, err := exec.CommandContext(ctx, "go", append(argv, "kiln/cmd/kilnd", "kiln/cmd/kiln")...).CombinedOutput()
-	cancel()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build kilnd and kiln: %v\n%s", err, out)
+		fmt.Fprintf(os.Stderr, "build kilnd and kiln: %v\n", err)
 		os.Exit(1)
 	}
+	kilndBin, kilnBin = filepath.Join(dir, "kilnd"), filepath.Join(dir, "kiln")
 	accel, why, err := hypervisor.Prober{Qemu: "qemu-system-x86_64", KVMDevice: "/dev/kvm"}.Choose(context.Background(), hypervisor.AccelAuto)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "choose the accelerator: %v\n", err)
@@ -67,185 +54,43 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// guestDeadline bounds every wait on a guest (and on an operation that waits for one):
-// a guest that is not up by then fails its test with the evidence, never sits. The test
-// guest is ready in well under a minute under TCG on a loaded 2-core host.
-const guestDeadline = 2 * time.Minute
+// guestDeadline bounds every wait on a guest (and on an operation that waits for one).
+const guestDeadline = kilntest.GuestDeadline
 
 // guestCtx is a context for one wait on a guest.
-func guestCtx(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), guestDeadline)
-	t.Cleanup(cancel)
-	return ctx
-}
+func guestCtx(t testing.TB) context.Context { return kilntest.GuestContext(t) }
 
-// lockedBuffer is kilnd's output: written by exec's copying goroutine, read by the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// evidence is what a failed wait on instance id shows: the tail of its console and of
-// QEMU's log (both in the instance directory), and of kilnd's log without the lines of
-// the requests (the test's own polling).
-func (k *kilnd) evidence(id string) string {
-	dir := filepath.Join(k.root, "instances", id)
-	var lines []string
-	for _, l := range strings.Split(k.log.String(), "\n") {
-		if !strings.Contains(l, `msg="request done"`) {
-			lines = append(lines, l)
-		}
-	}
-	return fmt.Sprintf("console (%s):\n%s\nqemu.log:\n%s\nkilnd log:\n%s", id, kilntest.FileTail(filepath.Join(dir, "console.log"), 40),
-		kilntest.FileTail(filepath.Join(dir, "qemu.log"), 20), kilntest.Tail(strings.Join(lines, "\n"), 30))
-}
-
-// kilnd is one kilnd process of a test, with its root and socket.
+// kilnd is one kilnd process of a test (kilntest's harness) with a client of its
+// socket.
 type kilnd struct {
-	tb     testing.TB
-	root   string
-	socket string
-	cmd    *exec.Cmd
-	log    *lockedBuffer
-	done   chan struct{}
-	// wrap goes before kilnd's argv (systemd-socket-activate …); args after it; env is
-	// added to its environment. logLevel is --log-level and accel --accel (testAccel
-	// unless a test says otherwise; "" leaves each out).
-	wrap, args, env []string
-	// inherited are descriptors kilnd starts with past stdio (3, 4, …), as a careless
-	// parent may leave them.
-	inherited       []*os.File
-	logLevel, accel string
+	*kilntest.Kilnd
 	*client.Client
 }
 
-// shortDir returns a directory under /tmp short enough for a Unix socket path.
-func shortDir(t testing.TB) string {
-	t.Helper()
-	d, err := os.MkdirTemp("/tmp", "kt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
+// kilndAt makes (but does not start) a kilnd with its root and socket, its settings
+// file beside the root, and the accelerator testAccel.
+func kilndAt(t testing.TB, root, socket, logLevel string) *kilnd {
+	c := client.New(socket)
+	return &kilnd{Kilnd: &kilntest.Kilnd{TB: t, Bin: kilndBin, Root: root, Socket: socket,
+		Config: filepath.Join(filepath.Dir(root), "kilnd.json"), LogLevel: logLevel, Accel: testAccel,
+		Ready: func(ctx context.Context) error { _, err := c.Info(ctx); return err }}, Client: c}
 }
 
-// publicDir is shortDir that every user may enter (the accounts tests run kiln as
-// other users).
-func publicDir(t testing.TB) string {
-	t.Helper()
-	d := shortDir(t)
-	if err := os.Chmod(d, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
+// shortDir and publicDir: kilntest's.
+func shortDir(t testing.TB) string  { return kilntest.ShortDir(t) }
+func publicDir(t testing.TB) string { return kilntest.PublicDir(t) }
 
 // kilndIn makes (but does not start) a kilnd with its root, socket and settings file
 // in dir.
 func kilndIn(t testing.TB, dir, logLevel string) *kilnd {
-	k := &kilnd{tb: t, root: filepath.Join(dir, "root"), socket: filepath.Join(dir, "s"), logLevel: logLevel, accel: testAccel}
-	k.Client = client.New(k.socket)
-	return k
+	return kilndAt(t, filepath.Join(dir, "root"), filepath.Join(dir, "s"), logLevel)
 }
 
 // newKilnd starts kilnd on a fresh root and waits until it serves.
 func newKilnd(t *testing.T) *kilnd {
 	k := kilndIn(t, shortDir(t), "debug")
-	k.start()
+	k.Start()
 	return k
-}
-
-func newClient(socket string) *client.Client { return client.New(socket) }
-
-func (k *kilnd) start() {
-	k.tb.Helper()
-	k.log = &lockedBuffer{}
-	argv := append(append([]string{}, k.wrap...), kilndBin, "--root", k.root, "--socket", k.socket,
-		"--config", filepath.Join(filepath.Dir(k.root), "kilnd.json"))
-	if k.logLevel != "" {
-		argv = append(argv, "--log-level", k.logLevel)
-	}
-	if k.accel != "" {
-		argv = append(argv, "--accel", k.accel)
-	}
-	argv = append(argv, k.args...)
-	k.cmd = exec.Command(argv[0], argv[1:]...)
-	k.cmd.Stdout, k.cmd.Stderr = k.log, k.log
-	k.cmd.Env = append(os.Environ(), k.env...)
-	k.cmd.ExtraFiles = k.inherited
-	if err := k.cmd.Start(); err != nil {
-		k.tb.Fatal(err)
-	}
-	k.done = make(chan struct{})
-	go func() { k.cmd.Wait(); close(k.done) }()
-	k.tb.Cleanup(k.kill)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := k.Info(ctx)
-		cancel()
-		if err == nil {
-			return
-		}
-		select {
-		case <-k.done:
-			k.tb.Fatalf("kilnd exited: %v\n%s", k.cmd.ProcessState, k.log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			k.tb.Fatalf("kilnd did not serve within 30s: %v\n%s", err, k.log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// stop stops kilnd with SIGTERM and waits for it.
-func (k *kilnd) stop() {
-	k.tb.Helper()
-	k.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-k.done:
-	case <-time.After(30 * time.Second):
-		k.tb.Fatalf("kilnd did not stop on SIGTERM\n%s", k.log)
-	}
-	k.checkRaces()
-}
-
-// kill stops kilnd with SIGKILL, as a crash would.
-func (k *kilnd) kill() {
-	k.cmd.Process.Kill()
-	select {
-	case <-k.done:
-	case <-time.After(30 * time.Second):
-		k.tb.Errorf("kilnd %d did not die of SIGKILL", k.cmd.Process.Pid)
-	}
-	k.checkRaces()
-}
-
-// checkRaces fails the test when kilnd, built with -race, reported a data race.
-func (k *kilnd) checkRaces() {
-	if s := k.log.String(); strings.Contains(s, "WARNING: DATA RACE") {
-		k.tb.Errorf("kilnd reported a data race:\n%s", s[strings.Index(s, "WARNING: DATA RACE"):])
-	}
-}
-
-func (k *kilnd) restart() {
-	k.tb.Helper()
-	k.stop()
-	k.start()
 }
 
 // ctxT is the context of a test's requests that do not wait on a guest (those have
@@ -259,46 +104,46 @@ func ctxT(t *testing.T) context.Context {
 // registerGuest registers the test guest under name and waits for it.
 func registerGuest(t *testing.T, k *kilnd, name string) api.Image {
 	t.Helper()
-	g := kilntest.Guest(t)
+	g := kilntest.GuestFiles(t)
 	ctx := guestCtx(t)
 	im, err := k.RegisterImage(ctx, api.RegisterImageRequest{
 		Name:    name,
-		Disks:   []api.Disk{{Name: filepath.Join(g, "root.qcow2"), Format: "qcow2"}},
-		Kernel:  filepath.Join(g, "vmlinuz"),
-		Initrd:  filepath.Join(g, "initrd.img"),
-		Cmdline: "console=ttyS0 root=/dev/vda",
+		Disks:   []api.Disk{{Name: g.Disk, Format: "qcow2"}},
+		Kernel:  g.Kernel,
+		Initrd:  g.Initrd,
+		Cmdline: g.Cmdline,
 	})
 	if err != nil {
 		t.Fatalf("register %s: %v", name, err)
 	}
 	if im, err = k.WaitImage(ctx, im.ID, nil); err != nil {
-		t.Fatalf("register %s: %v\nkilnd log:\n%s", name, err, kilntest.Tail(k.log.String(), 40))
+		t.Fatalf("register %s: %v\nkilnd log:\n%s", name, err, kilntest.Tail(k.Log.String(), 40))
 	}
 	return im
 }
 
 // blobs maps each blob of the store to its size and checks that it hashes to its name.
 func (k *kilnd) blobs() map[string]int64 {
-	k.tb.Helper()
-	dir := filepath.Join(k.root, "content", "blobs", "sha256")
+	k.TB.Helper()
+	dir := filepath.Join(k.Root, "content", "blobs", "sha256")
 	ents, err := os.ReadDir(dir)
 	if err != nil && !os.IsNotExist(err) {
-		k.tb.Fatal(err)
+		k.TB.Fatal(err)
 	}
 	out := map[string]int64{}
 	for _, e := range ents {
 		f, err := os.Open(filepath.Join(dir, e.Name()))
 		if err != nil {
-			k.tb.Fatal(err)
+			k.TB.Fatal(err)
 		}
 		h := sha256.New()
 		n, err := io.Copy(h, f)
 		f.Close()
 		if err != nil {
-			k.tb.Fatal(err)
+			k.TB.Fatal(err)
 		}
 		if got := hex.EncodeToString(h.Sum(nil)); got != e.Name() {
-			k.tb.Errorf("blob %s hashes to %s", e.Name(), got)
+			k.TB.Errorf("blob %s hashes to %s", e.Name(), got)
 		}
 		out[e.Name()] = n
 	}
@@ -307,7 +152,7 @@ func (k *kilnd) blobs() map[string]int64 {
 
 // ingests lists the ingests left in the content store.
 func (k *kilnd) ingests() []string {
-	ents, _ := os.ReadDir(filepath.Join(k.root, "content", "ingest"))
+	ents, _ := os.ReadDir(filepath.Join(k.Root, "content", "ingest"))
 	var out []string
 	for _, e := range ents {
 		out = append(out, e.Name())
@@ -373,7 +218,7 @@ func TestRegisterGuestImage(t *testing.T) {
 	}
 
 	// A restart keeps everything.
-	k.restart()
+	k.Restart()
 	again, err := k.Image(ctx, im.ID)
 	if err != nil || again.State != "available" || again.Tags["env"] != "test" || again.ManifestDigest != im.ManifestDigest {
 		t.Fatalf("after restart: %+v, %v", again, err)

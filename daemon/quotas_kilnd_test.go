@@ -20,7 +20,7 @@ func quotaKilnd(t *testing.T, quotas string) *kilnd {
 		t.Fatal(err)
 	}
 	k := kilndIn(t, d, "debug")
-	k.start()
+	k.Start()
 	return k
 }
 
@@ -41,7 +41,7 @@ func TestImageQuotaConcurrent(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			// A client each: a register passes its files on a connection of its own.
-			_, errs[i] = client.New(k.socket).RegisterImage(ctx, api.RegisterImageRequest{
+			_, errs[i] = client.New(k.Socket).RegisterImage(ctx, api.RegisterImageRequest{
 				Name: "quota-" + string(rune('a'+i)), Disks: []api.Disk{{Name: disk, Format: "raw"}}})
 		})
 	}
@@ -72,7 +72,7 @@ func TestVolumeQuota(t *testing.T) {
 	k := quotaKilnd(t, `{"default": {"volumes": 2, "volumeGiB": 10}}`)
 	ctx := ctxT(t)
 	files := func() []string {
-		m, _ := filepath.Glob(filepath.Join(k.root, "volumes", "*"))
+		m, _ := filepath.Glob(filepath.Join(k.Root, "volumes", "*"))
 		return m
 	}
 	v1, err := k.CreateVolume(ctx, api.CreateVolumeRequest{SizeGiB: 8})
@@ -132,7 +132,7 @@ func TestStoredQuota(t *testing.T) {
 		t.Fatal(err)
 	}
 	register := func(name string) (api.Image, error) {
-		return client.New(k.socket).RegisterImage(ctx, api.RegisterImageRequest{Name: name, Disks: []api.Disk{{Name: disk, Format: "raw"}}})
+		return client.New(k.Socket).RegisterImage(ctx, api.RegisterImageRequest{Name: name, Disks: []api.Disk{{Name: disk, Format: "raw"}}})
 	}
 	var ims [2]api.Image
 	var errs [2]error

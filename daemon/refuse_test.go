@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,30 +18,8 @@ import (
 	"kiln/internal/kilntest"
 )
 
-// openFiles counts kilnd's open descriptors.
-func (k *kilnd) openFiles() int {
-	ents, err := os.ReadDir("/proc/" + strconv.Itoa(k.cmd.Process.Pid) + "/fd")
-	if err != nil {
-		k.tb.Fatal(err)
-	}
-	return len(ents)
-}
-
 // oPath is Linux's O_PATH, which package syscall does not name.
 const oPath = 0x200000
-
-// openFlags opens path with flags as a caller might: O_PATH gives a descriptor that
-// fstat accepts and read refuses.
-func openFlags(t *testing.T, path string, flags int) *os.File {
-	t.Helper()
-	fd, err := syscall.Open(path, flags|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := os.NewFile(uintptr(fd), path)
-	t.Cleanup(func() { f.Close() })
-	return f
-}
 
 // fifo makes a FIFO in dir and, unless flags is -1, opens it with flags (O_RDWR opens
 // without a writer).
@@ -55,49 +32,13 @@ func fifo(t *testing.T, dir string, flags int) *os.File {
 	if flags == -1 {
 		return nil
 	}
-	return openFlags(t, p, flags)
-}
-
-func dirFile(t *testing.T, dir string) *os.File {
-	f, err := os.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	return f
-}
-
-// badDisks makes disk files kiln must refuse, with qemu-img and qemu-io.
-func badDisks(t *testing.T) string {
-	t.Helper()
-	d := t.TempDir()
-	run := func(argv ...string) {
-		cmd := kilntest.Command(t, argv...)
-		cmd.Dir = d
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
-		}
-	}
-	run("qemu-img", "create", "-q", "-f", "qcow2", "-b", "/etc/passwd", "-F", "raw", "backed.qcow2")
-	run("qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file="+filepath.Join(d, "ext.raw"), "datafile.qcow2", "16M")
-	run("sh", "-c", "head -c 4194304 /dev/urandom > random.raw")
-	run("qemu-img", "create", "-q", "-f", "qcow2", "big.qcow2", "64M")
-	run("qemu-io", "-c", "write -P 1 0 16M", "big.qcow2")
-	run("sh", "-c", "head -c 1000000 big.qcow2 > truncated.qcow2")
-	run("qemu-img", "create", "-q", "-f", "qcow2", "good.qcow2", "16M")
-	run("qemu-img", "create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=pw", "-o", "encrypt.format=luks,encrypt.key-secret=s0", "luks.qcow2", "16M")
-	// A VMDK whose descriptor names its extent by an absolute path: a file of the host
-	// the caller never passed (qemu-img writes a relative name; the descriptor is text).
-	run("qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", "flat.vmdk", "8M")
-	run("sh", "-c", "head -c 8388608 /dev/urandom > host-secret.raw")
-	run("sed", "-i", `s|"flat-flat.vmdk"|"`+filepath.Join(d, "host-secret.raw")+`"|`, "flat.vmdk")
-	return d
+	return kilntest.Open(t, p, flags)
 }
 
 func TestRegisterRefusals(t *testing.T) {
 	k := newKilnd(t)
 	ctx := ctxT(t)
-	d := badDisks(t)
+	d := kilntest.Disks(t)
 	good := filepath.Join(d, "good.qcow2")
 	taken, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: "taken", Disks: []api.Disk{{Name: good, Format: "qcow2"}}})
 	if err != nil {
@@ -165,7 +106,7 @@ func TestRegisterRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer goodFile.Close()
-	fdsBefore := k.openFiles()
+	fdsBefore := kilntest.Descriptors(t, k.Cmd.Process.Pid)
 	for _, tc := range []struct {
 		name  string
 		body  string
@@ -178,11 +119,11 @@ func TestRegisterRefusals(t *testing.T) {
 		{"index out of range", `{"name": "x-range", "disks": [{"file": 1, "format": "qcow2"}]}`, []*os.File{goodFile}, api.CodeInvalidParameterValue, "file 1 was not passed"},
 		{"one file twice", `{"name": "x-twice", "disks": [{"file": 0, "format": "qcow2"}, {"file": 0, "format": "qcow2"}]}`, []*os.File{goodFile}, api.CodeInvalidParameterValue, "named twice"},
 		{"file not named", `{"name": "x-extra", "disks": [{"file": 0, "format": "qcow2"}]}`, []*os.File{goodFile, goodFile}, api.CodeInvalidParameterValue, "not named"},
-		{"a directory", `{"name": "x-dir", "disks": [{"file": 0, "format": "qcow2"}]}`, []*os.File{dirFile(t, d)}, api.CodeInvalidParameterValue, "not a regular file"},
-		{"an O_PATH descriptor", `{"name": "x-opath", "disks": [{"file": 0, "format": "qcow2"}]}`, []*os.File{openFlags(t, good, oPath)}, api.CodeInvalidParameterValue, "not open for reading"},
-		{"a write-only descriptor", `{"name": "x-wronly", "disks": [{"file": 0, "format": "qcow2"}]}`, []*os.File{openFlags(t, good, syscall.O_WRONLY)}, api.CodeInvalidParameterValue, "not open for reading"},
+		{"a directory", `{"name": "x-dir", "disks": [{"file": 0, "format": "qcow2"}]}`, []*os.File{kilntest.Open(t, d, syscall.O_RDONLY)}, api.CodeInvalidParameterValue, "not a regular file"},
+		{"an O_PATH descriptor", `{"name": "x-opath", "disks": [{"file": 0, "format": "qcow2"}]}`, []*os.File{kilntest.Open(t, good, oPath)}, api.CodeInvalidParameterValue, "not open for reading"},
+		{"a write-only descriptor", `{"name": "x-wronly", "disks": [{"file": 0, "format": "qcow2"}]}`, []*os.File{kilntest.Open(t, good, syscall.O_WRONLY)}, api.CodeInvalidParameterValue, "not open for reading"},
 		{"an O_PATH kernel", `{"name": "x-kopath", "disks": [{"file": 0, "format": "qcow2"}], "kernelFile": 1, "initrdFile": 2}`,
-			[]*os.File{goodFile, openFlags(t, good, oPath), goodFile}, api.CodeInvalidParameterValue, "not open for reading"},
+			[]*os.File{goodFile, kilntest.Open(t, good, oPath), goodFile}, api.CodeInvalidParameterValue, "not open for reading"},
 		{"a FIFO", `{"name": "x-fifo", "disks": [{"file": 0, "format": "raw"}]}`, []*os.File{fifo(t, d, syscall.O_RDWR)}, api.CodeInvalidParameterValue, "not a regular file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -199,7 +140,7 @@ func TestRegisterRefusals(t *testing.T) {
 
 	// kilnd kept none of the descriptors passed with refused requests.
 	for try := 0; ; try++ {
-		after := k.openFiles()
+		after := kilntest.Descriptors(t, k.Cmd.Process.Pid)
 		if after <= fdsBefore {
 			break
 		}
@@ -274,13 +215,13 @@ func TestRegisterRefusals(t *testing.T) {
 func TestSocket(t *testing.T) {
 	k := newKilnd(t)
 	// A second kilnd on the same socket is refused, and the first keeps serving.
-	other := kilntest.Command(t, kilndBin, "--root", filepath.Join(filepath.Dir(k.root), "other"), "--socket", k.socket, "--accel", testAccel)
+	other := kilntest.Command(t, kilndBin, "--root", filepath.Join(filepath.Dir(k.Root), "other"), "--socket", k.Socket, "--accel", testAccel)
 	out, err := other.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "another kilnd is serving") {
 		t.Errorf("second kilnd on the same socket: %v\n%s", err, out)
 	}
 	// A second kilnd on the same root is refused.
-	other = kilntest.Command(t, kilndBin, "--root", k.root, "--socket", k.socket+"2")
+	other = kilntest.Command(t, kilndBin, "--root", k.Root, "--socket", k.Socket+"2")
 	out, err = other.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "in use by another process") {
 		t.Errorf("second kilnd on the same root: %v\n%s", err, out)
@@ -288,22 +229,22 @@ func TestSocket(t *testing.T) {
 	if _, err := k.Info(ctxT(t)); err != nil {
 		t.Fatalf("the first kilnd stopped serving: %v", err)
 	}
-	st, err := os.Stat(k.socket)
+	st, err := os.Stat(k.Socket)
 	if err != nil || st.Mode().Perm() != 0o660 {
 		t.Errorf("socket mode: %v, %v", st.Mode(), err)
 	}
 	// A stale socket (its daemon killed) is replaced.
-	k.kill()
-	if _, err := os.Stat(k.socket); err != nil {
+	k.Kill()
+	if _, err := os.Stat(k.Socket); err != nil {
 		t.Fatalf("killed kilnd left no socket file to test with: %v", err)
 	}
-	k.start()
+	k.Start()
 }
 
 func TestSnapshots(t *testing.T) {
 	k := newKilnd(t)
 	ctx := ctxT(t)
-	d := badDisks(t)
+	d := kilntest.Disks(t)
 	im, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: "snappy", Disks: []api.Disk{{Name: filepath.Join(d, "good.qcow2"), Format: "qcow2"}}})
 	if err != nil {
 		t.Fatal(err)

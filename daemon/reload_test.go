@@ -24,18 +24,18 @@ import (
 // the old file, is logged, and kilnd goes on serving.
 func TestReloadReopensAuditTrail(t *testing.T) {
 	k := kilndIn(t, shortDir(t), "info")
-	notify, ch := notifySocket(t)
-	k.env = []string{"NOTIFY_SOCKET=" + notify}
-	k.start()
+	notify, ch := kilntest.Datagrams(t)
+	k.Env = []string{"NOTIFY_SOCKET=" + notify}
+	k.Start()
 	expect(t, ch, "READY=1")
 	ctx := ctxT(t)
-	trail := filepath.Join(k.root, "audit.log")
+	trail := filepath.Join(k.Root, "audit.log")
 
 	// reload sends SIGHUP and waits until kilnd has reloaded: READY=1 comes after the
 	// trail is reopened.
 	reload := func() {
 		t.Helper()
-		if err := k.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		if err := k.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}
 		expect(t, ch, "RELOADING=1")
@@ -54,7 +54,7 @@ func TestReloadReopensAuditTrail(t *testing.T) {
 	// auditFiles are the audit files kilnd holds open.
 	auditFiles := func() []string {
 		t.Helper()
-		dir := fmt.Sprintf("/proc/%d/fd", k.cmd.Process.Pid)
+		dir := fmt.Sprintf("/proc/%d/fd", k.Cmd.Process.Pid)
 		ents, err := os.ReadDir(dir)
 		if err != nil {
 			t.Fatal(err)
@@ -113,7 +113,7 @@ func TestReloadReopensAuditTrail(t *testing.T) {
 	for i := range reloads {
 		for n, deadline := made.Load(), time.Now().Add(30*time.Second); made.Load() < n+clients; {
 			if time.Now().After(deadline) {
-				t.Fatalf("before reload %d: no request done in 30s (%d in all)\n%s", i+1, made.Load(), "kilnd log:\n"+kilntest.Tail(k.log.String(), 30))
+				t.Fatalf("before reload %d: no request done in 30s (%d in all)\n%s", i+1, made.Load(), "kilnd log:\n"+kilntest.Tail(k.Log.String(), 30))
 			}
 			time.Sleep(time.Millisecond)
 		}
@@ -151,7 +151,7 @@ func TestReloadReopensAuditTrail(t *testing.T) {
 	}
 	reload()
 	if _, err := k.Info(ctx); err != nil {
-		t.Fatalf("kilnd stopped serving after the audit trail could not be reopened: %v\n%s", err, "kilnd log:\n"+kilntest.Tail(k.log.String(), 30))
+		t.Fatalf("kilnd stopped serving after the audit trail could not be reopened: %v\n%s", err, "kilnd log:\n"+kilntest.Tail(k.Log.String(), 30))
 	}
 	if res, err = deregister(); err != nil {
 		t.Fatal(err)
@@ -160,12 +160,9 @@ func TestReloadReopensAuditTrail(t *testing.T) {
 		t.Errorf("after a failed reopen the old trail has %d lines, the last naming %q; want 2, the last naming %s", n, got, res)
 	}
 	holds("after a failed reopen", trail+".2")
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(k.log.String(), "the audit trail goes on in the file it had"); {
-		if time.Now().After(deadline) {
-			t.Fatalf("the failed reopen was not logged:\n%s", "kilnd log:\n"+kilntest.Tail(k.log.String(), 30))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	kilntest.Poll(t, 10*time.Second, "the failed reopen logged", func() bool {
+		return strings.Contains(k.Log.String(), "the audit trail goes on in the file it had")
+	}, func() string { return "kilnd log:\n" + kilntest.Tail(k.Log.String(), 30) })
 
 	// The path usable again: the next SIGHUP reopens it.
 	if err := os.Remove(trail); err != nil {
@@ -179,7 +176,7 @@ func TestReloadReopensAuditTrail(t *testing.T) {
 		t.Errorf("after the path came back the trail has %d lines, the last naming %q; want 1 naming %s", n, got, res)
 	}
 	holds("after the path came back", trail)
-	k.stop() // fails the test on a data race kilnd reported
+	k.Stop() // fails the test on a data race kilnd reported
 }
 
 // readTrail reads the audit trail file at path, failing on a line that is not JSON.

@@ -1,7 +1,7 @@
 package daemon_test
 
 import (
-	"net"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,43 +14,15 @@ import (
 	"kiln/internal/kilntest"
 )
 
-// notifySocket listens as the service manager does for sd_notify datagrams.
-func notifySocket(t *testing.T) (string, <-chan string) {
+// expect waits for a notification (kilntest.Datagrams) starting with prefix, skipping
+// watchdog pings unless those are what is expected.
+func expect(t *testing.T, ch <-chan []byte, prefix string) string {
 	t.Helper()
-	path := filepath.Join(shortDir(t), "notify")
-	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	ch := make(chan string, 256)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := c.Read(buf)
-			if err != nil {
-				return
-			}
-			ch <- string(buf[:n])
-		}
-	}()
-	return path, ch
-}
-
-// expect waits for a notification starting with prefix, skipping watchdog pings unless
-// those are what is expected.
-func expect(t *testing.T, ch <-chan string, prefix string) string {
-	t.Helper()
-	deadline := time.After(60 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
-		select {
-		case m := <-ch:
-			if strings.HasPrefix(m, prefix) {
-				return m
-			}
-		case <-deadline:
-			t.Fatalf("no %q notification", prefix)
-			return ""
+		m := string(kilntest.NextDatagram(t, ch, time.Until(deadline), "a "+prefix+" notification"))
+		if strings.HasPrefix(m, prefix) {
+			return m
 		}
 	}
 }
@@ -58,22 +30,17 @@ func expect(t *testing.T, ch <-chan string, prefix string) string {
 func TestSocketActivation(t *testing.T) {
 	kilntest.Need(t, "/usr/bin/systemd-socket-activate")
 	d := shortDir(t)
-	k := &kilnd{tb: t, root: filepath.Join(d, "root"), socket: filepath.Join(d, "activated.sock"), logLevel: "debug", accel: testAccel}
-	k.wrap = []string{"/usr/bin/systemd-socket-activate", "-l", k.socket, "--fdname=kiln.sock"}
-	k.Client = newClient(k.socket)
-	k.start()
+	k := kilndAt(t, filepath.Join(d, "root"), filepath.Join(d, "activated.sock"), "debug")
+	k.Wrap = []string{"/usr/bin/systemd-socket-activate", "-l", k.Socket, "--fdname=kiln.sock"}
+	k.Start()
 	info, err := k.Info(ctxT(t))
-	if err != nil || info.Socket != k.socket {
+	if err != nil || info.Socket != k.Socket {
 		t.Fatalf("info over the activated socket: %+v, %v", info, err)
 	}
 	// kilnd serves (in a goroutine) just before it logs so: the line may come a moment
 	// after the answer.
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(k.log.String(), "activated=true"); {
-		if time.Now().After(deadline) {
-			t.Fatalf("kilnd did not use the activated socket:\n%s", k.log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	kilntest.Poll(t, 10*time.Second, "kilnd logs that it uses the activated socket (activated=true)",
+		func() bool { return strings.Contains(k.Log.String(), "activated=true") }, k.Log.String)
 }
 
 // TestNotify: READY=1 only after reconciliation (of two instances recorded running, the
@@ -90,21 +57,17 @@ func TestNotify(t *testing.T) {
 	for _, inst := range insts {
 		waitState(t, k, inst.ID, "running")
 	}
-	k.kill()
+	k.Kill()
 	// Both are recorded running; only one still is. A READY=1 sent before
 	// reconciliation would say 2.
 	syscall.Kill(insts[1].PID, syscall.SIGKILL)
-	for deadline := time.Now().Add(10 * time.Second); qemuRunning(insts[1].PID); {
-		if time.Now().After(deadline) {
-			t.Fatalf("QEMU %d did not die of SIGKILL", insts[1].PID)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	kilntest.Poll(t, 10*time.Second, fmt.Sprintf("QEMU %d dies of SIGKILL", insts[1].PID),
+		func() bool { return !kilntest.QEMUAlive(insts[1].PID) }, nil)
 	alive, gone := insts[0], insts[1]
 
-	path, ch := notifySocket(t)
-	k.env = []string{"NOTIFY_SOCKET=" + path, "WATCHDOG_USEC=300000"}
-	k.start()
+	path, ch := kilntest.Datagrams(t)
+	k.Env = []string{"NOTIFY_SOCKET=" + path, "WATCHDOG_USEC=300000"}
+	k.Start()
 	ready := expect(t, ch, "READY=1")
 	if !strings.Contains(ready, "STATUS=1 instances running") {
 		t.Errorf("READY=1 came before reconciliation: %q; want STATUS=1 instances running", ready)
@@ -112,18 +75,18 @@ func TestNotify(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		expect(t, ch, "WATCHDOG=1")
 	}
-	k.cmd.Process.Signal(syscall.SIGTERM)
+	k.Cmd.Process.Signal(syscall.SIGTERM)
 	expect(t, ch, "STOPPING=1")
 	select {
-	case <-k.done:
+	case <-k.Done:
 	case <-time.After(30 * time.Second):
 		t.Fatal("kilnd did not exit on SIGTERM")
 	}
-	if !qemuRunning(alive.PID) {
+	if !kilntest.QEMUAlive(alive.PID) {
 		t.Errorf("QEMU of %s stopped with kilnd", alive.ID)
 	}
-	k.env = nil
-	k.start()
+	k.Env = nil
+	k.Start()
 	if got, err := k.Instance(ctx, alive.ID); err != nil || got.State != "running" || got.PID != alive.PID {
 		t.Errorf("after a new kilnd: %+v, %v", got, err)
 	}
@@ -136,40 +99,31 @@ func TestNotify(t *testing.T) {
 // file is refused and kilnd goes on.
 func TestReload(t *testing.T) {
 	d := shortDir(t)
-	k := &kilnd{tb: t, root: filepath.Join(d, "root"), socket: filepath.Join(d, "s")}
-	k.Client = newClient(k.socket)
+	k := kilndAt(t, filepath.Join(d, "root"), filepath.Join(d, "s"), "")
+	k.Accel = "" // as the service runs it: kilnd chooses
 	settings := filepath.Join(d, "kilnd.json")
 	os.WriteFile(settings, []byte(`{"logLevel": "warn"}`), 0o644)
-	path, ch := notifySocket(t)
-	k.env = []string{"NOTIFY_SOCKET=" + path}
-	k.start()
+	path, ch := kilntest.Datagrams(t)
+	k.Env = []string{"NOTIFY_SOCKET=" + path}
+	k.Start()
 	expect(t, ch, "READY=1")
 	k.Info(ctxT(t))
-	if strings.Contains(k.log.String(), "level=debug") {
-		t.Fatalf("debug lines at level warn:\n%s", k.log)
+	if strings.Contains(k.Log.String(), "level=debug") {
+		t.Fatalf("debug lines at level warn:\n%s", k.Log)
 	}
 	os.WriteFile(settings, []byte(`{"logLevel": "debug"}`), 0o644)
-	k.cmd.Process.Signal(syscall.SIGHUP)
+	k.Cmd.Process.Signal(syscall.SIGHUP)
 	expect(t, ch, "RELOADING=1")
 	expect(t, ch, "READY=1")
 	k.Info(ctxT(t))
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(k.log.String(), "level=debug") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no debug lines after reloading to debug:\n%s", k.log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	kilntest.Poll(t, 10*time.Second, "debug lines after reloading to debug",
+		func() bool { return strings.Contains(k.Log.String(), "level=debug") }, k.Log.String)
 	os.WriteFile(settings, []byte(`{"logLevel": "loud"}`), 0o644)
-	k.cmd.Process.Signal(syscall.SIGHUP)
+	k.Cmd.Process.Signal(syscall.SIGHUP)
 	expect(t, ch, "READY=1")
 	if _, err := k.Info(ctxT(t)); err != nil {
 		t.Fatalf("kilnd stopped serving after a bad settings file: %v", err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(k.log.String(), "settings kept"); {
-		if time.Now().After(deadline) {
-			t.Fatalf("a bad settings file was not reported:\n%s", k.log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	kilntest.Poll(t, 10*time.Second, "a bad settings file reported (settings kept)",
+		func() bool { return strings.Contains(k.Log.String(), "settings kept") }, k.Log.String)
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"kiln/internal/kilntest"
 )
 
 // fakeQemu writes a stand-in for qemu-system-x86_64 running script.
@@ -19,24 +21,10 @@ func fakeQemu(t *testing.T, script string) string {
 	return p
 }
 
-// realQemu returns the qemu-system-x86_64 binary; tests that need it fail under CI
-// when it is missing and skip elsewhere.
-func realQemu(t testing.TB) string {
-	t.Helper()
-	p, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("qemu-system-x86_64 is missing: run 'make deps' (%v)", err)
-		}
-		t.Skipf("qemu-system-x86_64 is missing: %v", err)
-	}
-	return p
-}
-
 // The payload itself: under TCG it must reach 64-bit mode and print its token with
 // this probe's nonce, well within the deadline.
 func TestProbePayloadRunsUnderTCG(t *testing.T) {
-	p := Prober{Qemu: realQemu(t), KVMDevice: "/nonexistent/kvm", Deadline: 10 * time.Second}
+	p := Prober{Qemu: kilntest.Need(t, "qemu-system-x86_64"), KVMDevice: "/nonexistent/kvm", Deadline: 10 * time.Second}
 	took, err := p.Probe(context.Background(), AccelTCG)
 	if err != nil {
 		t.Fatalf("the probe payload does not run under TCG: %v", err)
@@ -99,7 +87,7 @@ func TestChooseAccelerator(t *testing.T) {
 // On this host itself: the choice is made within the deadline and says why; where KVM
 // is chosen, the probe guest really ran under it.
 func TestChooseHere(t *testing.T) {
-	p := Prober{Qemu: realQemu(t), KVMDevice: "/dev/kvm"}
+	p := Prober{Qemu: kilntest.Need(t, "qemu-system-x86_64"), KVMDevice: "/dev/kvm"}
 	start := time.Now()
 	accel, why, err := p.Choose(context.Background(), AccelAuto)
 	took := time.Since(start)
@@ -118,7 +106,7 @@ func TestChooseHere(t *testing.T) {
 // BenchmarkProbe: what the accelerator choice adds to kilnd's start on this host, against
 // the floor of starting a QEMU whose firmware exits at its first instruction.
 func BenchmarkProbe(b *testing.B) {
-	qemu := realQemu(b)
+	qemu := kilntest.Need(b, "qemu-system-x86_64")
 	ctx := context.Background()
 	floorFW := make([]byte, payloadSize)
 	copy(floorFW[offReset:], []byte{0xB0, 0x10, 0xE6, debugExit, 0xF4}) // mov al, 0x10; out 0xf4, al; hlt

@@ -16,30 +16,11 @@ import (
 	"kiln/internal/kilntest"
 )
 
-// bootDeadline bounds every wait on the guest: one that is not up by then fails the
-// test with its console and QEMU's log.
-const bootDeadline = 90 * time.Second
-
-// waitConsole polls the console log until it holds want n times.
+// waitConsole waits (kilntest.GuestDeadline) until the machine's console holds want n
+// times; it fails at once when QEMU has exited, with the console's tail and QEMU's log.
 func waitConsole(t *testing.T, m *Machine, want string, n int) string {
 	t.Helper()
-	deadline := time.Now().Add(bootDeadline)
-	for {
-		b, _ := os.ReadFile(filepath.Join(m.Dir, ConsoleFile))
-		s := strings.ReplaceAll(string(b), "\r", "")
-		if strings.Count(s, want) >= n {
-			return s
-		}
-		select {
-		case <-m.Exited():
-			t.Fatalf("QEMU exited before %q %d times\n%s", want, n, kilntest.Evidence(m.Dir))
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q %d times on the console within %s\n%s", want, n, bootDeadline, kilntest.Evidence(m.Dir))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return kilntest.Console{Path: filepath.Join(m.Dir, ConsoleFile), Exited: m.Exited()}.Wait(t, want, n)
 }
 
 // waitExited waits (bounded) for QEMU to exit.
@@ -61,11 +42,7 @@ func guestSpec(t *testing.T) Spec {
 		t.Skip("boots a guest")
 	}
 	g := kilntest.Guest(t)
-	dir, err := os.MkdirTemp("/tmp", "km")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := kilntest.ShortDir(t)
 	overlay := filepath.Join(dir, "vda.qcow2")
 	qemuImg(t, "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", filepath.Join(g, "root.qcow2"), overlay)
 	user := testUser()
@@ -183,26 +160,18 @@ func TestStartFailure(t *testing.T) {
 	}
 }
 
-// testUser is who test machines run as: a uid of kilnd's QEMU range when the test is
-// root, else the test's own user.
+// testUser is who test machines run as (kilntest.QEMUUser).
 func testUser() User {
-	if os.Geteuid() != 0 {
-		return User{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
-	}
-	return User{UID: 2_000_065_000, GID: 2_000_065_000}
+	uid, gid := kilntest.QEMUUser()
+	return User{UID: uid, GID: gid}
 }
 
-// openFiles opens paths read-only, closed when the test ends.
+// openFiles opens paths read-only (kilntest.Open), closed when the test ends.
 func openFiles(t *testing.T, paths ...string) []*os.File {
 	t.Helper()
 	var files []*os.File
 	for _, p := range paths {
-		f, err := os.Open(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { f.Close() })
-		files = append(files, f)
+		files = append(files, kilntest.Open(t, p, os.O_RDONLY))
 	}
 	return files
 }

@@ -6,13 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"kiln/hypervisor/qmp"
+	"kiln/internal/kilntest"
 )
 
 // fakeQMP is a QMP server that answers query-status with the status it is given and
@@ -33,12 +33,7 @@ func startFakeQMP(t *testing.T) (*fakeQMP, string) {
 }
 
 func startFakeQMPWith(t *testing.T, answers, after map[string]string) (*fakeQMP, string) {
-	dir, err := os.MkdirTemp("/tmp", "kq")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "qmp.sock")
+	sock := filepath.Join(kilntest.ShortDir(t), "qmp.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)

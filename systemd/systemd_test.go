@@ -5,9 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"io"
-	"math"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,56 +18,6 @@ import (
 
 	"kiln/internal/kilntest"
 )
-
-// datagrams listens on a unixgram socket, as journald and the service manager do. A
-// datagram that passes a file descriptor instead of a payload (an entry too big for a
-// datagram) arrives as that file's content, as journald reads it.
-func datagrams(t *testing.T) (string, <-chan []byte) {
-	t.Helper()
-	dir, err := os.MkdirTemp("/tmp", "sd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	path := filepath.Join(dir, "socket")
-	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	ch := make(chan []byte, 64)
-	go func() {
-		buf, oob := make([]byte, 1<<16), make([]byte, syscall.CmsgSpace(4))
-		for {
-			n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
-			if err != nil {
-				close(ch)
-				return
-			}
-			b := append([]byte(nil), buf[:n]...)
-			if fd, ok := passedFD(oob[:oobn]); ok {
-				f := os.NewFile(uintptr(fd), "entry")
-				b, _ = io.ReadAll(io.NewSectionReader(f, 0, math.MaxInt64))
-				f.Close()
-			}
-			ch <- b
-		}
-	}()
-	return path, ch
-}
-
-// passedFD is the descriptor a datagram's control message passes, if any.
-func passedFD(oob []byte) (int, bool) {
-	msgs, err := syscall.ParseSocketControlMessage(oob)
-	if err != nil || len(msgs) == 0 {
-		return 0, false
-	}
-	fds, err := syscall.ParseUnixRights(&msgs[0])
-	if err != nil || len(fds) == 0 {
-		return 0, false
-	}
-	return fds[0], true
-}
 
 // journalSocket is where go-systemd's journal sends: a variable it lets be set only
 // when linking (-ldflags -X); the tests point it at their own listener.
@@ -87,13 +34,7 @@ func journalAt(t *testing.T, path string) {
 
 func next(t *testing.T, ch <-chan []byte) []byte {
 	t.Helper()
-	select {
-	case b := <-ch:
-		return b
-	case <-time.After(5 * time.Second):
-		t.Fatal("nothing arrived")
-		return nil
-	}
+	return kilntest.NextDatagram(t, ch, 5*time.Second, "a datagram")
 }
 
 // parseNative reads a journal native-protocol datagram.
@@ -118,7 +59,7 @@ func parseNative(t *testing.T, b []byte) map[string]string {
 }
 
 func TestJournal(t *testing.T) {
-	path, ch := datagrams(t)
+	path, ch := kilntest.Datagrams(t)
 	journalAt(t, path)
 	logger := logrus.New()
 	logger.SetLevel(logrus.DebugLevel)
@@ -151,7 +92,7 @@ func TestJournal(t *testing.T) {
 // TestJournalOversized: an entry too big for a datagram (a 1 MiB message, over the
 // socket's send buffer) reaches the journal whole, passed as a file descriptor.
 func TestJournalOversized(t *testing.T) {
-	path, ch := datagrams(t)
+	path, ch := kilntest.Datagrams(t)
 	journalAt(t, path)
 	logger := logrus.New()
 	LogToJournal(logger, "kilnd")
@@ -187,7 +128,7 @@ func TestUnderJournal(t *testing.T) {
 }
 
 func TestNotify(t *testing.T) {
-	path, ch := datagrams(t)
+	path, ch := kilntest.Datagrams(t)
 	t.Setenv("NOTIFY_SOCKET", path)
 	Ready("serving")
 	if got := string(next(t, ch)); got != "READY=1\nSTATUS=serving" {

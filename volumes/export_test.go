@@ -106,7 +106,7 @@ func layerOf(t *testing.T, tool Tool, src Info, dir, name string) []byte {
 // by kilnd's qemu-img, gives byte for byte the layer kilnd's own direct conversion gives,
 // for every format, twice the same; the socket directory is gone afterwards.
 func TestConvertExportedAsCaller(t *testing.T) {
-	d := disks(t)
+	d := kilntest.Disks(t)
 	nobody := callerTool(t, d)
 	private := t.TempDir() // 0700, root's: where the layers go
 	ctx := context.Background()
@@ -134,7 +134,7 @@ func TestConvertExportedAsCaller(t *testing.T) {
 // GiB disk with 1 MiB of data as 1 MiB of data and the rest holes (it never reads them),
 // and the layer holds the data, not the size.
 func TestExportKeepsHoles(t *testing.T) {
-	d := disks(t)
+	d := kilntest.Disks(t)
 	sh(t, d, "qemu-img", "create", "-q", "-f", "raw", "sparse.raw", "64G")
 	sh(t, d, "qemu-io", "-f", "raw", "-c", "write -P 0x33 32G 1M", "sparse.raw")
 	nobody := callerTool(t, d)
@@ -180,7 +180,7 @@ func TestExportKeepsHoles(t *testing.T) {
 // answering fails the conversion with an error that says so, within its bounds, and a
 // cancelled conversion ends at once; none leaves a process behind.
 func TestConvertExportMisbehaves(t *testing.T) {
-	d := disks(t)
+	d := kilntest.Disks(t)
 	nobody := callerTool(t, d)
 	self, err := os.Executable()
 	if err != nil {
@@ -243,25 +243,13 @@ func TestConvertExportMisbehaves(t *testing.T) {
 			case !tc.class(err) || !strings.Contains(err.Error(), tc.want):
 				t.Errorf("error %q: want its class and %q", err, tc.want)
 			}
-			if pids := processesOf(65534, "fake-nbd"); len(pids) != 0 {
-				t.Errorf("processes of nobody left behind: %v", pids)
+			for _, p := range kilntest.ProcessesAs(65534) {
+				if strings.HasPrefix(p.Comm, "fake-nbd") {
+					t.Errorf("a process of nobody left behind: %s", p)
+				}
 			}
 		})
 	}
-}
-
-// processesOf lists the processes running as uid whose name starts with prefix.
-func processesOf(uid uint32, prefix string) []string {
-	var out []string
-	dirs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, p := range dirs {
-		var st syscall.Stat_t
-		comm, _ := os.ReadFile(filepath.Join(p, "comm"))
-		if syscall.Stat(p, &st) == nil && st.Uid == uid && strings.HasPrefix(string(comm), prefix) {
-			out = append(out, filepath.Base(p)+" "+strings.TrimSpace(string(comm)))
-		}
-	}
-	return out
 }
 
 // TestPrecheckRefusesVMDKDescriptors: a VMDK that does not start with a sparse extent's

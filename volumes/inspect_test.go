@@ -30,29 +30,8 @@ func sh(t testing.TB, dir string, argv ...string) {
 	}
 }
 
-// disks makes the disk files the tests use, with qemu-img and qemu-io.
-func disks(t testing.TB) string {
-	t.Helper()
-	need(t, "qemu-img")
-	need(t, "qemu-io")
-	d := t.TempDir()
-	sh(t, d, "qemu-img", "create", "-q", "-f", "qcow2", "good.qcow2", "64M")
-	sh(t, d, "qemu-io", "-c", "write -P 0x5a 1M 2M", "good.qcow2")
-	sh(t, d, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "/etc/passwd", "-F", "raw", "backed.qcow2")
-	sh(t, d, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file="+filepath.Join(d, "ext.raw"), "datafile.qcow2", "16M")
-	sh(t, d, "qemu-img", "create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=pw", "-o", "encrypt.format=luks,encrypt.key-secret=s0", "luks.qcow2", "16M")
-	sh(t, d, "qemu-img", "create", "-q", "-f", "qcow2", "big.qcow2", "64M")
-	sh(t, d, "qemu-io", "-c", "write -P 1 0 16M", "big.qcow2")
-	sh(t, d, "sh", "-c", "head -c 1000000 big.qcow2 > truncated.qcow2")
-	sh(t, d, "sh", "-c", "head -c 4194304 /dev/urandom > random.raw")
-	sh(t, d, "qemu-img", "convert", "-f", "qcow2", "-O", "vmdk", "good.qcow2", "good.vmdk")
-	sh(t, d, "qemu-img", "convert", "-f", "qcow2", "-O", "vhdx", "good.qcow2", "good.vhdx")
-	sh(t, d, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", "flat.vmdk", "8M")
-	return d
-}
-
 func TestInspect(t *testing.T) {
-	d := disks(t)
+	d := kilntest.Disks(t)
 	var tool Tool
 	for _, tc := range []struct {
 		file, format string
@@ -113,7 +92,7 @@ func TestInspectRefusesNonFiles(t *testing.T) {
 	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "not a regular file") {
 		t.Errorf("a directory: got %v, want InvalidArgument saying it is not a regular file", err)
 	}
-	d := disks(t)
+	d := kilntest.Disks(t)
 	// Descriptors of a regular file that cannot be read: an O_PATH one (fstat works on
 	// it, read does not) and a write-only one.
 	for _, tc := range []struct {
@@ -139,7 +118,7 @@ func TestToolRunsAsCaller(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run qemu-img as another user")
 	}
-	d := disks(t)
+	d := kilntest.Disks(t)
 	if err := os.Chmod(d, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +168,7 @@ func TestToolRunsAsCaller(t *testing.T) {
 }
 
 func TestConvertIsDeterministic(t *testing.T) {
-	d := disks(t)
+	d := kilntest.Disks(t)
 	var tool Tool
 	ctx := context.Background()
 	info, err := tool.Inspect(ctx, source(t, filepath.Join(d, "good.qcow2"), "qcow2"))
@@ -227,7 +206,7 @@ func TestConvertIsDeterministic(t *testing.T) {
 }
 
 func TestParseQCOW2Header(t *testing.T) {
-	d := disks(t)
+	d := kilntest.Disks(t)
 	for file, refuse := range map[string]string{
 		"good.qcow2":     "",
 		"backed.qcow2":   "backing file",
@@ -321,7 +300,7 @@ func TestParseInfo(t *testing.T) {
 }
 
 func TestCreateOverlay(t *testing.T) {
-	d := disks(t)
+	d := kilntest.Disks(t)
 	var tool Tool
 	ctx := context.Background()
 	layer := filepath.Join(d, "good.qcow2")
@@ -354,7 +333,7 @@ func TestCreateOverlay(t *testing.T) {
 // TestCopyLayer: a volume streamed as a layer names its parent by bare hex digest and
 // resolves beside it, with the volume's data and the parent's.
 func TestCopyLayer(t *testing.T) {
-	d := disks(t)
+	d := kilntest.Disks(t)
 	ctx := context.Background()
 	var tool Tool
 	const hexName = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"

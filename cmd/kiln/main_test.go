@@ -8,11 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
-	"kiln/daemon"
 	"kiln/daemon/api"
 	"kiln/daemon/client"
 	"kiln/hypervisor"
@@ -20,55 +17,56 @@ import (
 	"kiln/internal/kilntest"
 )
 
-// startDaemon runs a real kilnd (in this process) on a fresh root and socket.
-// testAccel is the accelerator of the test daemons: the probe's choice, made once for
-// the run rather than by each daemon (see daemon/kilnd_test.go).
-var testAccel = sync.OnceValue(func() string {
-	accel, _, err := hypervisor.Prober{Qemu: "qemu-system-x86_64", KVMDevice: "/dev/kvm"}.Choose(context.Background(), hypervisor.AccelAuto)
-	if err != nil {
-		return hypervisor.AccelAuto // the daemon then says what is wrong
-	}
-	return accel
-})
+// kilndBin is the kilnd the tests start, built by TestMain (with -race when the tests
+// run under the race detector, so that the daemon is checked as well).
+var kilndBin string
 
+// testAccel is the accelerator of the test kilnds: the probe's choice, made once for
+// the run rather than by each kilnd (see daemon/kilnd_test.go).
+var testAccel string
+
+func TestMain(m *testing.M) {
+	if os.Getenv("KILN_TEST_PROCESS") == "1" { // kiln itself, as a child: no kilnd
+		os.Exit(m.Run())
+	}
+	dir, err := kilntest.Build("kiln/cmd/kilnd")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build kilnd: %v\n", err)
+		os.Exit(1)
+	}
+	kilndBin = filepath.Join(dir, "kilnd")
+	testAccel, _, err = hypervisor.Prober{Qemu: "qemu-system-x86_64", KVMDevice: "/dev/kvm"}.Choose(context.Background(), hypervisor.AccelAuto)
+	if err != nil {
+		testAccel = "" // kilnd then chooses, and says what is wrong
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// startDaemon starts a kilnd process (kilntest's harness) on a fresh root and socket and
+// returns the socket. When the test ends, the QEMUs it left are killed, and kilnd stops
+// on SIGTERM within a minute with status 0 and no data race.
 func startDaemon(t *testing.T) string {
 	t.Helper()
-	d, err := os.MkdirTemp("/tmp", "kc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	socket := filepath.Join(d, "s")
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- daemon.Run(ctx, daemon.Config{Root: filepath.Join(d, "root"), Socket: socket, Version: "test", Accelerator: testAccel(), Ready: func() { close(ready) }})
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("daemon: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("daemon did not start")
-	}
+	k := kilntest.NewKilnd(t, kilndBin, kilntest.ShortDir(t), nil)
+	c := client.New(k.Socket)
+	k.Ready = func(ctx context.Context) error { _, err := c.Info(ctx); return err }
+	k.Accel = testAccel
+	k.Start()
 	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("daemon: %v", err)
-			}
-		case <-time.After(time.Minute):
-			t.Errorf("the daemon did not return within a minute of its context's end")
+		k.KillQEMUs()
+		k.Stop()
+		if code := k.Cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("kilnd exited with status %d on SIGTERM\n%s", code, kilntest.Tail(k.Log.String(), 30))
 		}
 	})
-	return socket
+	return k.Socket
 }
 
 // cliDeadline bounds one kiln command, --wait included: a guest that is not up by then
 // fails the test with its console and QEMU's log.
-const cliDeadline = 2 * time.Minute
+const cliDeadline = kilntest.GuestDeadline
 
 // kiln runs the CLI with args against socket and returns its exit status and output.
 // A command still running after cliDeadline fails the test with the evidence of every
@@ -81,32 +79,18 @@ func kiln(t *testing.T, socket string, args ...string) (int, string, string) {
 	code := run(ctx, append([]string{"--socket", socket}, args...), &stdout, &stderr)
 	if ctx.Err() != nil {
 		t.Fatalf("kiln %s: not done within %s (exit %d, stderr %q)\n%s",
-			strings.Join(args, " "), cliDeadline, code, stderr.String(), evidence(filepath.Join(filepath.Dir(socket), "root")))
+			strings.Join(args, " "), cliDeadline, code, stderr.String(), kilntest.InstancesEvidence(filepath.Join(filepath.Dir(socket), "root")))
 	}
 	return code, stdout.String(), stderr.String()
 }
 
-// evidence is the tail of the console and of QEMU's log of every instance under a
-// daemon's root.
-func evidence(root string) string {
-	dirs, _ := filepath.Glob(filepath.Join(root, "instances", "*"))
-	if len(dirs) == 0 {
-		return "(no instances)"
-	}
-	var b strings.Builder
-	for _, d := range dirs {
-		fmt.Fprintf(&b, "instance %s\n%s\n", filepath.Base(d), kilntest.Evidence(d))
-	}
-	return b.String()
-}
-
 func TestCLI(t *testing.T) {
-	g := kilntest.Guest(t)
+	g := kilntest.GuestFiles(t)
 	socket := startDaemon(t)
 
 	code, out, errOut := kiln(t, socket, "image", "register", "kiln-guest", "--wait", "-q",
-		"--disk", filepath.Join(g, "root.qcow2")+",format=qcow2,device=/dev/vda",
-		"--kernel", filepath.Join(g, "vmlinuz"), "--initrd", filepath.Join(g, "initrd.img"),
+		"--disk", g.Disk+",format=qcow2,device=/dev/vda",
+		"--kernel", g.Kernel, "--initrd", g.Initrd,
 		"--cmdline", "console=ttyS0 root=/dev/vda", "--tag", "env=test", "--description", "the test guest")
 	id := strings.TrimSpace(out)
 	if code != 0 || !strings.HasPrefix(id, "ami-") || strings.Contains(id, "\n") {
@@ -164,7 +148,7 @@ func TestCLI(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, api.CodeInvalidAMIIDNotFound) || !strings.Contains(errOut, "hint:") {
 		t.Errorf("inspect unknown: exit %d, stderr %q", code, errOut)
 	}
-	code, _, errOut = kiln(t, socket, "image", "register", "kiln-guest", "--disk", filepath.Join(g, "root.qcow2"))
+	code, _, errOut = kiln(t, socket, "image", "register", "kiln-guest", "--disk", g.Disk)
 	if code != 1 || !strings.Contains(errOut, api.CodeInvalidAMINameDuplicate) {
 		t.Errorf("register duplicate: exit %d, stderr %q", code, errOut)
 	}
@@ -208,13 +192,8 @@ func TestCLIInstances(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a guest")
 	}
-	g := kilntest.Guest(t)
 	socket := startDaemon(t)
-	if code, _, errOut := kiln(t, socket, "image", "register", "kiln-guest", "--wait", "-q",
-		"--disk", filepath.Join(g, "root.qcow2"), "--kernel", filepath.Join(g, "vmlinuz"), "--initrd", filepath.Join(g, "initrd.img"),
-		"--cmdline", "console=ttyS0 root=/dev/vda"); code != 0 {
-		t.Fatalf("register: %s", errOut)
-	}
+	registerGuest(t, socket, "kiln-guest", kilntest.GuestCmdline)
 	ud := filepath.Join(t.TempDir(), "user-data")
 	os.WriteFile(ud, []byte("#!/bin/sh\necho 3 > /etc/kiln-gen\n"), 0o644)
 	code, out, errOut := kiln(t, socket, "run", "kiln-guest", "--name", "web", "--cpus", "1", "--memory", "256M", "--user-data", ud, "--wait", "-q")

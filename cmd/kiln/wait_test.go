@@ -43,29 +43,11 @@ func kilnProcess(ctx context.Context, socket string, args ...string) (*exec.Cmd,
 // registerGuest registers the test guest as name, booting with cmdline.
 func registerGuest(t *testing.T, socket, name, cmdline string) {
 	t.Helper()
-	g := kilntest.Guest(t)
-	if code, _, errOut := kiln(t, socket, "image", "register", name, "--wait", "--timeout", "2m", "-q",
-		"--disk", filepath.Join(g, "root.qcow2"), "--kernel", filepath.Join(g, "vmlinuz"), "--initrd", filepath.Join(g, "initrd.img"),
-		"--cmdline", cmdline); code != 0 {
+	g := kilntest.GuestFiles(t)
+	g.Cmdline = cmdline
+	if code, _, errOut := kiln(t, socket, append([]string{"image", "register", name, "--wait", "--timeout", "2m", "-q"}, g.RegisterFlags()...)...); code != 0 {
 		t.Fatalf("register %s: exit %d: %s", name, code, errOut)
 	}
-}
-
-// poll calls cond every 100 ms until it is true or the deadline passes.
-func poll(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func qemuAlive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	return err == nil && bytes.Contains(b, []byte("qemu-system"))
 }
 
 var instanceID = regexp.MustCompile(`i-[0-9a-f]+`)
@@ -84,6 +66,7 @@ func TestWaitEnds(t *testing.T) {
 	}
 	socket := startDaemon(t)
 	c := client.New(socket)
+	evidence := func() string { return kilntest.InstancesEvidence(filepath.Join(filepath.Dir(socket), "root")) }
 	t.Cleanup(func() { // before kilnd stops: no QEMU outlives the test
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -96,15 +79,15 @@ func TestWaitEnds(t *testing.T) {
 	// The root device does not exist: the initrd gives up mounting it and sits in a
 	// shell, so the guest never prints "KILN-GUEST ready" and has no acpid.
 	registerGuest(t, socket, "never-ready", "console=ttyS0 root=/dev/vdz")
-	registerGuest(t, socket, "kiln-guest", "console=ttyS0 root=/dev/vda")
+	registerGuest(t, socket, "kiln-guest", kilntest.GuestCmdline)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
 	t.Run("image timeout", func(t *testing.T) {
 		// A registration takes about 100 ms here: a 1 ms wait ends first.
-		g := kilntest.Guest(t)
+		g := kilntest.GuestFiles(t)
 		code, out, errOut := kiln(t, socket, "image", "register", "late", "--wait", "--timeout", "1ms",
-			"--disk", filepath.Join(g, "root.qcow2"), "--kernel", filepath.Join(g, "vmlinuz"), "--initrd", filepath.Join(g, "initrd.img"))
+			"--disk", g.Disk, "--kernel", g.Kernel, "--initrd", g.Initrd)
 		t.Logf("exit %d\n%s", code, errOut)
 		id := regexp.MustCompile(`ami-[0-9a-f]+`).FindString(errOut)
 		if code != 1 || out != "" || id == "" {
@@ -166,7 +149,7 @@ func TestWaitEnds(t *testing.T) {
 		}
 		// The instance keeps running.
 		inst, err := c.Instance(ctx, silent)
-		if err != nil || inst.State != "running" || inst.Ready || !qemuAlive(inst.PID) {
+		if err != nil || inst.State != "running" || inst.Ready || !kilntest.QEMUAlive(inst.PID) {
 			t.Errorf("after the timeout: %+v, %v; want it running, not ready", inst, err)
 		}
 	})
@@ -187,7 +170,7 @@ func TestWaitEnds(t *testing.T) {
 		// Ctrl-C once the instance runs and its guest printed something: kiln has its
 		// answer and is waiting.
 		var id string
-		poll(t, time.Minute, "a second instance that runs and prints", func() bool {
+		kilntest.Poll(t, time.Minute, "a second instance that runs and prints", func() bool {
 			list, _ := c.Instances(ctx, true)
 			for _, inst := range list {
 				if before[inst.ID] || inst.State != "running" {
@@ -199,7 +182,7 @@ func TestWaitEnds(t *testing.T) {
 				}
 			}
 			return false
-		})
+		}, evidence)
 		defer kiln(t, socket, "terminate", "--force", id)
 		sent := time.Now()
 		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
@@ -289,7 +272,7 @@ func TestWaitEnds(t *testing.T) {
 			// Once the instance is stopping, kiln is waiting: the operation records that
 			// (a DB write) as kilnd answers (a write to a Unix socket), so after it.
 			var pending api.Image
-			poll(t, time.Minute, "image snap2 pending, its instance stopping", func() bool {
+			kilntest.Poll(t, time.Minute, "image snap2 pending, its instance stopping", func() bool {
 				list, _ := c.Images(ctx, client.ListImagesOptions{Filters: []string{"name=snap2"}})
 				inst, _ := c.Instance(ctx, id)
 				if len(list) == 1 && list[0].State == "pending" && inst.State == "stopping" {
@@ -300,7 +283,7 @@ func TestWaitEnds(t *testing.T) {
 					return true
 				}
 				return false
-			})
+			}, evidence)
 			if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 				t.Fatal(err)
 			}

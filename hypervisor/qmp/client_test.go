@@ -5,9 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -31,12 +30,8 @@ const greeting = `{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major":
 
 func newFake(t *testing.T, sendGreeting bool, handle func(conn net.Conn, r *bufio.Reader)) *fakeQEMU {
 	t.Helper()
-	dir, err := os.MkdirTemp("/tmp", "qf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	f := &fakeQEMU{path: filepath.Join(dir, "qmp.sock"), handle: handle}
+	f := &fakeQEMU{path: filepath.Join(kilntest.ShortDir(t), "qmp.sock"), handle: handle}
+	var err error
 	if f.ln, err = net.Listen("unix", f.path); err != nil {
 		t.Fatal(err)
 	}
@@ -267,17 +262,8 @@ func TestQMPErrorKeepsClass(t *testing.T) {
 
 // TestRealQEMU drives a real QEMU (paused, no guest) through go-qemu's typed commands.
 func TestRealQEMU(t *testing.T) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("qemu-system-x86_64 is missing: run 'make deps'")
-		}
-		t.Skip("qemu-system-x86_64 is missing")
-	}
-	dir, err := os.MkdirTemp("/tmp", "qr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
+	kilntest.Need(t, "qemu-system-x86_64")
+	dir := kilntest.ShortDir(t)
 	sock := filepath.Join(dir, "qmp.sock")
 	cmd := kilntest.Command(t, "qemu-system-x86_64", "-accel", "tcg", "-machine", "q35", "-nodefaults", "-display", "none", "-S",
 		"-m", "64", "-qmp", "unix:"+sock+",server=on,wait=off")
@@ -289,15 +275,11 @@ func TestRealQEMU(t *testing.T) {
 	defer cmd.Process.Kill()
 
 	var c *Client
-	deadline := time.Now().Add(10 * time.Second)
-	for c == nil {
-		if c, err = Dial(context.Background(), sock); err != nil {
-			if time.Now().After(deadline) {
-				t.Fatalf("QMP never answered: %v", err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	var err error
+	kilntest.Poll(t, 10*time.Second, "QMP answers", func() bool {
+		c, err = Dial(context.Background(), sock)
+		return err == nil
+	}, func() string { return fmt.Sprintf("last dial: %v", err) })
 	mon := raw.NewMonitor(c)
 	st, err := mon.QueryStatus()
 	if err != nil || st.Running || st.Status != raw.RunStatePrelaunch {

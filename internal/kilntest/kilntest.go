@@ -1,6 +1,7 @@
 package kilntest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -29,22 +30,6 @@ func CommandWithin(t testing.TB, d time.Duration, argv ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.WaitDelay = 5 * time.Second
 	return cmd
-}
-
-// Guest returns the directory of the test guest (vmlinuz, initrd.img, root.qcow2), which
-// 'make guest' builds in testdata/guest/out at the module's root. Without it a test
-// fails under CI and is skipped elsewhere.
-func Guest(t testing.TB) string {
-	t.Helper()
-	root, err := moduleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := filepath.Join(root, "testdata", "guest", "out")
-	if _, err := os.Stat(filepath.Join(d, "root.qcow2")); err != nil {
-		Missing(t, "the test guest is missing: run 'make guest' (%v)", err)
-	}
-	return d
 }
 
 // Missing ends a test that lacks something the machine should have (a program 'make
@@ -97,17 +82,42 @@ func Tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// FileTail is the last n lines of a file (a console's \r removed), or why there are
-// none.
+// tailWindow is how much of a file's end FileTail reads: a console's size counts the
+// head kilnd dropped (a hole), which is never read.
+const tailWindow = 64 << 10
+
+// FileTail is the last n lines of a file (a console's \r and the NULs of a dropped head
+// removed), read from its last 64 KiB only, or why there are none.
 func FileTail(path string, n int) string {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return "(" + err.Error() + ")"
 	}
-	if len(b) == 0 {
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	if st.Size() == 0 {
 		return "(empty)"
 	}
-	return Tail(strings.ReplaceAll(string(b), "\r", ""), n)
+	b := make([]byte, min(st.Size(), tailWindow))
+	k, err := f.ReadAt(b, st.Size()-int64(len(b)))
+	if k == 0 && err != nil {
+		return "(" + err.Error() + ")"
+	}
+	b, note := b[:k], ""
+	if skipped := st.Size() - int64(len(b)); skipped > 0 {
+		// The first line read may be partial: drop it, but for what follows a hole.
+		first := b[:bytes.IndexByte(b, '\n')+1]
+		if i := bytes.LastIndexByte(first, 0); i >= 0 {
+			b = b[i+1:]
+		} else {
+			b = b[len(first):]
+		}
+		note = fmt.Sprintf("[… the first %d bytes not read]\n", skipped)
+	}
+	return Tail(note+strings.NewReplacer("\r", "", "\x00", "").Replace(string(b)), n)
 }
 
 // Evidence is what a failed wait on a machine shows: the tails of its console and of

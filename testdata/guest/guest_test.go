@@ -1,13 +1,9 @@
 package guest
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,116 +14,65 @@ import (
 	"kiln/internal/kilntest"
 )
 
-// boot starts the guest over disk (and seed, when not empty) and returns the QEMU
-// process, its console log path and its QMP socket.
-func boot(t *testing.T, dir, disk, seed string) (*exec.Cmd, chan error, string, string) {
+// stopDeadline bounds the guest's power-off after the power button.
+const stopDeadline = 60 * time.Second
+
+// boot starts the guest over the qcow2 overlay disk (over the guest's root.qcow2) and
+// seed (a raw cidata disk, when not empty) through the hypervisor package, as kilnd
+// does, with a console file of this boot only, and returns the machine.
+func boot(t *testing.T, ctx context.Context, dir, disk, seed string) *hypervisor.Machine {
 	t.Helper()
-	out := kilntest.Guest(t)
-	accel, reason, err := hypervisor.Prober{Qemu: "qemu-system-x86_64", KVMDevice: "/dev/kvm"}.Choose(context.Background(), hypervisor.AccelAuto)
+	g := kilntest.GuestFiles(t)
+	uid, gid := kilntest.QEMUUser()
+	user := hypervisor.User{UID: uid, GID: gid}
+	accel, reason, err := hypervisor.Prober{Qemu: "qemu-system-x86_64", KVMDevice: "/dev/kvm", User: &user}.Choose(ctx, hypervisor.AccelAuto)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("accelerator %s: %s", accel, reason)
-	console := filepath.Join(dir, "console.log")
-	os.Remove(console)
-	qmp := filepath.Join(dir, "qmp.sock")
-	os.Remove(qmp)
-	args := []string{
-		"-machine", "q35", "-accel", accel, "-nodefaults", "-display", "none", "-m", "256",
-		"-kernel", filepath.Join(out, "vmlinuz"), "-initrd", filepath.Join(out, "initrd.img"),
-		"-append", "console=ttyS0 root=/dev/vda quiet",
-		"-drive", "file=" + disk + ",if=virtio,format=qcow2",
-		"-serial", "file:" + console,
-		"-qmp", "unix:" + qmp + ",server=on,wait=off",
-	}
+	os.Remove(filepath.Join(dir, hypervisor.ConsoleFile)) // the console of this boot only
+	disks := []hypervisor.Disk{{ID: "vda", Files: []*os.File{kilntest.Open(t, g.Disk, os.O_RDONLY), kilntest.Open(t, disk, os.O_RDWR)}}}
 	if seed != "" {
-		args = append(args, "-drive", "file="+seed+",if=virtio,format=raw,readonly=on")
+		disks = append(disks, hypervisor.Disk{ID: "vdb", Files: []*os.File{kilntest.Open(t, seed, os.O_RDONLY)}, Format: "raw", ReadOnly: true})
 	}
-	// QEMU's own output goes to qemu.log beside the console, as kilnd keeps it: the
-	// evidence a failed wait shows.
-	qlog, err := os.Create(filepath.Join(dir, "qemu.log"))
+	m, err := hypervisor.Start(ctx, "qemu-system-x86_64", hypervisor.Spec{
+		Dir: dir, Accel: accel, CPUs: 1, MemoryMiB: 256, User: user,
+		Kernel: kilntest.Open(t, g.Kernel, os.O_RDONLY), Initrd: kilntest.Open(t, g.Initrd, os.O_RDONLY),
+		Cmdline: g.Cmdline + " quiet", Disks: disks,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer qlog.Close() // QEMU holds its own copy
-	cmd := exec.Command("qemu-system-x86_64", args...)
-	cmd.Stdout, cmd.Stderr = qlog, qlog
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() { cmd.Process.Kill() })
-	return cmd, exited, console, qmp
+	t.Cleanup(func() { // no QEMU outlives the test: quit, then kill
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		m.Stop(ctx, 0)
+	})
+	return m
 }
 
-// bootDeadline bounds every wait on the guest: one that is not up by then fails the
-// test with its console and QEMU's log.
-const bootDeadline = 90 * time.Second
-
-// waitConsole polls the console log until it holds want.
-func waitConsole(t *testing.T, console, want string, exited chan error) string {
+// waitConsole waits (kilntest.GuestDeadline) until the machine's console holds want;
+// it fails at once when QEMU has exited, with the console's tail and QEMU's log.
+func waitConsole(t *testing.T, m *hypervisor.Machine, want string) string {
 	t.Helper()
-	deadline := time.Now().Add(bootDeadline)
-	for {
-		b, _ := os.ReadFile(console)
-		s := strings.ReplaceAll(string(b), "\r", "")
-		if strings.Contains(s, want) {
-			return s
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("QEMU exited (%v) before %q\n%s", err, want, kilntest.Evidence(filepath.Dir(console)))
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q on the console within %s\n%s", want, bootDeadline, kilntest.Evidence(filepath.Dir(console)))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return kilntest.Console{Path: filepath.Join(m.Dir, hypervisor.ConsoleFile), Exited: m.Exited()}.Wait(t, want, 1)
 }
 
-// powerdown presses the ACPI power button over QMP.
-func powerdown(t *testing.T, sock string) {
+// powerOff presses the ACPI power button and waits (stopDeadline) for the guest to
+// power itself off.
+func powerOff(t *testing.T, ctx context.Context, m *hypervisor.Machine) {
 	t.Helper()
-	c, err := net.DialTimeout("unix", sock, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
+	if err := m.Powerdown(ctx); err != nil {
+		t.Fatalf("power button: %v\n%s", err, kilntest.Evidence(m.Dir))
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	r := bufio.NewReader(c)
-	if _, err := r.ReadBytes('\n'); err != nil { // greeting
-		t.Fatal(err)
-	}
-	for _, cmd := range []string{"qmp_capabilities", "system_powerdown"} {
-		fmt.Fprintf(c, `{"execute": %q}`+"\n", cmd)
-		for {
-			line, err := r.ReadBytes('\n')
-			if err != nil {
-				t.Fatalf("%s: %v", cmd, err)
-			}
-			var reply map[string]json.RawMessage
-			json.Unmarshal(line, &reply)
-			if _, ok := reply["error"]; ok {
-				t.Fatalf("%s: %s", cmd, line)
-			}
-			if _, ok := reply["return"]; ok {
-				break
-			}
-		}
-	}
-}
-
-func waitExit(t *testing.T, console string, exited chan error) {
-	t.Helper()
 	select {
-	case err := <-exited:
-		if err != nil {
-			t.Errorf("QEMU: %v\n%s", err, kilntest.Evidence(filepath.Dir(console)))
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatalf("the guest did not power off within 60s of the power button\n%s", kilntest.Evidence(filepath.Dir(console)))
+	case <-m.Exited():
+	case <-time.After(stopDeadline):
+		t.Fatalf("the guest did not power off within %s of the power button\n%s", stopDeadline, kilntest.Evidence(m.Dir))
+	}
+	// QEMU ended with status 0: the machine adds a line to QEMU's log otherwise.
+	if b, _ := os.ReadFile(filepath.Join(m.Dir, hypervisor.LogFile)); strings.Contains(string(b), fmt.Sprintf("kilnd: QEMU %d exited: ", m.PID)) {
+		t.Errorf("QEMU did not exit cleanly\n%s", kilntest.Evidence(m.Dir))
 	}
 }
 
@@ -138,40 +83,35 @@ func TestGuest(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a guest")
 	}
-	out := kilntest.Guest(t)
-	dir, err := os.MkdirTemp("/tmp", "kg")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	g := kilntest.GuestFiles(t)
+	dir := kilntest.ShortDir(t)
 	disk := filepath.Join(dir, "disk.qcow2")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if b, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
-		"-b", filepath.Join(out, "root.qcow2"), disk).CombinedOutput(); err != nil {
+	if b, err := kilntest.Command(t, "qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", g.Disk, disk).CombinedOutput(); err != nil {
 		t.Fatalf("overlay: %v: %s", err, b)
 	}
 	seed := filepath.Join(dir, "seed.iso")
 	if err := builder.WriteSeed(seed, []byte("#!/bin/sh\necho 7 > /etc/kiln-gen\n"), []byte("instance-id: i-0123456789abcdef0\n")); err != nil {
 		t.Fatal(err)
 	}
+	// Every step below ends: QMP calls are bounded by this (more than the waits in it
+	// add up to).
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
 
-	_, exited, console, qmp := boot(t, dir, disk, seed)
-	log := waitConsole(t, console, "KILN-GUEST ready", exited)
+	m := boot(t, ctx, dir, disk, seed)
+	log := waitConsole(t, m, "KILN-GUEST ready")
 	for _, want := range []string{"KILN-GUEST boot gen=0", "KILN-GUEST user-data exit=0"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("console lacks %q:\n%s", want, log)
 		}
 	}
-	powerdown(t, qmp)
-	waitExit(t, console, exited)
-	waitConsole(t, console, "KILN-GUEST poweroff", make(chan error))
+	powerOff(t, ctx, m)
+	waitConsole(t, m, "KILN-GUEST poweroff")
 
-	_, exited, console, qmp = boot(t, dir, disk, "")
-	log = waitConsole(t, console, "KILN-GUEST ready", exited)
+	m = boot(t, ctx, dir, disk, "")
+	log = waitConsole(t, m, "KILN-GUEST ready")
 	if !strings.Contains(log, "KILN-GUEST boot gen=7") || strings.Contains(log, "user-data") {
 		t.Errorf("second boot:\n%s", log)
 	}
-	powerdown(t, qmp)
-	waitExit(t, console, exited)
+	powerOff(t, ctx, m)
 }

@@ -1,0 +1,56 @@
+package kilntest
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// Guest returns the directory of the test guest (vmlinuz, initrd.img, root.qcow2), which
+// 'make guest' builds in testdata/guest/out at the module's root. Without it a test
+// fails under CI and is skipped elsewhere.
+func Guest(t testing.TB) string {
+	t.Helper()
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := filepath.Join(root, "testdata", "guest", "out")
+	if _, err := os.Stat(filepath.Join(d, "root.qcow2")); err != nil {
+		Missing(t, "the test guest is missing: run 'make guest' (%v)", err)
+	}
+	return d
+}
+
+// GuestCmdline is the kernel command line the test guest boots with: its console on the
+// serial port, its root the first disk.
+const GuestCmdline = "console=ttyS0 root=/dev/vda"
+
+// GuestImage is the test guest as an image is registered from it.
+type GuestImage struct {
+	Disk, Kernel, Initrd string // root.qcow2, vmlinuz, initrd.img
+	Cmdline              string // GuestCmdline
+}
+
+// GuestFiles is the test guest's files (Guest: missing, it fails under CI and is
+// skipped elsewhere).
+func GuestFiles(t testing.TB) GuestImage {
+	t.Helper()
+	d := Guest(t)
+	return GuestImage{Disk: filepath.Join(d, "root.qcow2"), Kernel: filepath.Join(d, "vmlinuz"),
+		Initrd: filepath.Join(d, "initrd.img"), Cmdline: GuestCmdline}
+}
+
+// RegisterFlags are the flags of 'kiln image register' for the guest.
+func (g GuestImage) RegisterFlags() []string {
+	return []string{"--disk", g.Disk, "--kernel", g.Kernel, "--initrd", g.Initrd, "--cmdline", g.Cmdline}
+}
+
+// QEMUUser is the user and group a test's own QEMU runs as (QEMU never runs as root):
+// under root a uid of kilnd's QEMU range, else the test's own user.
+func QEMUUser() (uid, gid uint32) {
+	if os.Geteuid() != 0 {
+		return uint32(os.Getuid()), uint32(os.Getgid())
+	}
+	return 2_000_065_000, 2_000_065_000
+}
