@@ -9,14 +9,16 @@ DESTDIR   ?=
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 GUEST     := testdata/guest/out
+DEBIAN    := testdata/guest-debian/out
 # ./... leaves out testdata/; the guest's own test is named beside it.
 PKGS      := ./... ./testdata/guest
 SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # Debian packages kiln and its tests need.
-PACKAGES := qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio gzip util-linux dpkg apt systemd passwd
+PACKAGES := qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio gzip util-linux dpkg apt systemd passwd \
+	mmdebstrap syslinux syslinux-common mtools dosfstools fdisk
 
-.PHONY: help deps build guest test test-race test-short bench fuzz lint check-tree run install clean
+.PHONY: help deps build guest guest-debian test test-race test-short bench fuzz lint check-tree run install clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -38,10 +40,17 @@ $(GUEST)/.built: testdata/guest/build.sh testdata/guest/initrd-init $(shell find
 	sh testdata/guest/build.sh $(GUEST)
 	touch $@
 
-test: deps guest ## run every test, the ones that boot the guest included
+guest-debian: deps $(DEBIAN)/.built ## build the Debian test guest (testdata/guest-debian/out/disk.qcow2)
+
+$(DEBIAN)/.built: testdata/guest-debian/build.sh testdata/guest-debian/syslinux.cfg $(shell find testdata/guest-debian/rootfs -type f)
+	$(SUDO) sh testdata/guest-debian/build.sh $(DEBIAN)
+	$(SUDO) chown -R $$(id -u):$$(id -g) $(DEBIAN)
+	touch $@
+
+test: deps guest guest-debian ## run every test, the ones that boot the guest included
 	$(GO) test -timeout 18m $(TESTFLAGS) $(PKGS)
 
-test-race: deps guest ## run every test under the race detector, kilnd and kiln built with -race too (slow)
+test-race: deps guest guest-debian ## run every test under the race detector, kilnd and kiln built with -race too (slow)
 	$(GO) test -race -timeout 40m $(TESTFLAGS) $(PKGS)
 
 test-short: ## the quick loop: no guests, no long tests
@@ -73,13 +82,16 @@ check-tree: ## refuse a tracked binary, or a tracked file over 1 MiB outside tes
 		echo "$$bad"; exit 1; \
 	fi
 
-run: deps build guest ## start kilnd with the default root and a sample image (Ctrl-C stops it)
+run: deps build guest guest-debian ## start kilnd with the default root and a sample image (Ctrl-C stops it)
 	@set -e; ./bin/kilnd & pid=$$!; trap 'kill $$pid 2>/dev/null' INT TERM EXIT; \
 	until ./bin/kiln info >/dev/null 2>&1; do kill -0 $$pid 2>/dev/null || exit 1; sleep 0.1; done; \
 	./bin/kiln image inspect kiln-guest -q >/dev/null 2>&1 || \
 		./bin/kiln image register kiln-guest --wait -q --description "kiln test guest (busybox on Debian's cloud kernel)" \
 			--disk $(CURDIR)/$(GUEST)/root.qcow2 --kernel $(CURDIR)/$(GUEST)/vmlinuz --initrd $(CURDIR)/$(GUEST)/initrd.img \
 			--cmdline "console=ttyS0 root=/dev/vda"; \
+	./bin/kiln image inspect debian-12 -q >/dev/null 2>&1 || \
+		./bin/kiln image register debian-12 --wait -q --description "Debian 12 (bookworm) with cloud-init, built by testdata/guest-debian" \
+			--disk $(CURDIR)/$(DEBIAN)/disk.qcow2; \
 	./bin/kiln image ls; echo "kilnd is running; try: ./bin/kiln image ls  (Ctrl-C stops it)"; \
 	wait $$pid
 
@@ -101,4 +113,4 @@ install: build ## install binaries, systemd units, tmpfiles and sysusers entries
 	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/
 
 clean: ## remove build output and the test guest
-	rm -rf bin $(GUEST)
+	rm -rf bin $(GUEST) $(DEBIAN)

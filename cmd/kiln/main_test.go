@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"kiln/daemon/api"
 	"kiln/daemon/client"
@@ -73,13 +74,19 @@ const cliDeadline = kilntest.GuestDeadline
 // instance of the daemon.
 func kiln(t *testing.T, socket string, args ...string) (int, string, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), cliDeadline)
+	return kilnWithin(t, cliDeadline, socket, args...)
+}
+
+// kilnWithin is kiln with another deadline.
+func kilnWithin(t *testing.T, d time.Duration, socket string, args ...string) (int, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	code := run(ctx, append([]string{"--socket", socket}, args...), &stdout, &stderr)
 	if ctx.Err() != nil {
 		t.Fatalf("kiln %s: not done within %s (exit %d, stderr %q)\n%s",
-			strings.Join(args, " "), cliDeadline, code, stderr.String(), kilntest.InstancesEvidence(filepath.Join(filepath.Dir(socket), "root")))
+			strings.Join(args, " "), d, code, stderr.String(), kilntest.InstancesEvidence(filepath.Join(filepath.Dir(socket), "root")))
 	}
 	return code, stdout.String(), stderr.String()
 }

@@ -54,3 +54,19 @@ func QEMUUser() (uid, gid uint32) {
 	}
 	return 2_000_065_000, 2_000_065_000
 }
+
+// DebianDisk returns the Debian test guest's disk (a partitioned disk that boots alone,
+// as a downloaded cloud image does), which 'make guest-debian' builds in
+// testdata/guest-debian/out. Without it a test fails under CI and is skipped elsewhere.
+func DebianDisk(t testing.TB) string {
+	t.Helper()
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	disk := filepath.Join(root, "testdata", "guest-debian", "out", "disk.qcow2")
+	if _, err := os.Stat(disk); err != nil {
+		Missing(t, "the Debian test guest is missing: run 'make guest-debian' (%v)", err)
+	}
+	return disk
+}

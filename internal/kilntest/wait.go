@@ -14,6 +14,10 @@ import (
 // sits. The guest is ready in well under a minute under TCG on a loaded 2-core host.
 const GuestDeadline = 2 * time.Minute
 
+// DebianDeadline bounds a wait on the Debian test guest: systemd and cloud-init under
+// TCG take about 40 s on an idle machine of this kind and over two minutes on a busy one.
+const DebianDeadline = 6 * time.Minute
+
 // GuestContext is a context for one wait on the guest: it ends after GuestDeadline, or
 // with the test.
 func GuestContext(t testing.TB) context.Context {
