@@ -43,9 +43,6 @@ type Instance struct {
 	guestOff bool // QEMU said the guest shut itself down
 }
 
-// ID is the instance's id, which never changes.
-func (inst *Instance) ID() string { return inst.rec.ID }
-
 // Placer puts an instance's QEMU where the host keeps its processes: a systemd scope,
 // or nowhere special (detached in its own session).
 type Placer interface {

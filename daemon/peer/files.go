@@ -86,7 +86,19 @@ type fileConn struct {
 }
 
 func (c *fileConn) Read(b []byte) (int, error) {
-	oob := make([]byte, unix.CmsgSpace(maxPassedFiles*4))
+	// Room for what the connection and its caller may still hold, no more: the kernel
+	// closes descriptors that do not fit (MSG_CTRUNC), so a caller past its limit never
+	// makes kilnd hold more, even for a moment.
+	c.mu.Lock()
+	room := maxPassedFiles - len(c.files)
+	c.mu.Unlock()
+	switch {
+	case c.lim != nil && c.known:
+		room = min(room, c.lim.roomFor(c.caller))
+	case c.lim != nil:
+		room = 0 // descriptors from a caller the kernel did not name are not kept
+	}
+	oob := make([]byte, unix.CmsgSpace(max(room, 0)*4))
 	n, oobn, _, _, err := c.ReadMsgUnix(b, oob) // descriptors arrive close-on-exec
 	if oobn > 0 {
 		c.keep(oob[:oobn])

@@ -94,11 +94,7 @@ func (l *Limiter) admitFiles(c Caller, n int) int {
 	lim = lim.Resolved()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	room := lim.Files - l.totalFiles
-	if !l.privileged(c, admin) {
-		room = min(room, reserved(lim.Files)-l.totalFiles, lim.FilesPerUser-l.files[c.UID])
-	}
-	k := max(0, min(n, room))
+	k := max(0, min(n, l.roomLocked(c, lim, admin)))
 	if k < n {
 		l.offendLocked(c, fmt.Sprintf("passed descriptors closed: the user holds %d, users %d, all %d (limits.filesPerUser, limits.files)",
 			l.files[c.UID], l.totalFiles, lim.Files))
@@ -106,6 +102,23 @@ func (l *Limiter) admitFiles(c Caller, n int) int {
 	l.files[c.UID] += k
 	l.totalFiles += k
 	return k
+}
+
+// roomFor is how many more descriptors c may pass now.
+func (l *Limiter) roomFor(c Caller) int {
+	lim, admin := l.settings()
+	lim = lim.Resolved()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return max(0, l.roomLocked(c, lim, admin))
+}
+
+func (l *Limiter) roomLocked(c Caller, lim settings.Limits, admin string) int {
+	room := lim.Files - l.totalFiles
+	if !l.privileged(c, admin) {
+		room = min(room, reserved(lim.Files)-l.totalFiles, lim.FilesPerUser-l.files[c.UID])
+	}
+	return room
 }
 
 func (l *Limiter) releaseFiles(uid uint32, n int) {
