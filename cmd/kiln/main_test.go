@@ -58,7 +58,7 @@ func startDaemon(t *testing.T) string {
 	t.Cleanup(func() {
 		k.KillQEMUs()
 		k.Stop()
-		if code := k.Cmd.ProcessState.ExitCode(); code != 0 {
+		if code := k.Cmd.ProcessState.ExitCode(); code != 0 && code != kilntest.RaceExit { // a race: Stop said so
 			t.Errorf("kilnd exited with status %d on SIGTERM\n%s", code, kilntest.Tail(k.Log.String(), 30))
 		}
 	})

@@ -89,6 +89,9 @@ const (
 	ServeDeadline = 30 * time.Second
 	// ExitDeadline bounds a kilnd's end after SIGTERM or SIGKILL.
 	ExitDeadline = 30 * time.Second
+	// RaceExit is the status a kilnd built with -race exits with after it reported a
+	// data race (GORACE's exitcode), which CheckRaces shows.
+	RaceExit = 66
 )
 
 // Kilnd is one kilnd process of a test, with its root, socket and settings file. Set
@@ -114,6 +117,8 @@ type Kilnd struct {
 	Cmd  *exec.Cmd     // the running (or last) kilnd
 	Log  *LockedBuffer // its stdout and stderr, since the last Start
 	Done chan struct{} // closed once it has exited
+
+	racesChecked bool // CheckRaces has looked at this process's ended output
 }
 
 // NewKilnd is a Kilnd (not started) with its root, socket and settings file in dir:
@@ -128,7 +133,7 @@ func NewKilnd(t testing.TB, bin, dir string, ready func(ctx context.Context) err
 // when the test ends.
 func (k *Kilnd) Start() {
 	k.TB.Helper()
-	k.Log = &LockedBuffer{}
+	k.Log, k.racesChecked = &LockedBuffer{}, false
 	argv := append(append([]string{}, k.Wrap...), k.Bin, "--root", k.Root, "--socket", k.Socket)
 	if k.Config != "" {
 		argv = append(argv, "--config", k.Config)
@@ -205,8 +210,17 @@ func (k *Kilnd) Restart() {
 	k.Start()
 }
 
-// CheckRaces fails the test when kilnd, built with -race, reported a data race.
+// CheckRaces fails the test when kilnd, built with -race, reported a data race: once
+// per process, when it has exited (Stop, Kill).
 func (k *Kilnd) CheckRaces() {
+	select {
+	case <-k.Done:
+		if k.racesChecked {
+			return
+		}
+		k.racesChecked = true
+	default:
+	}
 	if s := k.Log.String(); strings.Contains(s, "WARNING: DATA RACE") {
 		k.TB.Errorf("kilnd reported a data race:\n%s", s[strings.Index(s, "WARNING: DATA RACE"):])
 	}
