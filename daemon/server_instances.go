@@ -35,7 +35,7 @@ func (s *server) runInstances(w http.ResponseWriter, r *http.Request, c peer.Cal
 	insts, err := s.inst.Run(r.Context(), c.User, im, req)
 	out := make([]api.Instance, 0, len(insts))
 	for _, inst := range insts {
-		out = append(out, s.inst.View(s.inst.Record(inst)))
+		out = append(out, instanceAPI(s.inst.Record(inst)))
 		audit.NoteCreated(r.Context(), "instance", out[len(out)-1].ID)
 	}
 	if err != nil {
@@ -52,7 +52,7 @@ func (s *server) listInstances(w http.ResponseWriter, r *http.Request, c peer.Ca
 	recs := s.inst.List(r.URL.Query().Get("all") == "true", s.viewer(c))
 	out := make([]api.Instance, len(recs))
 	for i, rec := range recs {
-		out[i] = s.inst.View(rec)
+		out[i] = instanceAPI(rec)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -99,7 +99,7 @@ func (s *server) inspectInstance(w http.ResponseWriter, r *http.Request, c peer.
 // ready, and the image being created of it.
 func (s *server) instanceView(inst *instances.Instance) (api.Instance, record.Instance) {
 	rec := s.inst.Record(inst)
-	view := s.inst.View(rec)
+	view := instanceAPI(rec)
 	if rec.State == record.StateRunning {
 		view.Ready = s.consoles.Ready(s.inst.Console(rec))
 	}
@@ -179,4 +179,28 @@ func (s *server) console(w http.ResponseWriter, r *http.Request, c peer.Caller) 
 			return nil
 		}
 	}
+}
+
+// instanceAPI is the API's view of an instance record.
+func instanceAPI(rec record.Instance) api.Instance {
+	out := api.Instance{
+		ID: rec.ID, Name: rec.Name, ImageID: rec.ImageID, OwnerID: rec.OwnerID, State: rec.State, StateReason: rec.StateReason,
+		InstanceType: rec.InstanceType, CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB, Accelerator: rec.Accel,
+		RootDeviceType: rec.RootDeviceType, RootDeviceName: rec.RootDeviceName, LaunchTime: rec.LaunchTime, PID: rec.PID,
+		BlockDeviceMappings: []api.InstanceBlockDeviceMapping{},
+	}
+	if !rec.ForceOffAt.IsZero() && (rec.State == record.StateStopping || rec.State == record.StateShuttingDown) {
+		t := rec.ForceOffAt
+		out.ForceOffAt = &t
+	}
+	for _, mp := range rec.Mappings {
+		out.BlockDeviceMappings = append(out.BlockDeviceMappings, api.InstanceBlockDeviceMapping(mp))
+	}
+	if out.SSHPort = rec.SSHPort; rec.SSHPort != 0 {
+		out.Ports = append(out.Ports, api.Port{Protocol: "tcp", HostIP: "127.0.0.1", HostPort: rec.SSHPort, GuestPort: 22})
+	}
+	for _, p := range rec.Ports {
+		out.Ports = append(out.Ports, api.Port(p))
+	}
+	return out
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -53,6 +54,46 @@ type Spec struct {
 	Initrd  *os.File
 	Cmdline string
 	Disks   []Disk
+	// Net, when set, is the machine's network card on QEMU's user-mode network.
+	Net *Net
+}
+
+// Net is a virtio network card on QEMU's user-mode network (10.0.2.0/24, the guest
+// 10.0.2.15 by DHCP, outbound through the host), with host ports forwarded to the
+// guest's.
+type Net struct {
+	MAC      string // 52:54:00:xx:xx:xx
+	Forwards []Forward
+}
+
+// Forward is a host port QEMU listens on (as the machine's user) and forwards to a port
+// of the guest.
+type Forward struct {
+	Protocol  string // tcp or udp
+	HostIP    string
+	HostPort  int
+	GuestPort int
+}
+
+var macAddr = regexp.MustCompile(`^52:54:00(:[0-9a-f]{2}){3}$`)
+
+// netArgs is the card's -netdev and -device.
+func (n *Net) netArgs() ([]string, error) {
+	if !macAddr.MatchString(n.MAC) {
+		return nil, fmt.Errorf("MAC address %q: want 52:54:00:xx:xx:xx", n.MAC)
+	}
+	netdev := "user,id=net0"
+	for _, f := range n.Forwards {
+		ip := net.ParseIP(f.HostIP)
+		if f.Protocol != "tcp" && f.Protocol != "udp" || ip == nil || ip.To4() == nil ||
+			f.HostPort < 1 || f.HostPort > 65535 || f.GuestPort < 1 || f.GuestPort > 65535 {
+			return nil, fmt.Errorf("port forward %s:%s:%d-:%d: want tcp or udp, an IPv4 address and ports 1 to 65535",
+				f.Protocol, f.HostIP, f.HostPort, f.GuestPort)
+		}
+		netdev += fmt.Sprintf(",hostfwd=%s:%s:%d-:%d", f.Protocol, ip, f.HostPort, f.GuestPort)
+	}
+	// romfile= : no option ROM, so the firmware never tries to boot from the network.
+	return []string{"-netdev", netdev, "-device", "virtio-net-pci,netdev=net0,romfile=,mac=" + n.MAC}, nil
 }
 
 // Sandbox is QEMU's seccomp policy for every machine: no obsolete system calls, no
@@ -139,6 +180,13 @@ func (s Spec) Args(p *Passed) ([]string, error) {
 		if s.Cmdline != "" {
 			args = append(args, "-append", s.Cmdline)
 		}
+	}
+	if s.Net != nil {
+		a, err := s.Net.netArgs()
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, a...)
 	}
 	// PCIe root ports, empty, for disks attached while the machine runs (q35's root bus
 	// takes no hot-plugged devices).

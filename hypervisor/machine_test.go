@@ -25,6 +25,10 @@ func TestArgs(t *testing.T) {
 			{ID: "vda", Files: []*os.File{f("base"), f("delta"), f("top")}},
 			{ID: "seed", Files: []*os.File{f("seed")}, Format: "raw", ReadOnly: true},
 		},
+		Net: &Net{MAC: "52:54:00:0a:0b:0c", Forwards: []Forward{
+			{Protocol: "tcp", HostIP: "127.0.0.1", HostPort: 42200, GuestPort: 22},
+			{Protocol: "udp", HostIP: "0.0.0.0", HostPort: 5353, GuestPort: 53},
+		}},
 	}
 	p := passed()
 	args, err := spec.Args(p)
@@ -49,6 +53,7 @@ func TestArgs(t *testing.T) {
 		`{"driver":"raw","file":"seed-f0","node-name":"seed-0","read-only":true}`,
 		"-device virtio-blk-pci,drive=seed-0,id=seed",
 		"-device pvpanic-pci,bus=pcie.0 -action panic=pause",
+		"-netdev user,id=net0,hostfwd=tcp:127.0.0.1:42200-:22,hostfwd=udp:0.0.0.0:5353-:53 -device virtio-net-pci,netdev=net0,romfile=,mac=52:54:00:0a:0b:0c",
 	} {
 		if !strings.Contains(line, want) {
 			t.Errorf("argv lacks %s\n%s", want, line)
@@ -77,6 +82,10 @@ func TestArgs(t *testing.T) {
 		{Accel: AccelTCG, CPUs: 1, MemoryMiB: 256, User: user, Disks: []Disk{{ID: "vda", Files: []*os.File{nil}}}},
 		{Accel: AccelTCG, CPUs: 1, MemoryMiB: 256, User: user, Disks: []Disk{{ID: "vda"}}},
 		{Accel: AccelTCG, CPUs: 1, MemoryMiB: 256, User: user, Disks: []Disk{{ID: "vda", Format: "raw", Files: []*os.File{a, a}}}},
+		{Accel: AccelTCG, CPUs: 1, MemoryMiB: 256, User: user, Net: &Net{MAC: "52:54:00:0a:0b"}},
+		{Accel: AccelTCG, CPUs: 1, MemoryMiB: 256, User: user, Net: &Net{MAC: "52:54:00:0a:0b:0c", Forwards: []Forward{{Protocol: "sctp", HostIP: "127.0.0.1", HostPort: 1, GuestPort: 1}}}},
+		{Accel: AccelTCG, CPUs: 1, MemoryMiB: 256, User: user, Net: &Net{MAC: "52:54:00:0a:0b:0c", Forwards: []Forward{{Protocol: "tcp", HostIP: "::1", HostPort: 1, GuestPort: 1}}}},
+		{Accel: AccelTCG, CPUs: 1, MemoryMiB: 256, User: user, Net: &Net{MAC: "52:54:00:0a:0b:0c", Forwards: []Forward{{Protocol: "tcp", HostIP: "127.0.0.1", HostPort: 70000, GuestPort: 1}}}},
 	} {
 		if _, err := bad.Args(passed()); err == nil {
 			t.Errorf("Args accepted %+v", bad)

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -37,9 +38,9 @@ func printInstances(e *env, list []api.Instance) error {
 	rows := make([][]string, len(list))
 	for i, inst := range list {
 		rows[i] = []string{inst.ID, inst.Name, inst.ImageID, inst.State, inst.InstanceType,
-			strconv.Itoa(inst.CPUs), strconv.Itoa(inst.MemoryMiB) + " MiB", inst.Accelerator, ago(inst.LaunchTime)}
+			strconv.Itoa(inst.CPUs), strconv.Itoa(inst.MemoryMiB) + " MiB", inst.Accelerator, ago(inst.LaunchTime), ports(inst.Ports)}
 	}
-	return table(e.stdout, []string{"INSTANCE ID", "NAME", "IMAGE", "STATE", "TYPE", "CPUS", "MEMORY", "ACCEL", "LAUNCHED"}, rows)
+	return table(e.stdout, []string{"INSTANCE ID", "NAME", "IMAGE", "STATE", "TYPE", "CPUS", "MEMORY", "ACCEL", "LAUNCHED", "PORTS"}, rows)
 }
 
 func printInstance(e *env, inst api.Instance) error {
@@ -65,6 +66,9 @@ func printInstance(e *env, inst api.Instance) error {
 		[2]string{"Launched", inst.LaunchTime.Local().Format("2006-01-02 15:04:05 MST")},
 		[2]string{"Ready", strconv.FormatBool(inst.Ready)},
 	)
+	if len(inst.Ports) > 0 {
+		kv = append(kv, [2]string{"Ports", ports(inst.Ports)})
+	}
 	if inst.PID != 0 {
 		kv = append(kv, [2]string{"QEMU pid", strconv.Itoa(inst.PID)})
 	}
@@ -106,4 +110,13 @@ func newInstanceInspectCommand(e *env) *cobra.Command {
 			return printInstance(e, inst)
 		},
 	}
+}
+
+// ports shows forwarded ports as docker does: 127.0.0.1:42200->22/tcp, ...
+func ports(ps []api.Port) string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = fmt.Sprintf("%s:%d->%d/%s", p.HostIP, p.HostPort, p.GuestPort, p.Protocol)
+	}
+	return strings.Join(out, ", ")
 }

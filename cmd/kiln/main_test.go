@@ -227,11 +227,18 @@ func TestCLIInstances(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "KILN-GUEST user-data exit=0") {
 		t.Errorf("console: exit %d\n%s", code, out)
 	}
+	if inst.SSHPort < 42200 || len(inst.Ports) != 1 || inst.Ports[0] != (api.Port{Protocol: "tcp", HostIP: "127.0.0.1", HostPort: inst.SSHPort, GuestPort: 22}) {
+		t.Errorf("ports: SSH %d, %+v; want SSH's loopback port forwarded to 22", inst.SSHPort, inst.Ports)
+	}
 	if code, _, errOut = kiln(t, socket, "stop", "web", "--wait"); code != 0 {
 		t.Fatalf("stop: %s", errOut)
 	}
 	if code, _, errOut = kiln(t, socket, "start", "web", "--wait"); code != 0 {
 		t.Fatalf("start: %s", errOut)
+	}
+	var again api.Instance
+	if _, out, _ = kiln(t, socket, "instance", "inspect", "web", "-o", "json"); json.Unmarshal([]byte(out), &again) != nil || again.SSHPort != inst.SSHPort {
+		t.Errorf("SSH port after stop and start: %d, want %d as before", again.SSHPort, inst.SSHPort)
 	}
 	if _, out, _ = kiln(t, socket, "console", "web"); !strings.Contains(strings.ReplaceAll(out, "\r", ""), "KILN-GUEST boot gen=3") {
 		t.Errorf("after stop/start:\n%s", out)

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -17,14 +18,18 @@ func newRunCommand(e *env) *cobra.Command {
 		memory   string
 		userData string
 		vols     []string
+		publish  []string
 		opts     waitOptions
 	)
 	cmd := &cobra.Command{
-		Use:   "run IMAGE [--name NAME] [--type TYPE | --cpus N --memory SIZE] [--count N] [--user-data FILE] [--volume DEVICE=SIZE]... [--wait [--timeout DURATION]]",
+		Use:   "run IMAGE [--name NAME] [--type TYPE | --cpus N --memory SIZE] [--count N] [--user-data FILE] [--volume DEVICE=SIZE]... [--publish [HOSTIP:]HOSTPORT:GUESTPORT[/PROTO]]... [--wait [--timeout DURATION]]",
 		Short: "Launch instances of an image",
 		Long: `Launch instances of an image (an ami- id or a name). Each gets a copy-on-write
 volume per block device mapping (nothing of the image is copied), blank volumes for
---volume, and a cloud-init NoCloud seed for --user-data. Types: nano (1 vCPU, 256 MiB),
+--volume, a cloud-init NoCloud seed for --user-data, and a network card on QEMU's
+user-mode network: outbound works where the host's does; the guest's port 22 is
+forwarded from a loopback port of its own (kiln ps shows it), and --publish forwards
+more (loopback unless an address is given, as docker's -p). Types: nano (1 vCPU, 256 MiB),
 micro (1, 512 MiB; the default), small (1, 1 GiB), medium (2, 2 GiB), large (2, 4 GiB).
 --wait waits until the instances are ready.
 
@@ -56,6 +61,13 @@ micro (1, 512 MiB; the default), small (1, 1 GiB), medium (2, 2 GiB), large (2, 
 					return usageError{fmt.Errorf("--volume %q: want DEVICE=SIZE, e.g. /dev/vdb=10G", v)}
 				}
 				req.Volumes = append(req.Volumes, api.VolumeSpec{DeviceName: dev, SizeGiB: (n + 1<<30 - 1) >> 30})
+			}
+			for _, p := range publish {
+				port, err := parsePublish(p)
+				if err != nil {
+					return err
+				}
+				req.Publish = append(req.Publish, port)
 			}
 			if userData != "" {
 				st, err := os.Stat(userData)
@@ -92,6 +104,29 @@ micro (1, 512 MiB; the default), small (1, 1 GiB), medium (2, 2 GiB), large (2, 
 	f.IntVar(&req.Count, "count", 1, "how many instances")
 	f.StringVar(&userData, "user-data", "", "user data FILE (a #! script runs at boot)")
 	f.StringArrayVar(&vols, "volume", nil, "blank volume DEVICE=SIZE (repeatable)")
+	f.StringArrayVarP(&publish, "publish", "p", nil, "forward a host port: [HOSTIP:]HOSTPORT:GUESTPORT[/tcp|udp] (repeatable; loopback unless HOSTIP)")
 	opts.addFlags(cmd, `the instances are ready (see "Ready" above)`, timeoutBoot)
 	return cmd
+}
+
+// parsePublish parses docker's --publish syntax, [HOSTIP:]HOSTPORT:GUESTPORT[/tcp|udp].
+func parsePublish(s string) (api.Port, error) {
+	bad := usageError{fmt.Errorf("--publish %q: want [HOSTIP:]HOSTPORT:GUESTPORT[/tcp|udp], e.g. 8080:80 or 0.0.0.0:8080:80/tcp", s)}
+	spec, proto, _ := strings.Cut(s, "/")
+	parts := strings.Split(spec, ":")
+	var p api.Port
+	switch len(parts) {
+	case 2:
+	case 3:
+		p.HostIP, parts = parts[0], parts[1:]
+	default:
+		return p, bad
+	}
+	host, err1 := strconv.Atoi(parts[0])
+	guest, err2 := strconv.Atoi(parts[1])
+	if err1 != nil || err2 != nil || proto != "" && proto != "tcp" && proto != "udp" {
+		return p, bad
+	}
+	p.HostPort, p.GuestPort, p.Protocol = host, guest, proto
+	return p, nil
 }

@@ -182,6 +182,10 @@ type Instance struct {
 	// CreatingImage is the image a create-image operation is making of the instance;
 	// while it is set a running instance may be stopped for it and started again.
 	CreatingImage string `json:"creatingImage,omitempty"`
+	// SSHPort is the loopback port forwarded to the guest's port 22, the instance's own
+	// for its life; Ports are those published (--publish), SSH's first.
+	SSHPort int    `json:"sshPort,omitempty"`
+	Ports   []Port `json:"ports,omitempty"`
 }
 
 // InstanceBlockDeviceMapping is one volume of an instance.
@@ -207,6 +211,18 @@ type RunInstancesRequest struct {
 	Count        int          `json:"count,omitempty"`     // 0 means 1
 	UserData     []byte       `json:"userData,omitempty"`  // base64 in JSON
 	Volumes      []VolumeSpec `json:"volumes,omitempty"`
+	// Publish are host ports forwarded to the guest's (kiln run --publish); with one
+	// instance only.
+	Publish []Port `json:"publish,omitempty"`
+}
+
+// Port is a host port forwarded to a port of the guest, on the instance's user-mode
+// network.
+type Port struct {
+	Protocol  string `json:"protocol"` // tcp or udp
+	HostIP    string `json:"hostIp"`   // an address of the host; 127.0.0.1 when not given
+	HostPort  int    `json:"hostPort"`
+	GuestPort int    `json:"guestPort"`
 }
 
 // StopGrace is how long a stop or termination waits for the guest to shut down after

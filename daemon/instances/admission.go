@@ -1,6 +1,7 @@
 package instances
 
 import (
+	"kiln/daemon/machines"
 	"kiln/daemon/quota"
 	"kiln/daemon/record"
 )
@@ -33,6 +34,18 @@ func (m *Manager) admitLocked(q quota.Quota, owner string, n, cpus, mem int) err
 		return quota.Exceeded(owner, "memory (MiB)", q.MemoryMiB, u.memoryMiB, n*mem)
 	}
 	return nil
+}
+
+// portsLocked refuses published ports another instance in use has, and chooses an SSH
+// port for an instance that has none (machines.CheckPorts). The caller holds m.mu.
+func (m *Manager) portsLocked(r *record.Instance) error {
+	var others []record.Instance
+	for _, inst := range m.all {
+		if inst.rec.ID != r.ID && inst.rec.State != record.StateTerminated {
+			others = append(others, inst.rec)
+		}
+	}
+	return machines.CheckPorts(r, others)
 }
 
 // slotsLocked are the QEMU users' slots the instances in use hold. The caller holds m.mu.

@@ -5,8 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/containerd/errdefs"
-
 	"kiln/daemon/api"
 	"kiln/daemon/quota"
 	"kiln/daemon/record"
@@ -46,21 +44,5 @@ func TestAdmitInstances(t *testing.T) {
 	}
 	if err := m.admitLocked(qs.Of("bob"), "bob", 1, 1, 1); err == nil || !strings.Contains(err.Error(), "running instances is 1, 1 in use") {
 		t.Errorf("bob's second instance: %v", err)
-	}
-}
-
-// TestCheckName: instance names are their own rule (short names, no spaces or '/'), and
-// the error names the instance, not an image.
-func TestCheckName(t *testing.T) {
-	for _, ok := range []string{"db", "a", "web-1", "my_box.2", strings.Repeat("x", maxNameLen)} {
-		if err := checkName(ok); err != nil {
-			t.Errorf("%q: %v", ok, err)
-		}
-	}
-	for _, bad := range []string{"", "my box", "a/b", "-x", ".hidden", "tab\there", "ünï", strings.Repeat("x", maxNameLen+1), "i-0123456789abcdef0"} {
-		err := checkName(bad)
-		if !errdefs.IsInvalidArgument(err) || !strings.HasPrefix(err.Error(), "instance name") {
-			t.Errorf("%q: %v; want an invalid instance name", bad, err)
-		}
 	}
 }

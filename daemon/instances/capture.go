@@ -39,7 +39,7 @@ func (m *Manager) CreateImage(ctx context.Context, inst *Instance, owner string,
 	}
 	source := &images.Image{ID: rec.ImageID, Config: images.Config{Architecture: "x86_64", BootMode: "legacy-bios",
 		RootDeviceName: rec.RootDeviceName, RootDeviceType: rec.RootDeviceType, Kernel: rec.Kernel, Initrd: rec.Initrd, Cmdline: rec.Cmdline}}
-	if orig, err := m.store.Image(rec.ImageID); err == nil {
+	if orig, err := m.Store.Image(rec.ImageID); err == nil {
 		source.Architecture, source.BootMode = orig.Architecture, orig.BootMode
 	}
 	stamp := strconv.FormatInt(time.Now().UnixNano(), 36)
@@ -47,7 +47,7 @@ func (m *Manager) CreateImage(ctx context.Context, inst *Instance, owner string,
 	var capVols []builder.CaptureVolume
 	var estimate int64 // of the new layers: what the files to capture take on disk
 	for _, mp := range rec.Mappings {
-		c := m.vols.Get(mp.VolumeID)
+		c := m.Vols.Get(mp.VolumeID)
 		if c == nil {
 			continue
 		}
@@ -64,36 +64,36 @@ func (m *Manager) CreateImage(ctx context.Context, inst *Instance, owner string,
 		capVols = append(capVols, builder.CaptureVolume{DeviceName: c.DeviceName, Files: files, Chain: c.Chain,
 			SizeGiB: c.SizeGiB, DeleteOnTermination: mp.DeleteOnTermination})
 	}
-	stored, err := m.imaging.AdmitStored(owner, estimate)
+	stored, err := m.Imaging.AdmitStored(owner, estimate)
 	if err != nil {
 		inst.op.Unlock()
 		return nil, err
 	}
-	capture, err := m.builder.PrepareCapture(builder.CaptureRequest{Name: req.Name, OwnerID: owner, Description: req.Description,
+	capture, err := m.Builder.PrepareCapture(builder.CaptureRequest{Name: req.Name, OwnerID: owner, Description: req.Description,
 		Tags: req.Tags, SourceInstanceID: rec.ID, Source: source, Volumes: capVols})
 	if err != nil {
 		stored()
 		inst.op.Unlock()
 		return nil, err
 	}
-	end := m.imaging.Track(capture.Image.ID, rec.ID, capture.Progress) // until the operation ends, instance waits see it
-	m.ops.Go(func() {
+	end := m.Imaging.Track(capture.Image.ID, rec.ID, capture.Progress) // until the operation ends, instance waits see it
+	m.Ops.Go(func() {
 		defer func() {
 			inst.op.Unlock()
 			end()
 			stored()
 		}()
-		opCtx := log.WithLogger(m.opsCtx, log.G(ctx))
+		opCtx := log.WithLogger(m.OpsCtx, log.G(ctx))
 		if live {
 			if err := m.freeze(opCtx, inst, vols, stamp); err != nil {
-				m.store.UpdateImage(capture.Image.ID, func(im *images.Image) error {
+				m.Store.UpdateImage(capture.Image.ID, func(im *images.Image) error {
 					im.State, im.StateReason = images.StateFailed, "live snapshot: "+err.Error()
 					return nil
 				})
 				return
 			}
 			if _, err := capture.Run(opCtx); err == nil {
-				m.vols.MarkCaptured(vols, capVols, capture.Captured, true)
+				m.Vols.MarkCaptured(vols, capVols, capture.Captured, true)
 			}
 			return
 		}
@@ -109,7 +109,7 @@ func (m *Manager) CreateImage(ctx context.Context, inst *Instance, owner string,
 		}
 		if _, err := capture.Run(opCtx); err == nil {
 			// The frozen files are in the store now; the top goes on changing.
-			m.vols.MarkCaptured(vols, capVols, capture.Captured, false)
+			m.Vols.MarkCaptured(vols, capVols, capture.Captured, false)
 		}
 		if wasRunning {
 			m.update(inst, "starting after an image was created", func(r *record.Instance) { r.State, r.StateReason = record.StatePending, "" })
@@ -140,12 +140,12 @@ func (m *Manager) freeze(ctx context.Context, inst *Instance, vols []*record.Vol
 		frozen, top := filepath.Join(m.layout.VolumeDir(v), name), m.layout.VolumePath(v)
 		before := *v
 		v.Frozen = append(v.Frozen, record.Frozen{Name: name})
-		if err := m.vols.Put(v); err != nil { // the intent, before any file moves
+		if err := m.Vols.Put(v); err != nil { // the intent, before any file moves
 			rollback()
 			return err
 		}
 		undo = append(undo, func() {
-			if err := m.vols.Put(&before); err != nil {
+			if err := m.Vols.Put(&before); err != nil {
 				log.G(ctx).WithError(err).WithField("volume", v.ID).Error("record the volume as it was before a failed live snapshot")
 			}
 		})

@@ -84,21 +84,10 @@ type Config struct {
 // Manager keeps every instance's record and machine, and every volume's record.
 // Records change only through set, which writes the DB (with an event) before the cache.
 type Manager struct {
-	db      *record.DB
-	store   *images.Store
-	builder *builder.Builder
-	tool    volumes.Tool
-	qemu    string
-	accel   string
-	specs   *machines.Specs
-	layout  record.Layout
-	ops     *sync.WaitGroup
-	opsCtx  context.Context
-	placer  Placer
-	quota   func(user string) quota.Quota
-	imaging Imaging
-
-	vols *vols.Set
+	Config
+	tool   volumes.Tool
+	specs  *machines.Specs
+	layout record.Layout
 
 	mu  sync.Mutex
 	all map[string]*Instance
@@ -107,10 +96,8 @@ type Manager struct {
 // New makes the instance domain, with the instances loaded from the DB.
 func New(cfg Config) *Manager {
 	layout := record.Layout{Root: cfg.Root}
-	m := &Manager{db: cfg.DB, store: cfg.Store, builder: cfg.Builder, tool: cfg.Builder.Tool, qemu: cfg.Qemu, accel: cfg.Accel,
-		specs:  &machines.Specs{Layout: layout, Store: cfg.Store, Accel: cfg.Accel, Users: machines.NewUsers(cfg.Accel, cfg.KVMDevice)},
-		layout: layout, ops: cfg.Ops, opsCtx: cfg.OpsCtx, placer: cfg.Placer, quota: cfg.Quota, imaging: cfg.Imaging,
-		vols: cfg.Vols, all: map[string]*Instance{}}
+	m := &Manager{Config: cfg, tool: cfg.Builder.Tool, layout: layout, all: map[string]*Instance{},
+		specs: &machines.Specs{Layout: layout, Store: cfg.Store, Accel: cfg.Accel, Users: machines.NewUsers(cfg.Accel, cfg.KVMDevice)}}
 	for _, rec := range cfg.Loaded {
 		m.all[rec.ID] = &Instance{rec: rec}
 	}
@@ -118,7 +105,7 @@ func New(cfg Config) *Manager {
 }
 
 // Units says where instances' QEMUs run: systemd scopes or detached.
-func (m *Manager) Units() string { return m.placer.Kind() }
+func (m *Manager) Units() string { return m.Placer.Kind() }
 
 // Dir is an instance's directory.
 func (m *Manager) Dir(id string) string { return m.layout.Dir(id) }
@@ -140,7 +127,7 @@ func (m *Manager) set(inst *Instance, change func(r *record.Instance)) error {
 	rec := inst.rec
 	rec.Mappings = slices.Clone(inst.rec.Mappings)
 	change(&rec)
-	if err := m.db.PutInstance(rec, inst.rec.State); err != nil {
+	if err := m.DB.PutInstance(rec, inst.rec.State); err != nil {
 		return err
 	}
 	if rec.State != inst.rec.State {
@@ -154,7 +141,7 @@ func (m *Manager) set(inst *Instance, change func(r *record.Instance)) error {
 // Roots lists every blob instances need, for GC: the layers under each volume, and the
 // kernel and initrd of each instance that is not terminated.
 func (m *Manager) Roots() []digest.Digest {
-	out := m.vols.Layers()
+	out := m.Vols.Layers()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, inst := range m.all {
@@ -222,7 +209,7 @@ func (m *Manager) forget() {
 	}
 	m.mu.Unlock()
 	for _, id := range old {
-		if err := m.db.DeleteInstance(id); err != nil {
+		if err := m.DB.DeleteInstance(id); err != nil {
 			log.L.WithError(err).WithField("instance", id).Warn("forget terminated instance")
 			continue
 		}

@@ -2,12 +2,12 @@ package instances
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -61,6 +61,13 @@ func (m *Manager) Run(ctx context.Context, owner string, im *images.Image, req a
 		}
 		used[v.DeviceName] = true
 	}
+	ports, err := machines.Ports(req.Publish)
+	if err != nil {
+		return nil, err
+	}
+	if len(ports) > 0 && count > 1 {
+		return nil, fmt.Errorf("published ports go to one instance; launch %d instances one at a time, each with its own --publish: %w", count, errdefs.ErrInvalidArgument)
+	}
 	names := make([]string, count)
 	for i := range names {
 		names[i] = req.Name
@@ -68,7 +75,7 @@ func (m *Manager) Run(ctx context.Context, owner string, im *images.Image, req a
 			names[i] = req.Name + "-" + strconv.Itoa(i+1)
 		}
 		if names[i] != "" {
-			if err := checkName(names[i]); err != nil {
+			if err := record.CheckName(names[i]); err != nil {
 				return nil, err
 			}
 		}
@@ -77,7 +84,7 @@ func (m *Manager) Run(ctx context.Context, owner string, im *images.Image, req a
 	// All of them or none: the quota is checked for the whole count first (and again
 	// as each is reserved, against concurrent launches).
 	m.mu.Lock()
-	err = m.admitLocked(m.quota(owner), owner, count, cpus, mem)
+	err = m.admitLocked(m.Quota(owner), owner, count, cpus, mem)
 	m.mu.Unlock()
 	if err != nil {
 		return nil, err
@@ -94,7 +101,7 @@ func (m *Manager) Run(ctx context.Context, owner string, im *images.Image, req a
 		vols, gib = vols+1, gib+v.SizeGiB
 	}
 	if vols > 0 {
-		release, err := m.vols.Admit(owner, int64(count)*vols, int64(count)*gib)
+		release, err := m.Vols.Admit(owner, int64(count)*vols, int64(count)*gib)
 		if err != nil {
 			return nil, err
 		}
@@ -102,46 +109,13 @@ func (m *Manager) Run(ctx context.Context, owner string, im *images.Image, req a
 	}
 	var out []*Instance
 	for i := 0; i < count; i++ {
-		inst, err := m.launch(ctx, owner, im, names[i], typ, cpus, mem, req)
+		inst, err := m.launch(ctx, owner, im, names[i], typ, cpus, mem, ports, req)
 		if err != nil {
 			return out, err
 		}
 		out = append(out, inst)
 	}
 	return out, nil
-}
-
-// maxNameLen bounds an instance's name.
-const maxNameLen = 128
-
-// checkName checks an instance's name: 1 to maxNameLen letters, digits, '.', '-' and '_',
-// beginning with a letter or a digit (as a container's name), and not an instance id. A
-// name never holds a space or a '/', so that it is one word in a listing and in a shell,
-// and never a path.
-func checkName(name string) error {
-	bad := len(name) == 0 || len(name) > maxNameLen
-	for i, c := range name {
-		word := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
-		if !word && (i == 0 || !strings.ContainsRune(".-_", c)) {
-			bad = true
-		}
-	}
-	switch {
-	case bad:
-		return fmt.Errorf("instance name %q: use 1 to %d letters, digits, '.', '-' and '_', beginning with a letter or a digit: %w",
-			clip(name), maxNameLen, errdefs.ErrInvalidArgument)
-	case ids.IsID(record.InstancePrefix, name):
-		return fmt.Errorf("instance name %q looks like an instance id; choose another: %w", name, errdefs.ErrInvalidArgument)
-	}
-	return nil
-}
-
-// clip shortens a name quoted in an error.
-func clip(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
 }
 
 // reserve adds a pending record for a new instance, refusing a name the owner's live
@@ -154,7 +128,7 @@ func (m *Manager) reserve(rec record.Instance) (*Instance, error) {
 			return nil, fmt.Errorf("instance name %q is used by %s; choose another: %w", rec.Name, other.rec.ID, errdefs.ErrAlreadyExists)
 		}
 	}
-	if err := m.admitLocked(m.quota(rec.OwnerID), rec.OwnerID, 1, rec.CPUs, rec.MemoryMiB); err != nil {
+	if err := m.admitLocked(m.Quota(rec.OwnerID), rec.OwnerID, 1, rec.CPUs, rec.MemoryMiB); err != nil {
 		m.mu.Unlock()
 		return nil, err
 	}
@@ -174,15 +148,16 @@ func (m *Manager) reserve(rec record.Instance) (*Instance, error) {
 	return inst, nil
 }
 
-func (m *Manager) launch(ctx context.Context, owner string, im *images.Image, name, typ string, cpus, mem int, req api.RunInstancesRequest) (*Instance, error) {
+func (m *Manager) launch(ctx context.Context, owner string, im *images.Image, name, typ string, cpus, mem int, ports []record.Port, req api.RunInstancesRequest) (*Instance, error) {
 	id := ids.NewID(record.InstancePrefix)
 	if name == "" {
 		name = id
 	}
 	inst, err := m.reserve(record.Instance{
 		ID: id, Name: name, ImageID: im.ID, OwnerID: owner, State: record.StatePending, InstanceType: typ,
-		CPUs: cpus, MemoryMiB: mem, Accel: m.accel, RootDeviceType: im.RootDeviceType, RootDeviceName: im.RootDeviceName,
+		CPUs: cpus, MemoryMiB: mem, Accel: m.Accel, RootDeviceType: im.RootDeviceType, RootDeviceName: im.RootDeviceName,
 		Kernel: im.Kernel, Initrd: im.Initrd, Cmdline: im.Cmdline, Seed: len(req.UserData) > 0, LaunchTime: time.Now().UTC(),
+		Ports: ports,
 	})
 	if err != nil {
 		return nil, err
@@ -206,7 +181,7 @@ func (m *Manager) prepare(ctx context.Context, inst *Instance, im *images.Image,
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	mappings, err := m.vols.MakeFor(ctx, inst.rec.OwnerID, inst.rec.ID, im, req.Volumes)
+	mappings, err := m.Vols.MakeFor(ctx, inst.rec.OwnerID, inst.rec.ID, im, req.Volumes)
 	if err != nil {
 		return err
 	}
@@ -234,7 +209,7 @@ func (m *Manager) prepare(ctx context.Context, inst *Instance, im *images.Image,
 // startMachine starts QEMU for the instance and makes it running. The caller holds
 // inst.op.
 func (m *Manager) startMachine(ctx context.Context, inst *Instance) error {
-	m.vols.DropCaptured(inst.rec.ID)
+	m.Vols.DropCaptured(inst.rec.ID)
 	m.clearPorts(inst)
 	var consoleStart int64
 	if st, err := os.Stat(filepath.Join(m.layout.Dir(inst.rec.ID), hypervisor.ConsoleFile)); err == nil {
@@ -245,20 +220,30 @@ func (m *Manager) startMachine(ctx context.Context, inst *Instance) error {
 	if err := m.set(inst, func(r *record.Instance) { r.ConsoleStart = consoleStart }); err != nil {
 		return err
 	}
-	if inst.rec.QEMUSlot == 0 {
-		// Chosen and recorded under m.mu (set holds it), so that instances starting
-		// at once get different users.
-		var slotErr error
-		if err := m.set(inst, func(r *record.Instance) { r.QEMUSlot, slotErr = machines.FreeSlot(m.slotsLocked()) }); err != nil {
-			return err
+	// The QEMU user and the ports are chosen and checked under m.mu (set holds it), so
+	// that instances starting at once get different users and never the same port.
+	var slotErr, portErr error
+	if err := m.set(inst, func(r *record.Instance) {
+		if r.QEMUSlot == 0 {
+			r.QEMUSlot, slotErr = machines.FreeSlot(m.slotsLocked())
 		}
-		if slotErr != nil {
-			return slotErr
+		portErr = m.portsLocked(r)
+	}); err != nil {
+		return err
+	}
+	if err := errors.Join(slotErr, portErr); err != nil {
+		return err
+	}
+	// QEMU listens on them as it starts: one another process has is refused here, with
+	// who has it.
+	for _, p := range append([]record.Port{{Protocol: "tcp", HostIP: "127.0.0.1", HostPort: inst.rec.SSHPort}}, inst.rec.Ports...) {
+		if err := machines.Free(p); err != nil {
+			return err
 		}
 	}
 	var vols []*record.Volume
 	for _, mp := range inst.rec.Mappings {
-		if v := m.vols.Get(mp.VolumeID); v != nil {
+		if v := m.Vols.Get(mp.VolumeID); v != nil {
 			vols = append(vols, v)
 		}
 	}
@@ -266,7 +251,7 @@ func (m *Manager) startMachine(ctx context.Context, inst *Instance) error {
 	if err != nil {
 		return err
 	}
-	mach, err := hypervisor.Start(ctx, m.qemu, spec)
+	mach, err := hypervisor.Start(ctx, m.Qemu, spec)
 	closeFiles()
 	if err != nil {
 		return err
@@ -276,11 +261,11 @@ func (m *Manager) startMachine(ctx context.Context, inst *Instance) error {
 	inst.guestOff = false
 	m.mu.Unlock()
 	m.watch(inst, mach)
-	if err := m.placer.Place(ctx, inst.rec.ID, mach.PID, inst.rec.CPUs, inst.rec.MemoryMiB); err != nil {
+	if err := m.Placer.Place(ctx, inst.rec.ID, mach.PID, inst.rec.CPUs, inst.rec.MemoryMiB); err != nil {
 		log.G(ctx).WithError(err).WithField("instance", inst.rec.ID).Warn("instance runs outside a systemd scope")
 	}
 	return m.set(inst, func(r *record.Instance) {
-		r.State, r.StateReason, r.PID, r.Accel, r.ConsoleStart = record.StateRunning, "", mach.PID, m.accel, consoleStart
+		r.State, r.StateReason, r.PID, r.Accel, r.ConsoleStart = record.StateRunning, "", mach.PID, m.Accel, consoleStart
 	})
 }
 
@@ -303,7 +288,7 @@ func (m *Manager) watch(inst *Instance, mach *hypervisor.Machine) {
 				case hypervisor.GuestFailed:
 					// Not an operation kilnd waits for at shutdown: a failure
 					// seen then is found again by the next start's reconcile.
-					if m.opsCtx.Err() == nil {
+					if m.OpsCtx.Err() == nil {
 						go m.fail(inst, mach, ev.Reason)
 					}
 				}
@@ -358,10 +343,10 @@ func (m *Manager) discard(inst *Instance) {
 		inst.machine.Stop(context.Background(), 0)
 		inst.machine = nil
 	}
-	m.vols.DeleteOf(inst.rec.ID, true)
+	m.Vols.DeleteOf(inst.rec.ID, true)
 	os.RemoveAll(m.layout.Dir(inst.rec.ID))
 	id := inst.rec.ID
-	if err := m.db.DeleteInstance(id); err != nil {
+	if err := m.DB.DeleteInstance(id); err != nil {
 		log.L.WithError(err).WithField("instance", id).Error("remove the record of a failed launch")
 	}
 	m.mu.Lock()
@@ -393,7 +378,7 @@ func (m *Manager) Stop(inst *Instance, by string, force bool) error {
 
 // finishStop stops a stopping instance's QEMU as an operation and records it stopped.
 func (m *Manager) finishStop(inst *Instance, force bool) {
-	m.ops.Go(func() {
+	m.Ops.Go(func() {
 		inst.op.Lock()
 		defer inst.op.Unlock()
 		note := m.halt(inst, force)
@@ -422,7 +407,7 @@ func (m *Manager) halt(inst *Instance, force bool) (note string) {
 	}
 	inst.machine = nil // the watcher leaves it to us
 	l := log.L.WithField("instance", inst.rec.ID)
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(m.opsCtx), stopGrace+time.Minute)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(m.OpsCtx), stopGrace+time.Minute)
 	defer cancel()
 	switch {
 	case force:
@@ -484,7 +469,7 @@ func (m *Manager) Start(ctx context.Context, inst *Instance) error {
 		return fmt.Errorf("instance %s is %s; only a stopped instance can be started: %w", inst.rec.ID, inst.rec.State, errdefs.ErrFailedPrecondition)
 	}
 	m.mu.Lock()
-	err := m.admitLocked(m.quota(inst.rec.OwnerID), inst.rec.OwnerID, 1, inst.rec.CPUs, inst.rec.MemoryMiB)
+	err := m.admitLocked(m.Quota(inst.rec.OwnerID), inst.rec.OwnerID, 1, inst.rec.CPUs, inst.rec.MemoryMiB)
 	m.mu.Unlock()
 	if err != nil {
 		return err
@@ -509,7 +494,7 @@ func (m *Manager) Reboot(inst *Instance) error {
 	if inst.rec.State != record.StateRunning || inst.machine == nil {
 		return fmt.Errorf("instance %s is %s; only a running instance can be rebooted: %w", inst.rec.ID, inst.rec.State, errdefs.ErrFailedPrecondition)
 	}
-	ctx, cancel := context.WithTimeout(m.opsCtx, rebootWait)
+	ctx, cancel := context.WithTimeout(m.OpsCtx, rebootWait)
 	defer cancel()
 	if err := inst.machine.Reboot(ctx); err != nil {
 		return fmt.Errorf("instance %s: reboot: %w", inst.rec.ID, err)
@@ -543,7 +528,7 @@ func (m *Manager) Terminate(inst *Instance, by string, force bool) error {
 // haltAndTerminate stops a shutting-down instance's QEMU as an operation and finishes
 // its termination.
 func (m *Manager) haltAndTerminate(inst *Instance, force bool) {
-	m.ops.Go(func() {
+	m.Ops.Go(func() {
 		inst.op.Lock()
 		defer inst.op.Unlock()
 		note := m.halt(inst, force)
@@ -554,9 +539,9 @@ func (m *Manager) haltAndTerminate(inst *Instance, force bool) {
 // clearPorts forgets the hot-plug ports of the instance's volumes: a new QEMU puts every
 // volume on its root bus. The caller holds inst.op and no machine runs.
 func (m *Manager) clearPorts(inst *Instance) {
-	for _, v := range m.vols.Select(func(v *record.Volume) bool { return v.InstanceID == inst.rec.ID && v.Port != "" }) {
+	for _, v := range m.Vols.Select(func(v *record.Volume) bool { return v.InstanceID == inst.rec.ID && v.Port != "" }) {
 		v.Port = ""
-		if err := m.vols.Put(v); err != nil {
+		if err := m.Vols.Put(v); err != nil {
 			log.L.WithError(err).WithField("volume", v.ID).Error("record that a volume left its hot-plug port")
 		}
 	}
@@ -566,8 +551,8 @@ func (m *Manager) clearPorts(inst *Instance) {
 // termination, its seed), detaches the standalone volumes it had, and records it
 // terminated. The caller holds inst.op.
 func (m *Manager) finishTerminate(inst *Instance, reason string) {
-	m.vols.DeleteOf(inst.rec.ID, false)
-	for _, v := range m.vols.Select(func(v *record.Volume) bool { return v.InstanceID == inst.rec.ID && v.Standalone }) {
+	m.Vols.DeleteOf(inst.rec.ID, false)
+	for _, v := range m.Vols.Select(func(v *record.Volume) bool { return v.InstanceID == inst.rec.ID && v.Standalone }) {
 		if err := m.unplug(inst, v); err != nil {
 			log.L.WithError(err).WithField("volume", v.ID).Error("detach volume of terminated instance")
 		}
@@ -617,22 +602,4 @@ func (m *Manager) Reconcile(ctx context.Context) {
 		}
 		inst.op.Unlock()
 	}
-}
-
-// View is the API's view of an instance record.
-func (m *Manager) View(rec record.Instance) api.Instance {
-	out := api.Instance{
-		ID: rec.ID, Name: rec.Name, ImageID: rec.ImageID, OwnerID: rec.OwnerID, State: rec.State, StateReason: rec.StateReason,
-		InstanceType: rec.InstanceType, CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB, Accelerator: rec.Accel,
-		RootDeviceType: rec.RootDeviceType, RootDeviceName: rec.RootDeviceName, LaunchTime: rec.LaunchTime, PID: rec.PID,
-		BlockDeviceMappings: []api.InstanceBlockDeviceMapping{},
-	}
-	if !rec.ForceOffAt.IsZero() && (rec.State == record.StateStopping || rec.State == record.StateShuttingDown) {
-		t := rec.ForceOffAt
-		out.ForceOffAt = &t
-	}
-	for _, mp := range rec.Mappings {
-		out.BlockDeviceMappings = append(out.BlockDeviceMappings, api.InstanceBlockDeviceMapping(mp))
-	}
-	return out
 }

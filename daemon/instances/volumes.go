@@ -20,13 +20,13 @@ func (m *Manager) Attach(ctx context.Context, inst *Instance, id, device string)
 	if err := m.attach(ctx, inst, id, device); err != nil {
 		return api.Volume{}, err
 	}
-	return m.vols.Inspect(id, func(string) bool { return true })
+	return m.Vols.Inspect(id, func(string) bool { return true })
 }
 
 func (m *Manager) attach(ctx context.Context, inst *Instance, id, device string) error {
 	inst.op.Lock()
 	defer inst.op.Unlock()
-	v, release, err := m.vols.Claim(id, func(v *record.Volume) error {
+	v, release, err := m.Vols.Claim(id, func(v *record.Volume) error {
 		if !v.Standalone {
 			return fmt.Errorf("volume %s belongs to instance %s: %w", v.ID, v.InstanceID, errdefs.ErrFailedPrecondition)
 		}
@@ -57,7 +57,7 @@ func (m *Manager) attach(ctx context.Context, inst *Instance, id, device string)
 		return fmt.Errorf("device %s of instance %s is taken: %w", device, inst.rec.ID, errdefs.ErrInvalidArgument)
 	}
 	if inst.machine != nil {
-		port, err := m.vols.FreePort(inst.rec.ID)
+		port, err := m.Vols.FreePort(inst.rec.ID)
 		if err != nil {
 			return err
 		}
@@ -75,7 +75,7 @@ func (m *Manager) attach(ctx context.Context, inst *Instance, id, device string)
 		v.Port = port
 	}
 	v.InstanceID, v.DeviceName = inst.rec.ID, device
-	if err := m.vols.Put(v); err != nil {
+	if err := m.Vols.Put(v); err != nil {
 		return err
 	}
 	return m.set(inst, func(r *record.Instance) {
@@ -85,17 +85,17 @@ func (m *Manager) attach(ctx context.Context, inst *Instance, id, device string)
 
 // Detach detaches the standalone volume id, one the caller may see, from its instance.
 func (m *Manager) Detach(ctx context.Context, id string, visible func(owner string) bool) (api.Volume, error) {
-	if _, err := m.vols.Inspect(id, visible); err != nil {
+	if _, err := m.Vols.Inspect(id, visible); err != nil {
 		return api.Volume{}, err
 	}
 	if err := m.detach(ctx, id); err != nil {
 		return api.Volume{}, err
 	}
-	return m.vols.Inspect(id, visible)
+	return m.Vols.Inspect(id, visible)
 }
 
 func (m *Manager) detach(ctx context.Context, id string) error {
-	v, release, err := m.vols.Claim(id, func(*record.Volume) error { return nil })
+	v, release, err := m.Vols.Claim(id, func(*record.Volume) error { return nil })
 	if err != nil {
 		return err
 	}
@@ -126,7 +126,7 @@ func (m *Manager) detach(ctx context.Context, id string) error {
 func (m *Manager) unplug(inst *Instance, v *record.Volume) error {
 	c := *v
 	c.InstanceID, c.DeviceName, c.Port = "", "", ""
-	if err := m.vols.Put(&c); err != nil {
+	if err := m.Vols.Put(&c); err != nil {
 		return err
 	}
 	return m.set(inst, func(r *record.Instance) {

@@ -97,7 +97,7 @@ func (m *Specs) Spec(rec record.Instance, vols []*record.Volume) (spec hyperviso
 		}
 	}()
 	spec = hypervisor.Spec{Dir: m.Layout.Dir(rec.ID), Accel: m.Accel, CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB,
-		Cmdline: rec.Cmdline, User: m.Users.User(rec.QEMUSlot)}
+		Cmdline: rec.Cmdline, User: m.Users.User(rec.QEMUSlot), Net: netOf(rec)}
 	if rec.Kernel != "" {
 		for _, b := range []struct {
 			layer digest.Digest

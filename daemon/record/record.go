@@ -53,6 +53,18 @@ type Instance struct {
 	// ForceOffAt is, while a stop waits for the guest to answer the power button, when
 	// kilnd stops waiting and forces it off.
 	ForceOffAt time.Time `json:"forceOffAt,omitzero"`
+	// SSHPort is the loopback port forwarded to the guest's port 22, chosen at launch
+	// and kept for the instance's life; Ports are the ports published at launch.
+	SSHPort int    `json:"sshPort,omitempty"`
+	Ports   []Port `json:"ports,omitempty"`
+}
+
+// Port is a host port forwarded to a port of the guest.
+type Port struct {
+	Protocol  string `json:"protocol"`
+	HostIP    string `json:"hostIp"`
+	HostPort  int    `json:"hostPort"`
+	GuestPort int    `json:"guestPort"`
 }
 
 // Mapping is a volume of an instance, by the device name the guest sees it under.

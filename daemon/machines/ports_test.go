@@ -1,0 +1,61 @@
+package machines
+
+import (
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/containerd/errdefs"
+
+	"kiln/daemon/api"
+	"kiln/daemon/record"
+)
+
+// TestPorts: published ports default to tcp on loopback, and are refused below 1024,
+// past 65535, on a non-IPv4 address, with another protocol, or twice.
+func TestPorts(t *testing.T) {
+	got, err := Ports([]api.Port{{HostPort: 8080, GuestPort: 80}, {Protocol: "udp", HostIP: "0.0.0.0", HostPort: 8080, GuestPort: 53}})
+	want := []record.Port{{Protocol: "tcp", HostIP: "127.0.0.1", HostPort: 8080, GuestPort: 80}, {Protocol: "udp", HostIP: "0.0.0.0", HostPort: 8080, GuestPort: 53}}
+	if err != nil || len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("Ports: %+v, %v; want %+v", got, err, want)
+	}
+	for _, bad := range [][]api.Port{
+		{{HostPort: 80, GuestPort: 80}},
+		{{HostPort: 70000, GuestPort: 80}},
+		{{HostPort: 8080, GuestPort: 0}},
+		{{HostIP: "::1", HostPort: 8080, GuestPort: 80}},
+		{{HostIP: "localhost", HostPort: 8080, GuestPort: 80}},
+		{{Protocol: "sctp", HostPort: 8080, GuestPort: 80}},
+		{{HostPort: 8080, GuestPort: 80}, {HostPort: 8080, GuestPort: 81}},
+	} {
+		if _, err := Ports(bad); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("Ports(%+v): %v; want invalid", bad, err)
+		}
+	}
+	if !Overlap(want[0], record.Port{Protocol: "tcp", HostIP: "0.0.0.0", HostPort: 8080}) || Overlap(want[0], want[1]) {
+		t.Error("Overlap: an address of all the host's overlaps a loopback one of the same port and protocol, no other")
+	}
+}
+
+// TestFreeNamesTheHolder: a port this process listens on is refused, naming it.
+func TestFreeNamesTheHolder(t *testing.T) {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	err = Free(record.Port{Protocol: "tcp", HostIP: "127.0.0.1", HostPort: port})
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "(pid "+strconv.Itoa(os.Getpid())+")") {
+		t.Errorf("Free of a port this test holds: %v", err)
+	}
+	l.Close()
+	if err := Free(record.Port{Protocol: "tcp", HostIP: "127.0.0.1", HostPort: port}); err != nil {
+		t.Errorf("Free once let go: %v", err)
+	}
+	if p, err := SSHPort(map[int]bool{SSHPortBase: true}); err != nil || p <= SSHPortBase || p >= SSHPortBase+SSHPortCount {
+		t.Errorf("SSHPort with the first taken: %d, %v", p, err)
+	}
+}
