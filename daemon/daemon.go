@@ -21,6 +21,7 @@ import (
 	"kiln/daemon/audit"
 	"kiln/daemon/imaging"
 	"kiln/daemon/instances"
+	"kiln/daemon/keys"
 	"kiln/daemon/machines"
 	"kiln/daemon/peer"
 	"kiln/daemon/quota"
@@ -189,6 +190,11 @@ func serve(ctx context.Context, cfg Config, st *settings.Settings, store *images
 	s.img = imaging.New(store, s.builder.Tool, s.uid, s.admin, quotaOf)
 	layout := record.Layout{Root: cfg.Root}
 	s.vols = vols.New(db, layout, store, s.builder.Tool, quotaOf, loadedVols)
+	keyPairs, err := db.KeyPairs()
+	if err != nil {
+		return err
+	}
+	s.keys = keys.New(db, keyPairs)
 	s.inst = instances.New(instances.Config{DB: db, Store: store, Builder: s.builder, Qemu: cfg.Qemu, Accel: accel.name,
 		KVMDevice: cfg.KVMDevice, Root: cfg.Root, Ops: &s.ops, OpsCtx: opsCtx, Placer: choosePlacer(ctx),
 		Quota: quotaOf, Imaging: s.img, Vols: s.vols, Loaded: loaded})

@@ -121,6 +121,7 @@ var daemonParts = map[string][]string{
 	"kiln/daemon/machines":  {"kiln/daemon/api", "kiln/daemon/record"},
 	"kiln/daemon/vols":      {"kiln/daemon/api", "kiln/daemon/quota", "kiln/daemon/record"},
 	"kiln/daemon/imaging":   {"kiln/daemon/api", "kiln/daemon/peer", "kiln/daemon/quota"},
+	"kiln/daemon/keys":      {"kiln/daemon/api", "kiln/daemon/record"},
 	"kiln/daemon/instances": {"kiln/daemon/api", "kiln/daemon/console", "kiln/daemon/machines", "kiln/daemon/quota", "kiln/daemon/record", "kiln/daemon/vols"},
 }
 

@@ -17,6 +17,7 @@ import (
 	"kiln/daemon/console"
 	"kiln/daemon/imaging"
 	"kiln/daemon/instances"
+	"kiln/daemon/keys"
 	"kiln/daemon/peer"
 	"kiln/daemon/quota"
 	"kiln/daemon/settings"
@@ -43,6 +44,7 @@ type server struct {
 
 	inst *instances.Manager
 	vols *vols.Set
+	keys *keys.Set
 	// consoles is what kilnd knows of the instances' consoles.
 	consoles console.Tracker
 	img      *imaging.Images
@@ -119,6 +121,10 @@ func (s *server) routes() http.Handler {
 	route("DELETE "+v+"/volumes/{volume}", api.KindVolume, s.deleteVolume)
 	route("POST "+v+"/volumes/{volume}/attach", api.KindVolume, s.attachVolume)
 	route("POST "+v+"/volumes/{volume}/detach", api.KindVolume, s.detachVolume)
+	route("GET "+v+"/key-pairs", api.KindKeyPair, s.listKeyPairs)
+	route("POST "+v+"/key-pairs", api.KindKeyPair, s.createKeyPair)
+	route("GET "+v+"/key-pairs/{key}", api.KindKeyPair, s.inspectKeyPair)
+	route("DELETE "+v+"/key-pairs/{key}", api.KindKeyPair, s.deleteKeyPair)
 	route("GET "+v+"/snapshots", api.KindSnapshot, s.listSnapshots)
 	route("GET "+v+"/snapshots/{snapshot}", api.KindSnapshot, s.inspectSnapshot)
 	route("DELETE "+v+"/snapshots/{snapshot}", api.KindSnapshot, s.deleteSnapshot)

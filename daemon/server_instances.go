@@ -32,7 +32,15 @@ func (s *server) runInstances(w http.ResponseWriter, r *http.Request, c peer.Cal
 	if err != nil {
 		return api.FromError(err, api.KindImage) // an image's error, not an instance's
 	}
-	insts, err := s.inst.Run(r.Context(), c.User, im, req)
+	var key instances.Key
+	if req.KeyName != "" {
+		kp, err := s.keys.Get(req.KeyName, c.User, func(owner string) bool { return owner == c.User })
+		if err != nil {
+			return api.FromError(err, api.KindKeyPair)
+		}
+		key = instances.Key{Name: kp.Name, PublicKey: kp.PublicKey}
+	}
+	insts, err := s.inst.Run(r.Context(), c.User, im, req, key)
 	out := make([]api.Instance, 0, len(insts))
 	for _, inst := range insts {
 		out = append(out, instanceAPI(s.inst.Record(inst)))
@@ -196,6 +204,7 @@ func instanceAPI(rec record.Instance) api.Instance {
 	for _, mp := range rec.Mappings {
 		out.BlockDeviceMappings = append(out.BlockDeviceMappings, api.InstanceBlockDeviceMapping(mp))
 	}
+	out.KeyName = rec.KeyName
 	if out.SSHPort = rec.SSHPort; rec.SSHPort != 0 {
 		out.Ports = append(out.Ports, api.Port{Protocol: "tcp", HostIP: "127.0.0.1", HostPort: rec.SSHPort, GuestPort: 22})
 	}

@@ -33,6 +33,10 @@ func (s *server) createVolume(w http.ResponseWriter, r *http.Request, c peer.Cal
 	if err := api.Decode(r.Body, &req); err != nil {
 		return err
 	}
+	// Layers must not go between looking the snapshot up and the volume record naming
+	// them (Create holds the store too; a GC never queues, so holding it twice is safe).
+	release := s.store.Hold()
+	defer release()
 	var sn *images.Snapshot
 	if req.SnapshotID != "" {
 		var err error

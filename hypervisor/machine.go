@@ -59,8 +59,10 @@ type Spec struct {
 }
 
 // Net is a virtio network card on QEMU's user-mode network (10.0.2.0/24, the guest
-// 10.0.2.15 by DHCP, outbound through the host), with host ports forwarded to the
-// guest's.
+// 10.0.2.15 by DHCP), with host ports forwarded to the guest's. The network is
+// restricted: the guest reaches nothing of the host's or beyond (QEMU's user network
+// would otherwise map 10.0.2.2 to the host's loopback, where other instances' SSH
+// ports and every loopback-only service listen); the forwards still carry connections in.
 type Net struct {
 	MAC      string // 52:54:00:xx:xx:xx
 	Forwards []Forward
@@ -82,7 +84,7 @@ func (n *Net) netArgs() ([]string, error) {
 	if !macAddr.MatchString(n.MAC) {
 		return nil, fmt.Errorf("MAC address %q: want 52:54:00:xx:xx:xx", n.MAC)
 	}
-	netdev := "user,id=net0"
+	netdev := "user,id=net0,restrict=on,ipv6=off"
 	for _, f := range n.Forwards {
 		ip := net.ParseIP(f.HostIP)
 		if f.Protocol != "tcp" && f.Protocol != "udp" || ip == nil || ip.To4() == nil ||

@@ -53,7 +53,7 @@ func TestArgs(t *testing.T) {
 		`{"driver":"raw","file":"seed-f0","node-name":"seed-0","read-only":true}`,
 		"-device virtio-blk-pci,drive=seed-0,id=seed",
 		"-device pvpanic-pci,bus=pcie.0 -action panic=pause",
-		"-netdev user,id=net0,hostfwd=tcp:127.0.0.1:42200-:22,hostfwd=udp:0.0.0.0:5353-:53 -device virtio-net-pci,netdev=net0,romfile=,mac=52:54:00:0a:0b:0c",
+		"-netdev user,id=net0,restrict=on,ipv6=off,hostfwd=tcp:127.0.0.1:42200-:22,hostfwd=udp:0.0.0.0:5353-:53 -device virtio-net-pci,netdev=net0,romfile=,mac=52:54:00:0a:0b:0c",
 	} {
 		if !strings.Contains(line, want) {
 			t.Errorf("argv lacks %s\n%s", want, line)

@@ -29,7 +29,17 @@ func TestDebianGuest(t *testing.T) {
 		t.Skip("boots the Debian guest")
 	}
 	disk := kilntest.DebianDisk(t)
+	sshBin := kilntest.Need(t, "ssh")
 	socket := startDaemon(t)
+	home := t.TempDir()
+	t.Setenv("HOME", home) // key-pair create keeps the private key in ~/.ssh/kiln/
+	if code, _, errOut := kiln(t, socket, "key-pair", "create", "k", "-q"); code != 0 {
+		t.Fatalf("key-pair create: exit %d: %s", code, errOut)
+	}
+	keyFile := filepath.Join(home, ".ssh", "kiln", "k")
+	if st, err := os.Stat(keyFile); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("the private key: %v, %v; want a file of mode 0600", st, err)
+	}
 	if code, _, errOut := kiln(t, socket, "image", "register", "debian-12", "--disk", disk, "--wait", "-q"); code != 0 {
 		t.Fatalf("register: exit %d: %s", code, errOut)
 	}
@@ -42,7 +52,7 @@ runcmd:
 		t.Fatal(err)
 	}
 	code, out, errOut := kilnWithin(t, kilntest.DebianDeadline, socket, "run", "debian-12", "--name", "deb", "--type", "small",
-		"--user-data", ud, "--publish", "18080:8080", "--wait", "--timeout", kilntest.DebianDeadline.String(), "-q")
+		"--user-data", ud, "--publish", "18080:8080", "--key-name", "k", "--wait", "--timeout", kilntest.DebianDeadline.String(), "-q")
 	id := strings.TrimSpace(out)
 	if strings.HasPrefix(id, "i-") {
 		t.Cleanup(func() { kiln(t, socket, "terminate", "--force", id) })
@@ -75,7 +85,7 @@ runcmd:
 	// The SSH port: the guest's sshd answers with its banner.
 	_, out, _ = kiln(t, socket, "instance", "inspect", "deb", "-o", "json")
 	var inst api.Instance
-	if err := json.Unmarshal([]byte(out), &inst); err != nil || inst.SSHPort == 0 || len(inst.Ports) != 2 {
+	if err := json.Unmarshal([]byte(out), &inst); err != nil || inst.SSHPort == 0 || len(inst.Ports) != 2 || inst.KeyName != "k" {
 		t.Fatalf("inspect: %v\n%s", err, out)
 	}
 	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", inst.SSHPort), 10*time.Second)
@@ -87,6 +97,14 @@ runcmd:
 	c.Close()
 	if !strings.HasPrefix(banner, "SSH-2.0-OpenSSH") {
 		t.Errorf("the SSH port %d answered %q, want sshd's banner", inst.SSHPort, banner)
+	}
+	// The key pair: its private key logs in as the image's default user, the host key
+	// checked (a known_hosts of the test's own, the key accepted on first sight).
+	ssh := kilntest.CommandWithin(t, time.Minute, sshBin, "-i", keyFile, "-p", fmt.Sprint(inst.SSHPort),
+		"-o", "UserKnownHostsFile="+filepath.Join(home, "known_hosts"), "-o", "StrictHostKeyChecking=accept-new",
+		"-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "debian@127.0.0.1", "cat", "/var/lib/cloud/data/instance-id")
+	if got, err := ssh.Output(); err != nil || strings.TrimSpace(string(got)) != id {
+		t.Errorf("ssh with the key pair: %v: %q; want %s", err, got, id)
 	}
 	if _, out, _ = kiln(t, socket, "ps"); !strings.Contains(out, fmt.Sprintf("127.0.0.1:%d->22/tcp, 127.0.0.1:18080->8080/tcp", inst.SSHPort)) {
 		t.Errorf("ps does not show the ports:\n%s", out)
@@ -103,6 +121,7 @@ runcmd:
 		{"18080:80", "published by instance " + id},
 		{fmt.Sprintf("%d:80", heldPort), fmt.Sprintf("taken by %s (pid %d)", filepath.Base(os.Args[0])[:min(15, len(filepath.Base(os.Args[0])))], os.Getpid())},
 		{"80:80", "1024 to 65535"},
+		{"42300:22", "kept for instances' SSH"},
 	} {
 		code, _, errOut := kiln(t, socket, "run", "debian-12", "--type", "nano", "--publish", tc.publish)
 		if code != 1 || !strings.Contains(errOut, tc.says) || !strings.Contains(errOut, api.CodeInvalidParameterValue) {

@@ -40,6 +40,8 @@ const (
 	CodeVolumeInUse             = "VolumeInUse"
 	CodeResourceLimitExceeded   = "ResourceLimitExceeded"
 	CodeQuotaExceeded           = "QuotaExceeded" // a user's quota; the message gives the limit and the use
+	CodeInvalidKeyPairNotFound  = "InvalidKeyPair.NotFound"
+	CodeInvalidKeyPairDuplicate = "InvalidKeyPair.Duplicate"
 )
 
 // Kind is the kind of resource an operation is about; it picks the resource-specific
@@ -53,6 +55,7 @@ const (
 	KindSnapshot
 	KindInstance
 	KindVolume
+	KindKeyPair
 )
 
 // codes maps the codes to their class and HTTP status; the first code of a class is the
@@ -82,6 +85,8 @@ var codes = map[string]struct {
 	CodeVolumeInUse:             {errdefs.ErrConflict, http.StatusConflict},
 	CodeResourceLimitExceeded:   {errdefs.ErrResourceExhausted, http.StatusConflict},
 	CodeQuotaExceeded:           {errdefs.ErrResourceExhausted, http.StatusConflict},
+	CodeInvalidKeyPairNotFound:  {errdefs.ErrNotFound, http.StatusNotFound},
+	CodeInvalidKeyPairDuplicate: {errdefs.ErrAlreadyExists, http.StatusConflict},
 }
 
 // ErrUnknownAction marks a request for an API call, or an action of one, that does not
@@ -116,6 +121,8 @@ func code(err error, kind Kind) string {
 			return CodeInvalidInstanceNotFound
 		case KindVolume:
 			return CodeInvalidVolumeNotFound
+		case KindKeyPair:
+			return CodeInvalidKeyPairNotFound
 		}
 		return CodeResourceNotFound
 	case errdefs.IsAlreadyExists(err):
@@ -124,6 +131,8 @@ func code(err error, kind Kind) string {
 			return CodeInvalidAMINameDuplicate
 		case KindInstance:
 			return CodeInstanceNameDuplicate
+		case KindKeyPair:
+			return CodeInvalidKeyPairDuplicate
 		}
 		return CodeResourceAlreadyExists
 	case errdefs.IsNotImplemented(err):

@@ -186,6 +186,7 @@ type Instance struct {
 	// for its life; Ports are those published (--publish), SSH's first.
 	SSHPort int    `json:"sshPort,omitempty"`
 	Ports   []Port `json:"ports,omitempty"`
+	KeyName string `json:"keyName,omitempty"`
 }
 
 // InstanceBlockDeviceMapping is one volume of an instance.
@@ -214,6 +215,30 @@ type RunInstancesRequest struct {
 	// Publish are host ports forwarded to the guest's (kiln run --publish); with one
 	// instance only.
 	Publish []Port `json:"publish,omitempty"`
+	// KeyName is a key pair of the caller's whose public key the guest gets (cloud-init's
+	// public-keys, for its default user).
+	KeyName string `json:"keyName,omitempty"`
+}
+
+// KeyPair is an SSH key pair, as the cloud's: kilnd keeps its public key and fingerprint;
+// the private key of a pair it made is in create's answer (KeyMaterial) and nowhere else.
+type KeyPair struct {
+	KeyPairID      string    `json:"keyPairId"`
+	KeyName        string    `json:"keyName"`
+	KeyType        string    `json:"keyType"` // ed25519 or rsa
+	KeyFingerprint string    `json:"keyFingerprint"`
+	PublicKey      string    `json:"publicKey"` // in authorized_keys form
+	OwnerID        string    `json:"ownerId"`
+	CreateTime     time.Time `json:"createTime"`
+	KeyMaterial    string    `json:"keyMaterial,omitempty"`
+}
+
+// CreateKeyPairRequest is POST /v1/key-pairs: kilnd makes a pair of Type (ed25519 by
+// default), or, with PublicKey (authorized_keys form), imports that key.
+type CreateKeyPairRequest struct {
+	Name      string `json:"name"`
+	Type      string `json:"type,omitempty"`
+	PublicKey string `json:"publicKey,omitempty"`
 }
 
 // Port is a host port forwarded to a port of the guest, on the instance's user-mode

@@ -355,3 +355,30 @@ func (c *Client) DetachVolume(ctx context.Context, id string) (api.Volume, error
 	err := c.do(ctx, http.MethodPost, "/volumes/"+url.PathEscape(id)+"/detach", nil, nil, &v)
 	return v, err
 }
+
+// CreateKeyPair makes a key pair (its private key in the answer, once), or imports a
+// public key when req.PublicKey is set.
+func (c *Client) CreateKeyPair(ctx context.Context, req api.CreateKeyPairRequest) (api.KeyPair, error) {
+	var kp api.KeyPair
+	err := c.do(ctx, http.MethodPost, "/key-pairs", nil, req, &kp)
+	return kp, err
+}
+
+// KeyPairs lists the caller's key pairs.
+func (c *Client) KeyPairs(ctx context.Context) ([]api.KeyPair, error) {
+	var out []api.KeyPair
+	err := c.do(ctx, http.MethodGet, "/key-pairs", nil, nil, &out)
+	return out, err
+}
+
+// KeyPair returns one key pair, by name or id.
+func (c *Client) KeyPair(ctx context.Context, ref string) (api.KeyPair, error) {
+	var kp api.KeyPair
+	err := c.do(ctx, http.MethodGet, "/key-pairs/"+url.PathEscape(ref), nil, nil, &kp)
+	return kp, err
+}
+
+// DeleteKeyPair removes a key pair.
+func (c *Client) DeleteKeyPair(ctx context.Context, ref string) error {
+	return c.do(ctx, http.MethodDelete, "/key-pairs/"+url.PathEscape(ref), nil, nil, nil)
+}

@@ -81,7 +81,7 @@ type Config struct {
 	Loaded []record.Instance
 }
 
-// Manager keeps every instance's record and machine, and every volume's record.
+// Manager keeps every instance's record and machine (volumes are vols.Set's).
 // Records change only through set, which writes the DB (with an event) before the cache.
 type Manager struct {
 	Config

@@ -28,7 +28,10 @@ var volumeDevice = regexp.MustCompile(`^/dev/vd[b-z]$`)
 // mapping (an overlay on the snapshot's layers: nothing is copied), blank volumes, a
 // seed for user data, and QEMU started detached; it answers once QEMU does. Anything
 // refused or failed leaves nothing behind.
-func (m *Manager) Run(ctx context.Context, owner string, im *images.Image, req api.RunInstancesRequest) ([]*Instance, error) {
+// Key is the key pair an instance is launched with: its name and public key.
+type Key struct{ Name, PublicKey string }
+
+func (m *Manager) Run(ctx context.Context, owner string, im *images.Image, req api.RunInstancesRequest, key Key) ([]*Instance, error) {
 	if im.State != images.StateAvailable {
 		return nil, fmt.Errorf("image %s is %s, not available: %w", im.ID, im.State, errdefs.ErrFailedPrecondition)
 	}
@@ -109,7 +112,7 @@ func (m *Manager) Run(ctx context.Context, owner string, im *images.Image, req a
 	}
 	var out []*Instance
 	for i := 0; i < count; i++ {
-		inst, err := m.launch(ctx, owner, im, names[i], typ, cpus, mem, ports, req)
+		inst, err := m.launch(ctx, owner, im, names[i], typ, cpus, mem, ports, req, key)
 		if err != nil {
 			return out, err
 		}
@@ -148,7 +151,7 @@ func (m *Manager) reserve(rec record.Instance) (*Instance, error) {
 	return inst, nil
 }
 
-func (m *Manager) launch(ctx context.Context, owner string, im *images.Image, name, typ string, cpus, mem int, ports []record.Port, req api.RunInstancesRequest) (*Instance, error) {
+func (m *Manager) launch(ctx context.Context, owner string, im *images.Image, name, typ string, cpus, mem int, ports []record.Port, req api.RunInstancesRequest, key Key) (*Instance, error) {
 	id := ids.NewID(record.InstancePrefix)
 	if name == "" {
 		name = id
@@ -156,15 +159,15 @@ func (m *Manager) launch(ctx context.Context, owner string, im *images.Image, na
 	inst, err := m.reserve(record.Instance{
 		ID: id, Name: name, ImageID: im.ID, OwnerID: owner, State: record.StatePending, InstanceType: typ,
 		CPUs: cpus, MemoryMiB: mem, Accel: m.Accel, RootDeviceType: im.RootDeviceType, RootDeviceName: im.RootDeviceName,
-		Kernel: im.Kernel, Initrd: im.Initrd, Cmdline: im.Cmdline, Seed: len(req.UserData) > 0, LaunchTime: time.Now().UTC(),
-		Ports: ports,
+		Kernel: im.Kernel, Initrd: im.Initrd, Cmdline: im.Cmdline, Seed: len(req.UserData) > 0 || key.PublicKey != "", LaunchTime: time.Now().UTC(),
+		Ports: ports, KeyName: key.Name,
 	})
 	if err != nil {
 		return nil, err
 	}
 	inst.op.Lock()
 	defer inst.op.Unlock()
-	if err := m.prepare(ctx, inst, im, req); err != nil {
+	if err := m.prepare(ctx, inst, im, req, key); err != nil {
 		m.discard(inst)
 		return nil, err
 	}
@@ -176,7 +179,7 @@ func (m *Manager) launch(ctx context.Context, owner string, im *images.Image, na
 }
 
 // prepare makes the instance's directory, volumes and seed.
-func (m *Manager) prepare(ctx context.Context, inst *Instance, im *images.Image, req api.RunInstancesRequest) error {
+func (m *Manager) prepare(ctx context.Context, inst *Instance, im *images.Image, req api.RunInstancesRequest, key Key) error {
 	dir := m.layout.Dir(inst.rec.ID)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -185,14 +188,17 @@ func (m *Manager) prepare(ctx context.Context, inst *Instance, im *images.Image,
 	if err != nil {
 		return err
 	}
-	if len(req.UserData) > 0 {
+	if inst.rec.Seed {
 		meta := fmt.Sprintf("instance-id: %s\nlocal-hostname: %s\n", inst.rec.ID, inst.rec.Name)
+		if key.PublicKey != "" { // cloud-init gives it to the image's default user
+			meta += fmt.Sprintf("public-keys:\n  - %q\n", key.PublicKey)
+		}
 		if err := builder.WriteSeed(filepath.Join(dir, "seed.iso"), req.UserData, []byte(meta)); err != nil {
 			return err
 		}
 	}
 	seedDevice := ""
-	if len(req.UserData) > 0 { // the guest sees the seed as the disk after the mapped ones
+	if inst.rec.Seed { // the guest sees the seed as the disk after the mapped ones
 		taken := map[string]bool{}
 		for _, mp := range mappings {
 			taken[mp.DeviceName] = true

@@ -3,12 +3,14 @@ package machines
 import (
 	"bufio"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/containerd/errdefs"
 
@@ -46,6 +48,8 @@ func Ports(publish []api.Port) ([]record.Port, error) {
 			return nil, fmt.Errorf("publish %s: host address %q: want an IPv4 address of this host: %w", portString(r), r.HostIP, errdefs.ErrInvalidArgument)
 		case r.HostPort < 1024 || r.HostPort > 65535:
 			return nil, fmt.Errorf("publish %s: host port %d: want 1024 to 65535 (QEMU runs unprivileged): %w", portString(r), r.HostPort, errdefs.ErrInvalidArgument)
+		case r.HostPort >= SSHPortBase && r.HostPort < SSHPortBase+SSHPortCount:
+			return nil, fmt.Errorf("publish %s: host ports %d to %d are kept for instances' SSH: %w", portString(r), SSHPortBase, SSHPortBase+SSHPortCount-1, errdefs.ErrInvalidArgument)
 		case r.GuestPort < 1 || r.GuestPort > 65535:
 			return nil, fmt.Errorf("publish %s: guest port %d: want 1 to 65535: %w", portString(r), r.GuestPort, errdefs.ErrInvalidArgument)
 		}
@@ -69,6 +73,22 @@ func Overlap(a, b record.Port) bool {
 // Free checks that QEMU can listen on the port now: taken by another process, it says
 // which, if this host shows it.
 func Free(p record.Port) error {
+	err := bindable(p)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return fmt.Errorf("host port %s: %s is not an address of this host: %w", portString(p), p.HostIP, errdefs.ErrInvalidArgument)
+	}
+	who := "another process"
+	if h := holder(p.Protocol, p.HostPort); h != "" {
+		who = h
+	}
+	return fmt.Errorf("host port %s is taken by %s: %w", portString(p), who, errdefs.ErrInvalidArgument)
+}
+
+// bindable tries to listen on the port, and lets it go.
+func bindable(p record.Port) error {
 	addr := net.JoinHostPort(p.HostIP, strconv.Itoa(p.HostPort))
 	var err error
 	if p.Protocol == "udp" {
@@ -82,14 +102,7 @@ func Free(p record.Port) error {
 			l.Close()
 		}
 	}
-	if err == nil {
-		return nil
-	}
-	who := "another process"
-	if h := holder(p.Protocol, p.HostPort); h != "" {
-		who = h
-	}
-	return fmt.Errorf("host port %s is taken by %s; publish another (--publish HOSTPORT:GUESTPORT): %w", portString(p), who, errdefs.ErrInvalidArgument)
+	return err
 }
 
 // CheckPorts refuses the ports r publishes when one of the others (the instances in
@@ -120,10 +133,10 @@ func CheckPorts(r *record.Instance, others []record.Instance) error {
 }
 
 // SSHPort is the first port of the SSH range that no instance in used has and that is
-// free now.
+// free now (tried by a bind alone: the caller holds the manager's lock).
 func SSHPort(used map[int]bool) (int, error) {
 	for port := SSHPortBase; port < SSHPortBase+SSHPortCount; port++ {
-		if !used[port] && Free(record.Port{Protocol: "tcp", HostIP: "127.0.0.1", HostPort: port}) == nil {
+		if !used[port] && bindable(record.Port{Protocol: "tcp", HostIP: "127.0.0.1", HostPort: port}) == nil {
 			return port, nil
 		}
 	}

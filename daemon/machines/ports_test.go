@@ -29,6 +29,7 @@ func TestPorts(t *testing.T) {
 		{{HostIP: "localhost", HostPort: 8080, GuestPort: 80}},
 		{{Protocol: "sctp", HostPort: 8080, GuestPort: 80}},
 		{{HostPort: 8080, GuestPort: 80}, {HostPort: 8080, GuestPort: 81}},
+		{{HostPort: SSHPortBase + 100, GuestPort: 22}},
 	} {
 		if _, err := Ports(bad); !errdefs.IsInvalidArgument(err) {
 			t.Errorf("Ports(%+v): %v; want invalid", bad, err)

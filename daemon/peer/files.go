@@ -87,8 +87,9 @@ type fileConn struct {
 
 func (c *fileConn) Read(b []byte) (int, error) {
 	// Room for what the connection and its caller may still hold, no more: the kernel
-	// closes descriptors that do not fit (MSG_CTRUNC), so a caller past its limit never
-	// makes kilnd hold more, even for a moment.
+	// closes descriptors that do not fit (MSG_CTRUNC), so a caller past its limit makes
+	// kilnd hold at most one read's worth more, on each of its connections reading at
+	// once, and keep rarely anything (keep's admitFiles closes what is left over).
 	c.mu.Lock()
 	room := maxPassedFiles - len(c.files)
 	c.mu.Unlock()

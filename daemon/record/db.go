@@ -19,6 +19,7 @@ var (
 	bucketInstances = []byte("instances")
 	bucketVolumes   = []byte("volumes")
 	bucketEvents    = []byte("events")
+	bucketKeyPairs  = []byte("keypairs")
 )
 
 // DB keeps the records of instances and volumes, and the event log, in their buckets of
@@ -28,7 +29,7 @@ type DB struct{ db *bolt.DB }
 // Open makes the buckets, when missing, in db.
 func Open(db *bolt.DB) (*DB, error) {
 	err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketInstances, bucketVolumes, bucketEvents} {
+		for _, b := range [][]byte{bucketInstances, bucketVolumes, bucketEvents, bucketKeyPairs} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -182,4 +183,45 @@ func OpenFile(root string) (*bolt.DB, error) {
 		return nil, fmt.Errorf("metadata db %s: %w", path, err)
 	}
 	return db, nil
+}
+
+// KeyPair is an SSH key pair's record: its public key and fingerprint, never a private
+// key.
+type KeyPair struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	OwnerID     string    `json:"ownerId"`
+	Type        string    `json:"type"`
+	Fingerprint string    `json:"fingerprint"`
+	PublicKey   string    `json:"publicKey"`
+	CreateTime  time.Time `json:"createTime"`
+}
+
+// KeyPairs reads every key pair's record.
+func (d *DB) KeyPairs() ([]KeyPair, error) {
+	var out []KeyPair
+	err := d.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketKeyPairs).ForEach(func(k, v []byte) error {
+			var kp KeyPair
+			if err := json.Unmarshal(v, &kp); err != nil {
+				return fmt.Errorf("key pair record %s: %w", k, err)
+			}
+			out = append(out, kp)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// PutKeyPair writes a key pair's record.
+func (d *DB) PutKeyPair(kp KeyPair) error {
+	if err := d.db.Update(func(tx *bolt.Tx) error { return put(tx, bucketKeyPairs, kp.ID, kp) }); err != nil {
+		return fmt.Errorf("key pair %s: %w", kp.ID, err)
+	}
+	return nil
+}
+
+// DeleteKeyPair removes a key pair's record.
+func (d *DB) DeleteKeyPair(id string) error {
+	return d.delete(bucketKeyPairs, "key pair", id)
 }

@@ -57,6 +57,8 @@ type Instance struct {
 	// and kept for the instance's life; Ports are the ports published at launch.
 	SSHPort int    `json:"sshPort,omitempty"`
 	Ports   []Port `json:"ports,omitempty"`
+	// KeyName is the key pair whose public key the guest was given at launch.
+	KeyName string `json:"keyName,omitempty"`
 }
 
 // Port is a host port forwarded to a port of the guest.
