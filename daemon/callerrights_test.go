@@ -34,7 +34,11 @@ func TestRegisterCallerHoldsNoStoreFile(t *testing.T) {
 	k := kilndIn(t, d, "info")
 	alice := accounts(t, k.Socket)["alice"]
 	k.Start()
-	disk := randomDisk(t, d, 512<<20)
+	size := int64(512 << 20)
+	if kilntest.Race { // the race detector slows the scan: a longer conversion for it to see
+		size = 2 << 30
+	}
+	disk := randomDisk(t, d, size)
 	if err := os.Chmod(disk, 0o644); err != nil {
 		t.Fatal(err)
 	}
