@@ -14,6 +14,7 @@
 //     and their reservations, the audit trail;
 //   - daemon/imaging: images as callers meet them (visibility, lookups, sharing,
 //     admission, images being made);
+//   - daemon/keys: users' SSH key pairs (made or imported, the cloud's fingerprints);
 //   - daemon/instances: the instance domain (records and state machine, lifecycle,
 //     create-image, hot-plug, instance quotas), on daemon/machines (sizes, QEMU users,
 //     machine specs), daemon/vols (volumes' records and files), daemon/console
