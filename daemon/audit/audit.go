@@ -156,7 +156,7 @@ type auditKey struct{}
 // resources its path names.
 func Begin(r *http.Request, c peer.Caller) (*http.Request, *Entry) {
 	e := &Entry{Time: time.Now().UTC(), UID: c.UID, User: c.User, PID: c.PID, Action: r.Pattern, Resource: []string{}}
-	for _, name := range []string{"image", "instance", "volume", "snapshot"} {
+	for _, name := range []string{"image", "instance", "volume", "snapshot", "key"} {
 		if v := r.PathValue(name); v != "" {
 			e.Resource = append(e.Resource, name+"="+v)
 		}
