@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
+
+	"kiln/internal/ids"
 )
 
 // filterKeys are the filter names kiln knows, with the cloud's spelling.
@@ -71,17 +73,17 @@ func ParseFilter(specs []string) (Filter, error) {
 	for _, spec := range specs {
 		key, pattern, ok := strings.Cut(spec, "=")
 		if !ok || key == "" {
-			return Filter{}, fmt.Errorf("filter %q: want KEY=VALUE: %w", clip(spec), errdefs.ErrInvalidArgument)
+			return Filter{}, fmt.Errorf("filter %q: want KEY=VALUE: %w", ids.Clip(spec), errdefs.ErrInvalidArgument)
 		}
 		if _, known := filterKeys[key]; !known {
 			tag, isTag := strings.CutPrefix(key, "tag:")
 			if !isTag || tag == "" {
 				return Filter{}, fmt.Errorf("filter %q: unknown key %q (known: %s): %w",
-					clip(spec), clip(key), strings.Join(FilterKeys(), ", "), errdefs.ErrInvalidArgument)
+					ids.Clip(spec), ids.Clip(key), strings.Join(FilterKeys(), ", "), errdefs.ErrInvalidArgument)
 			}
 		}
 		if strings.HasSuffix(pattern, `\`) && !strings.HasSuffix(pattern, `\\`) {
-			return Filter{}, fmt.Errorf("filter %q: ends in a lone \\: %w", clip(spec), errdefs.ErrInvalidArgument)
+			return Filter{}, fmt.Errorf("filter %q: ends in a lone \\: %w", ids.Clip(spec), errdefs.ErrInvalidArgument)
 		}
 		f.terms[key] = append(f.terms[key], pattern)
 	}

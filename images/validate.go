@@ -33,12 +33,12 @@ const (
 // be mistaken for a path). The error wraps errdefs.ErrInvalidArgument.
 func CheckName(name string) error {
 	if n := utf8.RuneCountInString(name); n < MinNameLen || n > MaxNameLen {
-		return fmt.Errorf("image name %q: must be %d to %d characters long: %w", clip(name), MinNameLen, MaxNameLen, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("image name %q: must be %d to %d characters long: %w", ids.Clip(name), MinNameLen, MaxNameLen, errdefs.ErrInvalidArgument)
 	}
 	for _, c := range name {
 		if !nameRune(c) {
 			return fmt.Errorf("image name %q: character %q is not allowed (use letters, digits, spaces and ( ) [ ] . - ' @ _): %w",
-				clip(name), c, errdefs.ErrInvalidArgument)
+				ids.Clip(name), c, errdefs.ErrInvalidArgument)
 		}
 	}
 	if strings.HasPrefix(name, ImagePrefix) && ids.IsID(ImagePrefix, name) {
@@ -80,7 +80,7 @@ func CheckTags(tags map[string]string, existing int) error {
 			return err
 		}
 		if !utf8.ValidString(v) || utf8.RuneCountInString(v) > MaxTagValueLen {
-			return fmt.Errorf("tag %q: value must be valid UTF-8 of at most %d characters: %w", clip(k), MaxTagValueLen, errdefs.ErrInvalidArgument)
+			return fmt.Errorf("tag %q: value must be valid UTF-8 of at most %d characters: %w", ids.Clip(k), MaxTagValueLen, errdefs.ErrInvalidArgument)
 		}
 	}
 	return nil
@@ -106,17 +106,9 @@ func MergeTags(tags, add map[string]string) (map[string]string, error) {
 func CheckTagKey(k string) error {
 	switch {
 	case k == "" || !utf8.ValidString(k) || utf8.RuneCountInString(k) > MaxTagKeyLen:
-		return fmt.Errorf("tag key %q: must be valid UTF-8 of 1 to %d characters: %w", clip(k), MaxTagKeyLen, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("tag key %q: must be valid UTF-8 of 1 to %d characters: %w", ids.Clip(k), MaxTagKeyLen, errdefs.ErrInvalidArgument)
 	case strings.HasPrefix(strings.ToLower(k), ReservedTagPrefix):
-		return fmt.Errorf("tag key %q: the prefix %q is reserved for kiln: %w", clip(k), ReservedTagPrefix, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("tag key %q: the prefix %q is reserved for kiln: %w", ids.Clip(k), ReservedTagPrefix, errdefs.ErrInvalidArgument)
 	}
 	return nil
-}
-
-// clip shortens outside input quoted in an error message.
-func clip(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
 }

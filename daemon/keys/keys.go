@@ -93,7 +93,7 @@ func (s *Set) Create(owner, name, typ string) (api.KeyPair, error) {
 		fingerprint = colonHex(sum[:])
 		private = string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(priv)}))
 	default:
-		return api.KeyPair{}, fmt.Errorf("key type %q: want ed25519 or rsa: %w", clip(typ), errdefs.ErrInvalidArgument)
+		return api.KeyPair{}, fmt.Errorf("key type %q: want ed25519 or rsa: %w", ids.Clip(typ), errdefs.ErrInvalidArgument)
 	}
 	kp, err := s.add(owner, name, typ, fingerprint, public)
 	if err != nil {
@@ -173,7 +173,7 @@ func (s *Set) Get(ref, owner string, visible func(owner string) bool) (record.Ke
 			return kp, nil
 		}
 	}
-	return record.KeyPair{}, fmt.Errorf("key pair %q: you have none of that name or id; see kiln key-pair ls: %w", clip(ref), errdefs.ErrNotFound)
+	return record.KeyPair{}, fmt.Errorf("key pair %q: you have none of that name or id; see kiln key-pair ls: %w", ids.Clip(ref), errdefs.ErrNotFound)
 }
 
 // List are the key pairs the caller may see, by name.
@@ -230,29 +230,9 @@ func colonHex(b []byte) string {
 	return strings.Join(parts, ":")
 }
 
-// checkName checks a key pair's name: 1 to MaxNameLen letters, digits, '.', '-', '_'
-// and '@' (it names the private key's file under ~/.ssh/kiln/), never a key pair id.
+// checkName checks a key pair's name: 1 to MaxNameLen letters, digits, '.', '-', '_' and
+// '@', beginning with a letter or a digit (it names the private key's file under
+// ~/.ssh/kiln/), never a key pair id.
 func checkName(name string) error {
-	ok := len(name) > 0 && len(name) <= MaxNameLen && !strings.HasPrefix(name, ".")
-	for _, c := range name {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.ContainsRune(".-_@", c)) {
-			ok = false
-		}
-	}
-	switch {
-	case !ok:
-		return fmt.Errorf("key pair name %q: use 1 to %d letters, digits, '.', '-', '_' and '@', not beginning with '.': %w",
-			clip(name), MaxNameLen, errdefs.ErrInvalidArgument)
-	case ids.IsID(Prefix, name):
-		return fmt.Errorf("key pair name %q looks like a key pair id: %w", name, errdefs.ErrInvalidArgument)
-	}
-	return nil
-}
-
-// clip shortens outside input quoted in an error.
-func clip(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
+	return ids.CheckWord("key pair name", name, MaxNameLen, ".-_@", Prefix)
 }

@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"github.com/containerd/errdefs"
+
+	"kiln/internal/ids"
 )
 
 // Caller is who is on the other end of the socket: the kernel says which process and
@@ -79,21 +81,13 @@ func CallerOf(ctx context.Context) (Caller, bool) {
 func CheckAccounts(users, groups []string) error {
 	for _, u := range users {
 		if _, err := user.Lookup(u); err != nil {
-			return fmt.Errorf("user %q: no such user on this host: %w", clip(u), errdefs.ErrInvalidArgument)
+			return fmt.Errorf("user %q: no such user on this host: %w", ids.Clip(u), errdefs.ErrInvalidArgument)
 		}
 	}
 	for _, g := range groups {
 		if _, err := user.LookupGroup(g); err != nil {
-			return fmt.Errorf("group %q: no such group on this host: %w", clip(g), errdefs.ErrInvalidArgument)
+			return fmt.Errorf("group %q: no such group on this host: %w", ids.Clip(g), errdefs.ErrInvalidArgument)
 		}
 	}
 	return nil
-}
-
-// clip shortens outside input quoted in an error message.
-func clip(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
 }
