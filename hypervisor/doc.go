@@ -11,8 +11,12 @@
 //     outlives kilnd; Attach reattaches to it after a kilnd restart; Stop takes it down;
 //   - what kilnd asks of a running machine over QMP (through hypervisor/qmp): the power
 //     button and reset, disk hot-plug and unplug, external snapshots for live captures,
-//     and the events kilnd acts on (Watch), in kiln's words.
+//     and the events kilnd acts on (Watch), in kiln's words;
+//   - what kilnd asks of the guest itself through its agent (qemu-guest-agent, Agent):
+//     whether it answers, running a program, shutting down. The agent's protocol, as
+//     QMP's, stays inside this package.
 //
-// hypervisor imports the standard library, go-qemu's qmp package, golang.org/x/sys and
-// hypervisor/qmp; it must not import images, volumes, systemd, builder or daemon.
+// hypervisor imports the standard library, go-qemu's qmp package, golang.org/x/sys,
+// containerd's errdefs and hypervisor/qmp; it must not import images, volumes, systemd,
+// builder or daemon.
 package hypervisor
