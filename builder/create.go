@@ -94,7 +94,7 @@ func (b *Builder) PrepareCapture(req CaptureRequest) (*Capture, error) {
 		SourceInstanceID: req.SourceInstanceID, SourceImageID: src.ID,
 		Config: images.Config{
 			Architecture: src.Architecture, BootMode: src.BootMode, RootDeviceName: src.RootDeviceName,
-			RootDeviceType: src.RootDeviceType, Kernel: src.Kernel, Initrd: src.Initrd, Cmdline: src.Cmdline,
+			RootDeviceType: src.RootDeviceType, Kernel: src.Kernel, Initrd: src.Initrd, Cmdline: src.Cmdline, SSHUser: src.SSHUser,
 		},
 	}
 	if err := b.Store.CreateImage(im); err != nil {

@@ -58,6 +58,7 @@ type RegisterRequest struct {
 	Architecture   string // default x86_64
 	BootMode       string // default legacy-bios
 	RootDeviceType string // default ebs
+	SSHUser        string // kiln ssh's default user; none: cloud-init's
 	Tags           map[string]string
 	// Tool, when set, reads the disk files instead of the Builder's own: kilnd gives
 	// the one running as the caller (volumes.Tool.As).
@@ -176,6 +177,7 @@ func (b *Builder) Prepare(ctx context.Context, req RegisterRequest) (_ *Registra
 			RootDeviceName: devs[0],
 			RootDeviceType: req.RootDeviceType,
 			Cmdline:        req.Cmdline,
+			SSHUser:        req.SSHUser,
 		},
 	}
 	if err := b.Store.CreateImage(im); err != nil {
@@ -202,6 +204,9 @@ func checkRequest(req RegisterRequest) error {
 		return err
 	}
 	if err := images.CheckDescription(req.Description); err != nil {
+		return err
+	}
+	if err := images.CheckSSHUser(req.SSHUser); err != nil {
 		return err
 	}
 	if err := images.CheckTags(req.Tags, 0); err != nil {

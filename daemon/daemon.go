@@ -195,8 +195,17 @@ func serve(ctx context.Context, cfg Config, st *settings.Settings, store *images
 		return err
 	}
 	s.keys = keys.New(db, keyPairs)
+	// The metadata service listens on loopback; the firewall sends each guest's gateway
+	// port 80 there, and the service tells instances apart by their QEMU's uid.
+	metaLn, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("the metadata service's listener: %w", err)
+	}
+	defer metaLn.Close()
+	s.network = machines.SetUpNetwork(ctx, machines.NewUsers(accel.name, cfg.KVMDevice), "nft", metaLn.Addr().(*net.TCPAddr).Port)
+	l.WithField("network", s.network.String()).Info("guests' network")
 	s.inst = instances.New(instances.Config{DB: db, Store: store, Builder: s.builder, Qemu: cfg.Qemu, Accel: accel.name,
-		KVMDevice: cfg.KVMDevice, Root: cfg.Root, Ops: &s.ops, OpsCtx: opsCtx, Placer: choosePlacer(ctx),
+		KVMDevice: cfg.KVMDevice, Outbound: s.network.Outbound, Root: cfg.Root, Ops: &s.ops, OpsCtx: opsCtx, Placer: choosePlacer(ctx),
 		Quota: quotaOf, Imaging: s.img, Vols: s.vols, Loaded: loaded})
 	s.inst.Reconcile(ctx) // before serving: a client never sees a stale state
 	// A kilnd killed during a register leaves its export's socket directory behind

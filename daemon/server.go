@@ -18,6 +18,7 @@ import (
 	"kiln/daemon/imaging"
 	"kiln/daemon/instances"
 	"kiln/daemon/keys"
+	"kiln/daemon/machines"
 	"kiln/daemon/peer"
 	"kiln/daemon/quota"
 	"kiln/daemon/settings"
@@ -33,7 +34,8 @@ type server struct {
 	accel   string
 	// accelWhy says why accel was chosen (the probe's result, or the operator's choice).
 	accelWhy string
-	uid      uint32 // kilnd's own uid
+	network  machines.Network // what guests' networks give, set up at start
+	uid      uint32           // kilnd's own uid
 	audit    *audit.Log
 	// settings are the settings file's, replaced whole on reload.
 	settings atomic.Pointer[settings.Settings]
@@ -114,6 +116,7 @@ func (s *server) routes() http.Handler {
 	route("GET "+v+"/instances/{instance}/console", api.KindInstance, s.console)
 	route("POST "+v+"/instances/{instance}/{action}", api.KindInstance, s.instanceAction)
 	route("POST "+v+"/instances/{instance}/create-image", api.KindImage, s.createImage)
+	route("POST "+v+"/instances/{instance}/exec", api.KindInstance, s.exec)
 	route("POST "+v+"/images/{image}/copy", api.KindImage, s.copyImage)
 	route("GET "+v+"/volumes", api.KindVolume, s.listVolumes)
 	route("POST "+v+"/volumes", api.KindVolume, s.createVolume)
@@ -153,6 +156,7 @@ func (s *server) info(w http.ResponseWriter, r *http.Request, c peer.Caller) err
 		Accelerator:       s.accel,
 		AcceleratorReason: s.accelWhy,
 		InstanceUnits:     s.inst.Units(),
+		Network:           s.network.String(),
 		Root:              s.cfg.Root,
 		Socket:            s.cfg.Socket,
 		Images:            len(s.store.Images(func(im *images.Image) bool { return s.img.Visible(c, im) })),

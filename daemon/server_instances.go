@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"cmp"
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -15,6 +17,7 @@ import (
 	"kiln/daemon/instances"
 	"kiln/daemon/peer"
 	"kiln/daemon/record"
+	"kiln/hypervisor"
 )
 
 // viewer says which owners' instances the caller may see: its own, or all for an
@@ -108,9 +111,12 @@ func (s *server) inspectInstance(w http.ResponseWriter, r *http.Request, c peer.
 func (s *server) instanceView(inst *instances.Instance) (api.Instance, record.Instance) {
 	rec := s.inst.Record(inst)
 	view := instanceAPI(rec)
+	c := s.inst.Console(rec)
 	if rec.State == record.StateRunning {
-		view.Ready = s.consoles.Ready(s.inst.Console(rec))
+		view.Ready = s.consoles.Ready(c)
 	}
+	g := console.GuestOf(c)
+	view.SSHHostKeys, view.SSHUser = g.SSHHostKeys, cmp.Or(rec.SSHUser, g.SSHUser)
 	view.CreatingImage = s.img.Creating(rec.ID)
 	return view, rec
 }
@@ -144,6 +150,40 @@ func (s *server) instanceAction(w http.ResponseWriter, r *http.Request, c peer.C
 	}
 	view, _ := s.instanceView(inst)
 	writeJSON(w, http.StatusOK, view)
+	return nil
+}
+
+// exec answers POST /v1/instances/{instance}/exec: runs a program in the guest through
+// its agent and answers once it has exited (or the timeout passed, or the caller went).
+func (s *server) exec(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
+	var req api.ExecRequest
+	if err := api.Decode(r.Body, &req); err != nil {
+		return err
+	}
+	switch {
+	case len(req.Command) == 0 || req.Command[0] == "":
+		return fmt.Errorf("exec: no command: %w", errdefs.ErrInvalidArgument)
+	case len(req.Stdin) > api.MaxExecInput:
+		return fmt.Errorf("exec: standard input of %d bytes is over %d: %w", len(req.Stdin), api.MaxExecInput, errdefs.ErrInvalidArgument)
+	case req.TimeoutSeconds < 0:
+		return fmt.Errorf("exec: timeout %d s: %w", req.TimeoutSeconds, errdefs.ErrInvalidArgument)
+	}
+	inst, err := s.inst.Get(r.PathValue("instance"), s.viewer(c))
+	if err != nil {
+		return err
+	}
+	ctx := r.Context()
+	if req.TimeoutSeconds > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(req.TimeoutSeconds)*time.Second)
+		defer cancel()
+	}
+	res, err := s.inst.Exec(ctx, inst, hypervisor.ExecRequest{Path: req.Command[0], Args: req.Command[1:], Env: req.Env, Stdin: req.Stdin})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, api.ExecResult{ExitCode: res.ExitCode, Signal: res.Signal, Stdout: res.Stdout, Stderr: res.Stderr,
+		StdoutTruncated: res.StdoutTruncated, StderrTruncated: res.StderrTruncated})
 	return nil
 }
 
@@ -205,6 +245,10 @@ func instanceAPI(rec record.Instance) api.Instance {
 		out.BlockDeviceMappings = append(out.BlockDeviceMappings, api.InstanceBlockDeviceMapping(mp))
 	}
 	out.KeyName = rec.KeyName
+	out.MetadataTokens = api.MetadataTokensOptional
+	if rec.MetadataTokensRequired {
+		out.MetadataTokens = api.MetadataTokensRequired
+	}
 	if out.SSHPort = rec.SSHPort; rec.SSHPort != 0 {
 		out.Ports = append(out.Ports, api.Port{Protocol: "tcp", HostIP: "127.0.0.1", HostPort: rec.SSHPort, GuestPort: 22})
 	}

@@ -357,7 +357,7 @@ func (a *Agent) call(ctx context.Context, name string, args, ret any) error {
 }
 
 func (a *Agent) wrap(name string, err error) error {
-	return fmt.Errorf("guest agent %s: %s: %w", a.path, name, err)
+	return fmt.Errorf("guest agent: %s: %w", name, err)
 }
 
 // exchange runs f, which reads and writes the connection, bounded by ctx and

@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/containerd/errdefs"
 )
 
 // RunState is QEMU's run state of a machine, in QMP's words ("running", "paused",
@@ -156,4 +159,112 @@ func (m *Machine) run(ctx context.Context, command string, args any) ([]byte, er
 		return nil, err
 	}
 	return m.client.RunContext(ctx, b)
+}
+
+// agentDial bounds how long kilnd waits for the agent's socket to take its connection.
+const agentDial = 5 * time.Second
+
+// AgentOpen reports whether the guest has its agent's port open, that is whether
+// qemu-guest-agent runs in it: QEMU's query-chardev says whether the port's guest side
+// is open. It asks QEMU only, never the guest, and so answers at once.
+func (m *Machine) AgentOpen(ctx context.Context) (bool, error) {
+	out, err := m.run(ctx, "query-chardev", nil)
+	if err != nil {
+		return false, err
+	}
+	var reply struct {
+		Return []struct {
+			Label        string `json:"label"`
+			FrontendOpen bool   `json:"frontend-open"`
+		} `json:"return"`
+	}
+	if err := json.Unmarshal(out, &reply); err != nil {
+		return false, fmt.Errorf("query-chardev reply %.80q: %w", out, err)
+	}
+	for _, c := range reply.Return {
+		if c.Label == "agent" {
+			return c.FrontendOpen, nil
+		}
+	}
+	return false, nil // a machine started before instances had an agent port
+}
+
+// withAgent runs f on the machine's connection to its guest agent, dialled on first
+// use, and dialled again (once) when it broke: a guest that rebooted, a QEMU that
+// dropped it. A guest whose agent does not run is ErrFailedPrecondition.
+func (m *Machine) withAgent(ctx context.Context, f func(*Agent) error) error {
+	open, err := m.AgentOpen(ctx)
+	if err != nil {
+		return err
+	}
+	if !open {
+		return fmt.Errorf("the guest runs no agent (qemu-guest-agent), or it has not started yet: %w", errdefs.ErrFailedPrecondition)
+	}
+	for try := 0; ; try++ {
+		a, err := m.agentConn(ctx)
+		if err != nil {
+			return err
+		}
+		err = f(a)
+		if try > 0 || !errdefs.IsUnavailable(err) {
+			return err
+		}
+		m.dropAgent(a)
+	}
+}
+
+// agentConn returns the agent's connection, dialling it when there is none.
+func (m *Machine) agentConn(ctx context.Context) (*Agent, error) {
+	m.agentMu.Lock()
+	defer m.agentMu.Unlock()
+	if m.agent == nil {
+		dctx, cancel := context.WithTimeout(ctx, agentDial)
+		defer cancel()
+		a, err := DialAgent(dctx, filepath.Join(m.Dir, AgentSocket))
+		if err != nil {
+			return nil, err
+		}
+		m.agent = a
+	}
+	return m.agent, nil
+}
+
+// dropAgent closes a, if it is still the machine's connection.
+func (m *Machine) dropAgent(a *Agent) {
+	m.agentMu.Lock()
+	defer m.agentMu.Unlock()
+	if m.agent == a {
+		m.agent = nil
+	}
+	a.Close()
+}
+
+// Exec runs a program in the guest through its agent and returns how it ended
+// (Agent.Exec); ErrFailedPrecondition when the guest runs no agent.
+func (m *Machine) Exec(ctx context.Context, req ExecRequest) (ExecResult, error) {
+	var res ExecResult
+	err := m.withAgent(ctx, func(a *Agent) (err error) {
+		res, err = a.Exec(ctx, req)
+		return err
+	})
+	return res, err
+}
+
+// Shutdown asks the guest to power off: through its agent when it runs one (as a
+// shutdown typed in the guest), else with the power button. It returns once the guest
+// was asked, saying how (and why not through the agent, when it had one); Exited tells
+// when it is off. It may be called again.
+func (m *Machine) Shutdown(ctx context.Context) (string, error) {
+	err := m.withAgent(ctx, func(a *Agent) error { return a.Shutdown(ctx, ShutdownPowerdown) })
+	if err == nil {
+		return "guest agent", nil
+	}
+	how := "power button"
+	if !errdefs.IsFailedPrecondition(err) {
+		how += " (the guest agent: " + err.Error() + ")"
+	}
+	if err := m.Powerdown(ctx); err != nil {
+		return "", err
+	}
+	return how, nil
 }

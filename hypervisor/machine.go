@@ -16,6 +16,7 @@ import (
 const (
 	ConsoleFile = "console.log" // the serial console; QEMU appends to it
 	QMPSocket   = "qmp.sock"    // QMP; kilnd listens on it and QEMU accepts on that socket
+	AgentSocket = "agent.sock"  // the guest agent's channel; kilnd listens, QEMU accepts
 	PIDFile     = "qemu.pid"    // written by kilnd once QEMU is started
 	LogFile     = "qemu.log"    // QEMU's own stdout and stderr
 )
@@ -58,15 +59,28 @@ type Spec struct {
 	Net *Net
 }
 
-// Net is a virtio network card on QEMU's user-mode network (10.0.2.0/24, the guest
-// 10.0.2.15 by DHCP), with host ports forwarded to the guest's. The network is
-// restricted: the guest reaches nothing of the host's or beyond (QEMU's user network
-// would otherwise map 10.0.2.2 to the host's loopback, where other instances' SSH
-// ports and every loopback-only service listen); the forwards still carry connections in.
+// Net is a virtio network card on QEMU's user-mode network, with host ports forwarded
+// to the guest's. The network is EC2's link-local one (GuestNetwork): the guest is
+// GuestIP by DHCP, its DNS is at DNSIP (where EC2 has its resolver) and its gateway is
+// MetadataIP. QEMU maps the gateway to the host's loopback, as its user sees it: kilnd's
+// firewall (daemon/machines) lets a machine's user reach only the metadata service there
+// (docs/decisions.md, "The guest's network").
+//
+// Without Outbound the network is restricted: the guest reaches nothing of the host's or
+// beyond, the gateway included, and the forwards still carry connections in.
 type Net struct {
 	MAC      string // 52:54:00:xx:xx:xx
 	Forwards []Forward
+	Outbound bool
 }
+
+// The guest's network: the addresses every instance sees.
+const (
+	GuestNetwork = "169.254.169.0/24"
+	GuestIP      = "169.254.169.15"
+	DNSIP        = "169.254.169.253"
+	MetadataIP   = "169.254.169.254"
+)
 
 // Forward is a host port QEMU listens on (as the machine's user) and forwards to a port
 // of the guest.
@@ -84,7 +98,12 @@ func (n *Net) netArgs() ([]string, error) {
 	if !macAddr.MatchString(n.MAC) {
 		return nil, fmt.Errorf("MAC address %q: want 52:54:00:xx:xx:xx", n.MAC)
 	}
-	netdev := "user,id=net0,restrict=on,ipv6=off"
+	restrict := "on"
+	if n.Outbound {
+		restrict = "off"
+	}
+	netdev := fmt.Sprintf("user,id=net0,restrict=%s,ipv6=off,net=%s,host=%s,dns=%s,dhcpstart=%s",
+		restrict, GuestNetwork, MetadataIP, DNSIP, GuestIP)
 	for _, f := range n.Forwards {
 		ip := net.ParseIP(f.HostIP)
 		if f.Protocol != "tcp" && f.Protocol != "udp" || ip == nil || ip.To4() == nil ||
@@ -133,8 +152,8 @@ func (s Spec) Args(p *Passed) ([]string, error) {
 	if s.Accel == AccelKVM {
 		cpu = "host"
 	}
-	if p.console == nil || p.qmp == nil {
-		return nil, errors.New("the console and QMP socket are not open")
+	if p.console == nil || p.qmp == nil || p.agent == nil {
+		return nil, errors.New("the console, QMP and agent sockets are not open")
 	}
 	args := []string{
 		"-name", "guest=" + filepath.Base(s.Dir) + ",debug-threads=on",
@@ -153,6 +172,10 @@ func (s Spec) Args(p *Passed) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	agentFD, err := p.add(p.agent)
+	if err != nil {
+		return nil, err
+	}
 	args = append(args, consoleArgs...)
 	args = append(args,
 		// append=on: the console keeps every boot of the instance, not just the last.
@@ -160,6 +183,10 @@ func (s Spec) Args(p *Passed) ([]string, error) {
 		"-serial", "chardev:console",
 		"-chardev", "socket,id=qmp,server=on,wait=off,fd="+strconv.Itoa(qmpFD),
 		"-mon", "chardev=qmp,mode=control",
+		// The guest agent's port: qemu-guest-agent in the guest starts when it appears.
+		"-chardev", "socket,id=agent,server=on,wait=off,fd="+strconv.Itoa(agentFD),
+		"-device", "virtio-serial-pci,id=serial0",
+		"-device", "virtserialport,bus=serial0.0,chardev=agent,name=org.qemu.guest_agent.0",
 		// A guest kernel that panics tells QEMU through pvpanic, and QEMU pauses it
 		// (rather than powering it off) so that Watch reports one failure, as for a
 		// stop on an accelerator's internal error, and kilnd stops it with the reason.

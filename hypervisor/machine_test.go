@@ -13,7 +13,7 @@ func TestArgs(t *testing.T) {
 		return openFiles(t, writeFile(t, filepath.Join(dir, name)))[0]
 	}
 	passed := func() *Passed {
-		p := &Passed{console: f("console"), qmp: f("qmp")}
+		p := &Passed{console: f("console"), qmp: f("qmp"), agent: f("agent")}
 		t.Cleanup(p.Close)
 		return p
 	}
@@ -41,9 +41,10 @@ func TestArgs(t *testing.T) {
 		"-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 		"-add-fd fd=3,set=1,opaque=console -chardev file,id=console,append=on,path=/dev/fdset/1 -serial chardev:console",
 		"-chardev socket,id=qmp,server=on,wait=off,fd=4 -mon chardev=qmp,mode=control",
-		"-kernel /proc/self/fd/5 -initrd /proc/self/fd/6 -append console=ttyS0 root=/dev/vda",
-		"-add-fd fd=7,set=2,opaque=vda-f0",
-		"-add-fd fd=9,set=4,opaque=vda-f2 -add-fd fd=10,set=4,opaque=vda-f2", // the top: read-write and read-only
+		"-chardev socket,id=agent,server=on,wait=off,fd=5 -device virtio-serial-pci,id=serial0 -device virtserialport,bus=serial0.0,chardev=agent,name=org.qemu.guest_agent.0",
+		"-kernel /proc/self/fd/6 -initrd /proc/self/fd/7 -append console=ttyS0 root=/dev/vda",
+		"-add-fd fd=8,set=2,opaque=vda-f0",
+		"-add-fd fd=10,set=4,opaque=vda-f2 -add-fd fd=11,set=4,opaque=vda-f2", // the top: read-write and read-only
 		`{"driver":"file","filename":"/dev/fdset/2","node-name":"vda-f0","read-only":true}`,
 		`{"backing":null,"driver":"qcow2","file":"vda-f0","node-name":"vda-0","read-only":true}`,
 		`{"backing":"vda-0","driver":"qcow2","file":"vda-f1","node-name":"vda-1","read-only":true}`,
@@ -53,7 +54,7 @@ func TestArgs(t *testing.T) {
 		`{"driver":"raw","file":"seed-f0","node-name":"seed-0","read-only":true}`,
 		"-device virtio-blk-pci,drive=seed-0,id=seed",
 		"-device pvpanic-pci,bus=pcie.0 -action panic=pause",
-		"-netdev user,id=net0,restrict=on,ipv6=off,hostfwd=tcp:127.0.0.1:42200-:22,hostfwd=udp:0.0.0.0:5353-:53 -device virtio-net-pci,netdev=net0,romfile=,mac=52:54:00:0a:0b:0c",
+		"-netdev user,id=net0,restrict=on,ipv6=off,net=169.254.169.0/24,host=169.254.169.254,dns=169.254.169.253,dhcpstart=169.254.169.15,hostfwd=tcp:127.0.0.1:42200-:22,hostfwd=udp:0.0.0.0:5353-:53 -device virtio-net-pci,netdev=net0,romfile=,mac=52:54:00:0a:0b:0c",
 	} {
 		if !strings.Contains(line, want) {
 			t.Errorf("argv lacks %s\n%s", want, line)
@@ -62,8 +63,14 @@ func TestArgs(t *testing.T) {
 	if strings.Contains(line, "bootindex") || strings.Contains(line, dir) || strings.Contains(line, "/var/lib") {
 		t.Errorf("a direct kernel boot has a boot index, or the command line names a file:\n%s", line)
 	}
-	if len(p.files) != 9 {
-		t.Errorf("passed %d descriptors, want 9", len(p.files))
+	if len(p.files) != 10 {
+		t.Errorf("passed %d descriptors, want 10", len(p.files))
+	}
+
+	spec.Net.Outbound = true
+	args, _ = spec.Args(passed())
+	if line := strings.Join(args, " "); !strings.Contains(line, "-netdev user,id=net0,restrict=off,") {
+		t.Errorf("outbound: %s", line)
 	}
 
 	kvm := Spec{Dir: "/d", Accel: AccelKVM, CPUs: 1, MemoryMiB: 256, User: user, Disks: []Disk{{ID: "vda", Files: []*os.File{f("a")}}}}

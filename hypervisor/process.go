@@ -39,6 +39,9 @@ type Machine struct {
 	exited chan struct{} // closed once the process is gone
 	proc   *os.Process
 
+	agentMu sync.Mutex
+	agent   *Agent // the guest agent's connection, dialled on first use
+
 	failOnce sync.Once
 	failed   chan struct{} // closed once Watch saw the guest fail
 	failure  string        // why; set before failed is closed
@@ -85,6 +88,9 @@ func Start(ctx context.Context, qemu string, spec Spec) (*Machine, error) {
 	}
 	sock := filepath.Join(spec.Dir, QMPSocket)
 	if p.qmp, err = listen(sock); err != nil {
+		return nil, err
+	}
+	if p.agent, err = listen(filepath.Join(spec.Dir, AgentSocket)); err != nil {
 		return nil, err
 	}
 	args, err := spec.Args(&p)
@@ -138,7 +144,7 @@ func appendLog(path, line string) {
 	}
 }
 
-// listen makes the QMP socket at path and returns its listening descriptor, for QEMU
+// listen makes a socket at path (QMP's, the agent's) and returns its listening descriptor, for QEMU
 // to accept on; the socket stays when kilnd closes its own copy.
 func listen(path string) (*os.File, error) {
 	os.Remove(path)

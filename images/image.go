@@ -43,6 +43,8 @@ type Config struct {
 	Kernel              digest.Digest        `json:"kernel,omitempty"`
 	Initrd              digest.Digest        `json:"initrd,omitempty"`
 	Cmdline             string               `json:"cmdline,omitempty"`
+	// SSHUser is the user kiln ssh logs in as by default (register --ssh-user).
+	SSHUser             string               `json:"sshUser,omitempty"`
 	BlockDeviceMappings []BlockDeviceMapping `json:"blockDeviceMappings"`
 }
 

@@ -2,6 +2,7 @@ package images
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"unicode/utf8"
 
@@ -54,6 +55,16 @@ func nameRune(c rune) bool {
 	}
 	return strings.ContainsRune(" ()[].-'@_", c)
 }
+
+// CheckSSHUser checks an image's default SSH user: a Unix user name, or none.
+func CheckSSHUser(u string) error {
+	if u != "" && !sshUser.MatchString(u) {
+		return fmt.Errorf("SSH user %q: want a Unix user name (a lowercase letter or _, then up to 31 of a-z, 0-9, _ and -): %w", u, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+var sshUser = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
 
 // CheckDescription checks a description: at most 255 characters of printable UTF-8.
 func CheckDescription(d string) error {

@@ -79,6 +79,7 @@ func printImage(e *env, im api.Image) error {
 		[2]string{"Architecture", im.Architecture},
 		[2]string{"Boot mode", im.BootMode},
 		[2]string{"Root device", im.RootDeviceName + " (" + im.RootDeviceType + ")"},
+		[2]string{"SSH user", orNone(im.SSHUser)},
 		[2]string{"Public", fmt.Sprint(im.Public)},
 		[2]string{"Created", im.CreationDate.Local().Format("2006-01-02 15:04:05 MST")},
 	)

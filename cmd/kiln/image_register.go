@@ -75,6 +75,7 @@ waits for it to be available.
 	f.StringVar(&req.Kernel, "kernel", "", "kernel FILE to boot directly")
 	f.StringVar(&req.Initrd, "initrd", "", "initrd FILE for the kernel")
 	f.StringVar(&req.Cmdline, "cmdline", "", "kernel command line")
+	f.StringVar(&req.SSHUser, "ssh-user", "", "the user kiln ssh logs in as (default: the one cloud-init names)")
 	f.StringVar(&req.Architecture, "arch", "x86_64", "architecture: x86_64 or arm64")
 	f.StringVar(&req.BootMode, "boot-mode", "legacy-bios", "boot mode: legacy-bios or uefi")
 	f.StringVar(&req.RootDeviceType, "root-device-type", "ebs", "root device type: ebs or instance-store")

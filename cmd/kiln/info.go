@@ -24,6 +24,7 @@ func newInfoCommand(e *env) *cobra.Command {
 				{"Accelerator", info.Accelerator},
 				{"Accelerator reason", info.AcceleratorReason},
 				{"Instance units", info.InstanceUnits},
+				{"Network", info.Network},
 				{"Root", info.Root},
 				{"Socket", info.Socket},
 				{"Images", strconv.Itoa(info.Images)},

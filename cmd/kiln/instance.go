@@ -69,6 +69,13 @@ func printInstance(e *env, inst api.Instance) error {
 	if len(inst.Ports) > 0 {
 		kv = append(kv, [2]string{"Ports", ports(inst.Ports)})
 	}
+	if inst.KeyName != "" {
+		kv = append(kv, [2]string{"Key pair", inst.KeyName})
+	}
+	if inst.SSHUser != "" {
+		kv = append(kv, [2]string{"SSH user", inst.SSHUser})
+	}
+	kv = append(kv, [2]string{"Metadata tokens", inst.MetadataTokens})
 	if inst.PID != 0 {
 		kv = append(kv, [2]string{"QEMU pid", strconv.Itoa(inst.PID)})
 	}

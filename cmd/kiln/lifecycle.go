@@ -67,7 +67,7 @@ func newLifecycleCommand(e *env, lc lifecycle) *cobra.Command {
 		},
 	}
 	if lc.force {
-		cmd.Flags().BoolVar(&forceFlag, "force", false, "do not wait for the guest to shut down after the power button: off at once")
+		cmd.Flags().BoolVar(&forceFlag, "force", false, "do not ask the guest to shut down and wait: off at once")
 	}
 	opts.addFlags(cmd, lc.until, lc.timeout)
 	return cmd

@@ -86,7 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.PersistentFlags().BoolVarP(&e.quiet, "quiet", "q", false, "print ids only, one a line")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newInfoCommand(e), newImageCommand(e), newGCCommand(e),
-		newRunCommand(e), newSnapshotCommand(e), newVolumeCommand(e), newKeyPairCommand(e), newInstanceCommand(e), newInstanceLsCommand(e, "ps"), newConsoleCommand(e),
+		newRunCommand(e), newSnapshotCommand(e), newVolumeCommand(e), newKeyPairCommand(e), newInstanceCommand(e), newInstanceLsCommand(e, "ps"), newConsoleCommand(e), newSSHCommand(e), newCpCommand(e), newExecCommand(e),
 		newStopCommand(e), newStartCommand(e), newRebootCommand(e), newTerminateCommand(e))
 
 	err := root.ExecuteContext(ctx)

@@ -50,6 +50,12 @@ func TestMain(m *testing.M) {
 // on SIGTERM within a minute with status 0 and no data race.
 func startDaemon(t *testing.T) string {
 	t.Helper()
+	return startKilnd(t).Socket
+}
+
+// startKilnd is startDaemon giving kilnd's harness, to kill or restart it.
+func startKilnd(t *testing.T) *kilntest.Kilnd {
+	t.Helper()
 	k := kilntest.NewKilnd(t, kilndBin, kilntest.ShortDir(t), nil)
 	c := client.New(k.Socket)
 	k.Ready = func(ctx context.Context) error { _, err := c.Info(ctx); return err }
@@ -62,7 +68,7 @@ func startDaemon(t *testing.T) string {
 			t.Errorf("kilnd exited with status %d on SIGTERM\n%s", code, kilntest.Tail(k.Log.String(), 30))
 		}
 	})
-	return k.Socket
+	return k
 }
 
 // cliDeadline bounds one kiln command, --wait included: a guest that is not up by then

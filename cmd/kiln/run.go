@@ -105,6 +105,7 @@ micro (1, 512 MiB; the default), small (1, 1 GiB), medium (2, 2 GiB), large (2, 
 	f.StringVar(&userData, "user-data", "", "user data FILE (a #! script runs at boot)")
 	f.StringArrayVar(&vols, "volume", nil, "blank volume DEVICE=SIZE (repeatable)")
 	f.StringVar(&req.KeyName, "key-name", "", "a key pair of yours whose public key the guest gets (kiln key-pair)")
+	f.StringVar(&req.MetadataTokens, "metadata-tokens", "optional", "the metadata service's IMDSv2 tokens: optional or required")
 	f.StringArrayVarP(&publish, "publish", "p", nil, "forward a host port: [HOSTIP:]HOSTPORT:GUESTPORT[/tcp|udp] (repeatable; loopback unless HOSTIP)")
 	opts.addFlags(cmd, `the instances are ready (see "Ready" above)`, timeoutBoot)
 	return cmd

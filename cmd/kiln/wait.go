@@ -145,7 +145,7 @@ func waitInstances(ctx context.Context, e *env, c *client.Client, opts *waitOpti
 					fmt.Fprintln(e.stderr)
 				}
 				left := max(time.Until(*cur.ForceOffAt).Round(time.Second), 0)
-				fmt.Fprintf(e.stderr, "%s has not shut down after the power button; waiting up to %d s more, then it is forced off (%s --force skips the wait)\n",
+				fmt.Fprintf(e.stderr, "%s has not shut down when asked; waiting up to %d s more, then it is forced off (%s --force skips the wait)\n",
 					cur.ID, int(left/time.Second), w.force)
 			}
 		})
@@ -302,6 +302,9 @@ func waitImageUntil(ctx context.Context, e *env, c *client.Client, opts *waitOpt
 
 // printExit prints an exitError's message, ending in a newline.
 func printExit(w io.Writer, xe exitError) {
+	if xe.msg == "" { // the program that exited said why
+		return
+	}
 	fmt.Fprint(w, cleanLines(xe.msg))
 	if !strings.HasSuffix(xe.msg, "\n") {
 		fmt.Fprintln(w)

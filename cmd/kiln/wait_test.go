@@ -217,7 +217,7 @@ func TestWaitEnds(t *testing.T) {
 			if code != 0 || strings.TrimSpace(out) != silent {
 				t.Fatalf("stop --wait: exit %d, stdout %q", code, out)
 			}
-			said := regexp.MustCompile(regexp.QuoteMeta(silent) + ` has not shut down after the power button; waiting up to (\d+) s more, then it is forced off \(kiln stop --force skips the wait\)`).FindStringSubmatch(errOut)
+			said := regexp.MustCompile(regexp.QuoteMeta(silent) + ` has not shut down when asked; waiting up to (\d+) s more, then it is forced off \(kiln stop --force skips the wait\)`).FindStringSubmatch(errOut)
 			if said == nil {
 				t.Errorf("stop --wait did not say the guest ignores the power button")
 			} else if n, _ := strconv.Atoi(said[1]); n < 15 || n > 25 {

@@ -13,6 +13,9 @@ type Info struct {
 	AcceleratorReason string `json:"acceleratorReason"`
 	// InstanceUnits is how instances are kept: systemd-scope or detached.
 	InstanceUnits string `json:"instanceUnits"`
+	// Network says what guests' networks give (outbound connections, the metadata
+	// service), and why not when they do not.
+	Network string `json:"network"`
 	Root          string `json:"root"`
 	Socket        string `json:"socket"`
 	// Images, Snapshots and Instances count what the caller can see.
@@ -37,6 +40,7 @@ type Image struct {
 	Kernel              string               `json:"kernel,omitempty"` // digest
 	Initrd              string               `json:"initrd,omitempty"` // digest
 	Cmdline             string               `json:"cmdline,omitempty"`
+	SSHUser             string               `json:"sshUser,omitempty"` // kiln ssh's default user
 	Tags                map[string]string    `json:"tags"`
 	Public              bool                 `json:"public"`
 	LaunchPermission    *LaunchPermission    `json:"launchPermission,omitempty"` // shown to the owner (and administrators) only
@@ -125,6 +129,7 @@ type RegisterImageRequest struct {
 	Architecture   string            `json:"architecture,omitempty"`
 	BootMode       string            `json:"bootMode,omitempty"`
 	RootDeviceType string            `json:"rootDeviceType,omitempty"`
+	SSHUser        string            `json:"sshUser,omitempty"`
 	Tags           map[string]string `json:"tags,omitempty"`
 }
 
@@ -177,7 +182,7 @@ type Instance struct {
 	// line ("Cloud-init v. … finished at …") on its serial console.
 	Ready bool `json:"ready,omitempty"`
 	// ForceOffAt is set while a stop or termination waits for the guest to shut down
-	// after the power button: when kilnd stops waiting and forces it off.
+	// when asked (through its agent, else by the power button): when kilnd stops waiting and forces it off.
 	ForceOffAt *time.Time `json:"forceOffAt,omitempty"`
 	// CreatingImage is the image a create-image operation is making of the instance;
 	// while it is set a running instance may be stopped for it and started again.
@@ -187,6 +192,13 @@ type Instance struct {
 	SSHPort int    `json:"sshPort,omitempty"`
 	Ports   []Port `json:"ports,omitempty"`
 	KeyName string `json:"keyName,omitempty"`
+	// SSHUser is who kiln ssh logs in as: the image's default user, else the one
+	// cloud-init named on the console. SSHHostKeys are the guest's host keys as its
+	// console showed them (known_hosts keys): kiln ssh checks the guest against them.
+	SSHUser     string   `json:"sshUser,omitempty"`
+	SSHHostKeys []string `json:"sshHostKeys,omitempty"`
+	// MetadataTokens: optional or required (RunInstancesRequest.MetadataTokens).
+	MetadataTokens string `json:"metadataTokens"`
 }
 
 // InstanceBlockDeviceMapping is one volume of an instance.
@@ -218,7 +230,16 @@ type RunInstancesRequest struct {
 	// KeyName is a key pair of the caller's whose public key the guest gets (cloud-init's
 	// public-keys, for its default user).
 	KeyName string `json:"keyName,omitempty"`
+	// MetadataTokens is EC2's HttpTokens: optional (the default: IMDSv1 and v2) or
+	// required (the metadata service answers only requests with an IMDSv2 token).
+	MetadataTokens string `json:"metadataTokens,omitempty"`
 }
+
+// Metadata token settings (RunInstancesRequest.MetadataTokens).
+const (
+	MetadataTokensOptional = "optional"
+	MetadataTokensRequired = "required"
+)
 
 // KeyPair is an SSH key pair, as the cloud's: kilnd keeps its public key and fingerprint;
 // the private key of a pair it made is in create's answer (KeyMaterial) and nowhere else.
@@ -257,6 +278,31 @@ const StopGrace = 30 * time.Second
 // StopRequest is POST /v1/instances/{instance}/stop and /terminate.
 type StopRequest struct {
 	Force bool `json:"force,omitempty"` // skip the guest's clean shutdown
+}
+
+// ExecRequest is POST /v1/instances/{instance}/exec: a program the guest's agent
+// (qemu-guest-agent) runs, without a shell and without the network.
+type ExecRequest struct {
+	Command []string `json:"command"`         // the program (looked up in the agent's PATH) and its arguments
+	Env     []string `json:"env,omitempty"`   // NAME=value: the program's whole environment
+	Stdin   []byte   `json:"stdin,omitempty"` // at most MaxExecInput bytes
+	// TimeoutSeconds, when set, bounds the wait for the program; it goes on running
+	// in the guest past it.
+	TimeoutSeconds int `json:"timeoutSeconds,omitempty"`
+}
+
+// MaxExecInput bounds an exec's standard input.
+const MaxExecInput = 512 << 10
+
+// ExecResult is how the program ended and what it printed (the agent keeps at most
+// 16 MiB of each stream).
+type ExecResult struct {
+	ExitCode        int    `json:"exitCode"`         // -1 when a signal ended it
+	Signal          int    `json:"signal,omitempty"` // the signal that ended it
+	Stdout          []byte `json:"stdout"`
+	Stderr          []byte `json:"stderr"`
+	StdoutTruncated bool   `json:"stdoutTruncated,omitempty"`
+	StderrTruncated bool   `json:"stderrTruncated,omitempty"`
 }
 
 // MaxUserData bounds user data (after base64 decoding).

@@ -89,6 +89,14 @@ func (c *Client) InstanceAction(ctx context.Context, ref, action string, force b
 	return inst, err
 }
 
+// Exec runs a program in the instance's guest through its agent and returns how it
+// ended; it waits until then, or until ctx ends.
+func (c *Client) Exec(ctx context.Context, ref string, req api.ExecRequest) (api.ExecResult, error) {
+	var res api.ExecResult
+	err := c.do(ctx, http.MethodPost, "/instances/"+url.PathEscape(ref)+"/exec", nil, req, &res)
+	return res, err
+}
+
 // Console copies the instance's serial console log to w; with follow it goes on
 // copying what comes until the instance stops or ctx ends.
 func (c *Client) Console(ctx context.Context, ref string, follow bool, w io.Writer) error {

@@ -235,6 +235,7 @@ func (t *Tracker) scanReady(cs *state, c Console, f *os.File, size int64) error 
 	}
 	err := cs.ready.scan(f, ringStart(f, cs.ready.next, size, t.Limit()), size)
 	if cs.ready.found {
+		t.noteGuest(c, f, size)
 		noteReady(c)
 	}
 	return err

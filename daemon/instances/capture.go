@@ -40,7 +40,7 @@ func (m *Manager) CreateImage(ctx context.Context, inst *Instance, owner string,
 	source := &images.Image{ID: rec.ImageID, Config: images.Config{Architecture: "x86_64", BootMode: "legacy-bios",
 		RootDeviceName: rec.RootDeviceName, RootDeviceType: rec.RootDeviceType, Kernel: rec.Kernel, Initrd: rec.Initrd, Cmdline: rec.Cmdline}}
 	if orig, err := m.Store.Image(rec.ImageID); err == nil {
-		source.Architecture, source.BootMode = orig.Architecture, orig.BootMode
+		source.Architecture, source.BootMode, source.SSHUser = orig.Architecture, orig.BootMode, orig.SSHUser
 	}
 	stamp := strconv.FormatInt(time.Now().UnixNano(), 36)
 	var vols []*record.Volume

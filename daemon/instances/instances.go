@@ -68,6 +68,8 @@ type Config struct {
 	Accel   string // the accelerator guests run with
 	// KVMDevice is /dev/kvm, whose group QEMU's users get under KVM.
 	KVMDevice string
+	// Outbound: guests' networks reach beyond the host (machines.Network).
+	Outbound bool
 	Root      string
 	// Ops runs long operations; they stop when OpsCtx is cancelled.
 	Ops    *sync.WaitGroup
@@ -97,7 +99,7 @@ type Manager struct {
 func New(cfg Config) *Manager {
 	layout := record.Layout{Root: cfg.Root}
 	m := &Manager{Config: cfg, tool: cfg.Builder.Tool, layout: layout, all: map[string]*Instance{},
-		specs: &machines.Specs{Layout: layout, Store: cfg.Store, Accel: cfg.Accel, Users: machines.NewUsers(cfg.Accel, cfg.KVMDevice)}}
+		specs: &machines.Specs{Layout: layout, Store: cfg.Store, Accel: cfg.Accel, Users: machines.NewUsers(cfg.Accel, cfg.KVMDevice), Outbound: cfg.Outbound}}
 	for _, rec := range cfg.Loaded {
 		m.all[rec.ID] = &Instance{rec: rec}
 	}

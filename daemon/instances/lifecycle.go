@@ -68,6 +68,11 @@ func (m *Manager) Run(ctx context.Context, owner string, im *images.Image, req a
 	if err != nil {
 		return nil, err
 	}
+	switch req.MetadataTokens {
+	case "", api.MetadataTokensOptional, api.MetadataTokensRequired:
+	default:
+		return nil, fmt.Errorf("metadata tokens %q: want %s or %s: %w", req.MetadataTokens, api.MetadataTokensOptional, api.MetadataTokensRequired, errdefs.ErrInvalidArgument)
+	}
 	if len(ports) > 0 && count > 1 {
 		return nil, fmt.Errorf("published ports go to one instance; launch %d instances one at a time, each with its own --publish: %w", count, errdefs.ErrInvalidArgument)
 	}
@@ -160,7 +165,7 @@ func (m *Manager) launch(ctx context.Context, owner string, im *images.Image, na
 		ID: id, Name: name, ImageID: im.ID, OwnerID: owner, State: record.StatePending, InstanceType: typ,
 		CPUs: cpus, MemoryMiB: mem, Accel: m.Accel, RootDeviceType: im.RootDeviceType, RootDeviceName: im.RootDeviceName,
 		Kernel: im.Kernel, Initrd: im.Initrd, Cmdline: im.Cmdline, Seed: len(req.UserData) > 0 || key.PublicKey != "", LaunchTime: time.Now().UTC(),
-		Ports: ports, KeyName: key.Name,
+		Ports: ports, KeyName: key.Name, SSHUser: im.SSHUser, MetadataTokensRequired: req.MetadataTokens == api.MetadataTokensRequired,
 	})
 	if err != nil {
 		return nil, err
@@ -186,6 +191,9 @@ func (m *Manager) prepare(ctx context.Context, inst *Instance, im *images.Image,
 	}
 	mappings, err := m.Vols.MakeFor(ctx, inst.rec.OwnerID, inst.rec.ID, im, req.Volumes)
 	if err != nil {
+		return err
+	}
+	if err := writeLaunch(dir, Launch{UserData: req.UserData, PublicKey: key.PublicKey}); err != nil {
 		return err
 	}
 	if inst.rec.Seed {
@@ -399,7 +407,8 @@ func (m *Manager) finishStop(inst *Instance, force bool) {
 // forcedOff is what a stop adds to its reason when the guest ignored the power button.
 var forcedOff = fmt.Sprintf("forced off after %d s without a shutdown", int(stopGrace/time.Second))
 
-// halt stops the instance's QEMU, if it runs: the ACPI power button, up to stopGrace
+// halt stops the instance's QEMU, if it runs: a shutdown asked of the guest's agent when
+// it runs one, else the ACPI power button (hypervisor.Machine.Shutdown), up to stopGrace
 // for the guest to power off (not with force), then the machine's Stop (QEMU's quit,
 // SIGTERM, SIGKILL). While it waits for the guest the record says until when
 // (ForceOffAt). A guest that fails meanwhile (a panic: it will never power off) ends
@@ -420,11 +429,13 @@ func (m *Manager) halt(inst *Instance, force bool) (note string) {
 	case mach.Failure() != "":
 		note = mach.Failure()
 	default:
-		if err := mach.Powerdown(ctx); err != nil {
+		how, err := mach.Shutdown(ctx)
+		if err != nil {
 			l.WithError(err).Warn("power button; forcing the instance off")
 			note = "forced off: QEMU did not take the power button"
 			break
 		}
+		l.WithField("how", how).Info("asked the guest to shut down")
 		deadline := time.Now().Add(stopGrace)
 		if err := m.set(inst, func(r *record.Instance) { r.ForceOffAt = deadline.UTC() }); err != nil {
 			l.WithError(err).Error("record when the instance is forced off")
@@ -436,7 +447,7 @@ func (m *Manager) halt(inst *Instance, force bool) (note string) {
 			note = mach.Failure()
 		case <-t.C:
 			note = forcedOff
-			l.Warn("the guest ignored the power button; forcing it off")
+			l.WithField("how", how).Warn("the guest did not shut down; forcing it off")
 		case <-ctx.Done():
 		}
 		t.Stop()
@@ -488,6 +499,27 @@ func (m *Manager) Start(ctx context.Context, inst *Instance) error {
 		return err
 	}
 	return nil
+}
+
+// Exec runs a program in a running instance's guest through its agent
+// (hypervisor.Machine.Exec). It holds no lock while the program runs: a stop goes on
+// meanwhile, and ends the exec with ErrUnavailable.
+func (m *Manager) Exec(ctx context.Context, inst *Instance, req hypervisor.ExecRequest) (hypervisor.ExecResult, error) {
+	inst.op.Lock()
+	mach, id, state := inst.machine, inst.rec.ID, inst.rec.State
+	inst.op.Unlock()
+	if state != record.StateRunning || mach == nil {
+		return hypervisor.ExecResult{}, fmt.Errorf("instance %s is %s; exec needs a running instance: %w", id, state, errdefs.ErrFailedPrecondition)
+	}
+	res, err := mach.Exec(ctx, req)
+	var refused *hypervisor.AgentError
+	if errors.As(err, &refused) && !errdefs.IsNotImplemented(err) { // the program did not start
+		return res, fmt.Errorf("instance %s: %w: %w", id, err, errdefs.ErrInvalidArgument)
+	}
+	if err != nil {
+		return res, fmt.Errorf("instance %s: %w", id, err)
+	}
+	return res, nil
 }
 
 // rebootWait bounds a reboot: the reset command and QEMU carrying it out.

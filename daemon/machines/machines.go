@@ -80,7 +80,9 @@ type Specs struct {
 	Store  *images.Store
 	Accel  string
 	Users  Users
-	boot   bootCopies
+	// Outbound: guests' networks reach beyond the host (Network.Outbound).
+	Outbound bool
+	boot     bootCopies
 }
 
 // Spec is the machine an instance record describes, its volumes those of its mappings
@@ -97,7 +99,7 @@ func (m *Specs) Spec(rec record.Instance, vols []*record.Volume) (spec hyperviso
 		}
 	}()
 	spec = hypervisor.Spec{Dir: m.Layout.Dir(rec.ID), Accel: m.Accel, CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB,
-		Cmdline: rec.Cmdline, User: m.Users.User(rec.QEMUSlot), Net: netOf(rec)}
+		Cmdline: rec.Cmdline, User: m.Users.User(rec.QEMUSlot), Net: netOf(rec, m.Outbound)}
 	if rec.Kernel != "" {
 		for _, b := range []struct {
 			layer digest.Digest

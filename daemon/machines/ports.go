@@ -145,9 +145,9 @@ func SSHPort(used map[int]bool) (int, error) {
 
 // netOf is the machine's network card: its MAC made of the instance's id (the same at
 // each start), SSH's forward and the published ones.
-func netOf(rec record.Instance) *hypervisor.Net {
+func netOf(rec record.Instance, outbound bool) *hypervisor.Net {
 	sum := sha256.Sum256([]byte(rec.ID))
-	n := &hypervisor.Net{MAC: fmt.Sprintf("52:54:00:%02x:%02x:%02x", sum[0], sum[1], sum[2])}
+	n := &hypervisor.Net{MAC: fmt.Sprintf("52:54:00:%02x:%02x:%02x", sum[0], sum[1], sum[2]), Outbound: outbound}
 	if rec.SSHPort != 0 {
 		n.Forwards = append(n.Forwards, hypervisor.Forward{Protocol: "tcp", HostIP: "127.0.0.1", HostPort: rec.SSHPort, GuestPort: 22})
 	}

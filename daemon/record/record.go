@@ -59,6 +59,10 @@ type Instance struct {
 	Ports   []Port `json:"ports,omitempty"`
 	// KeyName is the key pair whose public key the guest was given at launch.
 	KeyName string `json:"keyName,omitempty"`
+	// SSHUser is its image's default SSH user, as the image said at launch.
+	SSHUser string `json:"sshUser,omitempty"`
+	// MetadataTokensRequired: its metadata service answers IMDSv2 requests only.
+	MetadataTokensRequired bool `json:"metadataTokensRequired,omitempty"`
 }
 
 // Port is a host port forwarded to a port of the guest.

@@ -1,0 +1,52 @@
+package instances
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"kiln/daemon/record"
+)
+
+// launchFile, in the instance's directory, keeps what the metadata service gives the
+// guest beyond its record: the user data and the public key it was launched with (the
+// key pair may be gone since; EC2 answers with the key of the launch too).
+const launchFile = "launch.json"
+
+// Launch is what an instance was launched with, for its metadata service.
+type Launch struct {
+	UserData  []byte `json:"userData,omitempty"`
+	PublicKey string `json:"publicKey,omitempty"`
+}
+
+// writeLaunch keeps the launch's data in the instance's directory (dir, made).
+func writeLaunch(dir string, l Launch) error {
+	b, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, launchFile), b, 0o600)
+}
+
+// Metadata is the running instance whose QEMU runs as uid, with what it was launched
+// with: what the metadata service answers that QEMU's guest. ok is false when no
+// running instance's QEMU has that uid (a host process, a QEMU kilnd no longer runs).
+func (m *Manager) Metadata(uid uint32) (rec record.Instance, l Launch, ok bool) {
+	m.mu.Lock()
+	for _, inst := range m.all {
+		if inst.rec.State == record.StateRunning && inst.rec.QEMUSlot != 0 && m.specs.Users.User(inst.rec.QEMUSlot).UID == uid {
+			rec, ok = inst.rec, true
+			rec.Mappings = slices.Clone(inst.rec.Mappings)
+			break
+		}
+	}
+	m.mu.Unlock()
+	if !ok {
+		return rec, l, false
+	}
+	if b, err := os.ReadFile(filepath.Join(m.layout.Dir(rec.ID), launchFile)); err == nil {
+		json.Unmarshal(b, &l)
+	}
+	return rec, l, true
+}
