@@ -202,12 +202,23 @@ func serve(ctx context.Context, cfg Config, st *settings.Settings, store *images
 		return fmt.Errorf("the metadata service's listener: %w", err)
 	}
 	defer metaLn.Close()
-	s.network = machines.SetUpNetwork(ctx, machines.NewUsers(accel.name, cfg.KVMDevice), "nft", metaLn.Addr().(*net.TCPAddr).Port)
-	l.WithField("network", s.network.String()).Info("guests' network")
+	network, firewall := machines.SetUpNetwork(ctx, machines.NewUsers(accel.name, cfg.KVMDevice), "nft", cfg.Root, metaLn.Addr().(*net.TCPAddr).Port)
+	s.network = network
+	l.WithField("network", network.String()).Info("guests' network")
+	var fw instances.Firewall
+	if firewall != nil {
+		fw = firewall
+		defer func() {
+			if err := firewall.Close(context.WithoutCancel(ctx)); err != nil {
+				l.WithError(err).Warn("remove kilnd's firewall table")
+			}
+		}()
+	}
 	s.inst = instances.New(instances.Config{DB: db, Store: store, Builder: s.builder, Qemu: cfg.Qemu, Accel: accel.name,
-		KVMDevice: cfg.KVMDevice, Outbound: s.network.Outbound, Root: cfg.Root, Ops: &s.ops, OpsCtx: opsCtx, Placer: choosePlacer(ctx),
+		KVMDevice: cfg.KVMDevice, Outbound: network.Outbound, Firewall: fw, Root: cfg.Root, Ops: &s.ops, OpsCtx: opsCtx, Placer: choosePlacer(ctx),
 		Quota: quotaOf, Imaging: s.img, Vols: s.vols, Loaded: loaded})
 	s.inst.Reconcile(ctx) // before serving: a client never sees a stale state
+	s.inst.SyncFirewall(ctx)
 	// A kilnd killed during a register leaves its export's socket directory behind
 	// (volumes.Tool.SocketDir); nothing uses one before kilnd serves.
 	leftovers, _ := filepath.Glob(filepath.Join(cfg.Root, "run", "nbd-*"))

@@ -70,6 +70,8 @@ type Config struct {
 	KVMDevice string
 	// Outbound: guests' networks reach beyond the host (machines.Network).
 	Outbound bool
+	// Firewall, when set, lets instances' QEMU users reach the metadata service.
+	Firewall Firewall
 	Root      string
 	// Ops runs long operations; they stop when OpsCtx is cancelled.
 	Ops    *sync.WaitGroup

@@ -234,10 +234,20 @@ func (m *Manager) startMachine(ctx context.Context, inst *Instance) error {
 	if err := m.set(inst, func(r *record.Instance) { r.ConsoleStart = consoleStart }); err != nil {
 		return err
 	}
+	// An SSH port another process took while the instance was stopped (another kilnd's
+	// instance, say) is given up for a new one: that port is kilnd's to choose, and kiln
+	// ssh reads it from the record. A published port is the user's: its holder is named.
+	sshTaken := inst.rec.SSHPort != 0 && machines.Free(record.Port{Protocol: "tcp", HostIP: "127.0.0.1", HostPort: inst.rec.SSHPort}) != nil
+	if sshTaken {
+		log.G(ctx).WithField("instance", inst.rec.ID).WithField("port", inst.rec.SSHPort).Info("the instance's SSH port is taken; choosing another")
+	}
 	// The QEMU user and the ports are chosen and checked under m.mu (set holds it), so
 	// that instances starting at once get different users and never the same port.
 	var slotErr, portErr error
 	if err := m.set(inst, func(r *record.Instance) {
+		if sshTaken {
+			r.SSHPort = 0
+		}
 		if r.QEMUSlot == 0 {
 			r.QEMUSlot, slotErr = machines.FreeSlot(m.slotsLocked())
 		}
@@ -248,6 +258,7 @@ func (m *Manager) startMachine(ctx context.Context, inst *Instance) error {
 	if err := errors.Join(slotErr, portErr); err != nil {
 		return err
 	}
+	m.SyncFirewall(ctx)
 	// QEMU listens on them as it starts: one another process has is refused here, with
 	// who has it.
 	for _, p := range append([]record.Port{{Protocol: "tcp", HostIP: "127.0.0.1", HostPort: inst.rec.SSHPort}}, inst.rec.Ports...) {
@@ -601,6 +612,7 @@ func (m *Manager) finishTerminate(inst *Instance, reason string) {
 	}); err != nil {
 		log.L.WithError(err).WithField("instance", inst.rec.ID).Error("record terminated instance")
 	}
+	m.SyncFirewall(m.OpsCtx)
 }
 
 // Reconcile runs at start, before kilnd serves: it reattaches to each QEMU that still

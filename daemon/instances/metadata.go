@@ -1,10 +1,13 @@
 package instances
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
+
+	"github.com/containerd/log"
 
 	"kiln/daemon/record"
 )
@@ -27,6 +30,36 @@ func writeLaunch(dir string, l Launch) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, launchFile), b, 0o600)
+}
+
+// Firewall lets the QEMU users of this kilnd's instances reach its metadata service
+// (machines.Firewall).
+type Firewall interface {
+	Sync(ctx context.Context, uids func() []uint32) error
+}
+
+// SyncFirewall gives the firewall the QEMU users of the instances in use (not
+// terminated), when there is a firewall. A failure is logged: those instances' guests
+// then find no metadata service.
+func (m *Manager) SyncFirewall(ctx context.Context) {
+	if m.Firewall == nil {
+		return
+	}
+	err := m.Firewall.Sync(ctx, func() []uint32 {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		var uids []uint32
+		for slot := range m.slotsLocked() {
+			if slot != 0 {
+				uids = append(uids, m.specs.Users.User(slot).UID)
+			}
+		}
+		slices.Sort(uids)
+		return uids
+	})
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("let instances reach the metadata service")
+	}
 }
 
 // Metadata is the running instance whose QEMU runs as uid, with what it was launched

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -132,10 +133,13 @@ func CheckPorts(r *record.Instance, others []record.Instance) error {
 	return err
 }
 
-// SSHPort is the first port of the SSH range that no instance in used has and that is
-// free now (tried by a bind alone: the caller holds the manager's lock).
+// SSHPort is a port of the SSH range that no instance in used has and that is free now
+// (tried by a bind alone: the caller holds the manager's lock), the first such from a
+// place picked at random: other kilnds of the host choose in the same range.
 func SSHPort(used map[int]bool) (int, error) {
-	for port := SSHPortBase; port < SSHPortBase+SSHPortCount; port++ {
+	start := rand.IntN(SSHPortCount)
+	for i := range SSHPortCount {
+		port := SSHPortBase + (start+i)%SSHPortCount
 		if !used[port] && bindable(record.Port{Protocol: "tcp", HostIP: "127.0.0.1", HostPort: port}) == nil {
 			return port, nil
 		}
