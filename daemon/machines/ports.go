@@ -1,7 +1,6 @@
 package machines
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 	"kiln/daemon/api"
 	"kiln/daemon/record"
 	"kiln/hypervisor"
+	"kiln/internal/netstat"
 )
 
 // SSH ports: each instance's port 22 is forwarded from a loopback port of this range,
@@ -169,25 +169,12 @@ func portString(p record.Port) string {
 // when /proc does not show it.
 func holder(proto string, port int) string {
 	inodes := map[string]bool{}
-	for _, table := range []string{"/proc/net/" + proto, "/proc/net/" + proto + "6"} {
-		f, err := os.Open(table)
-		if err != nil {
-			continue
+	// A table that cannot be read names no one: Free says "another process".
+	_ = netstat.Read(proto, func(s netstat.Socket) {
+		if int(s.Local.Port()) == port {
+			inodes["socket:["+strconv.FormatUint(s.Inode, 10)+"]"] = true
 		}
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-			fields := strings.Fields(sc.Text())
-			if len(fields) < 10 {
-				continue
-			}
-			_, hexPort, ok := strings.Cut(fields[1], ":")
-			if p, err := strconv.ParseUint(hexPort, 16, 16); ok && err == nil && int(p) == port {
-				inodes["socket:["+fields[9]+"]"] = true
-			}
-		}
-		f.Close()
-	}
+	})
 	if len(inodes) == 0 {
 		return ""
 	}
