@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"kiln/builder"
 	"kiln/daemon/audit"
 	"kiln/daemon/imaging"
+	"kiln/daemon/imds"
 	"kiln/daemon/instances"
 	"kiln/daemon/keys"
 	"kiln/daemon/machines"
@@ -219,6 +221,17 @@ func serve(ctx context.Context, cfg Config, st *settings.Settings, store *images
 		Quota: quotaOf, Imaging: s.img, Vols: s.vols, Loaded: loaded})
 	s.inst.Reconcile(ctx) // before serving: a client never sees a stale state
 	s.inst.SyncFirewall(ctx)
+	if network.Metadata {
+		// QEMU's connections come redirected from the gateway's port 80 (as the host's
+		// loopback), which their sockets still name.
+		meta := imds.NewServer(s.metadata, imds.WithRedirectsFrom(netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 80)))
+		go func() {
+			if err := meta.Serve(metaLn); err != nil {
+				l.WithError(err).Error("the metadata service stopped")
+			}
+		}()
+		defer meta.Close()
+	}
 	// A kilnd killed during a register leaves its export's socket directory behind
 	// (volumes.Tool.SocketDir); nothing uses one before kilnd serves.
 	leftovers, _ := filepath.Glob(filepath.Join(cfg.Root, "run", "nbd-*"))

@@ -228,7 +228,7 @@ func checkExec(t *testing.T, socket string) {
 	if code != 1 || !strings.Contains(errOut, "/no/such/program") || !strings.Contains(errOut, api.CodeInvalidParameterValue) {
 		t.Errorf("kiln exec of a missing program: exit %d, %q; want 1, InvalidParameterValue naming it", code, errOut)
 	}
-	code, out, _ = kiln(t, socket, "exec", "deb", "-o", "json", "--", "uname", "-n")
+	code, out, _ = kiln(t, socket, "exec", "-o", "json", "deb", "--", "uname", "-n")
 	var res api.ExecResult
 	if err := json.Unmarshal([]byte(out), &res); code != 0 || err != nil || string(res.Stdout) != "deb\n" {
 		t.Errorf("kiln exec -o json: exit %d, %v, %q; want the host name deb", code, err, out)

@@ -147,11 +147,16 @@ func SSHPort(used map[int]bool) (int, error) {
 	return 0, fmt.Errorf("no loopback port of %d to %d is free for SSH: %w", SSHPortBase, SSHPortBase+SSHPortCount-1, errdefs.ErrResourceExhausted)
 }
 
+// MAC is the address of the network card of the instance id: the same at each start.
+func MAC(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return fmt.Sprintf("52:54:00:%02x:%02x:%02x", sum[0], sum[1], sum[2])
+}
+
 // netOf is the machine's network card: its MAC made of the instance's id (the same at
 // each start), SSH's forward and the published ones.
 func netOf(rec record.Instance, outbound bool) *hypervisor.Net {
-	sum := sha256.Sum256([]byte(rec.ID))
-	n := &hypervisor.Net{MAC: fmt.Sprintf("52:54:00:%02x:%02x:%02x", sum[0], sum[1], sum[2]), Outbound: outbound}
+	n := &hypervisor.Net{MAC: MAC(rec.ID), Outbound: outbound}
 	if rec.SSHPort != 0 {
 		n.Forwards = append(n.Forwards, hypervisor.Forward{Protocol: "tcp", HostIP: "127.0.0.1", HostPort: rec.SSHPort, GuestPort: 22})
 	}

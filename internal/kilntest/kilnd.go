@@ -119,6 +119,7 @@ type Kilnd struct {
 	Done chan struct{} // closed once it has exited
 
 	racesChecked bool // CheckRaces has looked at this process's ended output
+	killAtEnd    bool // Start made the test's end kill kilnd
 }
 
 // NewKilnd is a Kilnd (not started) with its root, socket and settings file in dir:
@@ -157,7 +158,10 @@ func (k *Kilnd) Start() {
 	cmd, done := k.Cmd, make(chan struct{})
 	k.Done = done
 	go func() { cmd.Wait(); close(done) }()
-	k.TB.Cleanup(k.Kill)
+	if !k.killAtEnd { // once: a cleanup of the test's that stops kilnd must run before it
+		k.killAtEnd = true
+		k.TB.Cleanup(k.Kill)
+	}
 	deadline := time.Now().Add(ServeDeadline)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)

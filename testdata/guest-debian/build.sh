@@ -4,7 +4,7 @@
 #
 # The root is Debian bookworm made by mmdebstrap from Debian's packages: systemd with
 # dbus (so that logind takes the power button and shutdown works), cloud-init (NoCloud),
-# openssh-server, qemu-guest-agent, sudo, python3 and the cloud kernel.
+# openssh-server, qemu-guest-agent, sudo, curl, python3 and the cloud kernel.
 # The disk has an MBR partition table, a FAT boot partition with syslinux (the kernel,
 # its initrd and syslinux.cfg) and an ext4 root, each made as a file of its own with
 # mkfs -d / mtools and copied in: no loop device and no mount. Needs root (mmdebstrap
@@ -17,7 +17,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 suite=bookworm
-packages=systemd-sysv,udev,dbus,cloud-init,cloud-guest-utils,openssh-server,qemu-guest-agent,python3,sudo,linux-image-cloud-amd64,ifupdown,isc-dhcp-client,netbase
+packages=systemd-sysv,udev,dbus,cloud-init,cloud-guest-utils,openssh-server,qemu-guest-agent,python3,sudo,curl,linux-image-cloud-amd64,ifupdown,isc-dhcp-client,netbase
 root="$work/root"
 mmdebstrap --quiet --variant=apt --include="$packages" "$suite" "$root"
 
