@@ -91,7 +91,7 @@ run: deps build guest guest-debian ## start kilnd with the default root and a sa
 			--cmdline "console=ttyS0 root=/dev/vda"; \
 	./bin/kiln image inspect debian-12 -q >/dev/null 2>&1 || \
 		./bin/kiln image register debian-12 --wait -q --description "Debian 12 (bookworm) with cloud-init, built by testdata/guest-debian" \
-			--disk $(CURDIR)/$(DEBIAN)/disk.qcow2; \
+			--disk $(CURDIR)/$(DEBIAN)/disk.qcow2 --ssh-user debian; \
 	./bin/kiln image ls; echo "kilnd is running; try: ./bin/kiln image ls  (Ctrl-C stops it)"; \
 	wait $$pid
 

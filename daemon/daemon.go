@@ -197,18 +197,16 @@ func serve(ctx context.Context, cfg Config, st *settings.Settings, store *images
 		return err
 	}
 	s.keys = keys.New(db, keyPairs)
-	// The metadata service listens on loopback; the firewall sends each guest's gateway
-	// port 80 there, and the service tells instances apart by their QEMU's uid.
-	metaLn, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		return fmt.Errorf("the metadata service's listener: %w", err)
-	}
-	defer metaLn.Close()
-	network, firewall := machines.SetUpNetwork(ctx, machines.NewUsers(accel.name, cfg.KVMDevice), "nft", cfg.Root, metaLn.Addr().(*net.TCPAddr).Port)
+	// The metadata service listens on a loopback address of kilnd's own; the firewall
+	// sends each guest's gateway port 80 there, and the service tells instances apart by
+	// their QEMU's uid. The firewall's table goes before the listener (defers run last
+	// first): a guest is never sent to a closed port kilnd no longer holds.
+	network, firewall, metaLn := machines.SetUpNetwork(ctx, machines.NewUsers(accel.name, cfg.KVMDevice), "nft", cfg.Root)
 	s.network = network
 	l.WithField("network", network.String()).Info("guests' network")
 	var fw instances.Firewall
 	if firewall != nil {
+		defer metaLn.Close()
 		fw = firewall
 		defer func() {
 			if err := firewall.Close(context.WithoutCancel(ctx)); err != nil {
@@ -221,7 +219,7 @@ func serve(ctx context.Context, cfg Config, st *settings.Settings, store *images
 		Quota: quotaOf, Imaging: s.img, Vols: s.vols, Loaded: loaded})
 	s.inst.Reconcile(ctx) // before serving: a client never sees a stale state
 	s.inst.SyncFirewall(ctx)
-	if network.Metadata {
+	if metaLn != nil {
 		// QEMU's connections come redirected from the gateway's port 80 (as the host's
 		// loopback), which their sockets still name.
 		meta := imds.NewServer(s.metadata, imds.WithRedirectsFrom(netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 80)))

@@ -3,6 +3,7 @@ package daemon
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -179,10 +180,14 @@ func (s *server) exec(w http.ResponseWriter, r *http.Request, c peer.Caller) err
 		defer cancel()
 	}
 	res, err := s.inst.Exec(ctx, inst, hypervisor.ExecRequest{Path: req.Command[0], Args: req.Command[1:], Env: req.Env, Stdin: req.Stdin})
+	if err != nil && errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil && res.PID != 0 {
+		writeJSON(w, http.StatusOK, api.ExecResult{PID: res.PID, TimedOut: true, ExitCode: -1})
+		return nil
+	}
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, api.ExecResult{ExitCode: res.ExitCode, Signal: res.Signal, Stdout: res.Stdout, Stderr: res.Stderr,
+	writeJSON(w, http.StatusOK, api.ExecResult{PID: res.PID, ExitCode: res.ExitCode, Signal: res.Signal, Stdout: res.Stdout, Stderr: res.Stderr,
 		StdoutTruncated: res.StdoutTruncated, StderrTruncated: res.StderrTruncated})
 	return nil
 }

@@ -197,6 +197,10 @@ func (a *Agent) Exec(ctx context.Context, req ExecRequest) (ExecResult, error) {
 		PID int `json:"pid"`
 	}
 	if err := a.call(ctx, "guest-exec", args, &started); err != nil {
+		var refused *AgentError
+		if errors.As(err, &refused) && !errdefs.IsNotImplemented(err) { // the program did not start
+			return ExecResult{}, fmt.Errorf("run %s in the guest: %w: %w", req.Path, err, errdefs.ErrInvalidArgument)
+		}
 		return ExecResult{}, fmt.Errorf("run %s in the guest: %w", req.Path, err)
 	}
 	res := ExecResult{PID: started.PID}

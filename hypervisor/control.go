@@ -161,8 +161,13 @@ func (m *Machine) run(ctx context.Context, command string, args any) ([]byte, er
 	return m.client.RunContext(ctx, b)
 }
 
-// agentDial bounds how long kilnd waits for the agent's socket to take its connection.
-const agentDial = 5 * time.Second
+// agentDial bounds how long kilnd waits for the agent's socket to take its connection;
+// agentShutdownWait how long Shutdown tries the agent before the power button: a guest
+// whose agent is wedged must not hold a stop up.
+const (
+	agentDial         = 5 * time.Second
+	agentShutdownWait = 8 * time.Second
+)
 
 // AgentOpen reports whether the guest has its agent's port open, that is whether
 // qemu-guest-agent runs in it: QEMU's query-chardev says whether the port's guest side
@@ -190,9 +195,10 @@ func (m *Machine) AgentOpen(ctx context.Context) (bool, error) {
 }
 
 // withAgent runs f on the machine's connection to its guest agent, dialled on first
-// use, and dialled again (once) when it broke: a guest that rebooted, a QEMU that
-// dropped it. A guest whose agent does not run is ErrFailedPrecondition.
-func (m *Machine) withAgent(ctx context.Context, f func(*Agent) error) error {
+// use, and dialled again when it broke (a guest that rebooted, a QEMU that dropped it),
+// where f runs again too if retry (f may be done twice). A guest whose agent does not
+// run is ErrFailedPrecondition.
+func (m *Machine) withAgent(ctx context.Context, retry bool, f func(*Agent) error) error {
 	open, err := m.AgentOpen(ctx)
 	if err != nil {
 		return err
@@ -206,10 +212,12 @@ func (m *Machine) withAgent(ctx context.Context, f func(*Agent) error) error {
 			return err
 		}
 		err = f(a)
-		if try > 0 || !errdefs.IsUnavailable(err) {
+		if errdefs.IsUnavailable(err) {
+			m.dropAgent(a)
+		}
+		if try > 0 || !retry || !errdefs.IsUnavailable(err) {
 			return err
 		}
-		m.dropAgent(a)
 	}
 }
 
@@ -239,11 +247,21 @@ func (m *Machine) dropAgent(a *Agent) {
 	a.Close()
 }
 
+// closeAgent closes the agent's connection, if any: QEMU is gone.
+func (m *Machine) closeAgent() {
+	m.agentMu.Lock()
+	defer m.agentMu.Unlock()
+	if m.agent != nil {
+		m.agent.Close()
+		m.agent = nil
+	}
+}
+
 // Exec runs a program in the guest through its agent and returns how it ended
 // (Agent.Exec); ErrFailedPrecondition when the guest runs no agent.
 func (m *Machine) Exec(ctx context.Context, req ExecRequest) (ExecResult, error) {
 	var res ExecResult
-	err := m.withAgent(ctx, func(a *Agent) (err error) {
+	err := m.withAgent(ctx, false, func(a *Agent) (err error) { // never twice: the program might run twice
 		res, err = a.Exec(ctx, req)
 		return err
 	})
@@ -255,7 +273,9 @@ func (m *Machine) Exec(ctx context.Context, req ExecRequest) (ExecResult, error)
 // was asked, saying how (and why not through the agent, when it had one); Exited tells
 // when it is off. It may be called again.
 func (m *Machine) Shutdown(ctx context.Context) (string, error) {
-	err := m.withAgent(ctx, func(a *Agent) error { return a.Shutdown(ctx, ShutdownPowerdown) })
+	actx, cancel := context.WithTimeout(ctx, agentShutdownWait)
+	err := m.withAgent(actx, true, func(a *Agent) error { return a.Shutdown(actx, ShutdownPowerdown) })
+	cancel()
 	if err == nil {
 		return "guest agent", nil
 	}

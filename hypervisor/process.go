@@ -123,6 +123,7 @@ func Start(ctx context.Context, qemu string, spec Spec) (*Machine, error) {
 		if err := cmd.Wait(); err != nil {
 			appendLog(logPath, fmt.Sprintf("kilnd: QEMU %d exited: %v\n", m.PID, err))
 		}
+		m.closeAgent()
 		close(m.exited)
 	}()
 	if err := os.WriteFile(filepath.Join(spec.Dir, PIDFile), []byte(strconv.Itoa(m.PID)+"\n"), 0o600); err != nil {
@@ -291,6 +292,7 @@ func (m *Machine) watch() {
 	for isQEMU(m.PID) {
 		time.Sleep(50 * time.Millisecond)
 	}
+	m.closeAgent()
 	close(m.exited)
 }
 

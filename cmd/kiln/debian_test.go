@@ -176,9 +176,9 @@ func checkSSH(t *testing.T, socket, id, home string) {
 	if code != 3 || strings.TrimSpace(out) != "debian" {
 		t.Errorf("kiln ssh deb -- sh -c 'whoami; exit 3': exit %d, %q; want 3 and debian", code, out)
 	}
-	known, err := os.ReadFile(filepath.Join(home, ".ssh", "kiln", "known_hosts"))
+	known, err := os.ReadFile(filepath.Join(home, ".ssh", "kiln", "known_hosts.d", id))
 	if err != nil || !strings.HasPrefix(string(known), id+" ssh-ed25519 ") {
-		t.Errorf("~/.ssh/kiln/known_hosts: %v, %q; want the guest's key under its id", err, known)
+		t.Errorf("~/.ssh/kiln/known_hosts.d/%s: %v, %q; want the guest's key under its id", id, err, known)
 	}
 
 	// A guest that answers with another host key than its console showed is refused.
@@ -227,6 +227,10 @@ func checkExec(t *testing.T, socket string) {
 	code, _, errOut = kiln(t, socket, "exec", "deb", "--", "/no/such/program")
 	if code != 1 || !strings.Contains(errOut, "/no/such/program") || !strings.Contains(errOut, api.CodeInvalidParameterValue) {
 		t.Errorf("kiln exec of a missing program: exit %d, %q; want 1, InvalidParameterValue naming it", code, errOut)
+	}
+	code, _, errOut = kiln(t, socket, "exec", "--timeout", "1", "deb", "--", "sleep", "30")
+	if code != 124 || !strings.Contains(errOut, "sleep still runs in the guest after 1 s") {
+		t.Errorf("kiln exec --timeout 1 -- sleep 30: exit %d, %q; want 124, saying it still runs", code, errOut)
 	}
 	code, out, _ = kiln(t, socket, "exec", "-o", "json", "deb", "--", "uname", "-n")
 	var res api.ExecResult
@@ -312,7 +316,7 @@ except u.HTTPError as e:
 
 	// The service answers no one else: not a process of the host, nor a QEMU user that is
 	// no instance's.
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/latest/meta-data/instance-id", metadataPort(t, socket)))
+	resp, err := http.Get("http://" + metadataAddr(t, socket) + "/latest/meta-data/instance-id")
 	if err == nil {
 		resp.Body.Close()
 	}
@@ -321,20 +325,21 @@ except u.HTTPError as e:
 	}
 }
 
-// metadataPort is the loopback port kilnd's metadata service listens on, as kiln info says.
-func metadataPort(t *testing.T, socket string) int {
+// metadataAddr is where kilnd's metadata service listens, as kiln info says.
+func metadataAddr(t *testing.T, socket string) string {
 	_, out, _ := kiln(t, socket, "info", "-o", "json")
 	var info api.Info
 	json.Unmarshal([]byte(out), &info)
-	var port int
-	if _, err := fmt.Sscanf(info.Network[strings.LastIndex(info.Network, ":")+1:], "%d", &port); err != nil {
-		t.Fatalf("kiln info's network %q names no metadata port", info.Network)
+	_, addr, ok := strings.Cut(info.Network, "→ ")
+	if !ok {
+		t.Fatalf("kiln info's network %q names no metadata address", info.Network)
 	}
-	return port
+	return strings.TrimSuffix(addr, ")")
 }
 
-// checkOutbound: the guest reaches a server on the host's network, but not the host's
-// loopback, where only the metadata service (port 80) is let through.
+// checkOutbound: the guest reaches another host of the host's network, but neither the
+// host's own addresses nor its loopback (through its gateway), where only the metadata
+// service (port 80) is let through.
 func checkOutbound(t *testing.T, socket string) {
 	hostIP := ""
 	addrs, _ := net.InterfaceAddrs()
@@ -347,22 +352,27 @@ func checkOutbound(t *testing.T, socket string) {
 	if hostIP == "" {
 		t.Fatalf("the host has no IPv4 address but loopback's: %v", addrs)
 	}
-	serve := func(addr string) (string, *int32) {
-		ln, err := net.Listen("tcp4", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var hits int32
+	var hits atomic.Int32
+	serveOn := func(ln net.Listener) string {
 		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			atomic.AddInt32(&hits, 1)
+			hits.Add(1)
 			io.WriteString(w, "kiln-outbound")
 		})}
 		go srv.Serve(ln)
 		t.Cleanup(func() { srv.Close() })
-		return fmt.Sprint(ln.Addr().(*net.TCPAddr).Port), &hits
+		return fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
 	}
-	lanPort, _ := serve(hostIP + ":0")
-	loPort, loHits := serve("127.0.0.1:0")
+	listen := func(addr string) net.Listener {
+		ln, err := net.Listen("tcp4", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ln
+	}
+	remote := kilntest.NewRemoteHost(t)
+	remotePort := serveOn(remote.Listen(t, 0))
+	lanPort := serveOn(listen(hostIP + ":0"))
+	loPort := serveOn(listen("127.0.0.1:0"))
 	fetch := `
 import sys, urllib.request as u
 try:
@@ -370,12 +380,15 @@ try:
 except Exception as e:
     print("refused:", e)
 `
-	_, out, errOut := kiln(t, socket, "exec", "deb", "--", "python3", "-c", fetch, "http://"+hostIP+":"+lanPort+"/")
+	_, out, errOut := kiln(t, socket, "exec", "deb", "--", "python3", "-c", fetch, "http://"+remote.Addr+":"+remotePort+"/")
 	if strings.TrimSpace(out) != "kiln-outbound" {
-		t.Errorf("the guest fetching from the host's network (%s:%s): %q, %q", hostIP, lanPort, out, errOut)
+		t.Errorf("the guest fetching from another host (%s:%s): %q, %q", remote.Addr, remotePort, out, errOut)
 	}
-	_, out, _ = kiln(t, socket, "exec", "deb", "--", "python3", "-c", fetch, "http://169.254.169.254:"+loPort+"/")
-	if !strings.HasPrefix(strings.TrimSpace(out), "refused:") || atomic.LoadInt32(loHits) != 0 {
-		t.Errorf("the guest reached the host's loopback (127.0.0.1:%s) through its gateway: %q, %d requests", loPort, out, atomic.LoadInt32(loHits))
+	hits.Store(0)
+	for _, url := range []string{"http://" + hostIP + ":" + lanPort + "/", "http://169.254.169.254:" + loPort + "/"} {
+		_, out, _ = kiln(t, socket, "exec", "deb", "--", "python3", "-c", fetch, url)
+		if !strings.HasPrefix(strings.TrimSpace(out), "refused:") || hits.Load() != 0 {
+			t.Errorf("the guest reached the host itself (%s): %q, %d requests", url, out, hits.Load())
+		}
 	}
 }

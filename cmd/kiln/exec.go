@@ -57,6 +57,8 @@ status (128+N when signal N ended it). The output comes once the program has exi
 				}
 			}
 			switch {
+			case res.TimedOut: // as timeout(1) says it
+				return exitError{code: 124, msg: fmt.Sprintf("kiln: %s still runs in the guest after %d s (process %d)", req.Command[0], timeout, res.PID)}
 			case res.Signal > 0:
 				return exitError{code: 128 + res.Signal, msg: fmt.Sprintf("kiln: %s ended by signal %d", req.Command[0], res.Signal)}
 			case res.ExitCode != 0:

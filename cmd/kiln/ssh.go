@@ -23,7 +23,7 @@ func newSSHCommand(e *env) *cobra.Command {
 		Long: `Runs the system's ssh on the instance's SSH port, as the image's default user (or the
 one cloud-init named), with the key pair's private key that key-pair create kept in
 ~/.ssh/kiln/ (or --identity). The guest's host keys are those its console showed at
-its first boot; kiln keeps them in ~/.ssh/kiln/known_hosts and ssh checks them
+its first boot; kiln keeps them in ~/.ssh/kiln/known_hosts.d/ and ssh checks them
 (StrictHostKeyChecking=yes): a guest whose keys changed is refused.`,
 		Args: minArgs(1, "INSTANCE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -110,7 +110,7 @@ func (o *sshOptions) target(ctx context.Context, e *env, ref string) (sshTarget,
 func (t sshTarget) options(portFlag string) []string {
 	argv := []string{portFlag, strconv.Itoa(t.port),
 		"-o", "HostKeyAlias=" + t.id,
-		"-o", "UserKnownHostsFile=" + t.knownHosts,
+		"-o", "UserKnownHostsFile=" + sshQuote(t.knownHosts),
 		"-o", "GlobalKnownHostsFile=/dev/null",
 		"-o", "StrictHostKeyChecking=yes",
 		"-o", "CheckHostIP=no",
@@ -122,36 +122,38 @@ func (t sshTarget) options(portFlag string) []string {
 	return argv
 }
 
-// recordHostKeys writes the instance's host keys into ~/.ssh/kiln/known_hosts under its
-// id (ssh's HostKeyAlias), in place of what the file held for it, and returns the
-// file's path. Other lines are kept as they are.
+// sshQuote quotes a file name for an ssh option, which ssh splits at spaces outside quotes.
+func sshQuote(s string) string {
+	if strings.ContainsAny(s, " \t") {
+		return `"` + s + `"`
+	}
+	return s
+}
+
+// recordHostKeys writes the instance's host keys, under its id (ssh's HostKeyAlias),
+// into a known_hosts file of its own, ~/.ssh/kiln/known_hosts.d/ID (replaced whole, so
+// that kiln ssh to several instances at once never loses one's), and returns its path.
 func recordHostKeys(inst api.Instance) (string, error) {
 	home, err := os.UserHomeDir()
 	if err != nil {
 		return "", err
 	}
-	dir := filepath.Join(home, ".ssh", "kiln")
+	dir := filepath.Join(home, ".ssh", "kiln", "known_hosts.d")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
-	path := filepath.Join(dir, "known_hosts")
-	old, err := os.ReadFile(path)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return "", err
+	if !strings.HasPrefix(inst.ID, "i-") || strings.ContainsAny(inst.ID, "/ ") {
+		return "", fmt.Errorf("instance id %q: not an instance id", inst.ID)
 	}
+	path := filepath.Join(dir, inst.ID)
 	var lines []string
-	for _, line := range strings.Split(string(old), "\n") {
-		if line != "" && !strings.HasPrefix(line, inst.ID+" ") {
-			lines = append(lines, line)
-		}
-	}
 	for _, k := range inst.SSHHostKeys {
 		if strings.ContainsAny(k, "\n\r") {
 			return "", fmt.Errorf("host key %.40q: not one line", k)
 		}
 		lines = append(lines, inst.ID+" "+k)
 	}
-	tmp, err := os.CreateTemp(dir, "known_hosts.*")
+	tmp, err := os.CreateTemp(dir, ".new.*")
 	if err != nil {
 		return "", err
 	}

@@ -16,8 +16,8 @@ type Info struct {
 	// Network says what guests' networks give (outbound connections, the metadata
 	// service), and why not when they do not.
 	Network string `json:"network"`
-	Root          string `json:"root"`
-	Socket        string `json:"socket"`
+	Root    string `json:"root"`
+	Socket  string `json:"socket"`
 	// Images, Snapshots and Instances count what the caller can see.
 	Images    int `json:"images"`
 	Snapshots int `json:"snapshots"`
@@ -182,7 +182,8 @@ type Instance struct {
 	// line ("Cloud-init v. … finished at …") on its serial console.
 	Ready bool `json:"ready,omitempty"`
 	// ForceOffAt is set while a stop or termination waits for the guest to shut down
-	// when asked (through its agent, else by the power button): when kilnd stops waiting and forces it off.
+	// when asked (through its agent, else by the power button): when kilnd stops waiting
+	// and forces it off.
 	ForceOffAt *time.Time `json:"forceOffAt,omitempty"`
 	// CreatingImage is the image a create-image operation is making of the instance;
 	// while it is set a running instance may be stopped for it and started again.
@@ -295,10 +296,12 @@ type ExecRequest struct {
 const MaxExecInput = 512 << 10
 
 // ExecResult is how the program ended and what it printed (the agent keeps at most
-// 16 MiB of each stream).
+// 16 MiB of each stream), or, TimedOut, that it still ran when the timeout passed.
 type ExecResult struct {
-	ExitCode        int    `json:"exitCode"`         // -1 when a signal ended it
-	Signal          int    `json:"signal,omitempty"` // the signal that ended it
+	PID             int    `json:"pid"`                // in the guest
+	TimedOut        bool   `json:"timedOut,omitempty"` // it goes on in the guest
+	ExitCode        int    `json:"exitCode"`           // -1 when a signal ended it
+	Signal          int    `json:"signal,omitempty"`   // the signal that ended it
 	Stdout          []byte `json:"stdout"`
 	Stderr          []byte `json:"stderr"`
 	StdoutTruncated bool   `json:"stdoutTruncated,omitempty"`

@@ -91,6 +91,7 @@ type readyScan struct {
 	start int64  // the ConsoleStart it counts from
 	next  int64  // the first byte not read yet
 	found bool   // a ready line came after start
+	at    int64  // when found: the end of the read it was in
 	tail  []byte // the last bytes read (at most markerTail), for a line split between reads
 }
 
@@ -122,7 +123,7 @@ func (rs *readyScan) scan(r io.ReaderAt, from, to int64) error {
 		rs.next += int64(k)
 		b := buf[:n+k]
 		if readyIn(b) {
-			rs.found, rs.tail = true, nil
+			rs.found, rs.at, rs.tail = true, rs.next, nil
 			return nil
 		}
 		rs.tail = append(rs.tail[:0], b[max(0, len(b)-markerTail):]...)
@@ -235,7 +236,7 @@ func (t *Tracker) scanReady(cs *state, c Console, f *os.File, size int64) error 
 	}
 	err := cs.ready.scan(f, ringStart(f, cs.ready.next, size, t.Limit()), size)
 	if cs.ready.found {
-		t.noteGuest(c, f, size)
+		t.noteGuest(c, f, cs.ready.at)
 		noteReady(c)
 	}
 	return err
@@ -334,7 +335,9 @@ func (t *Tracker) trim(ctx context.Context, c Console) {
 
 // Trim keeps every console within the limit until ctx ends: once at start for every
 // console list gives (one may have grown while kilnd was down), then every trimEvery
-// for those running, and once more for one that left running since.
+// for those running, and once more for one that left running since. Each tick also
+// reads running consoles for readiness, so that what a guest says of itself when ready
+// (noteGuest) is kept even when no one asks.
 func (t *Tracker) Trim(ctx context.Context, list func() []Console) {
 	for _, c := range list() {
 		t.trim(ctx, c)
@@ -353,6 +356,7 @@ func (t *Tracker) Trim(ctx context.Context, list func() []Console) {
 			ids[c.ID] = true
 			switch {
 			case c.Running:
+				t.Ready(c)
 				t.trim(ctx, c)
 			case t.tracked(c.ID):
 				t.trim(ctx, c)

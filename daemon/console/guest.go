@@ -66,12 +66,12 @@ func parseGuest(b []byte) Guest {
 	return g
 }
 
-// noteGuest reads the end of the console f (of size bytes) for what the guest says of
-// itself and keeps what it found in guestFile, over what an earlier boot said only
-// where this one said something. The caller holds the console's state.
-func (t *Tracker) noteGuest(c Console, f *os.File, size int64) {
-	from := ringStart(f, max(c.Start, size-guestWindow), size, t.Limit())
-	b := make([]byte, size-from)
+// noteGuest reads the console f up to end (where its ready line was read) for what the
+// guest says of itself and keeps what it found in guestFile, over what an earlier boot
+// said only where this one said something. The caller holds the console's state.
+func (t *Tracker) noteGuest(c Console, f *os.File, end int64) {
+	from := ringStart(f, max(c.Start, end-guestWindow), end, t.Limit())
+	b := make([]byte, end-from)
 	n, _ := f.ReadAt(b, from)
 	found := parseGuest(b[:n])
 	if len(found.SSHHostKeys) == 0 && found.SSHUser == "" {

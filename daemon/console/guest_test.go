@@ -1,6 +1,7 @@
 package console
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"slices"
@@ -48,4 +49,28 @@ func FuzzParseGuest(f *testing.F) {
 			t.Fatalf("%d keys kept", len(g.SSHHostKeys))
 		}
 	})
+}
+
+// TestNoteGuestAtReadiness: the host keys are read where the ready line was, however much
+// the guest wrote after it before anyone looked.
+func TestNoteGuestAtReadiness(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("testdata", "cloud-init-final.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	final := []byte("\r\n[  121.7] cloud-init[517]: Cloud-init v. 22.4.2 finished at Mon, 30 Nov 2026 08:13:49 +0000. Datasource DataSourceNoCloud.\r\n")
+	junk := bytes.Repeat([]byte("a line the guest wrote later\n"), 3<<20/29)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "console.log")
+	if err := os.WriteFile(path, slices.Concat(b, final, junk), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tr := &Tracker{Limit: func() int64 { return 8 << 20 }}
+	c := Console{ID: "i-0123456789abcdef0", Path: path, Running: true}
+	if !tr.Ready(c) {
+		t.Fatal("not ready")
+	}
+	if g := GuestOf(c); len(g.SSHHostKeys) != 1 || g.SSHUser != "debian" {
+		t.Errorf("kept %+v; want the host key and user debian, 3 MiB before the console's end", g)
+	}
 }

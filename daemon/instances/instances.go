@@ -72,7 +72,7 @@ type Config struct {
 	Outbound bool
 	// Firewall, when set, lets instances' QEMU users reach the metadata service.
 	Firewall Firewall
-	Root      string
+	Root     string
 	// Ops runs long operations; they stop when OpsCtx is cancelled.
 	Ops    *sync.WaitGroup
 	OpsCtx context.Context

@@ -248,8 +248,11 @@ func (m *Manager) startMachine(ctx context.Context, inst *Instance) error {
 		if sshTaken {
 			r.SSHPort = 0
 		}
+		if r.QEMUSlot != 0 && !m.specs.Users.Claim(r.QEMUSlot, m.Root) {
+			r.QEMUSlot = 0 // another kilnd's instance has its user now: it gets another
+		}
 		if r.QEMUSlot == 0 {
-			r.QEMUSlot, slotErr = machines.FreeSlot(m.slotsLocked())
+			r.QEMUSlot, slotErr = machines.FreeSlot(m.slotsLocked(), func(slot uint32) bool { return m.specs.Users.Claim(slot, m.Root) })
 		}
 		portErr = m.portsLocked(r)
 	}); err != nil {
@@ -258,7 +261,7 @@ func (m *Manager) startMachine(ctx context.Context, inst *Instance) error {
 	if err := errors.Join(slotErr, portErr); err != nil {
 		return err
 	}
-	m.SyncFirewall(ctx)
+	m.SyncFirewall(context.WithoutCancel(ctx)) // a caller that went must not leave the instance without it
 	// QEMU listens on them as it starts: one another process has is refused here, with
 	// who has it.
 	for _, p := range append([]record.Port{{Protocol: "tcp", HostIP: "127.0.0.1", HostPort: inst.rec.SSHPort}}, inst.rec.Ports...) {
@@ -523,10 +526,6 @@ func (m *Manager) Exec(ctx context.Context, inst *Instance, req hypervisor.ExecR
 		return hypervisor.ExecResult{}, fmt.Errorf("instance %s is %s; exec needs a running instance: %w", id, state, errdefs.ErrFailedPrecondition)
 	}
 	res, err := mach.Exec(ctx, req)
-	var refused *hypervisor.AgentError
-	if errors.As(err, &refused) && !errdefs.IsNotImplemented(err) { // the program did not start
-		return res, fmt.Errorf("instance %s: %w: %w", id, err, errdefs.ErrInvalidArgument)
-	}
 	if err != nil {
 		return res, fmt.Errorf("instance %s: %w", id, err)
 	}
@@ -611,6 +610,9 @@ func (m *Manager) finishTerminate(inst *Instance, reason string) {
 		r.State, r.StateReason, r.PID, r.TerminatedAt = record.StateTerminated, reason, 0, time.Now().UTC()
 	}); err != nil {
 		log.L.WithError(err).WithField("instance", inst.rec.ID).Error("record terminated instance")
+	}
+	if inst.rec.QEMUSlot != 0 {
+		m.specs.Users.Release(inst.rec.QEMUSlot, m.Root)
 	}
 	m.SyncFirewall(m.OpsCtx)
 }

@@ -4,14 +4,17 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
+	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"kiln/hypervisor"
@@ -22,10 +25,10 @@ type Network struct {
 	// Outbound: guests open connections beyond the host. It needs the firewall: QEMU's
 	// user network maps the guest's gateway to the host's loopback, as QEMU's user.
 	Outbound bool
-	// Metadata: the gateway's port 80 leads to the metadata service, at MetadataPort
-	// on the host's loopback.
+	// Metadata: the gateway's port 80 leads to the metadata service, listening at
+	// MetadataAddr (MetadataAddr).
 	Metadata     bool
-	MetadataPort int
+	MetadataAddr netip.AddrPort
 	// Reason says why guests have neither, when they have not.
 	Reason string
 }
@@ -33,46 +36,92 @@ type Network struct {
 // String says what guests get, for kilnd's log and kiln info.
 func (n Network) String() string {
 	if n.Outbound {
-		return fmt.Sprintf("outbound and metadata (gateway %s:80 → 127.0.0.1:%d)", hypervisor.MetadataIP, n.MetadataPort)
+		return fmt.Sprintf("outbound and metadata (gateway %s:80 → %s)", hypervisor.MetadataIP, n.MetadataAddr)
 	}
 	return "restricted (no outbound, no metadata service): " + n.Reason
+}
+
+// MetadataAddr is where the metadata service of the kilnd of root listens: port 80 (which
+// only root may bind, so that no user takes it while kilnd is down and QEMUs still send
+// their guests there) of a loopback address of its own, 127.100-199.x.y, made of root.
+func MetadataAddr(root string) netip.AddrPort {
+	if abs, err := filepath.Abs(root); err == nil {
+		root = abs
+	}
+	d := sha256.Sum256([]byte(root))
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 100 + d[0]%100, d[1], 1 + d[2]%254}), 80)
 }
 
 // The firewall is two nftables tables (docs/decisions.md, "The guest's network"):
 //
 //   - GuardTable, the same from every kilnd of the host, refuses the connections every
-//     QEMU user opens to the host's loopback and to link-local addresses (a cloud host's
-//     own metadata service), but those sent on to a metadata service (dnat) and DNS
-//     (the guest's resolver is the host's, which may listen on loopback). Connections a
-//     QEMU accepts (published ports) and what it sends on them are not new, and pass.
-//     It is never removed: QEMUs outlive kilnd.
+//     QEMU user opens to any of the host's own addresses (loopback's and every other),
+//     to link-local addresses and to clouds' metadata addresses (a cloud host's own),
+//     but those a kilnd sent on to its metadata service (marked redirectMark) and DNS to
+//     the host's loopback resolvers (the guest's resolver is the host's, through QEMU).
+//     Connections a QEMU accepts (published ports) and what it sends on them are not
+//     new, and pass. It is never removed: QEMUs outlive kilnd.
 //   - each kilnd's own table (kiln_ and a digest of its root) sends the gateway's port
-//     80 of its instances' QEMU users, a set it keeps (Sync), to its metadata service;
-//     it goes with kilnd (Close). Several kilnds of one host each send only their own.
+//     80 of its instances' QEMU users, a set it keeps (Sync), to its metadata service,
+//     marking the connection; it goes with kilnd (Close).
 const GuardTable = "kiln"
 
-func guardRules(uids string) string {
-	return fmt.Sprintf(`add table inet %[1]s
-add chain inet %[1]s guests { type filter hook output priority 0; policy accept; }
-flush chain inet %[1]s guests
-add rule inet %[1]s guests meta skuid %[2]s ct status dnat accept
-add rule inet %[1]s guests meta skuid %[2]s ip daddr 127.0.0.0/8 meta l4proto { tcp, udp } th dport 53 accept
-add rule inet %[1]s guests meta skuid %[2]s ct state new ip daddr { 127.0.0.0/8, 169.254.0.0/16 } reject
-add rule inet %[1]s guests meta skuid %[2]s ct state new ip6 daddr { ::1, fe80::/10 } reject
-`, GuardTable, uids)
+// redirectMark marks (conntrack) the connections a kilnd sent to its metadata service.
+const redirectMark = "0x6b696c6e"
+
+func guardRules(uids string, resolvers []netip.Addr) string {
+	dns := ""
+	if len(resolvers) > 0 {
+		list := make([]string, len(resolvers))
+		for i, a := range resolvers {
+			list[i] = a.String()
+		}
+		dns = fmt.Sprintf("\t\tmeta skuid %s ip daddr { %s } meta l4proto { tcp, udp } th dport 53 accept\n", uids, strings.Join(list, ", "))
+	}
+	return fmt.Sprintf(`table inet %[1]s
+delete table inet %[1]s
+table inet %[1]s {
+	chain guests {
+		type filter hook output priority 0; policy accept;
+		meta skuid %[2]s ct mark %[3]s accept
+%[4]s		meta skuid %[2]s ct state new fib daddr type local reject
+		meta skuid %[2]s ct state new ip daddr { 127.0.0.0/8, 169.254.0.0/16, 100.100.100.200 } reject
+		meta skuid %[2]s ct state new ip6 daddr { ::1, fe80::/10, fd00:ec2::254 } reject
+	}
+}
+`, GuardTable, uids, redirectMark, dns)
 }
 
-func metadataRules(table string, port int) string {
+func metadataRules(table string, to netip.AddrPort) string {
 	return fmt.Sprintf(`table inet %[1]s
 delete table inet %[1]s
 table inet %[1]s {
 	set guests { typeof meta skuid; }
 	chain metadata {
 		type nat hook output priority -100; policy accept;
-		meta skuid @guests ip daddr 127.0.0.1 tcp dport 80 dnat ip to 127.0.0.1:%[2]d
+		meta skuid @guests ip daddr 127.0.0.1 tcp dport 80 ct mark set %[2]s dnat ip to %[3]s
 	}
 }
-`, table, port)
+`, table, redirectMark, to)
+}
+
+// loopbackResolvers are the loopback nameservers of resolv.conf (QEMU's DNS asks them).
+func loopbackResolvers(resolvConf string) []netip.Addr {
+	b, err := os.ReadFile(resolvConf)
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "nameserver" {
+			continue
+		}
+		if a, err := netip.ParseAddr(f[1]); err == nil && a.Is4() && a.IsLoopback() {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // Firewall is this kilnd's part of the host's firewall. Safe for concurrent use.
@@ -82,28 +131,64 @@ type Firewall struct {
 	mu    sync.Mutex
 }
 
-// SetUpNetwork installs the firewall with nft (the binary at nft) for the QEMU users of
-// u, this kilnd's (of root) metadata service being at metadataPort on loopback, and says
-// what guests get. It never fails: without the firewall (kilnd not root, no nft, no
-// nftables in the kernel), guests get a restricted network, Reason says why, and the
-// Firewall is nil.
-func SetUpNetwork(ctx context.Context, u Users, nft, root string, metadataPort int) (Network, *Firewall) {
+// SetUpNetwork listens for the metadata service (MetadataAddr of root), installs the
+// firewall with nft (the binary at nft) for the QEMU users of u, and says what guests
+// get, with the listener to serve the metadata service on. It never fails: without the
+// firewall (kilnd not root, no nft, no nftables in the kernel) or the listener, guests
+// get a restricted network, Reason says why, and the Firewall and listener are nil.
+func SetUpNetwork(ctx context.Context, u Users, nft, root string) (Network, *Firewall, net.Listener) {
 	if !u.root {
-		return Network{Reason: "kilnd is not root, so QEMU runs as kilnd's own user and no firewall can tell it apart"}, nil
+		return Network{Reason: "kilnd is not root, so QEMU runs as kilnd's own user and no firewall can tell it apart"}, nil, nil
 	}
-	if metadataPort < 1 || metadataPort > 65535 {
-		return Network{Reason: "the metadata service has no port"}, nil
+	addr := MetadataAddr(root)
+	ln, err := net.Listen("tcp4", addr.String())
+	if err != nil {
+		return Network{Reason: fmt.Sprintf("the metadata service cannot listen: %v", err)}, nil, nil
 	}
-	if abs, err := filepath.Abs(root); err == nil {
-		root = abs
-	}
-	sum := sha256.Sum256([]byte(root))
-	f := &Firewall{nft: nft, table: "kiln_" + hex.EncodeToString(sum[:6])}
+	f := &Firewall{nft: nft, table: tableOf(addr)}
 	uids := fmt.Sprintf("%d-%d", qemuUIDBase+1, qemuUIDBase+qemuUIDCount-1)
-	if err := f.run(ctx, guardRules(uids)+metadataRules(f.table, metadataPort)); err != nil {
-		return Network{Reason: err.Error()}, nil
+	script := guardRules(uids, loopbackResolvers("/etc/resolv.conf")) + metadataRules(f.table, addr) + f.staleTables(ctx)
+	if err := f.run(ctx, script); err != nil {
+		ln.Close()
+		return Network{Reason: err.Error()}, nil, nil
 	}
-	return Network{Outbound: true, Metadata: true, MetadataPort: metadataPort}, f
+	return Network{Outbound: true, Metadata: true, MetadataAddr: addr}, f, ln
+}
+
+// tableOf is the table of the kilnd whose metadata service listens at addr.
+func tableOf(addr netip.AddrPort) string {
+	return "kiln_" + strings.ReplaceAll(addr.Addr().String(), ".", "_")
+}
+
+// staleTables are the commands that delete the tables of kilnds gone without removing
+// theirs (killed): those whose metadata address (in the table's name) nobody listens on.
+// A set of theirs could hold a QEMU user this kilnd gives an instance later.
+func (f *Firewall) staleTables(ctx context.Context) string {
+	cmd := exec.CommandContext(ctx, f.nft, "list", "tables")
+	out, err := cmd.Output()
+	if err != nil {
+		return ""
+	}
+	var script strings.Builder
+	for _, line := range strings.Split(string(out), "\n") {
+		name, ok := strings.CutPrefix(strings.TrimSpace(line), "table inet kiln_")
+		if !ok || "kiln_"+name == f.table {
+			continue
+		}
+		a, err := netip.ParseAddr(strings.ReplaceAll(name, "_", "."))
+		if err != nil || !a.Is4() || !a.IsLoopback() {
+			continue
+		}
+		c, err := net.DialTimeout("tcp4", netip.AddrPortFrom(a, 80).String(), time.Second)
+		if err == nil {
+			c.Close()
+			continue
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			fmt.Fprintf(&script, "delete table inet kiln_%s\n", name)
+		}
+	}
+	return script.String()
 }
 
 // Sync makes the QEMU users whose connections reach this kilnd's metadata service

@@ -32,13 +32,14 @@ const (
 // Users are who QEMU runs as when kilnd is root; a kilnd that is not root can only
 // run QEMU as itself, which it says once.
 type Users struct {
-	root   bool
-	groups []uint32 // supplementary groups: that of /dev/kvm when guests use KVM
+	root     bool
+	groups   []uint32 // supplementary groups: that of /dev/kvm when guests use KVM
+	claimDir string   // ClaimDir
 }
 
 // NewUsers are the QEMU users of guests run with accel.
 func NewUsers(accel, kvmDevice string) Users {
-	u := Users{root: os.Geteuid() == 0}
+	u := Users{root: os.Geteuid() == 0, claimDir: ClaimDir}
 	if st, err := os.Stat(kvmDevice); err == nil && accel == hypervisor.AccelKVM {
 		if gid := st.Sys().(*syscall.Stat_t).Gid; gid != 0 {
 			u.groups = []uint32{gid}
@@ -56,10 +57,11 @@ func (u Users) User(slot uint32) hypervisor.User {
 	return hypervisor.User{UID: uid, GID: uid, Groups: u.groups}
 }
 
-// FreeSlot is a slot above 0, picked at random, that is not used and that no account
-// of the host has: at random, so that a slot (and whatever a QEMU taken over by its
-// guest left under its uid) rarely passes from one instance to the next.
-func FreeSlot(used map[uint32]bool) (uint32, error) {
+// FreeSlot is a slot above 0, picked at random, that is not used, that no account of
+// the host has and that claim gives this kilnd (Users.Claim): at random, so that a slot
+// (and whatever a QEMU taken over by its guest left under its uid) rarely passes from
+// one instance to the next.
+func FreeSlot(used map[uint32]bool, claim func(slot uint32) bool) (uint32, error) {
 	start := rand.Uint32N(qemuUIDCount - 1)
 	for i := uint32(0); i < qemuUIDCount-1; i++ {
 		slot := 1 + (start+i)%(qemuUIDCount-1)
@@ -69,9 +71,67 @@ func FreeSlot(used map[uint32]bool) (uint32, error) {
 		if _, err := user.LookupId(strconv.Itoa(int(qemuUIDBase + slot))); err == nil {
 			continue // an account has it: not ours to give
 		}
-		return slot, nil
+		if claim(slot) {
+			return slot, nil
+		}
 	}
 	return 0, fmt.Errorf("all %d QEMU users are taken", qemuUIDCount-1)
+}
+
+// ClaimDir holds the host's claims on QEMU users: a file per uid naming the root of the
+// kilnd whose instance has it, so that two kilnds of one host never give one uid to two
+// QEMUs (each would reach the other's, and the firewall could not tell their guests
+// apart).
+const ClaimDir = "/run/kiln/qemu-users"
+
+// Claim makes the slot's user the kilnd of root's, and reports whether it is: claimed
+// now, or already its. A claim of a kilnd whose root is gone is taken over. A kilnd that
+// is not root runs QEMU as itself and claims nothing.
+func (u Users) Claim(slot uint32, root string) bool {
+	if !u.root || u.claimDir == "" {
+		return true
+	}
+	if abs, err := filepath.Abs(root); err == nil {
+		root = abs
+	}
+	if err := os.MkdirAll(u.claimDir, 0o700); err != nil {
+		return true // no claims on this host: as before them
+	}
+	path := filepath.Join(u.claimDir, strconv.Itoa(int(qemuUIDBase+slot)))
+	for try := 0; try < 2; try++ {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err == nil {
+			_, err = f.WriteString(root)
+			f.Close()
+			return err == nil
+		}
+		owner, err := os.ReadFile(path)
+		if err != nil {
+			return false
+		}
+		if string(owner) == root {
+			return true
+		}
+		if _, err := os.Stat(string(owner)); err == nil || len(owner) == 0 {
+			return false // another kilnd's (or one being written)
+		}
+		os.Remove(path) // its kilnd's root is gone
+	}
+	return false
+}
+
+// Release gives the slot's user up, if the kilnd of root has it.
+func (u Users) Release(slot uint32, root string) {
+	if u.claimDir == "" {
+		return
+	}
+	if abs, err := filepath.Abs(root); err == nil {
+		root = abs
+	}
+	path := filepath.Join(u.claimDir, strconv.Itoa(int(qemuUIDBase+slot)))
+	if owner, err := os.ReadFile(path); err == nil && string(owner) == root {
+		os.Remove(path)
+	}
 }
 
 // Specs makes the machines instances' records describe.

@@ -3,6 +3,7 @@ package machines
 import (
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -58,5 +59,37 @@ func TestFreeNamesTheHolder(t *testing.T) {
 	}
 	if p, err := SSHPort(map[int]bool{SSHPortBase: true}); err != nil || p <= SSHPortBase || p >= SSHPortBase+SSHPortCount {
 		t.Errorf("SSHPort with the first taken: %d, %v", p, err)
+	}
+}
+
+// TestClaim: a QEMU user claimed by one kilnd is refused to another, kept by its own,
+// taken over once the first's root is gone, and free again once released.
+func TestClaim(t *testing.T) {
+	u := Users{root: true, claimDir: filepath.Join(t.TempDir(), "claims")}
+	a, b := t.TempDir(), t.TempDir()
+	if !u.Claim(7, a) || !u.Claim(7, a) {
+		t.Fatal("a kilnd cannot claim a free user, or its own again")
+	}
+	if u.Claim(7, b) {
+		t.Error("a second kilnd claimed a user the first has")
+	}
+	slot, err := FreeSlot(map[uint32]bool{}, func(s uint32) bool { return s != 7 && u.Claim(s, b) })
+	if err != nil || slot == 7 || !u.Claim(slot, b) || u.Claim(slot, a) {
+		t.Errorf("FreeSlot for the second kilnd: %d, %v", slot, err)
+	}
+	u.Release(7, b) // not b's: kept
+	if u.Claim(7, b) {
+		t.Error("a release by another kilnd freed the user")
+	}
+	u.Release(7, a)
+	if !u.Claim(7, b) {
+		t.Error("a released user cannot be claimed")
+	}
+	os.RemoveAll(b) // its kilnd is gone for good
+	if !u.Claim(7, a) {
+		t.Error("a claim of a kilnd whose root is gone was not taken over")
+	}
+	if !(Users{}).Claim(7, a) {
+		t.Error("a kilnd that is not root claims nothing and is refused nothing")
 	}
 }
