@@ -56,7 +56,7 @@ test-race: deps guest guest-debian ## run every test under the race detector, ki
 test-short: ## the quick loop: no guests, no long tests
 	$(GO) test -short $(TESTFLAGS) $(PKGS)
 
-bench: deps guest ## run the benchmarks (figures for the issues' notes)
+bench: deps guest guest-debian ## run the benchmarks (figures for the issues' notes)
 	$(GO) test -run '^$$' -bench . $(BENCHFLAGS) -timeout 30m ./...
 
 fuzz: ## run each fuzz target for FUZZTIME
