@@ -16,7 +16,7 @@ SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # Debian packages kiln and its tests need.
 PACKAGES := qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio gzip util-linux dpkg apt systemd passwd \
-	mmdebstrap syslinux syslinux-common mtools dosfstools fdisk openssh-client openssl qemu-guest-agent nftables
+	mmdebstrap syslinux syslinux-common mtools dosfstools fdisk openssh-client openssl qemu-guest-agent nftables iproute2
 
 .PHONY: help deps build guest guest-debian test test-race test-short bench fuzz lint check-tree run install clean
 
