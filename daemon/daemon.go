@@ -199,25 +199,19 @@ func serve(ctx context.Context, cfg Config, st *settings.Settings, store *images
 	s.keys = keys.New(db, keyPairs)
 	// The metadata service listens on a loopback address of kilnd's own; the firewall
 	// sends each guest's gateway port 80 there, and the service tells instances apart by
-	// their QEMU's uid. The firewall's table goes before the listener (defers run last
-	// first): a guest is never sent to a closed port kilnd no longer holds.
+	// their QEMU's uid.
 	network, firewall, metaLn := machines.SetUpNetwork(ctx, machines.NewUsers(accel.name, cfg.KVMDevice), "nft", cfg.Root)
 	s.network = network
 	l.WithField("network", network.String()).Info("guests' network")
 	var fw instances.Firewall
 	if firewall != nil {
-		defer metaLn.Close()
 		fw = firewall
-		defer func() {
-			if err := firewall.Close(context.WithoutCancel(ctx)); err != nil {
-				l.WithError(err).Warn("remove kilnd's firewall table")
-			}
-		}()
 	}
 	s.inst = instances.New(instances.Config{DB: db, Store: store, Builder: s.builder, Qemu: cfg.Qemu, Accel: accel.name,
 		KVMDevice: cfg.KVMDevice, Outbound: network.Outbound, Firewall: fw, Root: cfg.Root, Ops: &s.ops, OpsCtx: opsCtx, Placer: choosePlacer(ctx),
 		Quota: quotaOf, Imaging: s.img, Vols: s.vols, Loaded: loaded})
 	s.inst.Reconcile(ctx) // before serving: a client never sees a stale state
+	s.inst.ClaimUsers(ctx)
 	s.inst.SyncFirewall(ctx)
 	if metaLn != nil {
 		// QEMU's connections come redirected from the gateway's port 80 (as the host's
@@ -228,7 +222,15 @@ func serve(ctx context.Context, cfg Config, st *settings.Settings, store *images
 				l.WithError(err).Error("the metadata service stopped")
 			}
 		}()
+		// At the end, kilnd's table goes first, then the service (defers run last
+		// first): another kilnd starting meanwhile never finds the table of a service
+		// that has stopped answering.
 		defer meta.Close()
+		defer func() {
+			if err := firewall.Close(context.WithoutCancel(ctx)); err != nil {
+				l.WithError(err).Warn("remove kilnd's firewall table")
+			}
+		}()
 	}
 	// A kilnd killed during a register leaves its export's socket directory behind
 	// (volumes.Tool.SocketDir); nothing uses one before kilnd serves.

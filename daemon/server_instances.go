@@ -180,7 +180,10 @@ func (s *server) exec(w http.ResponseWriter, r *http.Request, c peer.Caller) err
 		defer cancel()
 	}
 	res, err := s.inst.Exec(ctx, inst, hypervisor.ExecRequest{Path: req.Command[0], Args: req.Command[1:], Env: req.Env, Stdin: req.Stdin})
-	if err != nil && errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil && res.PID != 0 {
+	if err != nil && req.TimeoutSeconds > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) && r.Context().Err() == nil {
+		if res.PID == 0 {
+			return fmt.Errorf("exec: the guest agent did not start %s within %d s: %w", req.Command[0], req.TimeoutSeconds, errdefs.ErrUnavailable)
+		}
 		writeJSON(w, http.StatusOK, api.ExecResult{PID: res.PID, TimedOut: true, ExitCode: -1})
 		return nil
 	}

@@ -273,8 +273,20 @@ func (m *Machine) Exec(ctx context.Context, req ExecRequest) (ExecResult, error)
 // was asked, saying how (and why not through the agent, when it had one); Exited tells
 // when it is off. It may be called again.
 func (m *Machine) Shutdown(ctx context.Context) (string, error) {
+	// Bounded whatever the agent's connection is doing (an exec may hold it): past the
+	// bound the connection is closed, which ends what waits on it.
 	actx, cancel := context.WithTimeout(ctx, agentShutdownWait)
-	err := m.withAgent(actx, true, func(a *Agent) error { return a.Shutdown(actx, ShutdownPowerdown) })
+	done := make(chan error, 1)
+	go func() {
+		done <- m.withAgent(actx, true, func(a *Agent) error { return a.Shutdown(actx, ShutdownPowerdown) })
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-actx.Done():
+		m.closeAgent()
+		err = fmt.Errorf("the guest agent did not take the shutdown within %s: %w", agentShutdownWait, errdefs.ErrUnavailable)
+	}
 	cancel()
 	if err == nil {
 		return "guest agent", nil

@@ -80,7 +80,7 @@ func (o *sshOptions) target(ctx context.Context, e *env, ref string) (sshTarget,
 	case inst.SSHPort == 0:
 		return t, fmt.Errorf("instance %s has no SSH port (it was launched before instances had a network): launch a new one", inst.ID)
 	case len(inst.SSHHostKeys) == 0:
-		return t, fmt.Errorf("instance %s: its guest has not shown its SSH host keys on the console yet (cloud-init prints them at the end of the first boot), so its sshd cannot be checked; wait until kiln ps shows it ready (kiln run --wait waits for that)", inst.ID)
+		return t, fmt.Errorf("instance %s: its guest has not shown its SSH host keys on the console yet (cloud-init prints them at the end of the first boot), so its sshd cannot be checked; wait until it is ready (kiln instance inspect %s says Ready: true; kiln run --wait and kiln start --wait wait for that)", inst.ID, ref)
 	}
 	if t.user == "" {
 		t.user = inst.SSHUser

@@ -380,6 +380,16 @@ func (m *Manager) discard(inst *Instance) {
 	m.mu.Lock()
 	delete(m.all, id)
 	m.mu.Unlock()
+	m.releaseUser(inst.rec.QEMUSlot)
+}
+
+// releaseUser takes a QEMU user out of the firewall's set, then gives up this kilnd's
+// claim on it (in that order: another kilnd may claim it at once).
+func (m *Manager) releaseUser(slot uint32) {
+	m.SyncFirewall(context.WithoutCancel(m.OpsCtx))
+	if slot != 0 {
+		m.specs.Users.Release(slot, m.Root)
+	}
 }
 
 // Stop begins a stop: the state becomes stopping at once and the rest runs as an
@@ -611,10 +621,7 @@ func (m *Manager) finishTerminate(inst *Instance, reason string) {
 	}); err != nil {
 		log.L.WithError(err).WithField("instance", inst.rec.ID).Error("record terminated instance")
 	}
-	if inst.rec.QEMUSlot != 0 {
-		m.specs.Users.Release(inst.rec.QEMUSlot, m.Root)
-	}
-	m.SyncFirewall(m.OpsCtx)
+	m.releaseUser(inst.rec.QEMUSlot)
 }
 
 // Reconcile runs at start, before kilnd serves: it reattaches to each QEMU that still

@@ -38,6 +38,20 @@ type Firewall interface {
 	Sync(ctx context.Context, uids func() []uint32) error
 }
 
+// ClaimUsers claims, host-wide, the QEMU users of the instances in use (machines.Users
+// Claim), at start: claims are lost with /run, and a kilnd of an earlier version made
+// none. One another kilnd claims is logged; the instance gets another at its next start.
+func (m *Manager) ClaimUsers(ctx context.Context) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, inst := range m.all {
+		if inst.rec.State != record.StateTerminated && inst.rec.QEMUSlot != 0 && !m.specs.Users.Claim(inst.rec.QEMUSlot, m.Root) {
+			log.G(ctx).WithField("instance", inst.rec.ID).WithField("uid", m.specs.Users.User(inst.rec.QEMUSlot).UID).
+				Warn("another kilnd of this host claims the QEMU user of this instance; it gets another at its next start")
+		}
+	}
+}
+
 // SyncFirewall gives the firewall the QEMU users of the instances in use (not
 // terminated), when there is a firewall. A failure is logged: those instances' guests
 // then find no metadata service.

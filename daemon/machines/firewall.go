@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -41,15 +42,17 @@ func (n Network) String() string {
 	return "restricted (no outbound, no metadata service): " + n.Reason
 }
 
-// MetadataAddr is where the metadata service of the kilnd of root listens: port 80 (which
-// only root may bind, so that no user takes it while kilnd is down and QEMUs still send
-// their guests there) of a loopback address of its own, 127.100-199.x.y, made of root.
-func MetadataAddr(root string) netip.AddrPort {
+// MetadataAddr is where the metadata service of the kilnd of root listens, at its try-th
+// try: a port below 1024 (which only root may bind, so that no user takes it while kilnd
+// is down and QEMUs still send their guests there), one of 600 to 699 (none a common
+// service's: a web server's *:80 would refuse it), on a loopback address of its own,
+// 127.100-199.x.y, all made of root.
+func MetadataAddr(root string, try int) netip.AddrPort {
 	if abs, err := filepath.Abs(root); err == nil {
 		root = abs
 	}
 	d := sha256.Sum256([]byte(root))
-	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 100 + d[0]%100, d[1], 1 + d[2]%254}), 80)
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 100 + d[0]%100, d[1], 1 + d[2]%254}), uint16(600+(int(d[3])+try)%100))
 }
 
 // The firewall is two nftables tables (docs/decisions.md, "The guest's network"):
@@ -140,8 +143,13 @@ func SetUpNetwork(ctx context.Context, u Users, nft, root string) (Network, *Fir
 	if !u.root {
 		return Network{Reason: "kilnd is not root, so QEMU runs as kilnd's own user and no firewall can tell it apart"}, nil, nil
 	}
-	addr := MetadataAddr(root)
-	ln, err := net.Listen("tcp4", addr.String())
+	var addr netip.AddrPort
+	var ln net.Listener
+	var err error
+	for try := 0; try < 8 && ln == nil; try++ { // a port another service has: the next
+		addr = MetadataAddr(root, try)
+		ln, err = net.Listen("tcp4", addr.String())
+	}
 	if err != nil {
 		return Network{Reason: fmt.Sprintf("the metadata service cannot listen: %v", err)}, nil, nil
 	}
@@ -155,9 +163,10 @@ func SetUpNetwork(ctx context.Context, u Users, nft, root string) (Network, *Fir
 	return Network{Outbound: true, Metadata: true, MetadataAddr: addr}, f, ln
 }
 
-// tableOf is the table of the kilnd whose metadata service listens at addr.
+// tableOf is the table of the kilnd whose metadata service listens at addr:
+// kiln_127_A_B_C_PORT.
 func tableOf(addr netip.AddrPort) string {
-	return "kiln_" + strings.ReplaceAll(addr.Addr().String(), ".", "_")
+	return "kiln_" + strings.ReplaceAll(addr.Addr().String(), ".", "_") + "_" + strconv.Itoa(int(addr.Port()))
 }
 
 // staleTables are the commands that delete the tables of kilnds gone without removing
@@ -171,21 +180,25 @@ func (f *Firewall) staleTables(ctx context.Context) string {
 	}
 	var script strings.Builder
 	for _, line := range strings.Split(string(out), "\n") {
-		name, ok := strings.CutPrefix(strings.TrimSpace(line), "table inet kiln_")
-		if !ok || "kiln_"+name == f.table {
+		name, ok := strings.CutPrefix(strings.TrimSpace(line), "table inet ")
+		if !ok || !strings.HasPrefix(name, "kiln_") || name == f.table {
 			continue
 		}
-		a, err := netip.ParseAddr(strings.ReplaceAll(name, "_", "."))
-		if err != nil || !a.Is4() || !a.IsLoopback() {
+		parts := strings.Split(strings.TrimPrefix(name, "kiln_"), "_")
+		if len(parts) != 5 {
 			continue
 		}
-		c, err := net.DialTimeout("tcp4", netip.AddrPortFrom(a, 80).String(), time.Second)
+		addr, err := netip.ParseAddrPort(strings.Join(parts[:4], ".") + ":" + parts[4])
+		if err != nil || !addr.Addr().Is4() || !addr.Addr().IsLoopback() {
+			continue
+		}
+		c, err := net.DialTimeout("tcp4", addr.String(), time.Second)
 		if err == nil {
 			c.Close()
 			continue
 		}
-		if errors.Is(err, syscall.ECONNREFUSED) {
-			fmt.Fprintf(&script, "delete table inet kiln_%s\n", name)
+		if errors.Is(err, syscall.ECONNREFUSED) { // "table" first: a table gone meanwhile fails nothing
+			fmt.Fprintf(&script, "table inet %[1]s\ndelete table inet %[1]s\n", name)
 		}
 	}
 	return script.String()

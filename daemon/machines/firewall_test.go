@@ -76,12 +76,13 @@ func TestFirewall(t *testing.T) {
 	// A guard table with a chain of another version's is replaced whole; the table of a
 	// kilnd gone (nothing listens on its metadata address) is removed, a live one's kept.
 	kilntest.Run(t, nft, "add table inet kiln; add chain inet kiln stale { type nat hook output priority -100; }")
-	kilntest.Run(t, nft, "add table inet kiln_127_150_1_1; add table inet kiln_127_150_1_2")
-	serve("127.150.1.2:80", "another kilnd's")
+	kilntest.Run(t, nft, "add table inet kiln_127_150_1_1_601; add table inet kiln_127_150_1_2_602")
+	serve("127.150.1.2:602", "another kilnd's")
+	root := t.TempDir() + "/root"
+	serve(MetadataAddr(root, 0).String(), "a service with the port kilnd tries first")
 	ctx := context.Background()
-	root := t.TempDir()
 	network, fw, ln := SetUpNetwork(ctx, Users{root: true}, nft, root)
-	if fw == nil || !network.Outbound || !network.Metadata || network.MetadataAddr != MetadataAddr(root) {
+	if fw == nil || !network.Outbound || !network.Metadata || network.MetadataAddr != MetadataAddr(root, 1) {
 		t.Fatalf("SetUpNetwork: %+v", network)
 	}
 	serveOn(ln, "metadata")
@@ -90,7 +91,7 @@ func TestFirewall(t *testing.T) {
 		t.Errorf("the guard table after set-up: %v\n%s", err, out)
 	}
 	if out, err := exec.Command(nft, "list", "tables").Output(); err != nil ||
-		strings.Contains(string(out), "kiln_127_150_1_1\n") || !strings.Contains(string(out), "kiln_127_150_1_2\n") {
+		strings.Contains(string(out), "kiln_127_150_1_1_601\n") || !strings.Contains(string(out), "kiln_127_150_1_2_602\n") {
 		t.Errorf("the tables after set-up: %v\n%s; want the gone kilnd's removed and the live one's kept", err, out)
 	}
 	admitted, stranger := uint32(qemuUIDBase+65001), uint32(qemuUIDBase+65002)

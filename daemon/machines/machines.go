@@ -1,7 +1,9 @@
 package machines
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/user"
@@ -85,8 +87,10 @@ func FreeSlot(used map[uint32]bool, claim func(slot uint32) bool) (uint32, error
 const ClaimDir = "/run/kiln/qemu-users"
 
 // Claim makes the slot's user the kilnd of root's, and reports whether it is: claimed
-// now, or already its. A claim of a kilnd whose root is gone is taken over. A kilnd that
-// is not root runs QEMU as itself and claims nothing.
+// now, or already its. A claim is taken over only when its kilnd's root is gone (as this
+// kilnd sees the filesystem) and no process runs as that user, or when it is empty (a
+// kilnd died making it). Claims are made under a lock on the directory, so two kilnds
+// never both take one. A kilnd that is not root runs QEMU as itself and claims nothing.
 func (u Users) Claim(slot uint32, root string) bool {
 	if !u.root || u.claimDir == "" {
 		return true
@@ -94,28 +98,57 @@ func (u Users) Claim(slot uint32, root string) bool {
 	if abs, err := filepath.Abs(root); err == nil {
 		root = abs
 	}
-	if err := os.MkdirAll(u.claimDir, 0o700); err != nil {
+	// The parent is left as others make it (0755: /run/kiln holds the API socket).
+	if err := os.MkdirAll(filepath.Dir(u.claimDir), 0o755); err != nil {
 		return true // no claims on this host: as before them
 	}
-	path := filepath.Join(u.claimDir, strconv.Itoa(int(qemuUIDBase+slot)))
-	for try := 0; try < 2; try++ {
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err == nil {
-			_, err = f.WriteString(root)
-			f.Close()
-			return err == nil
+	if err := os.Mkdir(u.claimDir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return true
+	}
+	unlock, err := lockDir(u.claimDir)
+	if err != nil {
+		return true
+	}
+	defer unlock()
+	uid := qemuUIDBase + slot
+	path := filepath.Join(u.claimDir, strconv.Itoa(int(uid)))
+	owner, err := os.ReadFile(path)
+	switch {
+	case err == nil && string(owner) == root:
+		return true
+	case err == nil && len(owner) > 0:
+		if _, err := os.Stat(string(owner)); err == nil || processOf(uid) {
+			return false // another kilnd's
 		}
-		owner, err := os.ReadFile(path)
-		if err != nil {
-			return false
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return false
+	}
+	return os.WriteFile(path, []byte(root), 0o600) == nil
+}
+
+// lockDir takes an exclusive lock on the directory dir, waiting for it.
+func lockDir(dir string) (unlock func(), err error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { f.Close() }, nil
+}
+
+// processOf reports whether a process runs as uid (the owner of its /proc directory).
+func processOf(uid uint32) bool {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
 		}
-		if string(owner) == root {
+		if info, err := e.Info(); err == nil && info.Sys().(*syscall.Stat_t).Uid == uid {
 			return true
 		}
-		if _, err := os.Stat(string(owner)); err == nil || len(owner) == 0 {
-			return false // another kilnd's (or one being written)
-		}
-		os.Remove(path) // its kilnd's root is gone
 	}
 	return false
 }
@@ -128,6 +161,11 @@ func (u Users) Release(slot uint32, root string) {
 	if abs, err := filepath.Abs(root); err == nil {
 		root = abs
 	}
+	unlock, err := lockDir(u.claimDir)
+	if err != nil {
+		return
+	}
+	defer unlock()
 	path := filepath.Join(u.claimDir, strconv.Itoa(int(qemuUIDBase+slot)))
 	if owner, err := os.ReadFile(path); err == nil && string(owner) == root {
 		os.Remove(path)

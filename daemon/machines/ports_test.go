@@ -3,9 +3,11 @@ package machines
 import (
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -85,9 +87,25 @@ func TestClaim(t *testing.T) {
 	if !u.Claim(7, b) {
 		t.Error("a released user cannot be claimed")
 	}
-	os.RemoveAll(b) // its kilnd is gone for good
+	os.RemoveAll(b)        // its kilnd is gone for good…
+	if os.Geteuid() == 0 { // …but a process still runs as the user: not taken over
+		sleep := exec.Command("sleep", "30")
+		sleep.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: qemuUIDBase + 7, Gid: qemuUIDBase + 7}}
+		if err := sleep.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if u.Claim(7, a) {
+			t.Error("a claim was taken over while a process runs as its user")
+		}
+		sleep.Process.Kill()
+		sleep.Wait()
+	}
 	if !u.Claim(7, a) {
 		t.Error("a claim of a kilnd whose root is gone was not taken over")
+	}
+	os.WriteFile(filepath.Join(u.claimDir, strconv.Itoa(qemuUIDBase+9)), nil, 0o600) // a kilnd died making it
+	if !u.Claim(9, a) {
+		t.Error("an empty claim was not taken over")
 	}
 	if !(Users{}).Claim(7, a) {
 		t.Error("a kilnd that is not root claims nothing and is refused nothing")
