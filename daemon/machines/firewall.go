@@ -64,9 +64,10 @@ func MetadataAddr(root string, try int) netip.AddrPort {
 //     the host's loopback resolvers (the guest's resolver is the host's, through QEMU).
 //     Connections a QEMU accepts (published ports) and what it sends on them are not
 //     new, and pass. It is never removed: QEMUs outlive kilnd.
-//   - each kilnd's own table (kiln_ and a digest of its root) sends the gateway's port
-//     80 of its instances' QEMU users, a set it keeps (Sync), to its metadata service,
-//     marking the connection; it goes with kilnd (Close).
+//   - each kilnd's own table (tableOf its metadata address) sends the gateway's port 80
+//     of its instances' QEMU users, a set it keeps (Sync), to its metadata service,
+//     marking the connection; it goes with kilnd (Close), and a kilnd starting removes
+//     those of kilnds that were killed (staleTables).
 const GuardTable = "kiln"
 
 // redirectMark marks (conntrack) the connections a kilnd sent to its metadata service.
