@@ -36,13 +36,13 @@ var (
 
 // Config is an image's immutable description, stored as a blob of MediaTypeConfig.
 type Config struct {
-	Architecture        string               `json:"architecture"`
-	BootMode            string               `json:"bootMode"`
-	RootDeviceName      string               `json:"rootDeviceName"`
-	RootDeviceType      string               `json:"rootDeviceType"`
-	Kernel              digest.Digest        `json:"kernel,omitempty"`
-	Initrd              digest.Digest        `json:"initrd,omitempty"`
-	Cmdline             string               `json:"cmdline,omitempty"`
+	Architecture   string        `json:"architecture"`
+	BootMode       string        `json:"bootMode"`
+	RootDeviceName string        `json:"rootDeviceName"`
+	RootDeviceType string        `json:"rootDeviceType"`
+	Kernel         digest.Digest `json:"kernel,omitempty"`
+	Initrd         digest.Digest `json:"initrd,omitempty"`
+	Cmdline        string        `json:"cmdline,omitempty"`
 	// SSHUser is the user kiln ssh logs in as by default (register --ssh-user).
 	SSHUser             string               `json:"sshUser,omitempty"`
 	BlockDeviceMappings []BlockDeviceMapping `json:"blockDeviceMappings"`

@@ -23,12 +23,10 @@ import (
 
 // Network is the host's side of the guests' network, set up once at kilnd's start.
 type Network struct {
-	// Outbound: guests open connections beyond the host. It needs the firewall: QEMU's
+	// Outbound: guests open connections beyond the host, and the gateway's port 80 leads
+	// to the metadata service, listening at MetadataAddr. It needs the firewall: QEMU's
 	// user network maps the guest's gateway to the host's loopback, as QEMU's user.
-	Outbound bool
-	// Metadata: the gateway's port 80 leads to the metadata service, listening at
-	// MetadataAddr (MetadataAddr).
-	Metadata     bool
+	Outbound     bool
 	MetadataAddr netip.AddrPort
 	// Reason says why guests have neither, when they have not.
 	Reason string
@@ -161,7 +159,7 @@ func SetUpNetwork(ctx context.Context, u Users, nft, root string) (Network, *Fir
 		ln.Close()
 		return Network{Reason: err.Error()}, nil, nil
 	}
-	return Network{Outbound: true, Metadata: true, MetadataAddr: addr}, f, ln
+	return Network{Outbound: true, MetadataAddr: addr}, f, ln
 }
 
 // tableOf is the table of the kilnd whose metadata service listens at addr:

@@ -82,7 +82,7 @@ func TestFirewall(t *testing.T) {
 	serve(MetadataAddr(root, 0).String(), "a service with the port kilnd tries first")
 	ctx := context.Background()
 	network, fw, ln := SetUpNetwork(ctx, Users{root: true}, nft, root)
-	if fw == nil || !network.Outbound || !network.Metadata || network.MetadataAddr != MetadataAddr(root, 1) {
+	if fw == nil || !network.Outbound || network.MetadataAddr != MetadataAddr(root, 1) {
 		t.Fatalf("SetUpNetwork: %+v", network)
 	}
 	serveOn(ln, "metadata")
