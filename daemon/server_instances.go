@@ -166,8 +166,8 @@ func (s *server) exec(w http.ResponseWriter, r *http.Request, c peer.Caller) err
 		return fmt.Errorf("exec: no command: %w", errdefs.ErrInvalidArgument)
 	case len(req.Stdin) > api.MaxExecInput:
 		return fmt.Errorf("exec: standard input of %d bytes is over %d: %w", len(req.Stdin), api.MaxExecInput, errdefs.ErrInvalidArgument)
-	case req.TimeoutSeconds < 0:
-		return fmt.Errorf("exec: timeout %d s: %w", req.TimeoutSeconds, errdefs.ErrInvalidArgument)
+	case req.TimeoutSeconds < 0 || req.TimeoutSeconds > api.MaxExecTimeoutSeconds:
+		return fmt.Errorf("exec: timeout %d s: want 0 (none) to %d: %w", req.TimeoutSeconds, api.MaxExecTimeoutSeconds, errdefs.ErrInvalidArgument)
 	}
 	inst, err := s.inst.Get(r.PathValue("instance"), s.viewer(c))
 	if err != nil {

@@ -292,8 +292,11 @@ type ExecRequest struct {
 	TimeoutSeconds int `json:"timeoutSeconds,omitempty"`
 }
 
-// MaxExecInput bounds an exec's standard input.
-const MaxExecInput = 512 << 10
+// MaxExecInput bounds an exec's standard input; MaxExecTimeoutSeconds its timeout (a day).
+const (
+	MaxExecInput          = 512 << 10
+	MaxExecTimeoutSeconds = 86400
+)
 
 // ExecResult is how the program ended and what it printed (the agent keeps at most
 // 16 MiB of each stream), or, TimedOut, that it still ran when the timeout passed.
