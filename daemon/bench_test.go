@@ -189,7 +189,7 @@ func BenchmarkImageLsFilter10k(b *testing.B) {
 // drop deregisters an image and collects its content.
 func (k *kilnd) drop(b *testing.B, id string) {
 	ctx := context.Background()
-	if err := k.DeregisterImage(ctx, id); err != nil {
+	if _, err := k.DeregisterImage(ctx, id); err != nil {
 		b.Fatal(err)
 	}
 	if _, err := k.GC(ctx); err != nil {

@@ -86,7 +86,7 @@ func TestKillDuringRegister(t *testing.T) {
 	k.blobs() // whatever is left hashes to its name
 
 	// The failed image can be deregistered and the name used again.
-	if err := k.DeregisterImage(ctx, im.ID); err != nil {
+	if _, err := k.DeregisterImage(ctx, im.ID); err != nil {
 		t.Fatal(err)
 	}
 	small := randomDisk(t, t.TempDir(), 1<<20)

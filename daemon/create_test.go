@@ -91,7 +91,7 @@ func TestCreateImageCostAndCopy(t *testing.T) {
 	if _, err := k.CopyImage(ctx, im.ID, api.CopyImageRequest{Name: "with-data-copy"}); !isCode(err, api.CodeInvalidAMINameDuplicate) {
 		t.Errorf("copy to a name in use: %v", err)
 	}
-	if err := k.DeregisterImage(ctx, im.ID); err != nil {
+	if _, err := k.DeregisterImage(ctx, im.ID); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := k.InstanceAction(ctx, inst.ID, "terminate", true); err != nil {
@@ -427,7 +427,7 @@ func TestVolumes(t *testing.T) {
 		t.Fatalf("attach: %+v, %v", att, err)
 	}
 	waitConsole(t, k, inst.ID, "KILN-GUEST saw vdc", 1)
-	if err := k.DeleteVolume(ctx, v.ID); !isCode(err, api.CodeVolumeInUse) {
+	if _, err := k.DeleteVolume(ctx, v.ID); !isCode(err, api.CodeVolumeInUse) {
 		t.Errorf("rm of an attached volume: %v", err)
 	}
 	// A blank one plugged in and out of the running guest.
@@ -458,7 +458,7 @@ func TestVolumes(t *testing.T) {
 	if got, err := k.DetachVolume(ctx, blank.ID); err != nil || got.State != "available" {
 		t.Fatalf("detach from a running instance: %+v, %v", got, err)
 	}
-	if err := k.DeleteVolume(ctx, blank.ID); err != nil {
+	if _, err := k.DeleteVolume(ctx, blank.ID); err != nil {
 		t.Fatal(err)
 	}
 	// The image goes; the volume keeps its layers from gc.
@@ -467,7 +467,7 @@ func TestVolumes(t *testing.T) {
 	if got, _ := k.Volume(ctx, v.ID); got.State != "available" {
 		t.Errorf("a standalone volume after its instance terminated: %+v", got)
 	}
-	if err := k.DeregisterImage(ctx, base.ID); err != nil {
+	if _, err := k.DeregisterImage(ctx, base.ID); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := k.GC(ctx); err != nil {
@@ -482,7 +482,7 @@ func TestVolumes(t *testing.T) {
 	if _, err := k.DetachVolume(ctx, v.ID); !isCode(err, api.CodeIncorrectState) {
 		t.Errorf("detach of a detached volume: %v", err)
 	}
-	if err := k.DeleteVolume(ctx, v.ID); err != nil {
+	if _, err := k.DeleteVolume(ctx, v.ID); err != nil {
 		t.Fatal(err)
 	}
 	if res, err := k.GC(ctx); err != nil || len(k.blobs()) != 0 {

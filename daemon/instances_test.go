@@ -258,7 +258,7 @@ func TestDeregisterWhileRunning(t *testing.T) {
 	ctx := ctxT(t)
 	inst := runOne(t, k, api.RunInstancesRequest{Image: im.ID, InstanceType: "nano"})
 	waitState(t, k, inst.ID, "ready")
-	if err := k.DeregisterImage(ctx, im.ID); err != nil {
+	if _, err := k.DeregisterImage(ctx, im.ID); err != nil {
 		t.Fatal(err)
 	}
 	res, err := k.GC(ctx)

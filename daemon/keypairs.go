@@ -50,9 +50,10 @@ func (s *server) inspectKeyPair(w http.ResponseWriter, r *http.Request, c peer.C
 }
 
 func (s *server) deleteKeyPair(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
-	if err := s.keys.Delete(r.PathValue("key"), c.User, s.viewer(c)); err != nil {
+	id, err := s.keys.Delete(r.PathValue("key"), c.User, s.viewer(c))
+	if err != nil {
 		return err
 	}
-	w.WriteHeader(http.StatusNoContent)
+	writeJSON(w, http.StatusOK, api.Deleted{ID: id})
 	return nil
 }

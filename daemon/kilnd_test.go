@@ -236,7 +236,7 @@ func TestRegisterGuestImage(t *testing.T) {
 	}
 
 	// Deregister + gc removes what only the first used and keeps what the second shares.
-	if err := k.DeregisterImage(ctx, im.ID); err != nil {
+	if _, err := k.DeregisterImage(ctx, im.ID); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := k.Image(ctx, im.ID); !isCode(err, api.CodeInvalidAMIIDNotFound) {
@@ -252,8 +252,8 @@ func TestRegisterGuestImage(t *testing.T) {
 	if n := len(k.blobs()); n != 5 {
 		t.Errorf("%d blobs left for the second image, want 5", n)
 	}
-	if err := k.DeregisterImage(ctx, "kiln-guest-2"); err != nil {
-		t.Fatal(err)
+	if id, err := k.DeregisterImage(ctx, "kiln-guest-2"); err != nil || id != second.ID {
+		t.Fatalf("deregister kiln-guest-2 by name: %q, %v; want its id %s", id, err, second.ID)
 	}
 	if res, err = k.GC(ctx); err != nil || len(k.blobs()) != 0 {
 		t.Errorf("gc after deregistering both: %+v, %v, %d blobs left", res, err, len(k.blobs()))

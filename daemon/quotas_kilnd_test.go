@@ -91,7 +91,7 @@ func TestVolumeQuota(t *testing.T) {
 	if f := files(); len(f) != 2 {
 		t.Errorf("volume files after two refusals: %v; want the two volumes' only", f)
 	}
-	if err := k.DeleteVolume(ctx, v1.ID); err != nil {
+	if _, err := k.DeleteVolume(ctx, v1.ID); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := k.CreateVolume(ctx, api.CreateVolumeRequest{SizeGiB: 7}); err != nil {

@@ -155,7 +155,7 @@ func TestRegisterRefusals(t *testing.T) {
 		if _, err := k.Image(ctx, ref); !isCode(err, api.CodeInvalidAMIIDNotFound) {
 			t.Errorf("inspect %s: %v", ref, err)
 		}
-		if err := k.DeregisterImage(ctx, ref); !isCode(err, api.CodeInvalidAMIIDNotFound) {
+		if _, err := k.DeregisterImage(ctx, ref); !isCode(err, api.CodeInvalidAMIIDNotFound) {
 			t.Errorf("deregister %s: %v", ref, err)
 		}
 	}
@@ -260,13 +260,13 @@ func TestSnapshots(t *testing.T) {
 	if err != nil || sn.VolumeSize != 1 || sn.StorageSize == 0 {
 		t.Errorf("inspect: %+v, %v", sn, err)
 	}
-	if err := k.DeleteSnapshot(ctx, sn.ID); !isCode(err, api.CodeIncorrectState) || !strings.Contains(err.Error(), im.ID) {
+	if _, err := k.DeleteSnapshot(ctx, sn.ID); !isCode(err, api.CodeIncorrectState) || !strings.Contains(err.Error(), im.ID) {
 		t.Errorf("rm of a snapshot an image uses: %v", err)
 	}
-	if err := k.DeleteSnapshot(ctx, "snap-0123456789abcdef0"); !isCode(err, api.CodeInvalidSnapshotNotFound) {
+	if _, err := k.DeleteSnapshot(ctx, "snap-0123456789abcdef0"); !isCode(err, api.CodeInvalidSnapshotNotFound) {
 		t.Errorf("rm of an unknown snapshot: %v", err)
 	}
-	if err := k.DeregisterImage(ctx, im.ID); err != nil {
+	if _, err := k.DeregisterImage(ctx, im.ID); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := k.Snapshot(ctx, sn.ID); !isCode(err, api.CodeInvalidSnapshotNotFound) {

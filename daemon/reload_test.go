@@ -46,7 +46,7 @@ func TestReloadReopensAuditTrail(t *testing.T) {
 	var seq atomic.Int64
 	deregister := func() (string, error) {
 		id := fmt.Sprintf("ami-%017x", seq.Add(1))
-		if err := k.DeregisterImage(ctx, id); !isCode(err, api.CodeInvalidAMIIDNotFound) {
+		if _, err := k.DeregisterImage(ctx, id); !isCode(err, api.CodeInvalidAMIIDNotFound) {
 			return "", fmt.Errorf("deregister %s: %v, want %s", id, err, api.CodeInvalidAMIIDNotFound)
 		}
 		return "image=" + id, nil

@@ -270,7 +270,7 @@ func (s *server) deregisterImage(w http.ResponseWriter, r *http.Request, c peer.
 		return err
 	}
 	log.G(r.Context()).WithField("image", im.ID).WithField("uid", c.UID).Info("image deregistered")
-	w.WriteHeader(http.StatusNoContent)
+	writeJSON(w, http.StatusOK, api.Deleted{ID: im.ID})
 	return nil
 }
 

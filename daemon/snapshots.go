@@ -1,15 +1,14 @@
 package daemon
 
 import (
-	"fmt"
 	"net/http"
 
-	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
 	"kiln/daemon/api"
 	"kiln/daemon/peer"
 	"kiln/images"
+	"kiln/internal/ids"
 )
 
 func toAPISnapshot(sn *images.Snapshot) api.Snapshot {
@@ -36,13 +35,24 @@ func (s *server) listSnapshots(w http.ResponseWriter, r *http.Request, c peer.Ca
 	return nil
 }
 
-// snapshot finds a snapshot the caller owns (or any, for an administrator).
-func (s *server) snapshot(c peer.Caller, id string) (*images.Snapshot, error) {
-	sn, err := s.store.Snapshot(id)
-	if err != nil || !s.viewer(c)(sn.OwnerID) {
-		return nil, fmt.Errorf("snapshot %q: see kiln snapshot ls: %w", id, errdefs.ErrNotFound)
+// snapshot finds a snapshot the caller owns (or any, for an administrator), by its id or
+// the start of it.
+func (s *server) snapshot(c peer.Caller, ref string) (*images.Snapshot, error) {
+	var mine []*images.Snapshot
+	for _, sn := range s.store.Snapshots() {
+		if s.viewer(c)(sn.OwnerID) {
+			mine = append(mine, sn)
+		}
 	}
-	return sn, nil
+	refs := make([]ids.Ref, len(mine))
+	for i, sn := range mine {
+		refs[i] = ids.Ref{ID: sn.ID}
+	}
+	i, err := ids.Find("snapshot", images.SnapshotPrefix, ref, refs)
+	if err != nil {
+		return nil, err
+	}
+	return mine[i], nil
 }
 
 func (s *server) inspectSnapshot(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
@@ -63,6 +73,6 @@ func (s *server) deleteSnapshot(w http.ResponseWriter, r *http.Request, c peer.C
 		return err
 	}
 	log.G(r.Context()).WithField("snapshot", sn.ID).WithField("uid", c.UID).Info("snapshot deleted")
-	w.WriteHeader(http.StatusNoContent)
+	writeJSON(w, http.StatusOK, api.Deleted{ID: sn.ID})
 	return nil
 }

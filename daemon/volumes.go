@@ -55,10 +55,11 @@ func (s *server) createVolume(w http.ResponseWriter, r *http.Request, c peer.Cal
 }
 
 func (s *server) deleteVolume(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
-	if err := s.vols.Remove(r.PathValue("volume"), s.viewer(c)); err != nil {
+	id, err := s.vols.Remove(r.PathValue("volume"), s.viewer(c))
+	if err != nil {
 		return err
 	}
-	w.WriteHeader(http.StatusNoContent)
+	writeJSON(w, http.StatusOK, api.Deleted{ID: id})
 	return nil
 }
 
@@ -69,8 +70,8 @@ func (s *server) attachVolume(w http.ResponseWriter, r *http.Request, c peer.Cal
 	if err := api.Decode(r.Body, &req); err != nil {
 		return err
 	}
-	id := r.PathValue("volume")
-	if _, err := s.vols.Inspect(id, s.viewer(c)); err != nil {
+	id, err := s.vols.Resolve(r.PathValue("volume"), s.viewer(c))
+	if err != nil {
 		return err
 	}
 	inst, err := s.inst.Get(req.Instance, s.viewer(c))
@@ -86,7 +87,11 @@ func (s *server) attachVolume(w http.ResponseWriter, r *http.Request, c peer.Cal
 }
 
 func (s *server) detachVolume(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
-	v, err := s.inst.Detach(r.Context(), r.PathValue("volume"), s.viewer(c))
+	id, err := s.vols.Resolve(r.PathValue("volume"), s.viewer(c))
+	if err != nil {
+		return err
+	}
+	v, err := s.inst.Detach(r.Context(), id, s.viewer(c))
 	if err != nil {
 		return err
 	}

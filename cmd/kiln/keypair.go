@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"kiln/daemon/api"
+	"kiln/daemon/client"
 )
 
 func newKeyPairCommand(e *env) *cobra.Command {
@@ -180,16 +181,6 @@ func newKeyPairInspectCommand(e *env) *cobra.Command {
 }
 
 func newKeyPairRmCommand(e *env) *cobra.Command {
-	return &cobra.Command{
-		Use:   "rm KEY-PAIR",
-		Short: "Remove a key pair (instances launched with it keep its key; ~/.ssh/kiln/ is left alone)",
-		Args:  exactArgs(1, "one KEY-PAIR"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := e.client().DeleteKeyPair(cmd.Context(), args[0]); err != nil {
-				return err
-			}
-			_, err := fmt.Fprintln(e.stdout, args[0])
-			return err
-		},
-	}
+	return newRemoveCommand(e, "rm KEY-PAIR...",
+		"Remove key pairs (instances launched with one keep its key; ~/.ssh/kiln/ is left alone)", "KEY-PAIR", (*client.Client).DeleteKeyPair)
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 
@@ -40,6 +39,9 @@ micro (1, 512 MiB; the default), small (1, 1 GiB), medium (2, 2 GiB), large (2, 
 				return err
 			}
 			req.Image = args[0]
+			if req.Count < 1 {
+				return usageError{fmt.Errorf("--count %d: give 1 or more", req.Count)}
+			}
 			if cmd.Flags().Changed("cpus") {
 				req.CPUs = &cpus
 			}
@@ -70,14 +72,8 @@ micro (1, 512 MiB; the default), small (1, 1 GiB), medium (2, 2 GiB), large (2, 
 				req.Publish = append(req.Publish, port)
 			}
 			if userData != "" {
-				st, err := os.Stat(userData)
-				if err != nil {
-					return err
-				}
-				if st.Size() > api.MaxUserData {
-					return fmt.Errorf("user data %s is %s; at most %s", userData, humanBytes(st.Size()), humanBytes(api.MaxUserData))
-				}
-				if req.UserData, err = os.ReadFile(userData); err != nil {
+				var err error
+				if req.UserData, err = readFlagFile("--user-data", userData, api.MaxUserData); err != nil {
 					return err
 				}
 			}

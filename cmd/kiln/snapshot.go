@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"kiln/daemon/api"
+	"kiln/daemon/client"
 )
 
 func newSnapshotCommand(e *env) *cobra.Command {
@@ -79,24 +80,5 @@ func newSnapshotInspectCommand(e *env) *cobra.Command {
 }
 
 func newSnapshotRmCommand(e *env) *cobra.Command {
-	return &cobra.Command{
-		Use:   "rm SNAPSHOT...",
-		Short: "Delete snapshots (refused while an image uses one)",
-		Args:  minArgs(1, "at least one SNAPSHOT"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c := e.client()
-			var last error
-			for _, id := range args {
-				if err := c.DeleteSnapshot(cmd.Context(), id); err != nil {
-					if last != nil {
-						reportError(e.stderr, last)
-					}
-					last = err
-					continue
-				}
-				fmt.Fprintln(e.stdout, id)
-			}
-			return last
-		},
-	}
+	return newRemoveCommand(e, "rm SNAPSHOT...", "Delete snapshots (refused while an image uses one)", "SNAPSHOT", (*client.Client).DeleteSnapshot)
 }

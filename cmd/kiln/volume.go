@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"kiln/daemon/api"
+	"kiln/daemon/client"
 )
 
 func newVolumeCommand(e *env) *cobra.Command {
@@ -109,18 +110,7 @@ func newVolumeInspectCommand(e *env) *cobra.Command {
 }
 
 func newVolumeRmCommand(e *env) *cobra.Command {
-	return &cobra.Command{
-		Use:   "rm VOLUME",
-		Short: "Delete a volume (refused while attached)",
-		Args:  exactArgs(1, "one VOLUME"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := e.client().DeleteVolume(cmd.Context(), args[0]); err != nil {
-				return err
-			}
-			_, err := fmt.Fprintln(e.stdout, args[0])
-			return err
-		},
-	}
+	return newRemoveCommand(e, "rm VOLUME...", "Delete volumes (refused while attached)", "VOLUME", (*client.Client).DeleteVolume)
 }
 
 func newVolumeAttachCommand(e *env) *cobra.Command {

@@ -143,6 +143,12 @@ type UntagRequest struct {
 	Keys []string `json:"keys"`
 }
 
+// Deleted answers a DELETE: the id of what is gone (the request may have named it by
+// name or by the start of its id).
+type Deleted struct {
+	ID string `json:"id"`
+}
+
 // GCResult is POST /v1/gc.
 type GCResult struct {
 	BlobsRemoved   int   `json:"blobsRemoved"`

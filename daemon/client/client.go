@@ -159,30 +159,30 @@ func (c *Client) RegisterImage(ctx context.Context, req api.RegisterImageRequest
 			f.Close()
 		}
 	}()
-	open := func(path string) (int, error) {
+	open := func(flag, path string) (int, error) {
 		f, err := openRegular(path)
 		if err != nil {
-			return 0, err
+			return 0, fmt.Errorf("%s: %w", flag, err)
 		}
 		files = append(files, f)
 		return len(files) - 1, nil
 	}
 	req.Disks = slices.Clone(req.Disks)
 	for i := range req.Disks {
-		n, err := open(req.Disks[i].Name)
+		n, err := open("--disk", req.Disks[i].Name)
 		if err != nil {
 			return api.Image{}, err
 		}
 		req.Disks[i].File = n
 	}
 	for _, bf := range []struct {
-		path string
-		set  **int
-	}{{req.Kernel, &req.KernelFile}, {req.Initrd, &req.InitrdFile}} {
+		flag, path string
+		set        **int
+	}{{"--kernel", req.Kernel, &req.KernelFile}, {"--initrd", req.Initrd, &req.InitrdFile}} {
 		if bf.path == "" {
 			continue
 		}
-		n, err := open(bf.path)
+		n, err := open(bf.flag, bf.path)
 		if err != nil {
 			return api.Image{}, err
 		}
@@ -227,8 +227,15 @@ func (c *Client) WaitImage(ctx context.Context, id string, progress func(api.Ima
 
 // DeregisterImage deregisters the image: it can no longer be launched; its content is
 // collected by the next GC when nothing else uses it.
-func (c *Client) DeregisterImage(ctx context.Context, ref string) error {
-	return c.do(ctx, http.MethodDelete, "/images/"+url.PathEscape(ref), nil, nil, nil)
+func (c *Client) DeregisterImage(ctx context.Context, ref string) (string, error) {
+	return c.delete(ctx, "/images/"+url.PathEscape(ref))
+}
+
+// delete deletes what path names and returns its id.
+func (c *Client) delete(ctx context.Context, path string) (string, error) {
+	var d api.Deleted
+	err := c.do(ctx, http.MethodDelete, path, nil, nil, &d)
+	return d.ID, err
 }
 
 // TagImage adds or replaces tags on the image.
@@ -312,8 +319,8 @@ func (c *Client) Snapshot(ctx context.Context, id string) (api.Snapshot, error) 
 }
 
 // DeleteSnapshot deletes a snapshot no image uses.
-func (c *Client) DeleteSnapshot(ctx context.Context, id string) error {
-	return c.do(ctx, http.MethodDelete, "/snapshots/"+url.PathEscape(id), nil, nil, nil)
+func (c *Client) DeleteSnapshot(ctx context.Context, id string) (string, error) {
+	return c.delete(ctx, "/snapshots/"+url.PathEscape(id))
 }
 
 // CreateVolume makes a standalone volume: blank, or from a snapshot.
@@ -338,8 +345,8 @@ func (c *Client) Volume(ctx context.Context, id string) (api.Volume, error) {
 }
 
 // DeleteVolume deletes a volume that is not attached.
-func (c *Client) DeleteVolume(ctx context.Context, id string) error {
-	return c.do(ctx, http.MethodDelete, "/volumes/"+url.PathEscape(id), nil, nil, nil)
+func (c *Client) DeleteVolume(ctx context.Context, id string) (string, error) {
+	return c.delete(ctx, "/volumes/"+url.PathEscape(id))
 }
 
 // AttachVolume attaches a volume to an instance (hot-plugged when it runs).
@@ -379,6 +386,6 @@ func (c *Client) KeyPair(ctx context.Context, ref string) (api.KeyPair, error) {
 }
 
 // DeleteKeyPair removes a key pair.
-func (c *Client) DeleteKeyPair(ctx context.Context, ref string) error {
-	return c.do(ctx, http.MethodDelete, "/key-pairs/"+url.PathEscape(ref), nil, nil, nil)
+func (c *Client) DeleteKeyPair(ctx context.Context, ref string) (string, error) {
+	return c.delete(ctx, "/key-pairs/"+url.PathEscape(ref))
 }

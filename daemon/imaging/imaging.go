@@ -1,9 +1,11 @@
 package imaging
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -142,30 +144,41 @@ func (x *Images) Visible(c peer.Caller, im *images.Image) bool {
 	return x.admin(c) || im.CanLaunch(c.User, c.Groups)
 }
 
-// Lookup finds the image ref names for the caller: an ami- id, or a name (the
-// caller's own image of that name first, else the one visible image of that name).
-// An image the caller may not see is not found.
+// Lookup finds the image ref names for the caller: an ami- id, a name (the caller's own
+// image of that name first, else the one visible image of that name), or the start of
+// one id (ami-c0b7). An image the caller may not see is not found.
 func (x *Images) Lookup(c peer.Caller, ref string) (*images.Image, error) {
 	if ids.IsID(images.ImagePrefix, ref) {
-		im, err := x.store.Image(ref)
-		if err != nil || !x.Visible(c, im) {
-			return nil, fmt.Errorf("image %s: %w", ref, errdefs.ErrNotFound)
-		}
-		return im, nil
-	}
-	named := x.store.Images(func(im *images.Image) bool { return im.Name == ref && x.Visible(c, im) })
-	for _, im := range named {
-		if im.OwnerID == c.User {
+		if im, err := x.store.Image(ref); err == nil && x.Visible(c, im) {
 			return im, nil
 		}
 	}
-	switch len(named) {
-	case 0:
-		return nil, fmt.Errorf("image %q: no image has that id or name; see kiln image ls: %w", ref, errdefs.ErrNotFound)
-	case 1:
-		return named[0], nil
+	visible := x.store.Images(func(im *images.Image) bool { return x.Visible(c, im) })
+	slices.SortStableFunc(visible, func(a, b *images.Image) int { return cmp.Compare(ownFirst(a, c), ownFirst(b, c)) })
+	refs := make([]ids.Ref, len(visible))
+	others := 0
+	for i, im := range visible {
+		refs[i] = ids.Ref{ID: im.ID, Name: im.Name}
+		if im.Name == ref && im.OwnerID != c.User {
+			others++
+		}
 	}
-	return nil, fmt.Errorf("image name %q is used by %d owners; use the image id: %w", ref, len(named), errdefs.ErrInvalidArgument)
+	if others > 1 && !slices.ContainsFunc(visible, func(im *images.Image) bool { return im.Name == ref && im.OwnerID == c.User }) {
+		return nil, fmt.Errorf("image name %q is used by %d owners; use the image id: %w", ref, others, errdefs.ErrInvalidArgument)
+	}
+	i, err := ids.Find("image", images.ImagePrefix, ref, refs)
+	if err != nil {
+		return nil, err
+	}
+	return visible[i], nil
+}
+
+// ownFirst orders the caller's own images before others'.
+func ownFirst(im *images.Image, c peer.Caller) int {
+	if im.OwnerID == c.User {
+		return 0
+	}
+	return 1
 }
 
 // Inspect is View with the images other users copied from im and still have, for its

@@ -3,7 +3,6 @@ package instances
 import (
 	"cmp"
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
 
@@ -24,6 +22,7 @@ import (
 	"kiln/daemon/vols"
 	"kiln/hypervisor"
 	"kiln/images"
+	"kiln/internal/ids"
 	"kiln/volumes"
 )
 
@@ -164,24 +163,42 @@ func (m *Manager) Record(inst *Instance) record.Instance {
 	return inst.rec
 }
 
-// Get finds the instance ref names (an i- id or a name) among those the caller may
-// see; an instance the caller may not see is not found.
+// Get finds the instance ref names among those the caller may see: an i- id, a name, or
+// the start of one id (i-0d2b). A terminated instance is found for as long as List shows
+// it; a name goes to the live instance that has it, else to the one last terminated.
 func (m *Manager) Get(ref string, visible func(owner string) bool) (*Instance, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if inst, ok := m.all[ref]; ok && visible(inst.rec.OwnerID) {
-		return inst, nil
-	}
-	var found *Instance
+	var found []*Instance
 	for _, inst := range m.all {
-		if inst.rec.Name == ref && inst.rec.State != record.StateTerminated && visible(inst.rec.OwnerID) {
-			found = inst
+		if visible(inst.rec.OwnerID) && !forgotten(inst.rec) {
+			found = append(found, inst)
 		}
 	}
-	if found == nil {
-		return nil, fmt.Errorf("instance %q: no instance has that id or name; see kiln ps -a: %w", ref, errdefs.ErrNotFound)
+	slices.SortFunc(found, func(a, b *Instance) int { // live first, then the last terminated
+		return cmp.Or(cmp.Compare(liveFirst(a.rec), liveFirst(b.rec)), b.rec.TerminatedAt.Compare(a.rec.TerminatedAt), strings.Compare(a.rec.ID, b.rec.ID))
+	})
+	refs := make([]ids.Ref, len(found))
+	for i, inst := range found {
+		refs[i] = ids.Ref{ID: inst.rec.ID, Name: inst.rec.Name}
 	}
-	return found, nil
+	i, err := ids.Find("instance", record.InstancePrefix, ref, refs)
+	if err != nil {
+		return nil, err
+	}
+	return found[i], nil
+}
+
+func liveFirst(r record.Instance) int {
+	if r.State == record.StateTerminated {
+		return 1
+	}
+	return 0
+}
+
+// forgotten reports an instance terminated long enough ago that List no longer shows it.
+func forgotten(r record.Instance) bool {
+	return r.State == record.StateTerminated && time.Since(r.TerminatedAt) > terminatedKept
 }
 
 // List returns copies of the records the caller may see, oldest first; terminated ones
@@ -207,7 +224,7 @@ func (m *Manager) forget() {
 	m.mu.Lock()
 	var old []string
 	for id, inst := range m.all {
-		if inst.rec.State == record.StateTerminated && time.Since(inst.rec.TerminatedAt) > terminatedKept {
+		if forgotten(inst.rec) {
 			old = append(old, id)
 		}
 	}

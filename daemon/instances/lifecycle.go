@@ -574,7 +574,7 @@ func (m *Manager) Terminate(inst *Instance, by string, force bool) error {
 	inst.op.Lock()
 	defer inst.op.Unlock()
 	if inst.rec.State == record.StateTerminated || inst.rec.State == record.StateShuttingDown {
-		return fmt.Errorf("instance %s is already %s: %w", inst.rec.ID, inst.rec.State, errdefs.ErrFailedPrecondition)
+		return nil // already: terminate is idempotent, as in the cloud
 	}
 	if err := m.set(inst, func(r *record.Instance) { r.State, r.StateReason = record.StateShuttingDown, "terminated by "+by }); err != nil {
 		return err

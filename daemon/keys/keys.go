@@ -161,19 +161,30 @@ func (s *Set) add(owner, name, typ, fingerprint string, public ssh.PublicKey) (r
 	return kp, nil
 }
 
-// Get finds a key pair by id, or by name among owner's own, that the caller may see.
+// Get finds a key pair the caller may see by its id or the start of it, or by name among
+// owner's own.
 func (s *Set) Get(ref, owner string, visible func(owner string) bool) (record.KeyPair, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if kp, ok := s.all[ref]; ok && visible(kp.OwnerID) {
-		return kp, nil
-	}
+	var found []record.KeyPair
 	for _, kp := range s.all {
-		if kp.Name == ref && kp.OwnerID == owner {
-			return kp, nil
+		if visible(kp.OwnerID) {
+			found = append(found, kp)
 		}
 	}
-	return record.KeyPair{}, fmt.Errorf("key pair %q: you have none of that name or id; see kiln key-pair ls: %w", ids.Clip(ref), errdefs.ErrNotFound)
+	slices.SortFunc(found, func(a, b record.KeyPair) int { return strings.Compare(a.ID, b.ID) })
+	refs := make([]ids.Ref, len(found))
+	for i, kp := range found {
+		refs[i] = ids.Ref{ID: kp.ID}
+		if kp.OwnerID == owner {
+			refs[i].Name = kp.Name
+		}
+	}
+	i, err := ids.Find("key pair", Prefix, ref, refs)
+	if err != nil {
+		return record.KeyPair{}, err
+	}
+	return found[i], nil
 }
 
 // List are the key pairs the caller may see, by name.
@@ -193,18 +204,18 @@ func (s *Set) List(visible func(owner string) bool) []api.KeyPair {
 }
 
 // Delete removes a key pair. Instances launched with it keep the key they were given.
-func (s *Set) Delete(ref, owner string, visible func(owner string) bool) error {
+func (s *Set) Delete(ref, owner string, visible func(owner string) bool) (string, error) {
 	kp, err := s.Get(ref, owner, visible)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if err := s.db.DeleteKeyPair(kp.ID); err != nil {
-		return err
+		return "", err
 	}
 	s.mu.Lock()
 	delete(s.all, kp.ID)
 	s.mu.Unlock()
-	return nil
+	return kp.ID, nil
 }
 
 // View is the API's view of a key pair.

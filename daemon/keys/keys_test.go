@@ -120,8 +120,8 @@ func TestKeyPairRules(t *testing.T) {
 	if _, err := s.Get(a.KeyPairID, "bob", own); !errdefs.IsNotFound(err) {
 		t.Errorf("alice's k by id, for bob: %v", err)
 	}
-	if err := s.Delete("k", "alice", func(o string) bool { return o == "alice" }); err != nil {
-		t.Fatal(err)
+	if id, err := s.Delete("k", "alice", func(o string) bool { return o == "alice" }); err != nil || id != a.KeyPairID {
+		t.Fatalf("delete alice's k: %q, %v; want %s", id, err, a.KeyPairID)
 	}
 	if n := len(s.List(func(string) bool { return true })); n != 1 {
 		t.Errorf("%d key pairs after alice's went; want bob's", n)

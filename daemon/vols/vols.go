@@ -122,12 +122,34 @@ func (s *Set) Layers() []digest.Digest {
 }
 
 // visible finds a volume the caller may see.
-func (s *Set) visible(id string, visible func(owner string) bool) (*record.Volume, error) {
-	v := s.Get(id)
-	if v == nil || !visible(v.OwnerID) {
-		return nil, fmt.Errorf("volume %q: see kiln volume ls: %w", id, errdefs.ErrNotFound)
+func (s *Set) visible(ref string, visible func(owner string) bool) (*record.Volume, error) {
+	id, err := s.Resolve(ref, visible)
+	if err != nil {
+		return nil, err
 	}
-	return v, nil
+	if v := s.Get(id); v != nil {
+		return v, nil
+	}
+	return nil, ids.NotFound("volume", ref, nil) // deleted meanwhile
+}
+
+// Resolve is the id of the volume ref names among those the caller may see: its id or
+// the start of it (vol-3f2a).
+func (s *Set) Resolve(ref string, visible func(owner string) bool) (string, error) {
+	s.mu.Lock()
+	var refs []ids.Ref
+	for _, v := range s.all {
+		if visible(v.OwnerID) {
+			refs = append(refs, ids.Ref{ID: v.ID})
+		}
+	}
+	s.mu.Unlock()
+	slices.SortFunc(refs, func(a, b ids.Ref) int { return strings.Compare(a.ID, b.ID) })
+	i, err := ids.Find("volume", record.VolumePrefix, ref, refs)
+	if err != nil {
+		return "", err
+	}
+	return refs[i].ID, nil
 }
 
 // List lists the volumes the caller may see, by id.
@@ -256,16 +278,17 @@ func (s *Set) DeleteOf(instance string, all bool) {
 }
 
 // Remove deletes a volume the caller may see, attached to no instance.
-func (s *Set) Remove(id string, visible func(owner string) bool) error {
-	if _, err := s.visible(id, visible); err != nil {
-		return err
-	}
-	v, release, err := s.Claim(id, NotAttached)
+func (s *Set) Remove(ref string, visible func(owner string) bool) (string, error) {
+	v, err := s.visible(ref, visible)
 	if err != nil {
-		return err
+		return "", err
+	}
+	v, release, err := s.Claim(v.ID, NotAttached)
+	if err != nil {
+		return "", err
 	}
 	defer release()
-	return s.Delete(v)
+	return v.ID, s.Delete(v)
 }
 
 // Claim marks a volume as being worked on, after ready accepts its current record, and
@@ -278,7 +301,7 @@ func (s *Set) Claim(id string, ready func(*record.Volume) error) (*record.Volume
 	cur := s.all[id]
 	switch {
 	case cur == nil:
-		return nil, nil, fmt.Errorf("volume %q: see kiln volume ls: %w", id, errdefs.ErrNotFound)
+		return nil, nil, ids.NotFound("volume", id, nil)
 	case s.busy[id]:
 		return nil, nil, fmt.Errorf("volume %s is being attached, detached or deleted by another request; try again when it is done: %w", id, errdefs.ErrConflict)
 	}
