@@ -1,20 +1,25 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 )
 
-// argsError is a wrong number of arguments.
-type argsError struct{ error }
+// argsError is a wrong number of arguments, or an unknown command, to the command path.
+type argsError struct {
+	error
+	path string
+}
 
 // exactArgs, minArgs: cobra's argument checks, with errors kiln reports as usage errors.
 func exactArgs(n int, what string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) != n {
-			return argsError{fmt.Errorf("%s: want %s", cmd.CommandPath(), what)}
+			return argsError{fmt.Errorf("%s: want %s", cmd.CommandPath(), what), cmd.CommandPath()}
 		}
 		return nil
 	}
@@ -23,10 +28,36 @@ func exactArgs(n int, what string) cobra.PositionalArgs {
 func minArgs(n int, what string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) < n {
-			return argsError{fmt.Errorf("%s: want %s", cmd.CommandPath(), what)}
+			return argsError{fmt.Errorf("%s: want %s", cmd.CommandPath(), what), cmd.CommandPath()}
 		}
 		return nil
 	}
+}
+
+// subcommandArgs is the argument check of a command that groups others (kiln image): any
+// argument is a command it does not have, refused with the nearest it has.
+func subcommandArgs(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+	cmd.SuggestionsMinimumDistance = 2 // edits; one for a short word ("rm" is not "ls")
+	if len(args[0]) <= 3 {
+		cmd.SuggestionsMinimumDistance = 1
+	}
+	if near := cmd.SuggestionsFor(args[0]); len(near) > 0 {
+		msg += "; did you mean " + quoteEach(near, " or ") + "?"
+	}
+	return argsError{errors.New(msg), cmd.CommandPath()}
+}
+
+// quoteEach quotes each string and joins them with sep.
+func quoteEach(ss []string, sep string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = strconv.Quote(s)
+	}
+	return strings.Join(q, sep)
 }
 
 func isUnknownCommand(err error) bool {

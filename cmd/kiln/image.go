@@ -17,7 +17,7 @@ func newImageCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "image",
 		Short: "Register, list, inspect, tag and deregister machine images",
-		Args:  exactArgs(0, "a subcommand (see kiln image --help)"),
+		Args:  subcommandArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	cmd.AddCommand(

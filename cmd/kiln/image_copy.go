@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/spf13/cobra"
 
 	"kiln/daemon/api"
@@ -32,7 +34,7 @@ available at once; --wait is there for scripts that pass it to every command.
 					return err
 				}
 			}
-			return printImage(e, im)
+			return confirmImage(e, im, fmt.Sprintf("%s, a copy of %s", im.State, im.CopiedFromID))
 		},
 	}
 	cmd.Flags().StringVar(&req.Description, "description", "", "description (default: the source's)")

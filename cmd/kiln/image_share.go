@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -33,7 +34,7 @@ launch it; kiln image inspect shows the owner who does now.`,
 			if err != nil {
 				return err
 			}
-			return printImage(e, im)
+			return confirmImage(e, im, launchers(im))
 		},
 	}
 	f := cmd.Flags()
@@ -41,4 +42,25 @@ launch it; kiln image inspect shows the owner who does now.`,
 	f.StringArrayVar(&req.Groups, "group", nil, "a Unix group (repeatable)")
 	f.BoolVar(&req.Public, "public", false, "everyone")
 	return cmd
+}
+
+// launchers says who may launch an image besides its owner.
+func launchers(im api.Image) string {
+	if im.Public {
+		return "public: everyone may launch it"
+	}
+	if im.LaunchPermission == nil {
+		return "shared as asked"
+	}
+	var who []string
+	for _, u := range im.LaunchPermission.Users {
+		who = append(who, "user "+u)
+	}
+	for _, g := range im.LaunchPermission.Groups {
+		who = append(who, "group "+g)
+	}
+	if len(who) == 0 {
+		return "private: only its owner may launch it"
+	}
+	return "shared with " + strings.Join(who, ", ")
 }

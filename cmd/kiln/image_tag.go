@@ -1,7 +1,13 @@
 package main
 
 import (
+	"fmt"
+	"slices"
+	"strings"
+
 	"github.com/spf13/cobra"
+
+	"kiln/daemon/api"
 )
 
 func newImageTagCommand(e *env) *cobra.Command {
@@ -18,7 +24,26 @@ func newImageTagCommand(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return printImage(e, im)
+			kv := make([]string, 0, len(tags))
+			for k, v := range tags {
+				kv = append(kv, k+"="+v)
+			}
+			slices.Sort(kv)
+			return confirmImage(e, im, "tagged "+strings.Join(kv, " "))
 		},
 	}
+}
+
+// confirmImage says in one line what a command did to an image (-q: its id; -o json:
+// the image as it is now).
+func confirmImage(e *env, im api.Image, did string) error {
+	switch {
+	case e.quiet:
+		_, err := fmt.Fprintln(e.stdout, im.ID)
+		return err
+	case e.output == "json":
+		return printJSON(e.stdout, im)
+	}
+	_, err := fmt.Fprintf(e.stdout, "%s (%s): %s\n", im.ID, clean(im.Name), clean(did))
+	return err
 }

@@ -14,7 +14,7 @@ func newInstanceCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "instance",
 		Short: "List and inspect instances",
-		Args:  exactArgs(0, "a subcommand (see kiln instance --help)"),
+		Args:  subcommandArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	cmd.AddCommand(newInstanceLsCommand(e, "ls"), newInstanceInspectCommand(e))

@@ -18,7 +18,7 @@ func newKeyPairCommand(e *env) *cobra.Command {
 		Short: "Create, import, list and remove SSH key pairs",
 		Long: `SSH key pairs, as the cloud's: kiln run --key-name NAME gives the guest the pair's
 public key (cloud-init's default user gets it). kilnd keeps public keys only.`,
-		Args: exactArgs(0, "a subcommand (see kiln key-pair --help)"),
+		Args: subcommandArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	cmd.AddCommand(newKeyPairCreateCommand(e), newKeyPairImportCommand(e), newKeyPairLsCommand(e),

@@ -105,11 +105,13 @@ func newRebootCommand(e *env) *cobra.Command {
 }
 
 func newTerminateCommand(e *env) *cobra.Command {
-	return newLifecycleCommand(e, lifecycle{action: "terminate", force: true,
+	cmd := newLifecycleCommand(e, lifecycle{action: "terminate", force: true,
 		short: "Terminate instances: they stop and their volumes are deleted",
 		long: fmt.Sprintf(`Terminate instances: each is stopped as by kiln stop (the power button, up to %d s,
 then forced off) and the volumes deleted on termination go. --wait waits until they
 are terminated.`, graceSeconds),
 		wait:  instanceWait{want: "terminated", doing: "shutting down", force: "kiln terminate"},
 		until: "the instances are terminated", timeout: timeoutStop})
+	cmd.SuggestFor = []string{"rm", "kill", "delete", "destroy", "remove"}
+	return cmd
 }

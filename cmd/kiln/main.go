@@ -71,6 +71,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Args:          subcommandArgs,
+		RunE:          func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			if e.output != "table" && e.output != "json" {
 				return usageError{fmt.Errorf("-o %q: want table or json", e.output)}
@@ -95,7 +97,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	var ue usageError
 	if errors.As(err, &ue) || isCobraUsage(err) {
-		fmt.Fprintf(stderr, "kiln: %v\nRun 'kiln --help' for usage.\n", err)
+		path := "kiln"
+		if ae := (argsError{}); errors.As(err, &ae) {
+			path = ae.path
+		}
+		fmt.Fprintf(stderr, "kiln: %v\nRun '%s --help' for usage.\n", err, path)
 		return 2
 	}
 	var xe exitError
@@ -151,6 +157,10 @@ func hint(code string) string {
 		return "'kiln snapshot ls' lists your snapshots"
 	case api.CodeInvalidInstanceNotFound:
 		return "'kiln ps -a' lists your instances"
+	case api.CodeInvalidVolumeNotFound:
+		return "'kiln volume ls' lists your volumes"
+	case api.CodeInvalidKeyPairNotFound:
+		return "'kiln key-pair ls' lists your key pairs"
 	case api.CodeUnauthorizedOperation:
 		return "only the owner or an administrator may do that"
 	case api.CodeQuotaExceeded:

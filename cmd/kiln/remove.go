@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -15,10 +17,12 @@ import (
 // Each is asked in turn; a failure is said as it comes and the others still go ahead.
 // It prints the id of each one gone (-o json: a list of {"id": …}).
 func newRemoveCommand(e *env, use, short, what string, del func(c *client.Client, ctx context.Context, ref string) (string, error)) *cobra.Command {
+	name, _, _ := strings.Cut(use, " ")
 	return &cobra.Command{
-		Use:   use,
-		Short: short,
-		Args:  minArgs(1, "at least one "+what),
+		Use:        use,
+		Short:      short,
+		SuggestFor: slices.DeleteFunc([]string{"rm", "remove", "delete", "del", "deregister"}, func(s string) bool { return s == name }),
+		Args:       minArgs(1, "at least one "+what),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c := e.client()
 			var last error

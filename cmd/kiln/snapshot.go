@@ -15,7 +15,7 @@ func newSnapshotCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "snapshot",
 		Short: "List, inspect and delete snapshots",
-		Args:  exactArgs(0, "a subcommand (see kiln snapshot --help)"),
+		Args:  subcommandArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	cmd.AddCommand(newSnapshotLsCommand(e), newSnapshotInspectCommand(e), newSnapshotRmCommand(e))

@@ -14,7 +14,7 @@ func newVolumeCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "volume",
 		Short: "Create, list, attach, detach and delete volumes",
-		Args:  exactArgs(0, "a subcommand (see kiln volume --help)"),
+		Args:  subcommandArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	cmd.AddCommand(newVolumeCreateCommand(e), newVolumeLsCommand(e), newVolumeInspectCommand(e),
