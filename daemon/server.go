@@ -162,6 +162,7 @@ func (s *server) info(w http.ResponseWriter, r *http.Request, c peer.Caller) err
 		Images:            len(s.store.Images(func(im *images.Image) bool { return s.img.Visible(c, im) })),
 		Snapshots:         nSnapshots,
 		Instances:         len(s.inst.List(false, sees)),
+		InstanceTypes:     machines.InstanceTypes,
 	})
 	return nil
 }

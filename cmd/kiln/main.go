@@ -91,6 +91,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		newRunCommand(e), newSnapshotCommand(e), newVolumeCommand(e), newKeyPairCommand(e), newInstanceCommand(e), newInstanceLsCommand(e, "ps"), newConsoleCommand(e), newSSHCommand(e), newCpCommand(e), newExecCommand(e),
 		newStopCommand(e), newStartCommand(e), newRebootCommand(e), newTerminateCommand(e))
 
+	addCompletions(e, root)
+
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0

@@ -192,7 +192,7 @@ func TestCLI(t *testing.T) {
 
 	// One unknown image among several: the others are deregistered, the failure said.
 	code, out, errOut = kiln(t, socket, "image", "deregister", "nope-image", "kiln-guest")
-	if code != 1 || strings.TrimSpace(out) != "kiln-guest" || !strings.Contains(errOut, `"nope-image"`) {
+	if code != 1 || strings.TrimSpace(out) != id || !strings.Contains(errOut, `"nope-image"`) {
 		t.Errorf("deregister: exit %d, %q, %q", code, out, errOut)
 	}
 	code, out, _ = kiln(t, socket, "gc")

@@ -22,6 +22,8 @@ type Info struct {
 	Images    int `json:"images"`
 	Snapshots int `json:"snapshots"`
 	Instances int `json:"instances"`
+	// InstanceTypes are the sizes kiln run --type takes.
+	InstanceTypes []InstanceType `json:"instanceTypes"`
 }
 
 // Image is an image as the API shows it (GET /v1/images, /v1/images/{image}).
