@@ -31,4 +31,6 @@ require (
 	github.com/pkg/xattr v0.4.12 // indirect
 	github.com/spf13/pflag v1.0.10 // indirect
 	github.com/ulikunitz/xz v0.5.15 // indirect
+	golang.org/x/sync v0.23.0 // indirect
+	oras.land/oras-go/v2 v2.6.0 // indirect
 )

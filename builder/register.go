@@ -23,7 +23,7 @@ import (
 )
 
 // MaxBootFileSize bounds a kernel or initrd file.
-const MaxBootFileSize = 512 << 20
+const MaxBootFileSize = images.MaxBootFileSize
 
 // Builder makes images in a store.
 type Builder struct {

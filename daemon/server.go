@@ -118,6 +118,8 @@ func (s *server) routes() http.Handler {
 	route("POST "+v+"/instances/{instance}/create-image", api.KindImage, s.createImage)
 	route("POST "+v+"/instances/{instance}/exec", api.KindInstance, s.exec)
 	route("POST "+v+"/images/{image}/copy", api.KindImage, s.copyImage)
+	route("POST "+v+"/images/{image}/push", api.KindImage, s.pushImage)
+	route("POST "+v+"/images/pull", api.KindImage, s.pullImage)
 	route("GET "+v+"/volumes", api.KindVolume, s.listVolumes)
 	route("POST "+v+"/volumes", api.KindVolume, s.createVolume)
 	route("GET "+v+"/volumes/{volume}", api.KindVolume, s.inspectVolume)

@@ -236,3 +236,126 @@ func (s *Store) BlobSize(ctx context.Context, d digest.Digest) (int64, error) {
 	}
 	return info.Size, nil
 }
+
+// IngestVerified stores a blob that came from outside (a registry) as desc says it is:
+// at most desc.Size bytes are read from r, and the blob is committed only when exactly
+// that many came and their sha256 is desc.Digest; check, when not nil, is then given
+// the ingest's file (the bytes about to become the blob) and may refuse it. A blob
+// already stored is not read again: check is given the stored blob. Whatever fails,
+// nothing is left but what was already stored (the ingest is aborted). Mismatches wrap
+// errdefs.ErrDataLoss. The caller holds the store (Hold) until a record reaches the blob.
+func (s *Store) IngestVerified(ctx context.Context, ref string, desc ocispec.Descriptor, r io.Reader, check func(path string) error) (err error) {
+	if err := desc.Digest.Validate(); err != nil || desc.Digest.Algorithm() != digest.SHA256 {
+		return fmt.Errorf("blob %q: not a sha256 digest: %w", desc.Digest, errdefs.ErrInvalidArgument)
+	}
+	if info, err := s.content.Info(ctx, desc.Digest); err == nil {
+		if info.Size != desc.Size {
+			return fmt.Errorf("blob %s is %d bytes here, the manifest says %d: %w", desc.Digest, info.Size, desc.Size, errdefs.ErrDataLoss)
+		}
+		if check != nil {
+			return check(s.BlobPath(desc.Digest))
+		}
+		return nil
+	}
+	w, err := s.content.Writer(ctx, content.WithRef(ref), content.WithDescriptor(desc))
+	if err != nil {
+		return fmt.Errorf("ingest %s: %w", ref, err)
+	}
+	defer func() {
+		w.Close()
+		if err != nil {
+			s.abort(ctx, ref)
+		}
+	}()
+	if err := w.Truncate(0); err != nil {
+		return fmt.Errorf("ingest %s: %w", ref, err)
+	}
+	stopWriteback := writeback(s.ingestData(ref))
+	n, err := io.Copy(w, io.LimitReader(r, desc.Size+1))
+	stopWriteback()
+	switch {
+	case err != nil:
+		return fmt.Errorf("blob %s: after %d of %d bytes: %w", desc.Digest, n, desc.Size, err)
+	case n != desc.Size:
+		return fmt.Errorf("blob %s: the registry sent %s bytes, the manifest says %d: %w", desc.Digest, sentBytes(n, desc.Size), desc.Size, errdefs.ErrDataLoss)
+	case w.Digest() != desc.Digest:
+		return fmt.Errorf("blob %s: the registry sent bytes whose digest is %s: %w", desc.Digest, w.Digest(), errdefs.ErrDataLoss)
+	}
+	if check != nil {
+		if err := check(s.ingestData(ref)); err != nil {
+			return err
+		}
+	}
+	if err := w.Commit(ctx, desc.Size, desc.Digest); err != nil && !errdefs.IsAlreadyExists(err) {
+		return fmt.Errorf("blob %s: %w", desc.Digest, err)
+	}
+	return nil
+}
+
+func sentBytes(n, want int64) string {
+	if n > want {
+		return "more"
+	}
+	return fmt.Sprint(n)
+}
+
+// Blob opens a stored blob for reading; the caller closes it.
+func (s *Store) Blob(ctx context.Context, d digest.Digest) (io.ReadCloser, int64, error) {
+	ra, err := s.content.ReaderAt(ctx, ocispec.Descriptor{Digest: d})
+	if err != nil {
+		return nil, 0, fmt.Errorf("blob %s: %w", d, err)
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{content.NewReader(ra), ra}, ra.Size(), nil
+}
+
+// ReadBlob reads a stored blob of at most max bytes, checking its digest.
+func (s *Store) ReadBlob(ctx context.Context, d digest.Digest, max int64) ([]byte, error) {
+	rc, size, err := s.Blob(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	if size > max {
+		return nil, fmt.Errorf("blob %s: %d bytes, more than %d: %w", d, size, max, errdefs.ErrInvalidArgument)
+	}
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		return nil, fmt.Errorf("blob %s: %w", d, err)
+	}
+	if digest.FromBytes(b) != d {
+		return nil, fmt.Errorf("blob %s: content does not match its digest: %w", d, errdefs.ErrDataLoss)
+	}
+	return b, nil
+}
+
+// HasBlob reports whether the store holds the blob d.
+func (s *Store) HasBlob(ctx context.Context, d digest.Digest) bool {
+	_, err := s.content.Info(ctx, d)
+	return err == nil
+}
+
+// Free is how many bytes the filesystem of the content store has for kilnd.
+func (s *Store) Free() (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(filepath.Join(s.root, "content"), &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * st.Bsize, nil
+}
+
+// Ingests lists the refs of the ingests under way or left behind (tests check that a
+// failure leaves none).
+func (s *Store) Ingests(ctx context.Context) ([]string, error) {
+	st, err := s.content.ListStatuses(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(st))
+	for i, x := range st {
+		out[i] = x.Ref
+	}
+	return out, nil
+}

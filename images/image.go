@@ -17,6 +17,9 @@ const (
 	MediaTypeInitrd = "application/vnd.kiln.initrd"
 )
 
+// MaxBootFileSize bounds a kernel or initrd blob (registered or pulled).
+const MaxBootFileSize = 512 << 20
+
 // State is an image's state, as in the cloud.
 type State string
 
@@ -83,6 +86,9 @@ type Image struct {
 	SourceInstanceID string `json:"sourceInstanceId,omitempty"`
 	SourceImageID    string `json:"sourceImageId,omitempty"`
 	CopiedFromID     string `json:"copiedFromId,omitempty"`
+	// PulledFrom is the registry reference an image was pulled from, with the
+	// manifest's digest there (REGISTRY/REPOSITORY[:TAG]@sha256:…).
+	PulledFrom string `json:"pulledFrom,omitempty"`
 	Config
 }
 

@@ -146,14 +146,29 @@ func putJSON(tx *bolt.Tx, bucket []byte, key string, v any) error {
 func (s *Store) CreateImage(im *Image) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if other := s.byName(im.OwnerID, im.Name); other != nil {
-		return fmt.Errorf("image name %q is already used by %s (%s); choose another name or deregister it: %w",
-			im.Name, other.ID, other.State, errdefs.ErrAlreadyExists)
+	if err := s.nameFree(im.OwnerID, im.Name); err != nil {
+		return err
 	}
 	if _, ok := s.images[im.ID]; ok {
 		return fmt.Errorf("image %s: %w", im.ID, errdefs.ErrAlreadyExists)
 	}
 	return s.putImage(im.clone())
+}
+
+// CheckNameFree says whether owner may name a new image name now (CreateImage checks
+// again): nil, or an error wrapping errdefs.ErrAlreadyExists naming the image that has it.
+func (s *Store) CheckNameFree(owner, name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nameFree(owner, name)
+}
+
+func (s *Store) nameFree(owner, name string) error {
+	if other := s.byName(owner, name); other != nil {
+		return fmt.Errorf("image name %q is already used by %s (%s); choose another name or deregister it: %w",
+			name, other.ID, other.State, errdefs.ErrAlreadyExists)
+	}
+	return nil
 }
 
 // putImage writes im to the DB, then to the cache. The caller holds s.mu.

@@ -75,6 +75,12 @@ type qemuInfo struct {
 // path qemu-img was given, path the file's name in messages. Errors wrap
 // errdefs.ErrInvalidArgument.
 func ParseInfo(out []byte, opened, path, format string) (Info, error) {
+	return parseInfo(out, opened, path, format, "")
+}
+
+// parseInfo is ParseInfo allowing one backing file name: backing, when not empty (a
+// layer's parent, which CheckLayer has already checked in the header).
+func parseInfo(out []byte, opened, path, format, backing string) (Info, error) {
 	var qi qemuInfo
 	if err := json.Unmarshal(out, &qi); err != nil {
 		return Info{}, fmt.Errorf("qemu-img info output: %v: %w", err, errdefs.ErrInvalidArgument)
@@ -82,7 +88,9 @@ func ParseInfo(out []byte, opened, path, format string) (Info, error) {
 	switch {
 	case qi.Format != format:
 		return Info{}, fmt.Errorf("disk %s is %q, not %q: %w", path, qi.Format, format, errdefs.ErrInvalidArgument)
-	case qi.BackingFilename != "" || qi.FullBackingFilename != "":
+	case backing != "" && qi.BackingFilename != backing:
+		return Info{}, fmt.Errorf("disk %s has backing file %q, not %q: %w", path, qi.BackingFilename, backing, errdefs.ErrInvalidArgument)
+	case backing == "" && (qi.BackingFilename != "" || qi.FullBackingFilename != ""):
 		return Info{}, fmt.Errorf("disk %s has a backing file %q; flatten it first (qemu-img convert -O qcow2 IN OUT): %w",
 			path, qi.BackingFilename, errdefs.ErrInvalidArgument)
 	case qi.FormatSpecific.Data.DataFile != "":

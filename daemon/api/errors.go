@@ -42,6 +42,9 @@ const (
 	CodeQuotaExceeded           = "QuotaExceeded" // a user's quota; the message gives the limit and the use
 	CodeInvalidKeyPairNotFound  = "InvalidKeyPair.NotFound"
 	CodeInvalidKeyPairDuplicate = "InvalidKeyPair.Duplicate"
+	// CodeRegistryDataInvalid: a registry sent bytes that are not what their digest or
+	// size says (a pull or push refuses them; nothing is kept).
+	CodeRegistryDataInvalid = "RegistryDataInvalid"
 )
 
 // Kind is the kind of resource an operation is about; it picks the resource-specific
@@ -87,6 +90,7 @@ var codes = map[string]struct {
 	CodeQuotaExceeded:           {errdefs.ErrResourceExhausted, http.StatusConflict},
 	CodeInvalidKeyPairNotFound:  {errdefs.ErrNotFound, http.StatusNotFound},
 	CodeInvalidKeyPairDuplicate: {errdefs.ErrAlreadyExists, http.StatusConflict},
+	CodeRegistryDataInvalid:     {errdefs.ErrDataLoss, http.StatusBadGateway},
 }
 
 // ErrUnknownAction marks a request for an API call, or an action of one, that does not

@@ -51,6 +51,7 @@ type Image struct {
 	SourceInstanceID    string               `json:"sourceInstanceId,omitempty"`
 	SourceImageID       string               `json:"sourceImageId,omitempty"`
 	CopiedFromID        string               `json:"copiedFromId,omitempty"`
+	PulledFrom          string               `json:"pulledFrom,omitempty"`
 	// Copies are the images copied from this one by other users, shown to its owner
 	// (and administrators) by inspect only: whoever may launch an image may copy it, as
 	// in the cloud, and owns the copy.
@@ -379,4 +380,52 @@ type CreateVolumeRequest struct {
 type AttachVolumeRequest struct {
 	Instance   string `json:"instance"`
 	DeviceName string `json:"deviceName,omitempty"` // default: the first free /dev/vdX
+}
+
+// RegistryAuth is the credential of one push or pull, as the client found it for the
+// registry (docker's config or a credential helper, read with the caller's rights).
+// kilnd uses it for that request only, never stores it and never logs it.
+type RegistryAuth struct {
+	Username      string `json:"username,omitempty"`
+	Password      string `json:"password,omitempty"`
+	IdentityToken string `json:"identityToken,omitempty"` // an OAuth2 refresh token
+	RegistryToken string `json:"registryToken,omitempty"` // a bearer token for the registry
+}
+
+// Registry says how kilnd reaches a registry for one request.
+type Registry struct {
+	Auth *RegistryAuth `json:"auth,omitempty"`
+	// CACerts are PEM certificates trusted for this request besides the system's (the
+	// client reads them from --ca-file), at most MaxCACerts bytes.
+	CACerts   string `json:"caCerts,omitempty"`
+	PlainHTTP bool   `json:"plainHttp,omitempty"` // http://, only when asked
+}
+
+// MaxCACerts bounds the PEM certificates a push or pull request may carry.
+const MaxCACerts = 256 << 10
+
+// PushImageRequest is the body of POST /v1/images/{image}/push.
+type PushImageRequest struct {
+	Reference string `json:"reference"` // REGISTRY/REPOSITORY[:TAG|@DIGEST]
+	Registry
+}
+
+// PushImageResult is what a push did.
+type PushImageResult struct {
+	ImageID      string `json:"imageId"`
+	Reference    string `json:"reference"`
+	Digest       string `json:"digest"`       // the manifest's
+	Blobs        int    `json:"blobs"`        // the manifest's config and layers
+	BlobsPushed  int    `json:"blobsPushed"`  // sent: the registry lacked them
+	BytesPushed  int64  `json:"bytesPushed"`  // their bytes
+	BlobsSkipped int    `json:"blobsSkipped"` // the registry had them
+}
+
+// PullImageRequest is the body of POST /v1/images/pull.
+type PullImageRequest struct {
+	Reference   string            `json:"reference"`
+	Name        string            `json:"name,omitempty"` // default: from the reference
+	Description string            `json:"description,omitempty"`
+	Tags        map[string]string `json:"tags,omitempty"`
+	Registry
 }

@@ -402,6 +402,7 @@ func ToAPI(im *images.Image) api.Image {
 		SourceInstanceID:    im.SourceInstanceID,
 		SourceImageID:       im.SourceImageID,
 		CopiedFromID:        im.CopiedFromID,
+		PulledFrom:          im.PulledFrom,
 	}
 	if out.Tags == nil {
 		out.Tags = map[string]string{}
