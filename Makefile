@@ -16,7 +16,8 @@ SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # Debian packages kiln and its tests need.
 PACKAGES := qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio gzip util-linux dpkg apt systemd passwd \
-	mmdebstrap syslinux syslinux-common mtools dosfstools fdisk openssh-client openssl qemu-guest-agent nftables iproute2
+	mmdebstrap syslinux syslinux-common mtools dosfstools fdisk openssh-client openssl qemu-guest-agent nftables iproute2 \
+	docker-registry skopeo apache2-utils
 
 .PHONY: help deps build guest guest-debian test test-race test-short bench fuzz lint check-tree run install clean
 
@@ -29,6 +30,9 @@ deps: ## install the Debian packages kiln needs (idempotent, quiet when all are 
 		echo "installing:" $$missing; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		case " $$missing " in *" docker-registry "*) \
+			if [ -d /run/systemd/system ]; then $(SUDO) systemctl disable --now docker-registry.service >/dev/null 2>&1 || true; fi;; \
+		esac; \
 	fi
 
 build: ## build bin/kilnd and bin/kiln

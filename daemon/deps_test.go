@@ -19,6 +19,7 @@ import (
 func TestImportRules(t *testing.T) {
 	allowed := map[string][]string{ // kiln packages each may depend on
 		"kiln/images":           {"kiln/internal/ids"},
+		"kiln/images/oci":       {"kiln/images", "kiln/internal/ids"},
 		"kiln/internal/ids":     {},
 		"kiln/internal/netstat": {},
 		"kiln/daemon/imds":      {"kiln/internal/netstat"},

@@ -103,9 +103,12 @@ func registryError(what, ref string, err error) error {
 		}
 		return fmt.Errorf("%s %s: the registry answered HTTP %d: %s: %w", what, ref, ec.StatusCode, errorsText(ec), errdefs.ErrUnavailable)
 	}
-	var ue *x509.UnknownAuthorityError
+	var ue x509.UnknownAuthorityError
 	var he x509.HostnameError
 	switch {
+	case errors.Is(err, auth.ErrBasicCredentialNotFound):
+		return fmt.Errorf("%s %s: the registry asks for a login and kiln has no credential for %s: log in with kiln registry login %s: %w",
+			what, ref, hostOf(ref), hostOf(ref), errdefs.ErrPermissionDenied)
 	case errors.As(err, &ue):
 		return fmt.Errorf("%s %s: the registry's certificate is signed by an authority kilnd does not trust: pass its CA with --ca-file FILE: %w", what, ref, errdefs.ErrUnavailable)
 	case errors.As(err, &he):
@@ -121,6 +124,13 @@ func registryError(what, ref string, err error) error {
 		return fmt.Errorf("%s %s: %w", what, ref, err)
 	}
 	return fmt.Errorf("%s %s: %v: %w", what, ref, err, errdefs.ErrUnavailable)
+}
+
+func hostOf(ref string) string {
+	if i := strings.IndexByte(ref, '/'); i > 0 {
+		return ref[:i]
+	}
+	return ref
 }
 
 func errorsText(ec *errcode.ErrorResponse) string {

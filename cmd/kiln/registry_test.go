@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"kiln/daemon/api"
+	"kiln/daemon/client"
+	"kiln/internal/kilntest"
+)
+
+// TestPushPull: an image goes through a real registry (Distribution's, with TLS by a CA
+// of the test's and htpasswd) from one kilnd to another and boots there. kiln registry
+// login keeps the credential in docker's config after checking it (a wrong password is
+// refused), push sends every blob the first time and none the second; a pull trusts the
+// registry's CA only when told (--ca-file); the pulled image is available, says where
+// it came from, and boots; an image made on it sends only its new layer back, and the
+// first kilnd fetches only that layer; without a credential the registry's refusal is
+// said with the fix; a name in use is refused before anything is fetched.
+func TestPushPull(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a guest")
+	}
+	reg := kilntest.StartRegistry(t)
+	t.Setenv("DOCKER_CONFIG", t.TempDir())
+	ka, kb := startKilnd(t), startKilnd(t)
+	a, b := ka.Socket, kb.Socket
+	registerGuest(t, a, "kiln-guest", kilntest.GuestCmdline)
+	ref := reg.Host + "/kiln/guest:v1"
+
+	code, _, errOut := kiln(t, a, "image", "push", "kiln-guest", ref, "--ca-file", reg.CAFile)
+	if code != 1 || !strings.Contains(errOut, "kiln registry login "+reg.Host) {
+		t.Errorf("push without a login: exit %d, %q; want 1 and the login to do", code, errOut)
+	}
+	code, _, errOut = kiln(t, a, "registry", "login", reg.Host, "-u", reg.User, "--password", "wrong", "--ca-file", reg.CAFile)
+	if code != 1 || !strings.Contains(errOut, "refused") {
+		t.Errorf("login with a wrong password: exit %d, %q", code, errOut)
+	}
+	code, out, errOut := kiln(t, a, "registry", "login", reg.Host, "-u", reg.User, "--password", reg.Password, "--ca-file", reg.CAFile)
+	if code != 0 || !strings.Contains(out, "logged in to "+reg.Host) {
+		t.Fatalf("login: exit %d, %q, %q", code, out, errOut)
+	}
+	if cfg, err := os.ReadFile(filepath.Join(os.Getenv("DOCKER_CONFIG"), "config.json")); err != nil || !strings.Contains(string(cfg), reg.Host) {
+		t.Errorf("docker's config after login: %v\n%s", err, cfg)
+	}
+
+	push := func(image, ref string) api.PushImageResult {
+		t.Helper()
+		code, out, errOut := kiln(t, a, "image", "push", image, ref, "--ca-file", reg.CAFile, "-o", "json")
+		var res api.PushImageResult
+		if code != 0 || json.Unmarshal([]byte(out), &res) != nil {
+			t.Fatalf("push %s %s: exit %d, %q, %q\n%s", image, ref, code, out, errOut, kilntest.Tail(ka.Log.String(), 20))
+		}
+		return res
+	}
+	first := push("kiln-guest", ref)
+	// The layer, kernel, initrd and config.
+	if first.Blobs != 4 || first.BlobsPushed != 4 || first.BlobsSkipped != 0 || first.BytesPushed == 0 || !strings.HasPrefix(first.Digest, "sha256:") {
+		t.Errorf("first push: %+v; want all 4 blobs sent", first)
+	}
+	again := push("kiln-guest", ref)
+	if again.BlobsPushed != 0 || again.BlobsSkipped != 4 || again.Digest != first.Digest {
+		t.Errorf("second push: %+v; want nothing sent, the same digest %s", again, first.Digest)
+	}
+
+	// kilnd trusts the test's CA only when the request carries it.
+	code, _, errOut = kiln(t, b, "image", "pull", ref)
+	if code != 1 || !strings.Contains(errOut, "--ca-file") {
+		t.Errorf("pull without the CA: exit %d, %q; want 1 and --ca-file said", code, errOut)
+	}
+	code, out, errOut = kiln(t, b, "image", "pull", ref, "--ca-file", reg.CAFile)
+	if code != 0 || !strings.Contains(out, "available, pulled from "+ref+"@"+first.Digest) {
+		t.Fatalf("pull: exit %d, %q, %q\n%s", code, out, errOut, kilntest.Tail(kb.Log.String(), 20))
+	}
+	cb := client.New(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	im, err := cb.Image(ctx, "guest-v1")
+	if err != nil || im.State != "available" || im.PulledFrom != ref+"@"+first.Digest || len(im.BlockDeviceMappings) != 1 || im.Kernel == "" {
+		t.Fatalf("pulled image: %+v, %v", im, err)
+	}
+	code, _, errOut = kiln(t, b, "image", "pull", ref, "--ca-file", reg.CAFile)
+	if code != 1 || !strings.Contains(errOut, api.CodeInvalidAMINameDuplicate) {
+		t.Errorf("pull to a name in use: exit %d, %q", code, errOut)
+	}
+
+	// It boots, and an image made of it sends back its new layer only.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		list, _ := cb.Instances(ctx, false)
+		for _, inst := range list {
+			cb.InstanceAction(ctx, inst.ID, "terminate", true)
+		}
+	})
+	code, out, errOut = kiln(t, b, "run", "guest-v1", "--name", "pulled", "--type", "nano", "--wait", "--timeout", "4m", "-q")
+	if code != 0 {
+		t.Fatalf("run the pulled image: exit %d, %q, %q\n%s", code, out, errOut, kilntest.InstancesEvidence(filepath.Join(filepath.Dir(b), "root")))
+	}
+	if code, _, errOut = kiln(t, b, "image", "create", "pulled", "child", "--no-reboot", "--wait", "--timeout", "2m"); code != 0 {
+		t.Fatalf("image create: exit %d, %q", code, errOut)
+	}
+	if code, _, errOut = kiln(t, b, "registry", "login", reg.Host, "-u", reg.User, "--password", reg.Password, "--ca-file", reg.CAFile); code != 0 {
+		t.Fatalf("login: %q", errOut)
+	}
+	code, out, errOut = kiln(t, b, "image", "push", "child", reg.Host+"/kiln/guest:child", "--ca-file", reg.CAFile, "-o", "json")
+	var child api.PushImageResult
+	if code != 0 || json.Unmarshal([]byte(out), &child) != nil {
+		t.Fatalf("push child: exit %d, %q, %q", code, out, errOut)
+	}
+	// Its new layer and config are sent; the base layer, kernel and initrd are there.
+	if child.Blobs != 5 || child.BlobsPushed != 2 || child.BlobsSkipped != 3 {
+		t.Errorf("push of an image made on a pushed one: %+v; want 2 of 5 blobs sent", child)
+	}
+	code, out, errOut = kiln(t, a, "image", "pull", reg.Host+"/kiln/guest:child", "--name", "child-back", "--ca-file", reg.CAFile)
+	if code != 0 {
+		t.Fatalf("pull child back: exit %d, %q, %q", code, out, errOut)
+	}
+	// The first kilnd had every layer but the new one: it fetched that one only.
+	pulled := regexp.MustCompile(`msg=pulled .*bytes=(\d+)`).FindAllStringSubmatch(ka.Log.String(), -1)
+	newLayer := child.BytesPushed - int64(len(`{}`)) // bounded below by the layer alone
+	if len(pulled) == 0 || pulled[len(pulled)-1][1] == "0" || atoi(pulled[len(pulled)-1][1]) >= child.BytesPushed || atoi(pulled[len(pulled)-1][1]) < newLayer/2 {
+		t.Errorf("pull into the first kilnd fetched %v bytes; want the new layer's only (the push sent %d with the config)", pulled, child.BytesPushed)
+	}
+
+	// Without a credential, the registry's refusal comes with the fix.
+	if code, _, _ = kiln(t, b, "registry", "logout", reg.Host); code != 0 {
+		t.Errorf("logout: exit %d", code)
+	}
+	code, _, errOut = kiln(t, b, "image", "pull", ref, "--name", "anon", "--ca-file", reg.CAFile)
+	if code != 1 || !strings.Contains(errOut, "kiln registry login") {
+		t.Errorf("pull after logout: exit %d, %q", code, errOut)
+	}
+}
+
+func atoi(s string) int64 {
+	var n int64
+	for _, c := range s {
+		n = n*10 + int64(c-'0')
+	}
+	return n
+}
