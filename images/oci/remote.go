@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/errcode"
@@ -103,6 +104,14 @@ func registryError(what, ref string, err error) error {
 		}
 		return fmt.Errorf("%s %s: the registry answered HTTP %d: %s: %w", what, ref, ec.StatusCode, errorsText(ec), errdefs.ErrUnavailable)
 	}
+	if errors.Is(err, errdef.ErrNotFound) {
+		return fmt.Errorf("%s %s: not found in the registry: %w", what, ref, errdefs.ErrNotFound)
+	}
+	// oras-go says so in words only: a body of another length than its Content-Length,
+	// a Docker-Content-Digest other than the digest asked for.
+	if msg := err.Error(); strings.Contains(msg, "mismatch Content-Length") || strings.Contains(msg, "digest mismatch") {
+		return fmt.Errorf("%s %s: the registry's answer is not what was asked for: %s: %w", what, ref, lastPart(msg), errdefs.ErrDataLoss)
+	}
 	var ue x509.UnknownAuthorityError
 	var he x509.HostnameError
 	switch {
@@ -124,6 +133,14 @@ func registryError(what, ref string, err error) error {
 		return fmt.Errorf("%s %s: %w", what, ref, err)
 	}
 	return fmt.Errorf("%s %s: %v: %w", what, ref, err, errdefs.ErrUnavailable)
+}
+
+// lastPart drops oras-go's `GET "URL": ` before its words.
+func lastPart(msg string) string {
+	if i := strings.LastIndex(msg, `": `); i >= 0 {
+		return msg[i+3:]
+	}
+	return msg
 }
 
 func hostOf(ref string) string {
