@@ -30,15 +30,10 @@ func (s *server) remote(ref string, r api.Registry) (oci.Remote, error) {
 }
 
 // registryError is err as the API says it: bytes that are not what the registry said
-// they are get a code of their own (not an internal error of kilnd's).
+// they are get a code of their own (not an internal error of kilnd's), and what the
+// registry lacks is not an image of kiln's.
 func registryError(err error) error {
-	switch {
-	case errdefs.IsDataLoss(err):
-		return &api.Error{Code: api.CodeRegistryDataInvalid, Message: api.FromError(err, api.KindNone).Message}
-	case errdefs.IsNotFound(err): // in the registry: no image of kiln's is missing
-		return api.FromError(err, api.KindNone)
-	}
-	return err
+	return api.FromError(err, api.KindRegistry)
 }
 
 // pushImage answers POST /v1/images/{image}/push: whoever may launch an image may push

@@ -59,6 +59,9 @@ const (
 	KindInstance
 	KindVolume
 	KindKeyPair
+	// KindRegistry: what a registry sent or answered (a push or pull); bytes that are
+	// not what their digest or size says are RegistryDataInvalid.
+	KindRegistry
 )
 
 // codes maps the codes to their class and HTTP status; the first code of a class is the
@@ -115,6 +118,8 @@ func code(err error, kind Kind) string {
 	switch {
 	case errors.Is(err, ErrUnknownAction):
 		return CodeInvalidAction
+	case errdefs.IsDataLoss(err) && kind == KindRegistry:
+		return CodeRegistryDataInvalid
 	case errdefs.IsNotFound(err):
 		switch kind {
 		case KindImage:
@@ -131,7 +136,7 @@ func code(err error, kind Kind) string {
 		return CodeResourceNotFound
 	case errdefs.IsAlreadyExists(err):
 		switch kind {
-		case KindImage:
+		case KindImage, KindRegistry: // a pull's: the image's name
 			return CodeInvalidAMINameDuplicate
 		case KindInstance:
 			return CodeInstanceNameDuplicate

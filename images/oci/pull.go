@@ -37,6 +37,8 @@ const (
 	MaxLayerSize = 1 << 40
 	// MaxVolumeGiB bounds a device's volume size in a pulled config.
 	MaxVolumeGiB = 16 << 10
+	// MaxCmdlineLen bounds a kernel command line (builder.MaxCmdlineLen).
+	MaxCmdlineLen = 2048
 	// FreeReserve is the space a pull leaves free on the store's filesystem.
 	FreeReserve = 256 << 20
 )
@@ -478,8 +480,8 @@ func parseConfig(b []byte, layers []ocispec.Descriptor) (images.Config, error) {
 		return cfg, err
 	}
 	switch {
-	case len(cfg.Cmdline) > 2048 || strings.ContainsAny(cfg.Cmdline, "\x00\n\r"):
-		return cfg, fmt.Errorf("kernel command line: at most 2048 bytes on one line: %w", errdefs.ErrInvalidArgument)
+	case len(cfg.Cmdline) > MaxCmdlineLen || strings.ContainsAny(cfg.Cmdline, "\x00\n\r"):
+		return cfg, fmt.Errorf("kernel command line: at most %d bytes on one line: %w", MaxCmdlineLen, errdefs.ErrInvalidArgument)
 	case (cfg.Kernel == "") != (cfg.Initrd == ""):
 		return cfg, fmt.Errorf("a kernel needs an initrd and an initrd a kernel: %w", errdefs.ErrInvalidArgument)
 	case cfg.Kernel != "" && media[cfg.Kernel] != images.MediaTypeKernel:
