@@ -59,7 +59,10 @@ func TestPullStalledBodyEnds(t *testing.T) {
 	defer srv.Close()
 	checked := false
 	p := &Puller{Store: s, Stall: 300 * time.Millisecond,
-		Check: func(context.Context, string, string, []string) (int64, string, error) { checked = true; return 1, "", nil }}
+		Check: func(context.Context, string, string, []string) (int64, string, error) {
+			checked = true
+			return 1, "", nil
+		}}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	start := time.Now()
