@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -51,7 +52,19 @@ func (s *server) pushImage(w http.ResponseWriter, r *http.Request, c peer.Caller
 	if err != nil {
 		return err
 	}
-	res, err := oci.Push(r.Context(), s.store, im, rm)
+	var res oci.PushResult
+	if req.ContainerDisk {
+		tmp := filepath.Join(s.store.Root(), "run") // kilnd's own (docs/layout.md)
+		if err := os.MkdirAll(tmp, 0o700); err != nil {
+			return err
+		}
+		tool := s.builder.Tool
+		res, err = oci.PushContainerDisk(r.Context(), s.store, im, rm, func(ctx context.Context, layers []string, dst string) error {
+			return tool.Flatten(ctx, layers, nil, dst)
+		}, tmp)
+	} else {
+		res, err = oci.Push(r.Context(), s.store, im, rm)
+	}
 	if err != nil {
 		return registryError(err)
 	}

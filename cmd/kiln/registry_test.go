@@ -1,14 +1,20 @@
 package main
 
 import (
+	"archive/tar"
+	"compress/gzip"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"kiln/daemon/api"
 	"kiln/daemon/client"
@@ -68,6 +74,8 @@ func TestPushPull(t *testing.T) {
 	if again.BlobsPushed != 0 || again.BlobsSkipped != 4 || again.Digest != first.Digest {
 		t.Errorf("second push: %+v; want nothing sent, the same digest %s", again, first.Digest)
 	}
+
+	checkContainerDisk(t, a, reg)
 
 	// kilnd trusts the test's CA only when the request carries it.
 	code, _, errOut = kiln(t, b, "image", "pull", ref)
@@ -145,4 +153,87 @@ func atoi(s string) int64 {
 		n = n*10 + int64(c-'0')
 	}
 	return n
+}
+
+// checkContainerDisk: push --containerdisk sends the root device as a KubeVirt
+// containerDisk, which skopeo (another OCI tool) copies out: one tar layer holding
+// disk/disk.qcow2, owned by 107 with mode 0440, a self-contained qcow2 with the guest
+// disk's content.
+func checkContainerDisk(t *testing.T, socket string, reg *kilntest.Registry) {
+	t.Helper()
+	ref := reg.Host + "/kiln/guest-disk:v1"
+	code, out, errOut := kiln(t, socket, "image", "push", "kiln-guest", ref, "--containerdisk", "--ca-file", reg.CAFile, "-o", "json")
+	var res api.PushImageResult
+	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || res.Blobs != 2 || res.BlobsPushed != 2 {
+		t.Fatalf("push --containerdisk: exit %d, %q, %q", code, out, errOut)
+	}
+	certDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(certDir, "ca.crt"), reg.CAPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := kilntest.Command(t, kilntest.Need(t, "skopeo"), "inspect", "--raw", "--creds", reg.User+":"+reg.Password, "--cert-dir", certDir, "docker://"+ref).Output()
+	var pushed ocispec.Manifest
+	if err != nil || json.Unmarshal(raw, &pushed) != nil || len(pushed.Layers) != 1 || pushed.Layers[0].MediaType != ocispec.MediaTypeImageLayer ||
+		pushed.Config.MediaType != ocispec.MediaTypeImageConfig || pushed.Layers[0].Digest.String() == "" {
+		t.Fatalf("the containerDisk's manifest in the registry: %v\n%s", err, raw)
+	}
+	layout := filepath.Join(t.TempDir(), "layout")
+	if o, err := kilntest.Command(t, kilntest.Need(t, "skopeo"), "copy", "-q", "--src-creds", reg.User+":"+reg.Password, "--src-cert-dir", certDir,
+		"docker://"+ref, "oci:"+layout+":v1").CombinedOutput(); err != nil {
+		t.Fatalf("skopeo copy of the containerDisk: %v\n%s", err, o)
+	}
+	var index ocispec.Index
+	var m ocispec.Manifest
+	blob := func(d digest.Digest) string { return filepath.Join(layout, "blobs", "sha256", d.Encoded()) }
+	readJSON := func(path string, v any) {
+		b, err := os.ReadFile(path)
+		if err != nil || json.Unmarshal(b, v) != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+	}
+	readJSON(filepath.Join(layout, "index.json"), &index)
+	readJSON(blob(index.Manifests[0].Digest), &m)
+	if len(m.Layers) != 1 {
+		t.Fatalf("containerDisk manifest as skopeo copied it: %+v", m)
+	}
+	f, err := os.Open(blob(m.Layers[0].Digest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var layer io.Reader = f
+	if strings.HasSuffix(m.Layers[0].MediaType, "+gzip") { // skopeo compresses what it writes to a layout
+		if layer, err = gzip.NewReader(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tr := tar.NewReader(layer)
+	disk := filepath.Join(t.TempDir(), "disk.qcow2")
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if h.Name != "disk/disk.qcow2" {
+			continue
+		}
+		if h.Uid != 107 || h.Gid != 107 || h.Mode != 0o440 {
+			t.Errorf("disk/disk.qcow2: uid %d gid %d mode %o; want 107 107 0440", h.Uid, h.Gid, h.Mode)
+		}
+		out, err := os.Create(disk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(out, tr)
+		out.Close()
+	}
+	g := kilntest.GuestFiles(t)
+	if o, err := kilntest.Command(t, "qemu-img", "compare", "-q", "-f", "qcow2", "-F", "qcow2", disk, g.Disk).CombinedOutput(); err != nil {
+		t.Errorf("the containerDisk's disk/disk.qcow2 differs from the guest's disk: %v\n%s", err, o)
+	}
+	if o, _ := kilntest.Command(t, "qemu-img", "info", "--output=json", disk).Output(); strings.Contains(string(o), "backing") {
+		t.Errorf("the containerDisk's disk names a backing file:\n%s", o)
+	}
 }

@@ -407,6 +407,9 @@ const MaxCACerts = 256 << 10
 // PushImageRequest is the body of POST /v1/images/{image}/push.
 type PushImageRequest struct {
 	Reference string `json:"reference"` // REGISTRY/REPOSITORY[:TAG|@DIGEST]
+	// ContainerDisk pushes the root device as a KubeVirt containerDisk (one tar layer
+	// holding disk/disk.qcow2, the chain flattened) instead of the kiln image.
+	ContainerDisk bool `json:"containerDisk,omitempty"`
 	Registry
 }
 
