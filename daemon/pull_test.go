@@ -284,6 +284,17 @@ func TestPullRefusesLyingRegistry(t *testing.T) {
 				d := replaceTop(im, corrupt(im.blobs[im.layers[1].Digest]))
 				return im.repo(t), d
 			}},
+		{name: "disk-larger-than-a-volume", code: api.CodeInvalidParameterValue, message: "more than a volume may be",
+			make: func() (*lyingRepo, digest.Digest) {
+				im := honest()
+				f := filepath.Join(t.TempDir(), "huge.qcow2")
+				if out, err := kilntest.Command(t, "qemu-img", "create", "-q", "-f", "qcow2", "-u", "-F", "qcow2", "-b", im.layers[0].Digest.Encoded(), f, "17T").CombinedOutput(); err != nil {
+					t.Fatalf("qemu-img: %v\n%s", err, out)
+				}
+				b, _ := os.ReadFile(f)
+				d := replaceTop(im, b)
+				return im.repo(t), d
+			}},
 		{name: "too-many-layers", code: api.CodeInvalidParameterValue, message: "layers; kiln takes at most", noFetch: true,
 			make: func() (*lyingRepo, digest.Digest) {
 				im := honest()

@@ -307,6 +307,10 @@ func (p *Puller) fetchLayers(ctx context.Context, repo fetcher, layers []ocispec
 					if err != nil {
 						return err
 					}
+					if gib(vs) > MaxVolumeGiB {
+						return fmt.Errorf("layer %s: its disk is %d GiB, more than a volume may be (%d GiB): %w",
+							desc.Digest, gib(vs), MaxVolumeGiB, errdefs.ErrInvalidArgument)
+					}
 					mu.Lock()
 					sizes[desc.Digest] = vs
 					if parent != "" {
