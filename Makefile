@@ -103,7 +103,7 @@ USERUNITDIR ?= $(PREFIX)/lib/systemd/user
 DOCDIR      ?= $(PREFIX)/share/doc/kiln
 SUBST        = sed -e 's|@BINDIR@|$(PREFIX)/bin|g' -e 's|@DOCDIR@|$(DOCDIR)|g'
 
-install: build ## install binaries, systemd units, tmpfiles and sysusers entries under DESTDIR/PREFIX
+install: build ## install binaries, systemd units, tmpfiles and sysusers entries, README and docs/ under DESTDIR/PREFIX
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(USERUNITDIR) $(DESTDIR)$(DOCDIR) \
 		$(DESTDIR)$(PREFIX)/lib/tmpfiles.d $(DESTDIR)$(PREFIX)/lib/sysusers.d
 	install -m 0755 bin/kilnd bin/kiln $(DESTDIR)$(PREFIX)/bin/
@@ -114,6 +114,8 @@ install: build ## install binaries, systemd units, tmpfiles and sysusers entries
 	install -m 0644 systemd/units/kiln.tmpfiles $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/kiln.conf
 	install -m 0644 systemd/units/kiln.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/kiln.conf
 	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/
+	install -d $(DESTDIR)$(DOCDIR)/docs
+	install -m 0644 docs/*.md $(DESTDIR)$(DOCDIR)/docs/
 
 clean: ## remove build output and the test guest
 	rm -rf bin $(GUEST) $(DEBIAN)
