@@ -65,33 +65,10 @@ func (e *env) client() *client.Client { return client.New(e.socket) }
 // run runs kiln with args and returns its exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	e := &env{stdout: stdout, stderr: stderr}
-	root := &cobra.Command{
-		Use:           "kiln",
-		Short:         "kiln: machine images and instances on this machine",
-		Version:       version,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		Args:          subcommandArgs,
-		RunE:          func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
-		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			if e.output != "table" && e.output != "json" {
-				return usageError{fmt.Errorf("-o %q: want table or json", e.output)}
-			}
-			return nil
-		},
-	}
+	root := newRootCommand(e)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetArgs(args)
-	root.PersistentFlags().StringVar(&e.socket, "socket", client.DefaultSocket(), "kilnd's socket (or $KILN_SOCKET)")
-	root.PersistentFlags().StringVarP(&e.output, "output", "o", "table", "output: table or json")
-	root.PersistentFlags().BoolVarP(&e.quiet, "quiet", "q", false, "print ids only, one a line")
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newInfoCommand(e), newImageCommand(e), newGCCommand(e),
-		newRunCommand(e), newSnapshotCommand(e), newVolumeCommand(e), newKeyPairCommand(e), newInstanceCommand(e), newInstanceLsCommand(e, "ps"), newConsoleCommand(e), newSSHCommand(e), newCpCommand(e), newExecCommand(e),
-		newStopCommand(e), newStartCommand(e), newRebootCommand(e), newTerminateCommand(e))
-
-	addCompletions(e, root)
 
 	err := root.ExecuteContext(ctx)
 	if err == nil {
@@ -118,6 +95,43 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	reportError(stderr, err)
 	return 1
 }
+
+// newRootCommand is kiln's command tree, its commands bound to e. run executes it;
+// the command reference (docs/cli.md, reference_test.go) is made from it.
+func newRootCommand(e *env) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "kiln",
+		Short:         "kiln: machine images and instances on this machine",
+		Version:       version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          subcommandArgs,
+		RunE:          func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if e.output != "table" && e.output != "json" {
+				return usageError{fmt.Errorf("-o %q: want table or json", e.output)}
+			}
+			return nil
+		},
+	}
+	root.PersistentFlags().StringVar(&e.socket, "socket", client.DefaultSocket(), "kilnd's socket (or $KILN_SOCKET)")
+	// The default depends on who runs kiln and where: the reference says so in words.
+	_ = root.PersistentFlags().SetAnnotation("socket", docDefault,
+		[]string{"/run/kiln/kiln.sock for root, else $XDG_RUNTIME_DIR/kiln/kiln.sock"})
+	root.PersistentFlags().StringVarP(&e.output, "output", "o", "table", "output: table or json")
+	root.PersistentFlags().BoolVarP(&e.quiet, "quiet", "q", false, "print ids only, one a line")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(newInfoCommand(e), newImageCommand(e), newGCCommand(e),
+		newRunCommand(e), newSnapshotCommand(e), newVolumeCommand(e), newKeyPairCommand(e), newInstanceCommand(e), newInstanceLsCommand(e, "ps"), newConsoleCommand(e), newSSHCommand(e), newCpCommand(e), newExecCommand(e),
+		newStopCommand(e), newStartCommand(e), newRebootCommand(e), newTerminateCommand(e))
+	addCompletions(e, root)
+	return root
+}
+
+// docDefault is the annotation of a flag whose default depends on the environment
+// (the user, $KILN_SOCKET): the command reference shows its text instead of the value
+// at hand, so that docs/cli.md is the same wherever it is made.
+const docDefault = "kiln/doc-default"
 
 // reportError prints an error of the daemon's (its code, message and a hint) or any
 // other error to stderr.

@@ -134,11 +134,25 @@ func (m *Manager) set(inst *Instance, change func(r *record.Instance)) error {
 		return err
 	}
 	if rec.State != inst.rec.State {
-		log.L.WithField("instance", rec.ID).WithField("reason", rec.StateReason).Infof("instance %s → %s", inst.rec.State, rec.State)
+		logTransition(log.L, rec.ID, inst.rec.State, rec.State, rec.StateReason)
 	}
 	inst.rec = rec
 	m.all[rec.ID] = inst
 	return nil
+}
+
+// logTransition logs an instance's change of state as "instance STATE", with the
+// state it left (from) and the reason when there are: an instance's first state has
+// none before it, and most changes have no reason.
+func logTransition(l *log.Entry, id, from, to, reason string) {
+	l = l.WithField("instance", id)
+	if from != "" {
+		l = l.WithField("from", from)
+	}
+	if reason != "" {
+		l = l.WithField("reason", reason)
+	}
+	l.Info("instance " + to)
 }
 
 // Roots lists every blob instances need, for GC: the layers under each volume, and the
