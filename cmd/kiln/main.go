@@ -70,17 +70,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.SetErr(stderr)
 	root.SetArgs(args)
 
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return 0
 	}
 	var ue usageError
 	if errors.As(err, &ue) || isCobraUsage(err) {
-		path := "kiln"
-		if ae := (argsError{}); errors.As(err, &ae) {
-			path = ae.path
-		}
-		fmt.Fprintf(stderr, "kiln: %v\nRun '%s --help' for usage.\n", err, path)
+		fmt.Fprintf(stderr, "kiln: %v\nRun '%s --help' for usage.\n", err, cmd.CommandPath())
 		return 2
 	}
 	var xe exitError

@@ -118,6 +118,7 @@ func TestCLINewcomer(t *testing.T) {
 		{[]string{"__complete", "run", "kiln-guest", "--type", ""}, "nano\t1 vCPU, 256 MiB"},
 		{[]string{"__complete", "image", "copy", "kiln-guest", ""}, ":4"}, // NAME: nothing of kilnd's
 		{[]string{"__complete", "-o", ""}, "json"},
+		{[]string{"__complete", "exec", "db", ""}, ":0"}, // COMMAND: the shell's
 	} {
 		code, out, errOut := kiln(t, socket, tc.args...)
 		if code != 0 || !strings.Contains(out, tc.want) {

@@ -228,13 +228,17 @@ func (c *Client) WaitImage(ctx context.Context, id string, progress func(api.Ima
 // DeregisterImage deregisters the image: it can no longer be launched; its content is
 // collected by the next GC when nothing else uses it.
 func (c *Client) DeregisterImage(ctx context.Context, ref string) (string, error) {
-	return c.delete(ctx, "/images/"+url.PathEscape(ref))
+	return c.delete(ctx, "/images/"+url.PathEscape(ref), ref)
 }
 
-// delete deletes what path names and returns its id.
-func (c *Client) delete(ctx context.Context, path string) (string, error) {
+// delete deletes what ref names at path and returns its id (ref itself from a kilnd
+// older than that answer, which says nothing).
+func (c *Client) delete(ctx context.Context, path, ref string) (string, error) {
 	var d api.Deleted
 	err := c.do(ctx, http.MethodDelete, path, nil, nil, &d)
+	if errors.Is(err, io.EOF) {
+		return ref, nil
+	}
 	return d.ID, err
 }
 
@@ -320,7 +324,7 @@ func (c *Client) Snapshot(ctx context.Context, id string) (api.Snapshot, error) 
 
 // DeleteSnapshot deletes a snapshot no image uses.
 func (c *Client) DeleteSnapshot(ctx context.Context, id string) (string, error) {
-	return c.delete(ctx, "/snapshots/"+url.PathEscape(id))
+	return c.delete(ctx, "/snapshots/"+url.PathEscape(id), id)
 }
 
 // CreateVolume makes a standalone volume: blank, or from a snapshot.
@@ -346,7 +350,7 @@ func (c *Client) Volume(ctx context.Context, id string) (api.Volume, error) {
 
 // DeleteVolume deletes a volume that is not attached.
 func (c *Client) DeleteVolume(ctx context.Context, id string) (string, error) {
-	return c.delete(ctx, "/volumes/"+url.PathEscape(id))
+	return c.delete(ctx, "/volumes/"+url.PathEscape(id), id)
 }
 
 // AttachVolume attaches a volume to an instance (hot-plugged when it runs).
@@ -387,5 +391,5 @@ func (c *Client) KeyPair(ctx context.Context, ref string) (api.KeyPair, error) {
 
 // DeleteKeyPair removes a key pair.
 func (c *Client) DeleteKeyPair(ctx context.Context, ref string) (string, error) {
-	return c.delete(ctx, "/key-pairs/"+url.PathEscape(ref))
+	return c.delete(ctx, "/key-pairs/"+url.PathEscape(ref), ref)
 }
