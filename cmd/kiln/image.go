@@ -150,7 +150,7 @@ func progressBar(p *api.Progress, elapsed time.Duration) string {
 		frac*100, humanBytes(p.BytesDone), humanBytes(p.BytesTotal), elapsed.Seconds())
 }
 
-// splitDisk parses --disk FILE[,format=F][,device=D].
+// splitDisk parses --disk FILE[,format=F][,device=D][,force-raw].
 func splitDisk(spec string) (api.Disk, error) {
 	parts := strings.Split(spec, ",")
 	d := api.Disk{Name: parts[0], Format: "qcow2"}
@@ -161,12 +161,20 @@ func splitDisk(spec string) (api.Disk, error) {
 			d.Format = v
 		case "device":
 			d.DeviceName = v
+		case "force-raw":
+			if v != "" {
+				return d, usageError{fmt.Errorf("--disk %q: force-raw takes no value", spec)}
+			}
+			d.ForceRaw = true
 		default:
-			return d, usageError{fmt.Errorf("--disk %q: unknown option %q (want format= or device=)", spec, k)}
+			return d, usageError{fmt.Errorf("--disk %q: unknown option %q (want format=, device= or force-raw)", spec, k)}
 		}
 	}
 	if d.Name == "" {
 		return d, usageError{fmt.Errorf("--disk %q: no file", spec)}
+	}
+	if d.ForceRaw && d.Format != "raw" {
+		return d, usageError{fmt.Errorf("--disk %q: force-raw is for a raw disk: add format=raw", spec)}
 	}
 	return d, nil
 }
