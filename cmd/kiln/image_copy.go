@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/spf13/cobra"
 
 	"kiln/daemon/api"
@@ -27,10 +29,15 @@ available at once; --wait is there for scripts that pass it to every command.
 			if err != nil {
 				return err
 			}
-			if opts.wait && im.State != "available" {
+			switch {
+			case opts.wait && im.State != "available":
 				if im, err = waitImageUntil(cmd.Context(), e, c, &opts, im, "being copied"); err != nil {
 					return err
 				}
+			case opts.wait && isTerminal(e.stderr) && !e.quiet:
+				// No bytes to count, so no bar: a bar at 100 % would claim a copy that
+				// never happened.
+				fmt.Fprintf(e.stderr, "%s copied from %s: available at once, no bytes copied (it shares the source's layers)\n", im.ID, clean(im.CopiedFromID))
 			}
 			return printImage(e, im)
 		},

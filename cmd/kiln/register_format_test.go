@@ -50,6 +50,9 @@ func TestRegisterFormatMismatch(t *testing.T) {
 	if code != 0 || !strings.Contains(out, `"state": "available"`) {
 		t.Errorf("qcow2 as raw with force-raw: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
+	if errOut != "" { // stderr is no terminal here: no progress bar
+		t.Errorf("register --wait with stderr not a terminal wrote to it: %q", errOut)
+	}
 	code, _, errOut = kiln(t, k.Socket, "image", "register", "usage", "--disk", qcow2+",force-raw")
 	if code != 2 || !strings.Contains(errOut, "add format=raw") {
 		t.Errorf("force-raw without format=raw: exit %d, stderr %q; want a usage error (2)", code, errOut)
