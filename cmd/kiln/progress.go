@@ -17,9 +17,10 @@ import (
 //
 //	ami-0f3c2a9d1e7b6c540 [=====>            ]  42% 120.0 MiB / 1.0 GiB  35.2 MiB/s  ETA 0:24
 //
-// and, once the image is available, a line that stays:
+// (on a terminal narrower than about 100 columns, without the image's id) and, once
+// the image is available, a line that stays:
 //
-//	ami-0f3c2a9d1e7b6c540 [==================] 100% 1.0 GiB in 0:31  33.0 MiB/s
+//	ami-0f3c2a9d1e7b6c540 [==================] 100% 1.0 GiB in 0:31
 
 // redrawEvery is the least time between two draws of a bar.
 const redrawEvery = 250 * time.Millisecond
@@ -78,6 +79,25 @@ type barState struct {
 	Width int // the terminal's columns; the line is never longer (0: 80)
 }
 
+// textCols is the columns kept for the text after a bar, the widest it usually is:
+// "100% 1023.9 MiB / 1023.9 MiB  999.9 MiB/s  ETA 59:59". The bar's width depends on
+// the terminal's alone, so it does not jump as the text changes.
+const textCols = 52
+
+// layout is the columns of a bar on a terminal of width columns (30 at most; 0: no
+// bar) and whether the label goes before it: the text first, then a bar of 10 columns
+// or more, then the label.
+func layout(width int, label string) (bar int, withLabel bool) {
+	room := width - textCols - 3 // "[", "] "
+	switch {
+	case room-len(label)-1 >= 10:
+		return min(room-len(label)-1, 30), true
+	case room >= 10:
+		return min(room, 30), false
+	}
+	return 0, len(label)+1+textCols <= width
+}
+
 // progressLine draws s as one line of at most s.Width columns, without a newline. A
 // done larger than the total (the total is an estimate) shows as the total.
 func progressLine(s barState) string {
@@ -91,9 +111,6 @@ func progressLine(s barState) string {
 	case s.Final:
 		total = max(total, done)
 		text = fmt.Sprintf("100%% %s in %s", humanBytes(total), clock(s.Elapsed))
-		if secs := s.Elapsed.Seconds(); secs > 0 && total > 0 {
-			text += fmt.Sprintf("  %s/s", humanBytes(int64(float64(total)/secs)))
-		}
 	case total <= 0: // nothing to measure against: what is done, and for how long
 		text = humanBytes(done)
 		if s.Rate > 0 {
@@ -112,10 +129,13 @@ func progressLine(s barState) string {
 			text += "  " + clock(s.Elapsed)
 		}
 	}
-	// The bar takes what the label and text leave, 5 to 30 columns; none when fewer.
-	bar := min(width-len(s.Label)-len(text)-4, 30) // the spaces and brackets take 4
-	if bar < 5 {
-		return fit(s.Label+" "+text, width)
+	bar, withLabel := layout(width, s.Label)
+	prefix := ""
+	if withLabel {
+		prefix = s.Label + " "
+	}
+	if bar == 0 {
+		return fit(prefix+text, width)
 	}
 	fill := bar
 	if !s.Final {
@@ -125,7 +145,7 @@ func progressLine(s barState) string {
 	if fill > 0 && fill < bar {
 		fill, head = fill-1, ">"
 	}
-	return fmt.Sprintf("%s [%s%s%s] %s", s.Label, strings.Repeat("=", fill), head, strings.Repeat(" ", bar-fill-len(head)), text)
+	return fit(fmt.Sprintf("%s[%s%s%s] %s", prefix, strings.Repeat("=", fill), head, strings.Repeat(" ", bar-fill-len(head)), text), width)
 }
 
 // fit cuts a line (ASCII) to width columns.

@@ -16,38 +16,41 @@ const (
 
 func TestProgressLine(t *testing.T) {
 	const id = "ami-0f3c2a9d1e7b6c540"
+	bar := func(cols int, fill string) string { return "[" + fill + strings.Repeat(" ", cols-len(fill)) + "]" }
 	for _, tc := range []struct {
 		name string
 		s    barState
 		want string
 	}{
-		{"moving, with rate and ETA", barState{Label: id, Done: 420 * mib, Total: 1000 * mib, Rate: 35 * mib, Elapsed: 12 * time.Second, Width: 100},
-			// 580 MiB left at 35 MiB/s: 16.6 s; 26 columns of bar fill the line to 100.
-			id + " [=========>                ]  42% 420.0 MiB / 1000.0 MiB  35.0 MiB/s  ETA 0:17"},
-		{"no rate yet: the time it has run, no ETA", barState{Label: id, Done: 0, Total: gib, Elapsed: 3 * time.Second, Width: 100},
-			id + " [                              ]   0% 0 B / 1.0 GiB  0:03"},
-		{"total not known yet", barState{Label: id, Done: 5 * mib, Rate: mib, Elapsed: 61 * time.Second, Width: 100},
+		{"moving, with rate and ETA", barState{Label: id, Done: 420 * mib, Total: 1000 * mib, Rate: 35 * mib, Elapsed: 12 * time.Second, Width: 110},
+			// 580 MiB left at 35 MiB/s: 16.6 s.
+			id + " " + bar(30, "===========>") + "  42% 420.0 MiB / 1000.0 MiB  35.0 MiB/s  ETA 0:17"},
+		{"no rate yet: the time it has run, no ETA", barState{Label: id, Done: 0, Total: gib, Elapsed: 3 * time.Second, Width: 110},
+			id + " " + bar(30, "") + "   0% 0 B / 1.0 GiB  0:03"},
+		{"a little done: no head yet", barState{Label: id, Done: 20 * mib, Total: gib, Elapsed: 3 * time.Second, Width: 110},
+			id + " " + bar(30, "") + "   1% 20.0 MiB / 1.0 GiB  0:03"},
+		{"total not known yet", barState{Label: id, Done: 5 * mib, Rate: mib, Elapsed: 61 * time.Second, Width: 110},
 			id + " 5.0 MiB  1.0 MiB/s  1:01"},
-		{"total not known, nothing done", barState{Label: id, Elapsed: 2 * time.Second, Width: 100},
+		{"total not known, nothing done", barState{Label: id, Elapsed: 2 * time.Second, Width: 110},
 			id + " 0 B  0:02"},
-		{"done past the estimate shows the total, no ETA", barState{Label: id, Done: 3 * gib, Total: 2 * gib, Rate: gib, Elapsed: time.Second, Width: 100},
-			id + " [==============================] 100% 2.0 GiB / 2.0 GiB  1.0 GiB/s"},
-		{"final: 100 % and the time it took", barState{Label: id, Done: 900 * mib, Total: gib, Rate: 10, Elapsed: 90 * time.Minute, Final: true, Width: 100},
-			id + " [==============================] 100% 1.0 GiB in 1:30:00  194.2 KiB/s"},
-		{"final past the estimate", barState{Label: id, Done: 2 * gib, Total: gib, Elapsed: 2 * time.Second, Final: true, Width: 100},
-			id + " [==============================] 100% 2.0 GiB in 0:02  1.0 GiB/s"},
-		{"final of nothing known", barState{Label: id, Elapsed: 0, Final: true, Width: 100},
-			id + " [==============================] 100% 0 B in 0:00"},
-		{"narrow: a shorter bar", barState{Label: id, Done: gib / 2, Total: gib, Rate: mib, Elapsed: time.Second, Width: 80},
-			id + " [====>     ]  50% 512.0 MiB / 1.0 GiB  1.0 MiB/s  ETA 8:32"},
-		{"narrowest bar", barState{Label: id, Done: gib / 2, Total: gib, Rate: mib, Elapsed: time.Second, Width: 75},
-			id + " [=>   ]  50% 512.0 MiB / 1.0 GiB  1.0 MiB/s  ETA 8:32"},
-		{"too narrow for a bar", barState{Label: id, Done: gib / 2, Total: gib, Rate: mib, Elapsed: time.Second, Width: 74},
-			id + "  50% 512.0 MiB / 1.0 GiB  1.0 MiB/s  ETA 8:32"},
-		{"too narrow for the text: cut", barState{Label: id, Done: gib / 2, Total: gib, Width: 30},
-			(id + "  50% 512.0 MiB")[:30]},
-		{"no width: 80", barState{Label: id, Done: gib / 4, Total: gib},
-			id + " [=====>                   ]  25% 256.0 MiB / 1.0 GiB  0:00"},
+		{"done past the estimate shows the total, no ETA", barState{Label: id, Done: 3 * gib, Total: 2 * gib, Rate: gib, Elapsed: time.Second, Width: 110},
+			id + " " + bar(30, strings.Repeat("=", 30)) + " 100% 2.0 GiB / 2.0 GiB  1.0 GiB/s"},
+		{"final: 100 % and the time it took", barState{Label: id, Done: 900 * mib, Total: gib, Rate: 10, Elapsed: 90 * time.Minute, Final: true, Width: 110},
+			id + " " + bar(30, strings.Repeat("=", 30)) + " 100% 1.0 GiB in 1:30:00"},
+		{"final past the estimate", barState{Label: id, Done: 2 * gib, Total: gib, Elapsed: 2 * time.Second, Final: true, Width: 110},
+			id + " " + bar(30, strings.Repeat("=", 30)) + " 100% 2.0 GiB in 0:02"},
+		{"final of nothing known", barState{Label: id, Final: true, Width: 110},
+			id + " " + bar(30, strings.Repeat("=", 30)) + " 100% 0 B in 0:00"},
+		{"100 columns: a shorter bar", barState{Label: id, Done: gib / 2, Total: gib, Rate: mib, Elapsed: time.Second, Width: 100},
+			id + " " + bar(23, "==========>") + "  50% 512.0 MiB / 1.0 GiB  1.0 MiB/s  ETA 8:32"},
+		{"80 columns: the bar without the id", barState{Label: id, Done: gib / 2, Total: gib, Rate: mib, Elapsed: time.Second, Width: 80},
+			bar(25, "===========>") + "  50% 512.0 MiB / 1.0 GiB  1.0 MiB/s  ETA 8:32"},
+		{"no width is 80", barState{Label: id, Done: gib / 4, Total: gib},
+			bar(25, "=====>") + "  25% 256.0 MiB / 1.0 GiB  0:00"},
+		{"too narrow for a bar", barState{Label: id, Done: gib / 2, Total: gib, Rate: mib, Elapsed: time.Second, Width: 64},
+			" 50% 512.0 MiB / 1.0 GiB  1.0 MiB/s  ETA 8:32"},
+		{"too narrow for the text: cut", barState{Label: id, Done: gib / 2, Total: gib, Width: 20},
+			" 50% 512.0 MiB / 1.0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := progressLine(tc.s)
@@ -62,6 +65,33 @@ func TestProgressLine(t *testing.T) {
 				t.Errorf("%d columns, wider than %d", len(got), width)
 			}
 		})
+	}
+}
+
+// TestBarKeepsItsWidth: on one terminal the bar has the same width whatever the text
+// after it says, so it does not jump as the numbers change.
+func TestBarKeepsItsWidth(t *testing.T) {
+	for _, width := range []int{80, 100, 132} {
+		want := -1
+		for _, s := range []barState{
+			{Label: "ami-1", Done: 0, Total: 1000, Elapsed: time.Second},
+			{Label: "ami-1", Done: 500 * mib, Total: 1000 * gib, Rate: 999 * mib, Elapsed: time.Hour},
+			{Label: "ami-1", Done: gib, Total: gib, Rate: 1, Elapsed: time.Minute},
+			{Label: "ami-1", Done: gib, Total: gib, Elapsed: 3 * time.Hour, Final: true},
+		} {
+			s.Width = width
+			line := progressLine(s)
+			open, shut := strings.Index(line, "["), strings.Index(line, "]")
+			if open < 0 || shut < open {
+				t.Fatalf("width %d: no bar in %q", width, line)
+			}
+			if want == -1 {
+				want = shut - open
+			}
+			if shut-open != want {
+				t.Errorf("width %d: bar of %d columns in %q, %d before", width, shut-open-1, line, want-1)
+			}
+		}
 	}
 }
 
