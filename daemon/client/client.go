@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"kiln/daemon/api"
 )
@@ -196,16 +197,22 @@ func (c *Client) RegisterImage(ctx context.Context, req api.RegisterImageRequest
 // ErrImageFailed is returned by WaitImage when the image ends failed.
 var ErrImageFailed = errors.New("image failed")
 
+// ProgressInterval is how often WaitImage asks how far an image has come when it has a
+// progress function to call: four times a second, as often as a progress bar redraws.
+const ProgressInterval = 250 * time.Millisecond
+
 // WaitImage waits until the image leaves pending (the daemon answers as soon as it
-// does), calling progress (when not nil) after each answer, at least once a second. A failed image returns
-// ErrImageFailed with the reason.
+// does), calling progress (when not nil) after each answer, every ProgressInterval
+// while the image is pending and once with the image as it ended. A failed image
+// returns ErrImageFailed with the reason.
 func (c *Client) WaitImage(ctx context.Context, id string, progress func(api.Image)) (api.Image, error) {
 	for {
 		var im api.Image
 		wait := "30s"
 		if progress != nil {
-			wait = "1s"
+			wait = ProgressInterval.String()
 		}
+		asked := time.Now()
 		err := c.do(ctx, http.MethodGet, "/images/"+url.PathEscape(id), url.Values{"wait": {wait}}, nil, &im)
 		if err != nil {
 			return im, err
@@ -219,8 +226,14 @@ func (c *Client) WaitImage(ctx context.Context, id string, progress func(api.Ima
 		case "failed":
 			return im, fmt.Errorf("%w: %s: %s", ErrImageFailed, im.ID, im.StateReason)
 		}
-		if err := ctx.Err(); err != nil {
-			return im, err
+		// A kilnd that answers at once while the image is pending (it makes the image no
+		// more: it restarted) is asked again no sooner than ProgressInterval.
+		t := time.NewTimer(ProgressInterval - time.Since(asked))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return im, ctx.Err()
+		case <-t.C:
 		}
 	}
 }

@@ -218,7 +218,7 @@ func (x *Images) RegisterRequest(ctx context.Context, c peer.Caller, req api.Reg
 		if err != nil {
 			return breq, err
 		}
-		breq.Disks = append(breq.Disks, builder.Disk{Source: volumes.Source{File: f, Name: name, Format: d.Format}, DeviceName: d.DeviceName})
+		breq.Disks = append(breq.Disks, builder.Disk{Source: volumes.Source{File: f, Name: name, Format: d.Format, ForceRaw: d.ForceRaw}, DeviceName: d.DeviceName})
 	}
 	for _, bf := range []struct {
 		what string
