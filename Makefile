@@ -19,7 +19,7 @@ PACKAGES := qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio gzip util-l
 	mmdebstrap syslinux syslinux-common mtools dosfstools fdisk openssh-client openssl qemu-guest-agent nftables iproute2 \
 	docker-registry skopeo apache2-utils
 
-.PHONY: help deps build guest guest-debian test test-race test-short bench fuzz lint check-tree run install clean
+.PHONY: help deps build docs guest guest-debian test test-race test-short bench fuzz lint check-tree run install clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ deps: ## install the Debian packages kiln needs (idempotent, quiet when all are 
 
 build: ## build bin/kilnd and bin/kiln
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/kilnd ./cmd/kiln
+
+docs: ## make docs/cli.md (the command reference) again from kiln's commands; a test fails when it drifts
+	KILN_UPDATE_DOCS=1 $(GO) test -count=1 -run '^TestCLIReference$$' ./cmd/kiln
 
 guest: deps $(GUEST)/.built ## build the test guest (testdata/guest/out)
 
@@ -104,7 +107,7 @@ USERUNITDIR ?= $(PREFIX)/lib/systemd/user
 DOCDIR      ?= $(PREFIX)/share/doc/kiln
 SUBST        = sed -e 's|@BINDIR@|$(PREFIX)/bin|g' -e 's|@DOCDIR@|$(DOCDIR)|g'
 
-install: build ## install binaries, systemd units, tmpfiles and sysusers entries under DESTDIR/PREFIX
+install: build ## install binaries, systemd units, tmpfiles and sysusers entries, README and docs/ under DESTDIR/PREFIX
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(USERUNITDIR) $(DESTDIR)$(DOCDIR) \
 		$(DESTDIR)$(PREFIX)/lib/tmpfiles.d $(DESTDIR)$(PREFIX)/lib/sysusers.d
 	install -m 0755 bin/kilnd bin/kiln $(DESTDIR)$(PREFIX)/bin/
@@ -115,6 +118,8 @@ install: build ## install binaries, systemd units, tmpfiles and sysusers entries
 	install -m 0644 systemd/units/kiln.tmpfiles $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/kiln.conf
 	install -m 0644 systemd/units/kiln.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/kiln.conf
 	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/
+	install -d $(DESTDIR)$(DOCDIR)/docs
+	install -m 0644 docs/*.md $(DESTDIR)$(DOCDIR)/docs/
 
 clean: ## remove build output and the test guest
 	rm -rf bin $(GUEST) $(DEBIAN)

@@ -57,12 +57,69 @@ type Capture struct {
 	Captured []Captured
 	b        *Builder
 	req      CaptureRequest
-	done     atomic.Int64 // bytes captured so far
-	total    int64
+	done     atomic.Int64            // bytes of the volumes captured, and of the layer being copied
+	flat     atomic.Pointer[flatten] // the flatten under way, if any
+	total    atomic.Int64
+	peak     atomic.Int64 // the most Progress has said
 }
 
-// Progress is how many bytes of the volumes' files are captured, of how many.
-func (c *Capture) Progress() (done, total int64) { return c.done.Load(), c.total }
+// flatten is a volume being flattened: qemu-img writes its ingest (ref), about as
+// large as the disk's data, at most estimate.
+type flatten struct {
+	ref      string
+	estimate int64
+}
+
+// Progress is how many bytes of the volumes' files are captured, of how many: what the
+// volumes' files hold (measured again when the capture starts, once the instance is
+// stopped or its files frozen, which do not exist before), and for a volume whose
+// chain is flattened, the layers under it too, counted by what qemu-img has written.
+// It never goes back. Safe for concurrent use.
+func (c *Capture) Progress() (done, total int64) {
+	done, total = c.done.Load(), c.total.Load()
+	if f := c.flat.Load(); f != nil {
+		done += min(c.b.Store.IngestSize(f.ref), f.estimate)
+	}
+	for {
+		peak := c.peak.Load()
+		if done <= peak {
+			return min(peak, total), total
+		}
+		if c.peak.CompareAndSwap(peak, done) {
+			return min(done, total), total
+		}
+	}
+}
+
+// measure is the bytes of each volume to capture: its files and, when its chain is
+// flattened, the layers under them.
+func (c *Capture) measure() []int64 {
+	sizes := make([]int64, len(c.req.Volumes))
+	for i, v := range c.req.Volumes {
+		for _, f := range v.Files {
+			if st, err := os.Stat(f); err == nil {
+				sizes[i] += st.Size()
+			}
+		}
+		if len(v.Chain)+len(v.Files) > MaxChain {
+			for _, d := range v.Chain {
+				if st, err := os.Stat(c.b.Store.BlobPath(d)); err == nil {
+					sizes[i] += st.Size()
+				}
+			}
+		}
+	}
+	return sizes
+}
+
+// setTotal makes the volumes' sizes the total that Progress says.
+func (c *Capture) setTotal(sizes []int64) {
+	var total int64
+	for _, n := range sizes {
+		total += n
+	}
+	c.total.Store(total)
+}
 
 // progressWriter counts what passes into an atomic counter.
 type progressWriter struct {
@@ -101,13 +158,7 @@ func (b *Builder) PrepareCapture(req CaptureRequest) (*Capture, error) {
 		return nil, err
 	}
 	c := &Capture{Image: im, b: b, req: req}
-	for _, v := range req.Volumes {
-		for _, f := range v.Files {
-			if st, err := os.Stat(f); err == nil {
-				c.total += st.Size()
-			}
-		}
-	}
+	c.setTotal(c.measure())
 	return c, nil
 }
 
@@ -135,7 +186,12 @@ func (c *Capture) run(ctx context.Context) (*images.Image, error) {
 		}
 	}
 	c.Captured = make([]Captured, len(c.req.Volumes))
+	sizes := c.measure() // the files are all there now, and no longer change
+	c.setTotal(sizes)
+	var before int64 // the bytes of the volumes before this one
 	for i, v := range c.req.Volumes {
+		c.done.Store(before)
+		before += sizes[i]
 		chain := slices.Clone(v.Chain)
 		var desc ocispec.Descriptor
 		if len(v.Chain)+len(v.Files) > MaxChain {
@@ -143,10 +199,14 @@ func (c *Capture) run(ctx context.Context) (*images.Image, error) {
 			for _, d := range v.Chain {
 				layers = append(layers, s.BlobPath(d))
 			}
+			ref := "create-" + c.Image.ID + "-" + strconv.Itoa(i)
+			c.flat.Store(&flatten{ref: ref, estimate: sizes[i]})
 			var err error
-			desc, err = s.IngestLayer(ctx, "create-"+c.Image.ID+"-"+strconv.Itoa(i), func(path string) error {
+			desc, err = s.IngestLayer(ctx, ref, func(path string) error {
 				return c.b.Tool.Flatten(ctx, layers, v.Files, path)
 			})
+			c.flat.Store(nil) // then the volume's bytes: never both at once (Progress's peak hides the gap)
+			c.done.Store(before)
 			if err != nil {
 				return nil, fmt.Errorf("volume %s: flatten: %w", v.DeviceName, err)
 			}
@@ -173,6 +233,7 @@ func (c *Capture) run(ctx context.Context) (*images.Image, error) {
 			chain = append(chain, desc.Digest)
 			c.Captured[i].Layers = append(c.Captured[i].Layers, desc.Digest)
 		}
+		c.done.Store(before)
 		for _, d := range chain[:len(chain)-1] {
 			size, err := s.BlobSize(ctx, d)
 			if err != nil {

@@ -250,6 +250,9 @@ func TestCaptureFlattens(t *testing.T) {
 		if c.Captured[0].Flattened {
 			t.Fatalf("flattened at %d layers", len(chain)+1)
 		}
+		if done, total := c.Progress(); done != total || total != fileSize(t, top) {
+			t.Errorf("generation %d: progress %d of %d; want the top's %d bytes of them", i, done, total, fileSize(t, top))
+		}
 		chain = append(chain, c.Captured[0].Layers...)
 	}
 	top := gen(MaxChain)
@@ -265,6 +268,15 @@ func TestCaptureFlattens(t *testing.T) {
 	if !c.Captured[0].Flattened {
 		t.Fatalf("a chain of %d was not flattened", len(chain)+1)
 	}
+	// The flatten's progress counted what it wrote, and ends at its total: the top and
+	// the layers read under it.
+	want := fileSize(t, top)
+	for _, l := range chain {
+		want += fileSize(t, b.Store.BlobPath(l))
+	}
+	if done, total := c.Progress(); done != total || total != want {
+		t.Errorf("progress after the flatten: %d of %d; want %d of %d", done, total, want, want)
+	}
 	sn, _ := b.Store.Snapshot(deep.BlockDeviceMappings[0].EBS.SnapshotID)
 	if len(sn.Chain) != 1 {
 		t.Errorf("flattened snapshot chain: %v", sn.Chain)
@@ -276,4 +288,13 @@ func TestCaptureFlattens(t *testing.T) {
 			t.Errorf("generation %d in the flattened layer: %v %s", i, err, out)
 		}
 	}
+}
+
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Size()
 }

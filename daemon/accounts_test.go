@@ -189,9 +189,22 @@ func TestAccounts(t *testing.T) {
 		bob.refused(api.CodeInvalidAMIIDNotFound, "image", "deregister", ref)
 		bob.refused(api.CodeInvalidAMIIDNotFound, "image", "share", ref, "--user", "bob")
 	}
-	// erin administers (group kiln-admin): she sees it.
+	// Short ids and suggestions come only from what the caller sees.
+	for _, ref := range []string{img[:9], "alices-imag"} {
+		bob.refused(api.CodeInvalidAMIIDNotFound, "image", "inspect", ref)
+		if _, errs, _ := bob.kiln("image", "inspect", ref); strings.Contains(errs, "alices-image") || strings.Contains(errs, img) {
+			t.Errorf("bob's miss of %q names alice's image: %q", ref, errs)
+		}
+	}
+	if _, errs, _ := alice.kiln("image", "inspect", "alices-imag"); !strings.Contains(errs, `did you mean "alices-image"?`) {
+		t.Errorf("alice's miss of alices-imag: %q; want her image suggested", errs)
+	}
+	// erin administers (group kiln-admin): she sees it, by its short id too.
 	if got := erin.ok("image", "inspect", img, "-q"); got != img {
 		t.Errorf("erin (kiln-admin) inspect: %q", got)
+	}
+	if got := erin.ok("image", "inspect", img[:9], "-q"); got != img {
+		t.Errorf("erin (kiln-admin) inspect %s: %q", img[:9], got)
 	}
 
 	// Shared with bob: bob launches; only alice sees whom it is shared with.

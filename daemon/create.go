@@ -20,7 +20,7 @@ func (s *server) createImage(w http.ResponseWriter, r *http.Request, c peer.Call
 		return err
 	}
 	// Another's instance is not found: only its owner (or an administrator) captures it.
-	inst, err := s.inst.Get(r.PathValue("instance"), s.viewer(c))
+	inst, err := s.inst.Get(r.PathValue("instance"), c.User, s.viewer(c))
 	if err != nil {
 		return api.FromError(err, api.KindInstance)
 	}

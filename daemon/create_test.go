@@ -178,7 +178,8 @@ func TestCreateImageLive(t *testing.T) {
 	}
 }
 
-// TestProgress: while a 1 GiB register runs, the image says how far it has come.
+// TestProgress: while a 1 GiB register runs, the image says how far it has come:
+// values that move from 0 towards the disk's size, never back.
 func TestProgress(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes a 1 GiB disk")
@@ -195,13 +196,80 @@ func TestProgress(t *testing.T) {
 	if err != nil || final.Progress != nil {
 		t.Fatalf("register: %+v, %v", final, err)
 	}
+	progressSeen(seen).check(t, "register", 1<<30)
+}
+
+// progressSeen is what a wait through the client saw of an image's progress.
+type progressSeen []api.Progress
+
+// check fails the test when the progress seen of an image that wrote least bytes or
+// more is not as a bar needs it: the total is the image's once bytes are counted
+// (before, it may be 0, or measured again when the capture starts), what is done
+// never goes back nor past it, and some value lies strictly between 0 and the
+// total, so a bar moves rather than jumping from 0 to gone.
+func (seen progressSeen) check(t *testing.T, what string, least int64) {
+	t.Helper()
 	if len(seen) == 0 {
-		t.Fatal("no progress while a 1 GiB register ran")
+		t.Fatalf("%s: no progress seen", what)
 	}
+	final := seen[len(seen)-1].BytesTotal
+	moved := false
 	for i, p := range seen {
-		if p.BytesTotal < 1<<30 || p.BytesDone > p.BytesTotal || i > 0 && p.BytesDone < seen[i-1].BytesDone {
-			t.Errorf("progress %d: %+v (before: %+v)", i, p, seen)
+		switch {
+		case p.BytesTotal != final && p.BytesDone > 0:
+			t.Errorf("%s: progress %d %+v: the total changed once bytes were counted (last %d)", what, i, p, final)
+		case p.BytesDone > p.BytesTotal || i > 0 && p.BytesDone < seen[i-1].BytesDone:
+			t.Errorf("%s: progress %d %+v goes back or past the total (all: %+v)", what, i, p, seen)
 		}
+		moved = moved || p.BytesDone > 0 && p.BytesDone < p.BytesTotal
+	}
+	if final < least {
+		t.Errorf("%s: total %d; want at least the %d bytes written", what, final, least)
+	}
+	if !moved {
+		t.Errorf("%s: no progress between 0 and the total in %d values: %+v", what, len(seen), seen)
+	}
+}
+
+// TestCreateProgress: an image created of a running test guest with 1 GiB written to
+// a volume, by default (stopped, captured, started again) and live (--no-reboot, its
+// files frozen under new tops: their total was 0), says through the client's wait how
+// far it has come: values that move from 0 towards a total that counts the 1 GiB.
+func TestCreateProgress(t *testing.T) {
+	k, base := guestKilnd(t)
+	ctx := ctxT(t)
+	inst := runOne(t, k, api.RunInstancesRequest{Image: base.ID, InstanceType: "nano",
+		Volumes: []api.VolumeSpec{{DeviceName: "/dev/vdb", SizeGiB: 2}}})
+	data := filepath.Join(k.Root, "instances", inst.ID, inst.BlockDeviceMappings[1].VolumeID+".qcow2")
+	for i, live := range []bool{false, true} {
+		// 1 GiB more in the volume's top, written while the instance is stopped.
+		if _, err := k.InstanceAction(ctx, inst.ID, "stop", true); err != nil {
+			t.Fatal(err)
+		}
+		waitState(t, k, inst.ID, "stopped")
+		if out, err := kilntest.Command(t, "qemu-io", "-f", "qcow2", "-c", fmt.Sprintf("write -P %d 0 1G", 0x61+i), data).CombinedOutput(); err != nil {
+			t.Fatalf("write 1 GiB: %v %s", err, out)
+		}
+		if _, err := k.InstanceAction(ctx, inst.ID, "start", false); err != nil {
+			t.Fatal(err)
+		}
+		waitState(t, k, inst.ID, "ready") // acpid answers the power button at once
+		what := map[bool]string{false: "default create", true: "live create"}[live]
+		im, err := k.CreateImage(ctx, inst.ID, api.CreateImageRequest{Name: fmt.Sprintf("progress-%d", i), NoReboot: live})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seen progressSeen
+		final, err := k.WaitImage(ctx, im.ID, func(im api.Image) {
+			if im.Progress != nil {
+				seen = append(seen, *im.Progress)
+			}
+		})
+		if err != nil || final.State != "available" || final.Progress != nil {
+			t.Fatalf("%s: %+v, %v", what, final, err)
+		}
+		seen.check(t, what, 1<<30)
+		waitState(t, k, inst.ID, "ready")
 	}
 }
 

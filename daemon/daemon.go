@@ -143,7 +143,7 @@ func chooseAccelerator(ctx context.Context, cfg Config, choice string) (accelera
 	}
 	l := log.G(ctx).WithField("accelerator", name).WithField("reason", reason)
 	if _, statErr := os.Stat(cfg.KVMDevice); name == hypervisor.AccelTCG && statErr == nil && choice != hypervisor.AccelTCG {
-		l.Warn("KVM is not usable here: guests run under TCG (slower)")
+		l.Warn("KVM is not usable here, so guests run under TCG (slower): fix what the reason says, or choose tcg (--accel tcg, or \"accelerator\" in the settings file) to skip the probe and this warning")
 	} else {
 		l.Info("accelerator chosen")
 	}

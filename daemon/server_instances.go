@@ -75,7 +75,7 @@ func (s *server) listInstances(w http.ResponseWriter, r *http.Request, c peer.Ca
 // or for a state that will not lead there: terminated, or stopped when no image
 // creation is going to start it again.
 func (s *server) inspectInstance(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
-	inst, err := s.inst.Get(r.PathValue("instance"), s.viewer(c))
+	inst, err := s.inst.Get(r.PathValue("instance"), c.User, s.viewer(c))
 	if err != nil {
 		return err
 	}
@@ -130,7 +130,7 @@ func (s *server) instanceAction(w http.ResponseWriter, r *http.Request, c peer.C
 			return err
 		}
 	}
-	inst, err := s.inst.Get(r.PathValue("instance"), s.viewer(c))
+	inst, err := s.inst.Get(r.PathValue("instance"), c.User, s.viewer(c))
 	if err != nil {
 		return err
 	}
@@ -169,7 +169,7 @@ func (s *server) exec(w http.ResponseWriter, r *http.Request, c peer.Caller) err
 	case req.TimeoutSeconds < 0 || req.TimeoutSeconds > api.MaxExecTimeoutSeconds:
 		return fmt.Errorf("exec: timeout %d s: want 0 (none) to %d: %w", req.TimeoutSeconds, api.MaxExecTimeoutSeconds, errdefs.ErrInvalidArgument)
 	}
-	inst, err := s.inst.Get(r.PathValue("instance"), s.viewer(c))
+	inst, err := s.inst.Get(r.PathValue("instance"), c.User, s.viewer(c))
 	if err != nil {
 		return err
 	}
@@ -199,7 +199,7 @@ func (s *server) exec(w http.ResponseWriter, r *http.Request, c peer.Caller) err
 // ring keeps: the last consoleLimitMiB), and with ?follow=true what it gets next, until
 // the instance stops or the caller goes.
 func (s *server) console(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
-	inst, err := s.inst.Get(r.PathValue("instance"), s.viewer(c))
+	inst, err := s.inst.Get(r.PathValue("instance"), c.User, s.viewer(c))
 	if err != nil {
 		return err
 	}

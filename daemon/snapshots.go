@@ -44,15 +44,9 @@ func (s *server) snapshot(c peer.Caller, ref string) (*images.Snapshot, error) {
 			mine = append(mine, sn)
 		}
 	}
-	refs := make([]ids.Ref, len(mine))
-	for i, sn := range mine {
-		refs[i] = ids.Ref{ID: sn.ID}
-	}
-	i, err := ids.Find("snapshot", images.SnapshotPrefix, ref, refs)
-	if err != nil {
-		return nil, err
-	}
-	return mine[i], nil
+	return ids.Pick("snapshot", images.SnapshotPrefix, ref, c.User, mine, func(sn *images.Snapshot) ids.Ref {
+		return ids.Ref{ID: sn.ID, Owner: sn.OwnerID}
+	})
 }
 
 func (s *server) inspectSnapshot(w http.ResponseWriter, r *http.Request, c peer.Caller) error {

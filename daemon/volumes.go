@@ -1,10 +1,8 @@
 package daemon
 
 import (
-	"fmt"
 	"net/http"
 
-	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
 	"kiln/daemon/api"
@@ -40,8 +38,8 @@ func (s *server) createVolume(w http.ResponseWriter, r *http.Request, c peer.Cal
 	var sn *images.Snapshot
 	if req.SnapshotID != "" {
 		var err error
-		if sn, err = s.store.Snapshot(req.SnapshotID); err != nil || !s.viewer(c)(sn.OwnerID) {
-			return api.FromError(fmt.Errorf("snapshot %q: %w", req.SnapshotID, errdefs.ErrNotFound), api.KindSnapshot)
+		if sn, err = s.snapshot(c, req.SnapshotID); err != nil {
+			return api.FromError(err, api.KindSnapshot)
 		}
 	}
 	v, err := s.vols.Create(r.Context(), c.User, req.SizeGiB, sn)
@@ -74,7 +72,7 @@ func (s *server) attachVolume(w http.ResponseWriter, r *http.Request, c peer.Cal
 	if err != nil {
 		return err
 	}
-	inst, err := s.inst.Get(req.Instance, s.viewer(c))
+	inst, err := s.inst.Get(req.Instance, c.User, s.viewer(c))
 	if err != nil {
 		return api.FromError(err, api.KindInstance)
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/containerd/errdefs"
 )
 
 // AttachDisk plugs a disk into the running machine at the PCIe root port named port:
@@ -78,7 +80,8 @@ wait:
 				break wait
 			}
 		case <-timeout.C:
-			return fmt.Errorf("disk %s: the guest did not let go of it within 30s", id)
+			return fmt.Errorf("disk %s: the guest did not let go of it within 30 s (a guest still booting, or one without PCIe hot-plug, ignores the request): try again once it is up, or stop the instance and detach it then: %w",
+				id, errdefs.ErrFailedPrecondition)
 		case <-ctx.Done():
 			return ctx.Err()
 		}

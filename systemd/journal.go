@@ -20,9 +20,13 @@ type JournalHook struct {
 // Levels is every level.
 func (h *JournalHook) Levels() []logrus.Level { return logrus.AllLevels }
 
-// Fire sends the entry. A field whose name has nothing a journal field name may hold
-// is left out.
+// Fire sends the entry, unless its level is below the logger's (a hook that fired
+// before this one lowered it). A field whose name has nothing a journal field name may
+// hold is left out.
 func (h *JournalHook) Fire(e *logrus.Entry) error {
+	if !e.Logger.IsLevelEnabled(e.Level) {
+		return nil
+	}
 	fields := map[string]string{"SYSLOG_IDENTIFIER": h.Identifier}
 	for k, v := range e.Data {
 		name := journalName(k)

@@ -89,6 +89,34 @@ func TestJournal(t *testing.T) {
 	}
 }
 
+// lower is a hook that makes the entries of one message Debug (as kilnd's does for
+// containerd's notices that are no news).
+type lower string
+
+func (lower) Levels() []logrus.Level { return logrus.AllLevels }
+
+func (l lower) Fire(e *logrus.Entry) error {
+	if e.Message == string(l) {
+		e.Level = logrus.DebugLevel
+	}
+	return nil
+}
+
+// TestJournalLevelAfterHooks: an entry a hook before the journal's made Debug is not
+// sent at Info; the next one is.
+func TestJournalLevelAfterHooks(t *testing.T) {
+	path, ch := kilntest.Datagrams(t)
+	journalAt(t, path)
+	logger := logrus.New()
+	logger.AddHook(lower("no news"))
+	LogToJournal(logger, "kilnd")
+	logger.Warn("no news")
+	logger.Warn("news")
+	if f := parseNative(t, next(t, ch)); f["MESSAGE"] != "news" || f["PRIORITY"] != "4" {
+		t.Errorf("first entry sent: %v", f)
+	}
+}
+
 // TestJournalOversized: an entry too big for a datagram (a 1 MiB message, over the
 // socket's send buffer) reaches the journal whole, passed as a file descriptor.
 func TestJournalOversized(t *testing.T) {

@@ -37,6 +37,9 @@ type Source struct {
 	File   *os.File
 	Name   string
 	Format string
+	// ForceRaw takes a disk given as raw as raw even when its bytes hold another
+	// format's header (Sniff); without it such a disk is refused.
+	ForceRaw bool
 }
 
 // Info is what kiln knows of a checked disk file.
@@ -116,6 +119,9 @@ func (t Tool) Inspect(ctx context.Context, src Source) (Info, error) {
 	if !ValidFormat(src.Format) {
 		return Info{}, fmt.Errorf("disk format %q: must be one of %s: %w", src.Format, strings.Join(Formats, ", "), errdefs.ErrInvalidArgument)
 	}
+	if src.ForceRaw && src.Format != "raw" {
+		return Info{}, fmt.Errorf("disk %s: force-raw is for a disk given as raw (format=raw,force-raw), not %s: %w", src.Name, src.Format, errdefs.ErrInvalidArgument)
+	}
 	if err := precheck(src); err != nil {
 		return Info{}, err
 	}
@@ -142,7 +148,8 @@ const (
 )
 
 // precheck looks at the first bytes of the file itself, so that a header naming a host
-// file is refused before qemu-img opens anything.
+// file is refused before qemu-img opens anything, and so is a file whose bytes say it
+// is of another format than given (Sniff, CheckLooks).
 func precheck(src Source) error {
 	f, path := src.File, src.Name
 	if err := CheckReadable(f); err != nil {
@@ -154,6 +161,13 @@ func precheck(src Source) error {
 	}
 	if !st.Mode().IsRegular() {
 		return fmt.Errorf("disk %s is not a regular file: %w", path, errdefs.ErrInvalidArgument)
+	}
+	looks, err := Sniff(f, st.Size())
+	if err != nil {
+		return fmt.Errorf("disk %s: %v: %w", path, err, errdefs.ErrInvalidArgument)
+	}
+	if err := CheckLooks(path, src.Format, src.ForceRaw, looks); err != nil {
+		return err
 	}
 	switch src.Format {
 	case "qcow2":

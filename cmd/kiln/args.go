@@ -3,23 +3,21 @@ package main
 import (
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
+
+	"kiln/internal/ids"
 
 	"github.com/spf13/cobra"
 )
 
-// argsError is a wrong number of arguments, or an unknown command, to the command path.
-type argsError struct {
-	error
-	path string
-}
+// argsError is a wrong number of arguments, or an unknown command.
+type argsError struct{ error }
 
 // exactArgs, minArgs: cobra's argument checks, with errors kiln reports as usage errors.
 func exactArgs(n int, what string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) != n {
-			return argsError{fmt.Errorf("%s: want %s", cmd.CommandPath(), what), cmd.CommandPath()}
+			return argsError{fmt.Errorf("%s: want %s", cmd.CommandPath(), what)}
 		}
 		return nil
 	}
@@ -28,7 +26,7 @@ func exactArgs(n int, what string) cobra.PositionalArgs {
 func minArgs(n int, what string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) < n {
-			return argsError{fmt.Errorf("%s: want %s", cmd.CommandPath(), what), cmd.CommandPath()}
+			return argsError{fmt.Errorf("%s: want %s", cmd.CommandPath(), what)}
 		}
 		return nil
 	}
@@ -46,18 +44,9 @@ func subcommandArgs(cmd *cobra.Command, args []string) error {
 		cmd.SuggestionsMinimumDistance = 1
 	}
 	if near := cmd.SuggestionsFor(args[0]); len(near) > 0 {
-		msg += "; did you mean " + quoteEach(near, " or ") + "?"
+		msg += "; did you mean " + ids.QuoteAll(near, " or ") + "?"
 	}
-	return argsError{errors.New(msg), cmd.CommandPath()}
-}
-
-// quoteEach quotes each string and joins them with sep.
-func quoteEach(ss []string, sep string) string {
-	q := make([]string, len(ss))
-	for i, s := range ss {
-		q[i] = strconv.Quote(s)
-	}
-	return strings.Join(q, sep)
+	return argsError{errors.New(msg)}
 }
 
 func isUnknownCommand(err error) bool {

@@ -68,15 +68,18 @@ func addCompletions(e *env, root *cobra.Command) {
 }
 
 // positionals are the argument words of a Use line ("attach VOLUME INSTANCE [--device
-// D]" gives VOLUME, INSTANCE; "stop INSTANCE..." gives INSTANCE...), up to its first
-// bracket or flag.
+// D]" gives VOLUME, INSTANCE; "stop INSTANCE..." gives INSTANCE...; "exec INSTANCE [--]
+// COMMAND..." gives INSTANCE, COMMAND...), up to its first option or flag.
 func positionals(use string) []string {
 	var out []string
-	for _, w := range strings.Fields(use)[1:] {
-		if strings.HasPrefix(w, "[") || strings.HasPrefix(w, "-") {
-			break
+	for i, w := range strings.Fields(use) {
+		switch {
+		case i == 0 || w == "[--]":
+		case strings.HasPrefix(w, "[") || strings.HasPrefix(w, "-"):
+			return out
+		default:
+			out = append(out, w)
 		}
-		out = append(out, w)
 	}
 	return out
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -124,34 +123,24 @@ func printImage(e *env, im api.Image) error {
 	return fields(e.stdout, kv)
 }
 
-// waitImage waits for an image being made, with a progress bar on a terminal.
+// waitImage waits for an image being made, with a progress bar on a terminal (not with
+// -q) that ends in a line that stays.
 func waitImage(ctx context.Context, e *env, c *client.Client, im api.Image) (api.Image, error) {
-	start := time.Now()
-	tty := isTerminal(e.stderr) && !e.quiet
-	im, err := c.WaitImage(ctx, im.ID, func(im api.Image) {
-		if tty {
-			fmt.Fprintf(e.stderr, "\r%s %s", im.ID, progressBar(im.Progress, time.Since(start)))
+	if !isTerminal(e.stderr) || e.quiet {
+		return c.WaitImage(ctx, im.ID, nil)
+	}
+	b := newBar(e.stderr, im.ID)
+	b.update(im.Progress)
+	got, err := c.WaitImage(ctx, im.ID, func(cur api.Image) {
+		if cur.State == "pending" {
+			b.update(cur.Progress)
 		}
 	})
-	if tty {
-		fmt.Fprintln(e.stderr)
-	}
-	return im, err
+	b.end(err == nil && got.State == "available")
+	return got, err
 }
 
-// progressBar draws how far an image being made has come.
-func progressBar(p *api.Progress, elapsed time.Duration) string {
-	const width = 30
-	if p == nil || p.BytesTotal <= 0 {
-		return fmt.Sprintf("%5.1fs", elapsed.Seconds())
-	}
-	frac := min(float64(p.BytesDone)/float64(p.BytesTotal), 1)
-	n := int(frac * width)
-	return fmt.Sprintf("[%s%s] %3.0f%% %s / %s %5.1fs", strings.Repeat("=", n), strings.Repeat(" ", width-n),
-		frac*100, humanBytes(p.BytesDone), humanBytes(p.BytesTotal), elapsed.Seconds())
-}
-
-// splitDisk parses --disk FILE[,format=F][,device=D].
+// splitDisk parses --disk FILE[,format=F][,device=D][,force-raw].
 func splitDisk(spec string) (api.Disk, error) {
 	parts := strings.Split(spec, ",")
 	d := api.Disk{Name: parts[0], Format: "qcow2"}
@@ -162,12 +151,20 @@ func splitDisk(spec string) (api.Disk, error) {
 			d.Format = v
 		case "device":
 			d.DeviceName = v
+		case "force-raw":
+			if v != "" {
+				return d, usageError{fmt.Errorf("--disk %q: force-raw takes no value", spec)}
+			}
+			d.ForceRaw = true
 		default:
-			return d, usageError{fmt.Errorf("--disk %q: unknown option %q (want format= or device=)", spec, k)}
+			return d, usageError{fmt.Errorf("--disk %q: unknown option %q (want format=, device= or force-raw)", spec, k)}
 		}
 	}
 	if d.Name == "" {
 		return d, usageError{fmt.Errorf("--disk %q: no file", spec)}
+	}
+	if d.ForceRaw && d.Format != "raw" {
+		return d, usageError{fmt.Errorf("--disk %q: force-raw is for a raw disk: add format=raw", spec)}
 	}
 	return d, nil
 }

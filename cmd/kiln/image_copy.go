@@ -29,12 +29,14 @@ available at once; --wait is there for scripts that pass it to every command.
 			if err != nil {
 				return err
 			}
+			// No bytes to count, so no bar (one at 100 % would claim a copy that never
+			// happened): the line says so.
 			if opts.wait && im.State != "available" {
 				if im, err = waitImageUntil(cmd.Context(), e, c, &opts, im, "being copied"); err != nil {
 					return err
 				}
 			}
-			return confirmImage(e, im, fmt.Sprintf("%s, a copy of %s", im.State, im.CopiedFromID))
+			return confirmImage(e, im, fmt.Sprintf("%s, a copy of %s (no bytes copied: it shares its layers)", im.State, im.CopiedFromID))
 		},
 	}
 	cmd.Flags().StringVar(&req.Description, "description", "", "description (default: the source's)")

@@ -49,7 +49,7 @@ KubeVirt (and any OCI tool) can use; kiln image pull does not take it back.`,
 				err = printJSON(e.stdout, res)
 			default:
 				_, err = fmt.Fprintf(e.stdout, "%s: pushed to %s@%s (%d of %d blobs sent, %s; %d already there)\n",
-					res.ImageID, clean(res.Reference), res.Digest, res.BlobsPushed, res.Blobs, mib(res.BytesPushed), res.BlobsSkipped)
+					res.ImageID, clean(res.Reference), res.Digest, res.BlobsPushed, res.Blobs, humanBytes(res.BytesPushed), res.BlobsSkipped)
 			}
 			return err
 		},
@@ -59,4 +59,3 @@ KubeVirt (and any OCI tool) can use; kiln image pull does not take it back.`,
 	return cmd
 }
 
-func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

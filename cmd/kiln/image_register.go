@@ -17,11 +17,14 @@ func newImageRegisterCommand(e *env) *cobra.Command {
 		opts  waitOptions
 	)
 	cmd := &cobra.Command{
-		Use:   "register NAME --disk FILE[,format=qcow2|raw|vmdk|vhdx][,device=/dev/vda]... [--wait [--timeout DURATION]]",
+		Use:   "register NAME --disk FILE[,format=qcow2|raw|vmdk|vhdx][,device=/dev/vda][,force-raw]... [--wait [--timeout DURATION]]",
 		Short: "Register an image from disk files (and optionally a kernel and initrd)",
 		Long: `Register an image from disk files. Each disk is checked (its format is the one
 given, qcow2 by default, never guessed), converted to a qcow2 layer and stored once
-however often it is registered. The image is pending until that is done; --wait
+however often it is registered. A disk whose first bytes are another format's header
+than the one given (a qcow2 file given as raw, say) is refused with the format it looks
+like; force-raw takes a disk given as raw as raw all the same (a raw disk that holds
+such a header by design). The image is pending until its layers are stored; --wait
 waits for it to be available.
 
 ` + waitTimeoutMeans,
@@ -71,7 +74,7 @@ waits for it to be available.
 		},
 	}
 	f := cmd.Flags()
-	f.StringArrayVar(&disks, "disk", nil, "disk FILE[,format=qcow2|raw|vmdk|vhdx][,device=/dev/vdX] (repeatable; the first is the root device)")
+	f.StringArrayVar(&disks, "disk", nil, "disk FILE[,format=qcow2|raw|vmdk|vhdx][,device=/dev/vdX][,force-raw] (repeatable; the first is the root device)")
 	f.StringVar(&req.Kernel, "kernel", "", "kernel FILE to boot directly")
 	f.StringVar(&req.Initrd, "initrd", "", "initrd FILE for the kernel")
 	f.StringVar(&req.Cmdline, "cmdline", "", "kernel command line")

@@ -37,12 +37,8 @@ func newImageTagCommand(e *env) *cobra.Command {
 // confirmImage says in one line what a command did to an image (-q: its id; -o json:
 // the image as it is now).
 func confirmImage(e *env, im api.Image, did string) error {
-	switch {
-	case e.quiet:
-		_, err := fmt.Fprintln(e.stdout, im.ID)
-		return err
-	case e.output == "json":
-		return printJSON(e.stdout, im)
+	if e.quiet || e.output == "json" {
+		return printImage(e, im)
 	}
 	_, err := fmt.Fprintf(e.stdout, "%s (%s): %s\n", im.ID, clean(im.Name), clean(did))
 	return err

@@ -65,6 +65,36 @@ func (e *env) client() *client.Client { return client.New(e.socket) }
 // run runs kiln with args and returns its exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	e := &env{stdout: stdout, stderr: stderr}
+	root := newRootCommand(e)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetArgs(args)
+
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return 0
+	}
+	var ue usageError
+	if errors.As(err, &ue) || isCobraUsage(err) {
+		fmt.Fprintf(stderr, "kiln: %v\nRun '%s --help' for usage.\n", err, cmd.CommandPath())
+		return 2
+	}
+	var xe exitError
+	if errors.As(err, &xe) {
+		printExit(stderr, xe)
+		return xe.code
+	}
+	if in, ok := interruptedBy(ctx); ok {
+		fmt.Fprintf(stderr, "kiln: %v\n", in)
+		return in.exitCode()
+	}
+	reportError(stderr, err)
+	return 1
+}
+
+// newRootCommand is kiln's command tree, its commands bound to e. run executes it;
+// the command reference (docs/cli.md, reference_test.go) is made from it.
+func newRootCommand(e *env) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "kiln",
 		Short:         "kiln: machine images and instances on this machine",
@@ -80,10 +110,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return nil
 		},
 	}
-	root.SetOut(stdout)
-	root.SetErr(stderr)
-	root.SetArgs(args)
 	root.PersistentFlags().StringVar(&e.socket, "socket", client.DefaultSocket(), "kilnd's socket (or $KILN_SOCKET)")
+	// The default depends on who runs kiln and where: the reference says so in words.
+	_ = root.PersistentFlags().SetAnnotation("socket", docDefault,
+		[]string{"/run/kiln/kiln.sock for root, else $XDG_RUNTIME_DIR/kiln/kiln.sock"})
 	root.PersistentFlags().StringVarP(&e.output, "output", "o", "table", "output: table or json")
 	root.PersistentFlags().BoolVarP(&e.quiet, "quiet", "q", false, "print ids only, one a line")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
@@ -93,32 +123,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.AddCommand(newRegistryCommand(e))
 
 	addCompletions(e, root)
-
-	err := root.ExecuteContext(ctx)
-	if err == nil {
-		return 0
-	}
-	var ue usageError
-	if errors.As(err, &ue) || isCobraUsage(err) {
-		path := "kiln"
-		if ae := (argsError{}); errors.As(err, &ae) {
-			path = ae.path
-		}
-		fmt.Fprintf(stderr, "kiln: %v\nRun '%s --help' for usage.\n", err, path)
-		return 2
-	}
-	var xe exitError
-	if errors.As(err, &xe) {
-		printExit(stderr, xe)
-		return xe.code
-	}
-	if in, ok := interruptedBy(ctx); ok {
-		fmt.Fprintf(stderr, "kiln: %v\n", in)
-		return in.exitCode()
-	}
-	reportError(stderr, err)
-	return 1
+	return root
 }
+
+// docDefault is the annotation of a flag whose default depends on the environment
+// (the user, $KILN_SOCKET): the command reference shows its text instead of the value
+// at hand, so that docs/cli.md is the same wherever it is made.
+const docDefault = "kiln/doc-default"
 
 // reportError prints an error of the daemon's (its code, message and a hint) or any
 // other error to stderr.

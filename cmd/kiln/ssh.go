@@ -75,6 +75,8 @@ func (o *sshOptions) target(ctx context.Context, e *env, ref string) (sshTarget,
 	}
 	t := sshTarget{id: inst.ID, port: inst.SSHPort, user: o.user, identity: o.identity}
 	switch {
+	case inst.State == "terminated" || inst.State == "shutting-down":
+		return t, fmt.Errorf("instance %s is %s: run a new one (kiln run)", inst.ID, inst.State)
 	case inst.State != "running":
 		return t, fmt.Errorf("instance %s is %s: start it first (kiln start %s)", inst.ID, inst.State, ref)
 	case inst.SSHPort == 0:

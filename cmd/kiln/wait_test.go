@@ -230,6 +230,22 @@ func TestWaitEnds(t *testing.T) {
 			if err != nil || inst.State != "stopped" || !strings.HasSuffix(inst.StateReason, ": forced off after 30 s without a shutdown") {
 				t.Errorf("after a forced stop: state %q, reason %q, %v", inst.State, inst.StateReason, err)
 			}
+
+			// stop --force cuts short a stop under way: the grace ends at once.
+			if code, _, errOut := kiln(t, socket, "start", silent); code != 0 {
+				t.Fatalf("start again: exit %d: %s", code, errOut)
+			}
+			if code, _, errOut := kiln(t, socket, "stop", silent); code != 0 {
+				t.Fatalf("stop again: exit %d: %s", code, errOut)
+			}
+			start = time.Now()
+			if code, _, errOut := kiln(t, socket, "stop", silent, "--force", "--wait", "--timeout", "60s"); code != 0 {
+				t.Fatalf("stop --force of a stopping instance: exit %d: %s", code, errOut)
+			}
+			inst, err = c.Instance(ctx, silent)
+			if took := time.Since(start); err != nil || inst.State != "stopped" || !strings.HasSuffix(inst.StateReason, ": forced off when asked (--force)") || took > api.StopGrace-5*time.Second {
+				t.Errorf("stop --force during a stop: after %s, state %q, reason %q, %v; want stopped at once, forced off when asked", took, inst.State, inst.StateReason, err)
+			}
 		})
 		t.Run("create image", func(t *testing.T) {
 			t.Parallel()

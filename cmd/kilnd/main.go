@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -12,7 +11,6 @@ import (
 	"github.com/containerd/log"
 
 	"kiln/daemon"
-	"kiln/daemon/client"
 	"kiln/systemd"
 )
 
@@ -20,45 +18,12 @@ import (
 var version = "dev"
 
 func main() {
-	cfg := daemon.Config{Version: version}
-	fs := flag.NewFlagSet("kilnd", flag.ContinueOnError)
-	fs.StringVar(&cfg.Root, "root", defaultRoot(), "the store's directory")
-	fs.StringVar(&cfg.Socket, "socket", client.DefaultSocket(), "the API socket")
-	fs.StringVar(&cfg.SettingsFile, "config", defaultSettings(), "settings file (JSON, re-read on SIGHUP); a missing one means the defaults")
-	fs.StringVar(&cfg.Accelerator, "accel", "", "accelerator: auto (KVM when a probe guest runs under it, else TCG), kvm or tcg; default the settings file's, else auto")
-	level := fs.String("log-level", "info", "log level: debug, info, warn or error (wins over the settings file)")
-	format := fs.String("log-format", "text", "log format: text or json (under systemd: the journal)")
-	if err := fs.Parse(os.Args[1:]); err != nil {
-		os.Exit(2)
+	cfg, logs, code := parseArgs(os.Args[1:], os.Stdout, os.Stderr)
+	if code >= 0 {
+		os.Exit(code)
 	}
-	fs.Visit(func(f *flag.Flag) { cfg.LogLevelFixed = cfg.LogLevelFixed || f.Name == "log-level" })
-	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "kilnd: unexpected argument %q\n", fs.Arg(0))
-		os.Exit(2)
-	}
-	switch cfg.Accelerator {
-	case "", "auto", "kvm", "tcg":
-	default:
-		fmt.Fprintf(os.Stderr, "kilnd: --accel %q: want auto, kvm or tcg\n", cfg.Accelerator)
-		os.Exit(2)
-	}
-	if err := log.SetLevel(*level); err != nil {
-		fmt.Fprintf(os.Stderr, "kilnd: --log-level %q: want debug, info, warn or error\n", *level)
-		os.Exit(2)
-	}
-	switch *format {
-	case "text":
-		_ = log.SetFormat(log.TextFormat)
-	case "json":
-		_ = log.SetFormat(log.JSONFormat)
-	default:
-		fmt.Fprintf(os.Stderr, "kilnd: --log-format %q: want text or json\n", *format)
-		os.Exit(2)
-	}
+	setUpLog(logs)
 
-	if systemd.UnderJournal() {
-		systemd.LogToJournal(log.L.Logger, "kilnd")
-	}
 	ln, err := systemd.Listener(systemd.SocketName)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "kilnd: %v\n", err)

@@ -114,6 +114,10 @@ type Disk struct {
 	Name       string `json:"name,omitempty"`       // the caller's name for it: the client opens it; kilnd shows it in messages
 	Format     string `json:"format"`               // qcow2, raw, vmdk or vhdx
 	DeviceName string `json:"deviceName,omitempty"` // default: /dev/vda, /dev/vdb, ...
+	// ForceRaw takes a raw disk as raw even when its bytes hold another format's header
+	// (a qcow2's, a VMDK's, ...), which is otherwise refused as a disk of another
+	// format than given. Format raw only.
+	ForceRaw bool `json:"forceRaw,omitempty"`
 }
 
 // RegisterImageRequest is POST /v1/images. The answer is the image, pending; it

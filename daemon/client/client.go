@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"kiln/daemon/api"
 )
@@ -196,16 +197,22 @@ func (c *Client) RegisterImage(ctx context.Context, req api.RegisterImageRequest
 // ErrImageFailed is returned by WaitImage when the image ends failed.
 var ErrImageFailed = errors.New("image failed")
 
+// ProgressInterval is how often WaitImage asks how far an image has come when it has a
+// progress function to call: four times a second, as often as a progress bar redraws.
+const ProgressInterval = 250 * time.Millisecond
+
 // WaitImage waits until the image leaves pending (the daemon answers as soon as it
-// does), calling progress (when not nil) after each answer, at least once a second. A failed image returns
-// ErrImageFailed with the reason.
+// does), calling progress (when not nil) after each answer, every ProgressInterval
+// while the image is pending and once with the image as it ended. A failed image
+// returns ErrImageFailed with the reason.
 func (c *Client) WaitImage(ctx context.Context, id string, progress func(api.Image)) (api.Image, error) {
 	for {
 		var im api.Image
 		wait := "30s"
 		if progress != nil {
-			wait = "1s"
+			wait = ProgressInterval.String()
 		}
+		asked := time.Now()
 		err := c.do(ctx, http.MethodGet, "/images/"+url.PathEscape(id), url.Values{"wait": {wait}}, nil, &im)
 		if err != nil {
 			return im, err
@@ -219,8 +226,14 @@ func (c *Client) WaitImage(ctx context.Context, id string, progress func(api.Ima
 		case "failed":
 			return im, fmt.Errorf("%w: %s: %s", ErrImageFailed, im.ID, im.StateReason)
 		}
-		if err := ctx.Err(); err != nil {
-			return im, err
+		// A kilnd that answers at once while the image is pending (it makes the image no
+		// more: it restarted) is asked again no sooner than ProgressInterval.
+		t := time.NewTimer(ProgressInterval - time.Since(asked))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return im, ctx.Err()
+		case <-t.C:
 		}
 	}
 }
@@ -228,13 +241,17 @@ func (c *Client) WaitImage(ctx context.Context, id string, progress func(api.Ima
 // DeregisterImage deregisters the image: it can no longer be launched; its content is
 // collected by the next GC when nothing else uses it.
 func (c *Client) DeregisterImage(ctx context.Context, ref string) (string, error) {
-	return c.delete(ctx, "/images/"+url.PathEscape(ref))
+	return c.delete(ctx, "/images/"+url.PathEscape(ref), ref)
 }
 
-// delete deletes what path names and returns its id.
-func (c *Client) delete(ctx context.Context, path string) (string, error) {
+// delete deletes what ref names at path and returns its id (ref itself from a kilnd
+// older than that answer, which says nothing).
+func (c *Client) delete(ctx context.Context, path, ref string) (string, error) {
 	var d api.Deleted
 	err := c.do(ctx, http.MethodDelete, path, nil, nil, &d)
+	if errors.Is(err, io.EOF) {
+		return ref, nil
+	}
 	return d.ID, err
 }
 
@@ -320,7 +337,7 @@ func (c *Client) Snapshot(ctx context.Context, id string) (api.Snapshot, error) 
 
 // DeleteSnapshot deletes a snapshot no image uses.
 func (c *Client) DeleteSnapshot(ctx context.Context, id string) (string, error) {
-	return c.delete(ctx, "/snapshots/"+url.PathEscape(id))
+	return c.delete(ctx, "/snapshots/"+url.PathEscape(id), id)
 }
 
 // CreateVolume makes a standalone volume: blank, or from a snapshot.
@@ -346,7 +363,7 @@ func (c *Client) Volume(ctx context.Context, id string) (api.Volume, error) {
 
 // DeleteVolume deletes a volume that is not attached.
 func (c *Client) DeleteVolume(ctx context.Context, id string) (string, error) {
-	return c.delete(ctx, "/volumes/"+url.PathEscape(id))
+	return c.delete(ctx, "/volumes/"+url.PathEscape(id), id)
 }
 
 // AttachVolume attaches a volume to an instance (hot-plugged when it runs).
@@ -387,5 +404,5 @@ func (c *Client) KeyPair(ctx context.Context, ref string) (api.KeyPair, error) {
 
 // DeleteKeyPair removes a key pair.
 func (c *Client) DeleteKeyPair(ctx context.Context, ref string) (string, error) {
-	return c.delete(ctx, "/key-pairs/"+url.PathEscape(ref))
+	return c.delete(ctx, "/key-pairs/"+url.PathEscape(ref), ref)
 }

@@ -1,11 +1,11 @@
 package imaging
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -154,31 +154,10 @@ func (x *Images) Lookup(c peer.Caller, ref string) (*images.Image, error) {
 		}
 	}
 	visible := x.store.Images(func(im *images.Image) bool { return x.Visible(c, im) })
-	slices.SortStableFunc(visible, func(a, b *images.Image) int { return cmp.Compare(ownFirst(a, c), ownFirst(b, c)) })
-	refs := make([]ids.Ref, len(visible))
-	others := 0
-	for i, im := range visible {
-		refs[i] = ids.Ref{ID: im.ID, Name: im.Name}
-		if im.Name == ref && im.OwnerID != c.User {
-			others++
-		}
-	}
-	if others > 1 && !slices.ContainsFunc(visible, func(im *images.Image) bool { return im.Name == ref && im.OwnerID == c.User }) {
-		return nil, fmt.Errorf("image name %q is used by %d owners; use the image id: %w", ref, others, errdefs.ErrInvalidArgument)
-	}
-	i, err := ids.Find("image", images.ImagePrefix, ref, refs)
-	if err != nil {
-		return nil, err
-	}
-	return visible[i], nil
-}
-
-// ownFirst orders the caller's own images before others'.
-func ownFirst(im *images.Image, c peer.Caller) int {
-	if im.OwnerID == c.User {
-		return 0
-	}
-	return 1
+	slices.SortFunc(visible, func(a, b *images.Image) int { return strings.Compare(a.ID, b.ID) })
+	return ids.Pick("image", images.ImagePrefix, ref, c.User, visible, func(im *images.Image) ids.Ref {
+		return ids.Ref{ID: im.ID, Name: im.Name, Owner: im.OwnerID}
+	})
 }
 
 // Inspect is View with the images other users copied from im and still have, for its
@@ -239,7 +218,7 @@ func (x *Images) RegisterRequest(ctx context.Context, c peer.Caller, req api.Reg
 		if err != nil {
 			return breq, err
 		}
-		breq.Disks = append(breq.Disks, builder.Disk{Source: volumes.Source{File: f, Name: name, Format: d.Format}, DeviceName: d.DeviceName})
+		breq.Disks = append(breq.Disks, builder.Disk{Source: volumes.Source{File: f, Name: name, Format: d.Format, ForceRaw: d.ForceRaw}, DeviceName: d.DeviceName})
 	}
 	for _, bf := range []struct {
 		what string

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/log"
@@ -40,6 +41,9 @@ type Instance struct {
 	rec      record.Instance
 	machine  *hypervisor.Machine
 	guestOff bool // QEMU said the guest shut itself down
+	// hurried is set by a forced stop or terminate that finds the instance already
+	// stopping or shutting down: the grace its guest has is cut short.
+	hurried atomic.Bool
 }
 
 // Placer puts an instance's QEMU where the host keeps its processes: a systemd scope,
@@ -134,11 +138,25 @@ func (m *Manager) set(inst *Instance, change func(r *record.Instance)) error {
 		return err
 	}
 	if rec.State != inst.rec.State {
-		log.L.WithField("instance", rec.ID).WithField("reason", rec.StateReason).Infof("instance %s → %s", inst.rec.State, rec.State)
+		logTransition(log.L, rec.ID, inst.rec.State, rec.State, rec.StateReason)
 	}
 	inst.rec = rec
 	m.all[rec.ID] = inst
 	return nil
+}
+
+// logTransition logs an instance's change of state as "instance STATE", with the
+// state it left (from) and the reason when there are: an instance's first state has
+// none before it, and most changes have no reason.
+func logTransition(l *log.Entry, id, from, to, reason string) {
+	l = l.WithField("instance", id)
+	if from != "" {
+		l = l.WithField("from", from)
+	}
+	if reason != "" {
+		l = l.WithField("reason", reason)
+	}
+	l.Info("instance " + to)
 }
 
 // Roots lists every blob instances need, for GC: the layers under each volume, and the
@@ -163,12 +181,16 @@ func (m *Manager) Record(inst *Instance) record.Instance {
 	return inst.rec
 }
 
-// Get finds the instance ref names among those the caller may see: an i- id, a name, or
-// the start of one id (i-0d2b). A terminated instance is found for as long as List shows
-// it; a name goes to the live instance that has it, else to the one last terminated.
-func (m *Manager) Get(ref string, visible func(owner string) bool) (*Instance, error) {
+// Get finds the instance ref names among those the caller me may see: an i- id, a name
+// (the caller's own instance of that name first), or the start of one id (i-0d2b). A
+// terminated instance is found for as long as List shows it; a name goes to the live
+// instance that has it, else to the one last terminated.
+func (m *Manager) Get(ref, me string, visible func(owner string) bool) (*Instance, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if inst, ok := m.all[ref]; ok && visible(inst.rec.OwnerID) && !forgotten(inst.rec) {
+		return inst, nil
+	}
 	var found []*Instance
 	for _, inst := range m.all {
 		if visible(inst.rec.OwnerID) && !forgotten(inst.rec) {
@@ -178,15 +200,9 @@ func (m *Manager) Get(ref string, visible func(owner string) bool) (*Instance, e
 	slices.SortFunc(found, func(a, b *Instance) int { // live first, then the last terminated
 		return cmp.Or(cmp.Compare(liveFirst(a.rec), liveFirst(b.rec)), b.rec.TerminatedAt.Compare(a.rec.TerminatedAt), strings.Compare(a.rec.ID, b.rec.ID))
 	})
-	refs := make([]ids.Ref, len(found))
-	for i, inst := range found {
-		refs[i] = ids.Ref{ID: inst.rec.ID, Name: inst.rec.Name}
-	}
-	i, err := ids.Find("instance", record.InstancePrefix, ref, refs)
-	if err != nil {
-		return nil, err
-	}
-	return found[i], nil
+	return ids.Pick("instance", record.InstancePrefix, ref, me, found, func(inst *Instance) ids.Ref {
+		return ids.Ref{ID: inst.rec.ID, Name: inst.rec.Name, Owner: inst.rec.OwnerID}
+	})
 }
 
 func liveFirst(r record.Instance) int {

@@ -396,6 +396,9 @@ func (m *Manager) releaseUser(slot uint32) {
 // operation. force skips the guest's clean shutdown. Stopping a stopped instance does
 // nothing.
 func (m *Manager) Stop(inst *Instance, by string, force bool) error {
+	if force && m.hurry(inst, record.StateStopping) {
+		return nil // already, and now without the grace
+	}
 	inst.op.Lock()
 	defer inst.op.Unlock()
 	switch {
@@ -440,6 +443,7 @@ var forcedOff = fmt.Sprintf("forced off after %d s without a shutdown", int(stop
 // guest's failure, or "" for a clean shutdown or a stop that was forced from the start.
 // The caller holds inst.op.
 func (m *Manager) halt(inst *Instance, force bool) (note string) {
+	defer inst.hurried.Store(false) // a forced request that came meanwhile is answered
 	mach := inst.machine
 	if mach == nil {
 		return ""
@@ -465,16 +469,28 @@ func (m *Manager) halt(inst *Instance, force bool) (note string) {
 			l.WithError(err).Error("record when the instance is forced off")
 		}
 		t := time.NewTimer(stopGrace)
-		select {
-		case <-mach.Exited():
-		case <-mach.Failed():
-			note = mach.Failure()
-		case <-t.C:
-			note = forcedOff
-			l.WithField("how", how).Warn("the guest did not shut down; forcing it off")
-		case <-ctx.Done():
+		hurry := time.NewTicker(250 * time.Millisecond)
+	wait:
+		for {
+			select {
+			case <-mach.Exited():
+			case <-mach.Failed():
+				note = mach.Failure()
+			case <-t.C:
+				note = forcedOff
+				l.WithField("how", how).Warn("the guest did not shut down; forcing it off")
+			case <-hurry.C:
+				if !inst.hurried.Load() {
+					continue
+				}
+				note = "forced off when asked (--force)"
+				l.Info("forced off when asked")
+			case <-ctx.Done():
+			}
+			break wait
 		}
 		t.Stop()
+		hurry.Stop()
 		if err := m.set(inst, func(r *record.Instance) { r.ForceOffAt = time.Time{} }); err != nil {
 			l.WithError(err).Error("record when the instance is forced off")
 		}
@@ -571,6 +587,12 @@ func (m *Manager) Reboot(inst *Instance) error {
 // Terminate begins a termination: shutting-down at once, then (as an operation) the
 // machine stops and the volumes deleted on termination go.
 func (m *Manager) Terminate(inst *Instance, by string, force bool) error {
+	if force && m.hurry(inst, record.StateShuttingDown) {
+		return nil // already, and now without the grace
+	}
+	if force {
+		m.hurry(inst, record.StateStopping) // then it is terminated, below
+	}
 	inst.op.Lock()
 	defer inst.op.Unlock()
 	if inst.rec.State == record.StateTerminated || inst.rec.State == record.StateShuttingDown {
@@ -581,6 +603,19 @@ func (m *Manager) Terminate(inst *Instance, by string, force bool) error {
 	}
 	m.haltAndTerminate(inst, force)
 	return nil
+}
+
+// hurry cuts short the grace of an instance in state (stopping or shutting down: a
+// forced request meets a graceful one under way), without waiting for that operation,
+// and reports whether it was in it.
+func (m *Manager) hurry(inst *Instance, state string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if inst.rec.State != state {
+		return false
+	}
+	inst.hurried.Store(true)
+	return true
 }
 
 // haltAndTerminate stops a shutting-down instance's QEMU as an operation and finishes

@@ -173,18 +173,13 @@ func (s *Set) Get(ref, owner string, visible func(owner string) bool) (record.Ke
 		}
 	}
 	slices.SortFunc(found, func(a, b record.KeyPair) int { return strings.Compare(a.ID, b.ID) })
-	refs := make([]ids.Ref, len(found))
-	for i, kp := range found {
-		refs[i] = ids.Ref{ID: kp.ID}
-		if kp.OwnerID == owner {
-			refs[i].Name = kp.Name
+	return ids.Pick("key pair", Prefix, ref, owner, found, func(kp record.KeyPair) ids.Ref {
+		r := ids.Ref{ID: kp.ID, Owner: kp.OwnerID}
+		if kp.OwnerID == owner { // names are each owner's own
+			r.Name = kp.Name
 		}
-	}
-	i, err := ids.Find("key pair", Prefix, ref, refs)
-	if err != nil {
-		return record.KeyPair{}, err
-	}
-	return found[i], nil
+		return r
+	})
 }
 
 // List are the key pairs the caller may see, by name.

@@ -140,16 +140,13 @@ func (s *Set) Resolve(ref string, visible func(owner string) bool) (string, erro
 	var refs []ids.Ref
 	for _, v := range s.all {
 		if visible(v.OwnerID) {
-			refs = append(refs, ids.Ref{ID: v.ID})
+			refs = append(refs, ids.Ref{ID: v.ID, Owner: v.OwnerID})
 		}
 	}
 	s.mu.Unlock()
 	slices.SortFunc(refs, func(a, b ids.Ref) int { return strings.Compare(a.ID, b.ID) })
-	i, err := ids.Find("volume", record.VolumePrefix, ref, refs)
-	if err != nil {
-		return "", err
-	}
-	return refs[i].ID, nil
+	r, err := ids.Pick("volume", record.VolumePrefix, ref, "", refs, func(r ids.Ref) ids.Ref { return r })
+	return r.ID, err
 }
 
 // List lists the volumes the caller may see, by id.

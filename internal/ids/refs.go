@@ -12,19 +12,52 @@ import (
 // match by chance as soon as a few resources exist.
 const minPrefixDigits = 4
 
-// Ref is what a reference may name: a resource's id and its name, if any.
-type Ref struct{ ID, Name string }
+// Ref is what a reference may name: a resource's id, its name if it has one, and its
+// owner.
+type Ref struct{ ID, Name, Owner string }
 
-// Find returns the index in refs of the resource that ref names: the one with that id,
-// else the first with that name (the caller puts first those a name should prefer),
-// else the one whose id ref begins (ByPrefix). A ref naming none is NotFound, with the
-// names close to it; a prefix of several ids is Ambiguous.
-func Find(kind, prefix, ref string, refs []Ref) (int, error) {
+// Pick returns the one of items that ref names for the caller me (see Find); refOf gives
+// each item's Ref. Items are those the caller may see, those a name should prefer first.
+func Pick[T any](kind, prefix, ref, me string, items []T, refOf func(T) Ref) (T, error) {
+	refs := make([]Ref, len(items))
+	for i, it := range items {
+		refs[i] = refOf(it)
+	}
+	i, err := Find(kind, prefix, ref, me, refs)
+	if err != nil {
+		var none T
+		return none, err
+	}
+	return items[i], nil
+}
+
+// Find returns the index in refs of the resource that ref names for the caller me: the
+// one with that id; else one with that name, the first of the caller's own, else the
+// first of another owner's (a name several other owners use is ambiguous); else the one
+// whose id ref begins (ByPrefix). A ref naming none is NotFound, with the names close to
+// it; a prefix of several ids is Ambiguous.
+func Find(kind, prefix, ref, me string, refs []Ref) (int, error) {
 	if i := slices.IndexFunc(refs, func(r Ref) bool { return r.ID == ref }); i >= 0 {
 		return i, nil
 	}
-	if i := slices.IndexFunc(refs, func(r Ref) bool { return r.Name != "" && r.Name == ref }); i >= 0 {
-		return i, nil
+	first, owners := -1, map[string]bool{}
+	for i, r := range refs {
+		if r.Name == "" || r.Name != ref {
+			continue
+		}
+		if r.Owner == me {
+			return i, nil
+		}
+		if first < 0 {
+			first = i
+		}
+		owners[r.Owner] = true
+	}
+	switch {
+	case len(owners) > 1:
+		return -1, fmt.Errorf("%s name %q is used by %d owners; use the %s id: %w", kind, Clip(ref), len(owners), kind, errdefs.ErrInvalidArgument)
+	case first >= 0:
+		return first, nil
 	}
 	switch m := ByPrefix(prefix, ref, refs); len(m) {
 	case 0:
@@ -132,7 +165,7 @@ func NotFound(kind, ref string, refs []Ref) error {
 	}
 	msg := fmt.Sprintf("%s %q: no %s has that id or name", kind, Clip(ref), kind)
 	if near := Suggest(ref, names); len(near) > 0 {
-		msg += fmt.Sprintf(" (did you mean %s?)", quoteAll(near, " or "))
+		msg += fmt.Sprintf(" (did you mean %s?)", QuoteAll(near, " or "))
 	}
 	return fmt.Errorf("%s: %w", msg, errdefs.ErrNotFound)
 }
@@ -151,7 +184,8 @@ func Ambiguous(kind, ref string, matches []Ref) error {
 		kind, ref, len(matches), strings.Join(idsOf, ", "), errdefs.ErrInvalidArgument)
 }
 
-func quoteAll(ss []string, sep string) string {
+// QuoteAll quotes each string and joins them with sep.
+func QuoteAll(ss []string, sep string) string {
 	q := make([]string, len(ss))
 	for i, s := range ss {
 		q[i] = fmt.Sprintf("%q", s)

@@ -10,10 +10,14 @@ import (
 
 func TestFind(t *testing.T) {
 	refs := []Ref{
-		{ID: "ami-c0b7a1d2e3f405162", Name: "web"},
-		{ID: "ami-c0b7ffd2e3f405162", Name: "kiln-guest"},
-		{ID: "ami-0123456789abcdef0", Name: "ami-c0b7a1"}, // a name that looks like a prefix
-		{ID: "ami-00000000000000001", Name: "web"},        // a second "web": the first wins
+		{ID: "ami-c0b7a1d2e3f405162", Name: "web", Owner: "bob"},
+		{ID: "ami-c0b7ffd2e3f405162", Name: "kiln-guest", Owner: "alice"},
+		{ID: "ami-0123456789abcdef0", Name: "ami-c0b7a1", Owner: "alice"}, // a name that looks like a prefix
+		{ID: "ami-00000000000000001", Name: "web", Owner: "alice"},        // alice's own "web" wins over bob's
+		{ID: "ami-00000000000000002", Name: "shared", Owner: "bob"},
+		{ID: "ami-00000000000000003", Name: "shared", Owner: "carol"}, // two others': ambiguous
+		{ID: "ami-00000000000000004", Name: "bobs", Owner: "bob"},
+		{ID: "ami-00000000000000005", Name: "bobs", Owner: "bob"}, // one other owner's twice: the first
 	}
 	for _, c := range []struct {
 		ref  string
@@ -22,7 +26,9 @@ func TestFind(t *testing.T) {
 		text string
 	}{
 		{ref: "ami-c0b7ffd2e3f405162", want: 1},
-		{ref: "web", want: 0},
+		{ref: "web", want: 3},
+		{ref: "bobs", want: 6},
+		{ref: "shared", want: -1, err: errdefs.IsInvalidArgument, text: "used by 2 owners"},
 		{ref: "ami-c0b7a1", want: 2}, // the name wins over the prefix
 		{ref: "ami-c0b7ff", want: 1},
 		{ref: "ami-0123", want: 2},
@@ -33,7 +39,7 @@ func TestFind(t *testing.T) {
 		{ref: "wbe", want: -1, err: errdefs.IsNotFound, text: `did you mean "web"?`},
 		{ref: "nothing-like-it", want: -1, err: errdefs.IsNotFound, text: `image "nothing-like-it": no image has that id or name`},
 	} {
-		i, err := Find("image", "ami-", c.ref, refs)
+		i, err := Find("image", "ami-", c.ref, "alice", refs)
 		switch {
 		case c.err == nil && (err != nil || i != c.want):
 			t.Errorf("Find(%q) = %d, %v; want %d", c.ref, i, err, c.want)
