@@ -58,4 +58,3 @@ KubeVirt (and any OCI tool) can use; kiln image pull does not take it back.`,
 	f.add(cmd, time.Hour)
 	return cmd
 }
-
