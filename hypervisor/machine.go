@@ -16,10 +16,10 @@ import (
 const (
 	ConsoleFile   = "console.log"  // the serial console's log; QEMU appends to it
 	ConsoleSocket = "console.sock" // the serial console itself; kilnd listens, QEMU accepts
-	QMPSocket   = "qmp.sock"    // QMP; kilnd listens on it and QEMU accepts on that socket
-	AgentSocket = "agent.sock"  // the guest agent's channel; kilnd listens, QEMU accepts
-	PIDFile     = "qemu.pid"    // written by kilnd once QEMU is started
-	LogFile     = "qemu.log"    // QEMU's own stdout and stderr
+	QMPSocket     = "qmp.sock"     // QMP; kilnd listens on it and QEMU accepts on that socket
+	AgentSocket   = "agent.sock"   // the guest agent's channel; kilnd listens, QEMU accepts
+	PIDFile       = "qemu.pid"     // written by kilnd once QEMU is started
+	LogFile       = "qemu.log"     // QEMU's own stdout and stderr
 )
 
 // Disk is one virtio-blk disk of a machine, given as its whole chain of open files so
