@@ -183,3 +183,44 @@ func TestRelay(t *testing.T) {
 		t.Fatal("the relay did not end when the client detached")
 	}
 }
+
+// TestRelayDetachDrains: a client that sends a line and detaches at once still has all
+// of it reach the guest's side, which sees the end of input only after it (a half-close,
+// not a close: QEMU drops what it has not read when the connection closes), and can
+// still write (its output is read on) until it closes its side.
+func TestRelayDetachDrains(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "c.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	guestEnd, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qemu, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qemu.Close()
+	client, clientEnd := net.Pipe()
+	done := make(chan struct{})
+	go func() { Relay(t.Context(), guestEnd, clientEnd); close(done) }()
+	client.Write([]byte("poweroff\n"))
+	client.Close()
+	qemu.SetDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(qemu) // to the end of input
+	if string(got) != "poweroff\n" || err != nil {
+		t.Fatalf("the guest's side read %q, %v; want the line, then the end", got, err)
+	}
+	if _, err := qemu.Write([]byte("bye\r\n")); err != nil {
+		t.Errorf("the guest's side cannot write after the client detached (closed, not half-closed): %v", err)
+	}
+	qemu.Close()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the relay did not end once the guest's side closed")
+	}
+}
