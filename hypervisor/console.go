@@ -60,3 +60,12 @@ func (c *consoleConn) Close() error {
 	c.once.Do(c.release)
 	return err
 }
+
+// CloseWrite ends what is sent to the guest and leaves its output to be read: QEMU reads
+// what was sent, then the end, and closes its side.
+func (c *consoleConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}

@@ -28,7 +28,9 @@ func attach(t *testing.T, socket, ref string) *attachment {
 	a := &attachment{stdin: pw, stdout: &kilntest.LockedBuffer{}, stderr: &kilntest.LockedBuffer{}, exit: make(chan int, 1)}
 	ctx, cancel := context.WithTimeout(context.Background(), cliDeadline)
 	t.Cleanup(func() { pw.Close(); cancel() })
-	go func() { a.exit <- runWith(ctx, []string{"--socket", socket, "console", ref, "--attach"}, pr, a.stdout, a.stderr) }()
+	go func() {
+		a.exit <- runWith(ctx, []string{"--socket", socket, "console", ref, "--attach"}, pr, a.stdout, a.stderr)
+	}()
 	return a
 }
 
@@ -144,7 +146,9 @@ func TestCLIConsole(t *testing.T) {
 	a.stdin.Write([]byte("echo KILN-$((6*7))-ATTACHED\n"))
 	kilntest.Poll(t, kilntest.GuestDeadline, "the guest's answer through the attached console", func() bool {
 		return strings.Contains(a.stdout.String(), "KILN-42-ATTACHED")
-	}, func() string { return "stdout " + a.stdout.String() + "\nstderr " + a.stderr.String() + "\n" + evidence() })
+	}, func() string {
+		return "stdout " + a.stdout.String() + "\nstderr " + a.stderr.String() + "\n" + evidence()
+	})
 	if want := "Connected to " + id + " (escape character is ^])\n"; !strings.HasPrefix(a.stderr.String(), want) {
 		t.Errorf("attach's stderr %q, want it to begin %q", a.stderr.String(), want)
 	}
@@ -209,7 +213,9 @@ func TestCLIConsole(t *testing.T) {
 	a.stdin.Write([]byte("echo KILN-$((8*8))-AFTER-RESTART\n"))
 	kilntest.Poll(t, kilntest.GuestDeadline, "the guest's answer through a console attached after kilnd restarted", func() bool {
 		return strings.Contains(a.stdout.String(), "KILN-64-AFTER-RESTART")
-	}, func() string { return "stdout " + a.stdout.String() + "\nstderr " + a.stderr.String() + "\n" + k.Evidence(id) })
+	}, func() string {
+		return "stdout " + a.stdout.String() + "\nstderr " + a.stderr.String() + "\n" + k.Evidence(id)
+	})
 	a.stdin.Close()
 	if code := a.ended(t, evidence); code != 0 || !strings.Contains(a.stderr.String(), "Detached from "+id) {
 		t.Errorf("detach by the end of input: exit %d, stderr %q", code, a.stderr.String())
