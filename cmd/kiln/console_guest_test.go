@@ -177,9 +177,19 @@ func TestCLIConsole(t *testing.T) {
 		t.Errorf("what followed the escape byte reached the guest:\n%s", kilntest.Tail(c, 10))
 	}
 
-	// Stopped: attach refused; --follow ended with the stop.
+	// Stopped: a client attached meanwhile is told the console closed; attach refused;
+	// --follow ended with the stop.
+	a = attach(t, socket, id)
+	kilntest.Poll(t, 30*time.Second, "a client attached before the stop", func() bool {
+		return strings.Contains(a.stderr.String(), "Connected to "+id)
+	}, func() string { return a.stderr.String() + "\n" + evidence() })
 	if code, _, errOut = kiln(t, socket, "stop", id, "--wait"); code != 0 {
 		t.Fatalf("stop: %s", errOut)
+	}
+	if code := a.ended(t, evidence); code != 0 || !strings.Contains(a.stderr.String(), "The console of "+id+" closed") ||
+		!strings.Contains(a.stdout.String(), "KILN-GUEST poweroff") {
+		t.Errorf("attached across the stop: exit %d, stderr %q, stdout %q; want the guest's power-off lines, then a word that the console closed",
+			code, a.stderr.String(), kilntest.Tail(a.stdout.String(), 5))
 	}
 	select {
 	case code := <-followExit:
