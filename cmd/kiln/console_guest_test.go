@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"kiln/daemon/api"
 	"kiln/internal/kilntest"
 )
@@ -229,6 +231,41 @@ func TestCLIConsole(t *testing.T) {
 	a.stdin.Close()
 	if code := a.ended(t, evidence); code != 0 || !strings.Contains(a.stderr.String(), "Detached from "+id) {
 		t.Errorf("detach by the end of input: exit %d, stderr %q", code, a.stderr.String())
+	}
+
+	// On a terminal: raw while attached (the line typed goes as typed, \r and all;
+	// Ctrl-C would reach the guest), Ctrl-] typed detaches, the terminal is as it was.
+	leader, tty := openPTY(t)
+	before, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ttyOut, ttyErr kilntest.LockedBuffer
+	ttyExit := make(chan int, 1)
+	go func() {
+		ttyExit <- runWith(context.Background(), []string{"--socket", socket, "console", id, "--attach"}, tty, &ttyOut, &ttyErr)
+	}()
+	kilntest.Poll(t, 30*time.Second, "a client attached on a terminal", func() bool {
+		return strings.Contains(ttyErr.String(), "Connected to "+id)
+	}, func() string { return ttyErr.String() + "\n" + evidence() })
+	if raw, _ := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS); raw.Lflag&(unix.ECHO|unix.ICANON|unix.ISIG) != 0 {
+		t.Errorf("the terminal is not raw while attached (lflag %#x)", raw.Lflag)
+	}
+	leader.Write([]byte("echo KILN-$((9*9))-ON-A-TERMINAL\r"))
+	kilntest.Poll(t, kilntest.GuestDeadline, "the guest's answer to a line typed on a terminal", func() bool {
+		return strings.Contains(ttyOut.String(), "KILN-81-ON-A-TERMINAL")
+	}, func() string { return "stdout " + ttyOut.String() + "\nstderr " + ttyErr.String() + "\n" + evidence() })
+	leader.Write([]byte{0x1d})
+	select {
+	case code := <-ttyExit:
+		if code != 0 || !strings.Contains(ttyErr.String(), "\r\nDetached from "+id+"\r\n") {
+			t.Errorf("Ctrl-] on a terminal: exit %d, stderr %q", code, ttyErr.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("Ctrl-] typed on a terminal did not detach within a minute (stderr %q)", ttyErr.String())
+	}
+	if after, _ := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS); *after != *before {
+		t.Errorf("the terminal after a detach: %+v, want it as before %+v", *after, *before)
 	}
 
 	// kiln reboot: a reboot line, once, with boot 2's count.

@@ -227,19 +227,6 @@ func (m *Manager) prepare(ctx context.Context, inst *Instance, im *images.Image,
 func (m *Manager) startMachine(ctx context.Context, inst *Instance) error {
 	m.Vols.DropCaptured(inst.rec.ID)
 	m.clearPorts(inst)
-	// The console says where this boot begins (a line of kilnd's, before QEMU starts)
-	// and readiness counts from just past that line.
-	boot := inst.rec.Boots + 1
-	consoleStart, err := console.WriteBootLine(filepath.Join(m.layout.Dir(inst.rec.ID), hypervisor.ConsoleFile),
-		console.BootLine(boot, time.Now(), inst.rec.ID, false))
-	if err != nil {
-		return fmt.Errorf("instance %s: %w", inst.rec.ID, err)
-	}
-	// Recorded before QEMU starts: a kilnd killed in between reattaches to it (the
-	// record is pending) and counts its readiness from this boot's first line.
-	if err := m.set(inst, func(r *record.Instance) { r.ConsoleStart, r.Boots = consoleStart, boot }); err != nil {
-		return err
-	}
 	// An SSH port another process took while the instance was stopped (another kilnd's
 	// instance, say) is given up for a new one: that port is kilnd's to choose, and kiln
 	// ssh reads it from the record. A published port is the user's: its holder is named.
@@ -280,6 +267,19 @@ func (m *Manager) startMachine(ctx context.Context, inst *Instance) error {
 		if v := m.Vols.Get(mp.VolumeID); v != nil {
 			vols = append(vols, v)
 		}
+	}
+	// The console says where this boot begins (a line of kilnd's, written once nothing
+	// else can refuse the start) and readiness counts from just past that line.
+	boot := inst.rec.Boots + 1
+	consoleStart, err := console.WriteBootLine(filepath.Join(m.layout.Dir(inst.rec.ID), hypervisor.ConsoleFile),
+		console.BootLine(boot, time.Now(), inst.rec.ID, false))
+	if err != nil {
+		return fmt.Errorf("instance %s: %w", inst.rec.ID, err)
+	}
+	// Recorded before QEMU starts: a kilnd killed in between reattaches to it (the
+	// record is pending) and counts its readiness from this boot's first line.
+	if err := m.set(inst, func(r *record.Instance) { r.ConsoleStart, r.Boots = consoleStart, boot }); err != nil {
+		return err
 	}
 	spec, closeFiles, err := m.specs.Spec(inst.rec, vols)
 	if err != nil {
