@@ -587,7 +587,7 @@ func (m *Manager) Reboot(inst *Instance) error {
 	// (the firmware prints nothing on the serial port with a direct kernel boot). A
 	// reset the guest asks for itself is not marked (docs/decisions.md).
 	path := filepath.Join(m.layout.Dir(inst.rec.ID), hypervisor.ConsoleFile)
-	start, err := console.WriteBootLine(path, console.BootLine(inst.rec.Boots, time.Now(), inst.rec.ID, true))
+	start, err := console.WriteBootLine(path, console.BootLine(max(inst.rec.Boots, 1), time.Now(), inst.rec.ID, true))
 	if err != nil {
 		log.L.WithError(err).WithField("instance", inst.rec.ID).Warn("mark the reboot on the console")
 		if st, err := os.Stat(path); err == nil {
