@@ -284,6 +284,7 @@ func TestAccounts(t *testing.T) {
 		bob.refused(api.CodeInvalidInstanceNotFound, "stop", other)
 		bob.refused(api.CodeInvalidInstanceNotFound, "terminate", other)
 		bob.refused(api.CodeInvalidInstanceNotFound, "console", other)
+		bob.refused(api.CodeInvalidInstanceNotFound, "console", other, "--attach")
 		bob.refused(api.CodeInvalidInstanceNotFound, "instance", "inspect", other)
 		bob.refused(api.CodeInvalidInstanceNotFound, "image", "create", other, "bobs-capture")
 	}

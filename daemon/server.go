@@ -114,6 +114,7 @@ func (s *server) routes() http.Handler {
 	route("POST "+v+"/instances", api.KindInstance, s.runInstances)
 	route("GET "+v+"/instances/{instance}", api.KindInstance, s.inspectInstance)
 	route("GET "+v+"/instances/{instance}/console", api.KindInstance, s.console)
+	route("POST "+v+"/instances/{instance}/console/attach", api.KindInstance, s.attachConsole)
 	route("POST "+v+"/instances/{instance}/{action}", api.KindInstance, s.instanceAction)
 	route("POST "+v+"/instances/{instance}/create-image", api.KindImage, s.createImage)
 	route("POST "+v+"/instances/{instance}/exec", api.KindInstance, s.exec)

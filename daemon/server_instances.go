@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -196,9 +197,23 @@ func (s *server) exec(w http.ResponseWriter, r *http.Request, c peer.Caller) err
 }
 
 // console answers GET /v1/instances/{instance}/console: the serial console log (what its
-// ring keeps: the last consoleLimitMiB), and with ?follow=true what it gets next, until
-// the instance stops or the caller goes.
+// ring keeps: the last consoleLimitMiB; with ?tail=N only its last N lines), and with
+// ?follow=true what it gets next, until the instance stops or the caller goes.
 func (s *server) console(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
+	q := r.URL.Query()
+	tail := -1 // all
+	if t := q.Get("tail"); q.Has("tail") {
+		n, err := strconv.Atoi(t)
+		if err != nil || n < 0 {
+			return fmt.Errorf("tail %q: want a number of lines, 0 or more: %w", t, errdefs.ErrInvalidArgument)
+		}
+		tail = n
+	}
+	switch f := q.Get("follow"); f {
+	case "", "true", "false":
+	default:
+		return fmt.Errorf("follow %q: want true or false: %w", f, errdefs.ErrInvalidArgument)
+	}
 	inst, err := s.inst.Get(r.PathValue("instance"), c.User, s.viewer(c))
 	if err != nil {
 		return err
@@ -214,7 +229,12 @@ func (s *server) console(w http.ResponseWriter, r *http.Request, c peer.Caller) 
 	defer f.Close()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	cr := console.NewReader(f, func() int64 { return s.settings.Load().ConsoleLimit() })
-	if err := cr.CopyTo(w); err != nil || r.URL.Query().Get("follow") != "true" {
+	if tail >= 0 {
+		if err := cr.Tail(tail); err != nil {
+			return fmt.Errorf("console of %s: %w", r.PathValue("instance"), err)
+		}
+	}
+	if err := cr.CopyTo(w); err != nil || q.Get("follow") != "true" {
 		return nil
 	}
 	flusher, _ := w.(http.Flusher)

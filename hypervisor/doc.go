@@ -3,7 +3,8 @@
 //   - the accelerator (Prober): KVM only when a probe guest proved under it that it runs
 //     code, TCG otherwise, or the operator's choice;
 //   - the command line built from a machine Spec: virtio-blk disks, direct kernel boot,
-//     the serial console, hot-plug ports, QEMU's seccomp sandbox;
+//     the serial console (a socket QEMU serves that logs to the console file; DialConsole
+//     connects to it), hot-plug ports, QEMU's seccomp sandbox;
 //   - the descriptors QEMU starts with: it opens no file by name, so every disk's whole
 //     chain, the console, its log, the QMP socket and sealed in-memory copies of the
 //     kernel and initrd are passed to it open;

@@ -14,11 +14,12 @@ import (
 // Files of an instance's directory. kilnd opens each of them and hands QEMU the
 // descriptor: QEMU opens nothing there by name (it could not: it runs as another user).
 const (
-	ConsoleFile = "console.log" // the serial console; QEMU appends to it
-	QMPSocket   = "qmp.sock"    // QMP; kilnd listens on it and QEMU accepts on that socket
-	AgentSocket = "agent.sock"  // the guest agent's channel; kilnd listens, QEMU accepts
-	PIDFile     = "qemu.pid"    // written by kilnd once QEMU is started
-	LogFile     = "qemu.log"    // QEMU's own stdout and stderr
+	ConsoleFile   = "console.log"  // the serial console's log; QEMU appends to it
+	ConsoleSocket = "console.sock" // the serial console itself; kilnd listens, QEMU accepts
+	QMPSocket     = "qmp.sock"     // QMP; kilnd listens on it and QEMU accepts on that socket
+	AgentSocket   = "agent.sock"   // the guest agent's channel; kilnd listens, QEMU accepts
+	PIDFile       = "qemu.pid"     // written by kilnd once QEMU is started
+	LogFile       = "qemu.log"     // QEMU's own stdout and stderr
 )
 
 // Disk is one virtio-blk disk of a machine, given as its whole chain of open files so
@@ -131,7 +132,8 @@ var nodeID = regexp.MustCompile(`^[a-z][a-z0-9]{0,15}$`)
 
 // Args builds QEMU's command line for the spec, passing every file through p (fd=N,
 // and /dev/fdset/N for QEMU's block and chardev layers): a q35 machine without default
-// devices under the seccomp Sandbox, the serial console appended to its file, QMP on the
+// devices under the seccomp Sandbox, the serial console on its socket and logged to its
+// file, QMP on the
 // socket p carries, each disk as an explicit -blockdev chain (file and format node per
 // layer, backing links set here, the bottom one's set to none) behind a virtio-blk
 // device. The command line names no file of kiln's.
@@ -152,8 +154,8 @@ func (s Spec) Args(p *Passed) ([]string, error) {
 	if s.Accel == AccelKVM {
 		cpu = "host"
 	}
-	if p.console == nil || p.qmp == nil || p.agent == nil {
-		return nil, errors.New("the console, QMP and agent sockets are not open")
+	if p.console == nil || p.consoleSock == nil || p.qmp == nil || p.agent == nil {
+		return nil, errors.New("the console, its socket, QMP and agent sockets are not open")
 	}
 	args := []string{
 		"-name", "guest=" + filepath.Base(s.Dir) + ",debug-threads=on",
@@ -168,6 +170,10 @@ func (s Spec) Args(p *Passed) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	consoleFD, err := p.add(p.consoleSock)
+	if err != nil {
+		return nil, err
+	}
 	qmpFD, err := p.add(p.qmp)
 	if err != nil {
 		return nil, err
@@ -178,8 +184,11 @@ func (s Spec) Args(p *Passed) ([]string, error) {
 	}
 	args = append(args, consoleArgs...)
 	args = append(args,
-		// append=on: the console keeps every boot of the instance, not just the last.
-		"-chardev", "file,id=console,append=on,path="+console,
+		// The serial port is a socket QEMU serves (kiln console --attach connects to
+		// it) that logs all the guest writes to the console file, whether or not a
+		// client is connected; logappend=on: the file keeps every boot, not just the
+		// last. See docs/decisions.md, "The serial console: a socket that logs".
+		"-chardev", "socket,id=console,server=on,wait=off,fd="+strconv.Itoa(consoleFD)+",logfile="+console+",logappend=on",
 		"-serial", "chardev:console",
 		"-chardev", "socket,id=qmp,server=on,wait=off,fd="+strconv.Itoa(qmpFD),
 		"-mon", "chardev=qmp,mode=control",

@@ -13,7 +13,7 @@ func TestArgs(t *testing.T) {
 		return openFiles(t, writeFile(t, filepath.Join(dir, name)))[0]
 	}
 	passed := func() *Passed {
-		p := &Passed{console: f("console"), qmp: f("qmp"), agent: f("agent")}
+		p := &Passed{console: f("console"), consoleSock: f("consolesock"), qmp: f("qmp"), agent: f("agent")}
 		t.Cleanup(p.Close)
 		return p
 	}
@@ -39,12 +39,12 @@ func TestArgs(t *testing.T) {
 	for _, want := range []string{
 		"-name guest=i-0123456789abcdef0,", "-machine q35,accel=tcg", "-cpu max", "-smp 2", "-m 512", "-nodefaults",
 		"-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
-		"-add-fd fd=3,set=1,opaque=console -chardev file,id=console,append=on,path=/dev/fdset/1 -serial chardev:console",
-		"-chardev socket,id=qmp,server=on,wait=off,fd=4 -mon chardev=qmp,mode=control",
-		"-chardev socket,id=agent,server=on,wait=off,fd=5 -device virtio-serial-pci,id=serial0 -device virtserialport,bus=serial0.0,chardev=agent,name=org.qemu.guest_agent.0",
-		"-kernel /proc/self/fd/6 -initrd /proc/self/fd/7 -append console=ttyS0 root=/dev/vda",
-		"-add-fd fd=8,set=2,opaque=vda-f0",
-		"-add-fd fd=10,set=4,opaque=vda-f2 -add-fd fd=11,set=4,opaque=vda-f2", // the top: read-write and read-only
+		"-add-fd fd=3,set=1,opaque=console -chardev socket,id=console,server=on,wait=off,fd=4,logfile=/dev/fdset/1,logappend=on -serial chardev:console",
+		"-chardev socket,id=qmp,server=on,wait=off,fd=5 -mon chardev=qmp,mode=control",
+		"-chardev socket,id=agent,server=on,wait=off,fd=6 -device virtio-serial-pci,id=serial0 -device virtserialport,bus=serial0.0,chardev=agent,name=org.qemu.guest_agent.0",
+		"-kernel /proc/self/fd/7 -initrd /proc/self/fd/8 -append console=ttyS0 root=/dev/vda",
+		"-add-fd fd=9,set=2,opaque=vda-f0",
+		"-add-fd fd=11,set=4,opaque=vda-f2 -add-fd fd=12,set=4,opaque=vda-f2", // the top: read-write and read-only
 		`{"driver":"file","filename":"/dev/fdset/2","node-name":"vda-f0","read-only":true}`,
 		`{"backing":null,"driver":"qcow2","file":"vda-f0","node-name":"vda-0","read-only":true}`,
 		`{"backing":"vda-0","driver":"qcow2","file":"vda-f1","node-name":"vda-1","read-only":true}`,
@@ -63,8 +63,8 @@ func TestArgs(t *testing.T) {
 	if strings.Contains(line, "bootindex") || strings.Contains(line, dir) || strings.Contains(line, "/var/lib") {
 		t.Errorf("a direct kernel boot has a boot index, or the command line names a file:\n%s", line)
 	}
-	if len(p.files) != 10 {
-		t.Errorf("passed %d descriptors, want 10", len(p.files))
+	if len(p.files) != 11 {
+		t.Errorf("passed %d descriptors, want 11", len(p.files))
 	}
 
 	spec.Net.Outbound = true

@@ -19,7 +19,8 @@ type Passed struct {
 	files []*os.File
 	sets  int
 
-	console, qmp, agent *os.File // the console file (append-only), the QMP and agent listeners
+	// the console file (append-only); the console's, QMP's and the agent's listeners
+	console, consoleSock, qmp, agent *os.File
 }
 
 // add passes a duplicate of f and returns the descriptor number QEMU will see.
@@ -84,7 +85,7 @@ func SealedCopy(f *os.File, name string) (*os.File, error) {
 
 // Close closes every descriptor Passed holds.
 func (p *Passed) Close() {
-	for _, f := range slices.Concat(p.files, []*os.File{p.console, p.qmp, p.agent}) {
+	for _, f := range slices.Concat(p.files, []*os.File{p.console, p.consoleSock, p.qmp, p.agent}) {
 		if f != nil {
 			f.Close()
 		}

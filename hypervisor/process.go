@@ -42,6 +42,9 @@ type Machine struct {
 	agentMu sync.Mutex
 	agent   *Agent // the guest agent's connection, dialled on first use
 
+	consoleMu   sync.Mutex
+	consoleOpen bool // a DialConsole connection is open
+
 	failOnce sync.Once
 	failed   chan struct{} // closed once Watch saw the guest fail
 	failure  string        // why; set before failed is closed
@@ -84,6 +87,9 @@ func Start(ctx context.Context, qemu string, spec Spec) (*Machine, error) {
 	defer p.Close()
 	var err error
 	if p.console, err = os.OpenFile(filepath.Join(spec.Dir, ConsoleFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err != nil {
+		return nil, err
+	}
+	if p.consoleSock, err = listen(filepath.Join(spec.Dir, ConsoleSocket)); err != nil {
 		return nil, err
 	}
 	sock := filepath.Join(spec.Dir, QMPSocket)

@@ -3,9 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
-
-	"kiln/internal/ids"
 
 	"github.com/spf13/cobra"
 )
@@ -44,7 +43,10 @@ func subcommandArgs(cmd *cobra.Command, args []string) error {
 		cmd.SuggestionsMinimumDistance = 1
 	}
 	if near := cmd.SuggestionsFor(args[0]); len(near) > 0 {
-		msg += "; did you mean " + ids.QuoteAll(near, " or ") + "?"
+		for i, n := range near {
+			near[i] = strconv.Quote(n)
+		}
+		msg += "; did you mean " + strings.Join(near, " or ") + "?"
 	}
 	return argsError{errors.New(msg)}
 }

@@ -20,7 +20,7 @@ var version = "dev"
 
 func main() {
 	ctx, stop := notifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	code := runWith(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }
@@ -56,15 +56,26 @@ type env struct {
 	socket string
 	output string // table or json
 	quiet  bool
+	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
 }
 
 func (e *env) client() *client.Client { return client.New(e.socket) }
 
-// run runs kiln with args and returns its exit status.
+// run runs kiln with args and no standard input, and returns its exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	e := &env{stdout: stdout, stderr: stderr}
+	return runWith(ctx, args, eofReader{}, stdout, stderr)
+}
+
+// eofReader is an empty standard input.
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
+
+// runWith is run with a standard input.
+func runWith(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
 	root := newRootCommand(e)
 	root.SetOut(stdout)
 	root.SetErr(stderr)

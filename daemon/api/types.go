@@ -1,6 +1,10 @@
 package api
 
-import "time"
+import (
+	"fmt"
+	"net/http"
+	"time"
+)
 
 // Version is the API's path prefix.
 const Version = "v1"
@@ -435,4 +439,21 @@ type PullImageRequest struct {
 	Description string            `json:"description,omitempty"`
 	Tags        map[string]string `json:"tags,omitempty"`
 	Registry
+}
+
+// An attached console (POST /v1/instances/{instance}/console/attach) is an HTTP
+// connection switched to ConsoleProtocol: the request carries Connection: Upgrade and
+// Upgrade: ConsoleProtocol; kilnd answers ConsoleSwitch (101 Switching Protocols, the
+// instance's id in ConsoleInstanceHeader), and from then on the connection carries the
+// serial console's bytes both ways, unframed. Either side ends it by closing the
+// connection; kilnd also does when the instance's QEMU exits.
+const (
+	ConsoleProtocol       = "kiln-console"
+	ConsoleInstanceHeader = "Kiln-Instance"
+)
+
+// ConsoleSwitch is kilnd's answer switching a console attach's connection over.
+func ConsoleSwitch(instanceID string) string {
+	return fmt.Sprintf("HTTP/1.1 %d %s\r\nConnection: Upgrade\r\nUpgrade: %s\r\n%s: %s\r\n\r\n",
+		http.StatusSwitchingProtocols, http.StatusText(http.StatusSwitchingProtocols), ConsoleProtocol, ConsoleInstanceHeader, instanceID)
 }

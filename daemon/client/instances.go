@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"kiln/daemon/api"
@@ -100,9 +101,22 @@ func (c *Client) Exec(ctx context.Context, ref string, req api.ExecRequest) (api
 // Console copies the instance's serial console log to w; with follow it goes on
 // copying what comes until the instance stops or ctx ends.
 func (c *Client) Console(ctx context.Context, ref string, follow bool, w io.Writer) error {
-	u := "http://kilnd/" + api.Version + "/instances/" + url.PathEscape(ref) + "/console"
+	return c.ConsoleTail(ctx, ref, follow, -1, w)
+}
+
+// ConsoleTail is Console from the log's last lines lines on (kilnd finds them; all of
+// the log when lines is negative).
+func (c *Client) ConsoleTail(ctx context.Context, ref string, follow bool, lines int, w io.Writer) error {
+	q := url.Values{}
 	if follow {
-		u += "?follow=true"
+		q.Set("follow", "true")
+	}
+	if lines >= 0 {
+		q.Set("tail", strconv.Itoa(lines))
+	}
+	u := "http://kilnd/" + api.Version + "/instances/" + url.PathEscape(ref) + "/console"
+	if len(q) > 0 {
+		u += "?" + q.Encode()
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
@@ -121,6 +135,40 @@ func (c *Client) Console(ctx context.Context, ref string, follow bool, w io.Writ
 		return nil
 	}
 	return err
+}
+
+// AttachConsole attaches to a running instance's serial console: what is written to the
+// connection the guest reads as typed, and the guest's output comes out of it, live,
+// until either side closes it (kilnd does when the instance's QEMU exits: reads then end
+// with io.EOF). It returns the instance's id too. One client at a time per instance:
+// another one attached fails with an IncorrectState error (errdefs.ErrFailedPrecondition),
+// as does an instance that is not running. The caller closes the connection; ctx bounds
+// only the attach itself.
+func (c *Client) AttachConsole(ctx context.Context, ref string) (io.ReadWriteCloser, string, error) {
+	u := "http://kilnd/" + api.Version + "/instances/" + url.PathEscape(ref) + "/console/attach"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", api.ConsoleProtocol)
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, "", c.unreachable(ctx, err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		defer resp.Body.Close()
+		if resp.StatusCode >= 300 {
+			return nil, "", decodeError(resp)
+		}
+		return nil, "", fmt.Errorf("attach: kilnd answered %s, not a switch to the console", resp.Status)
+	}
+	conn, ok := resp.Body.(io.ReadWriteCloser)
+	if !ok { // net/http gives a switched connection's body as one since Go 1.12
+		resp.Body.Close()
+		return nil, "", errors.New("attach: the switched connection cannot be written")
+	}
+	return conn, resp.Header.Get(api.ConsoleInstanceHeader), nil
 }
 
 // ConsoleText returns the console log as text, with the guest's \r\n made \n.

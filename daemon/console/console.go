@@ -381,6 +381,46 @@ func NewReader(f *os.File, limit func() int64) *Reader {
 	return &Reader{f: f, limit: limit, buf: make([]byte, consoleChunk)}
 }
 
+// Tail makes the reader start at the last n lines the ring holds (all it holds when it
+// holds fewer), so that the next CopyTo sends only those; n = 0 starts at the end. A
+// line ends at a \n (the guest's \r\n too); a last line not ended yet counts as one. It
+// reads the console backwards from its end, a chunk at a time, no further back than
+// the ring's start.
+func (r *Reader) Tail(n int) error {
+	st, err := r.f.Stat()
+	if err != nil {
+		return err
+	}
+	size := st.Size()
+	if n <= 0 {
+		r.next = size
+		return nil
+	}
+	lo := ringStart(r.f, 0, size, r.limit())
+	pos, count := size, 0
+	for pos > lo {
+		k := min(consoleChunk, pos-lo)
+		pos -= k
+		b := r.buf[:k]
+		if _, err := r.f.ReadAt(b, pos); err != nil && err != io.EOF {
+			return err
+		}
+		for i := len(b) - 1; i >= 0; i-- {
+			// The console's last byte, when a \n, ends the last line rather than
+			// beginning one after it.
+			if b[i] != '\n' || pos+int64(i) == size-1 {
+				continue
+			}
+			if count++; count == n {
+				r.next = pos + int64(i) + 1
+				return nil
+			}
+		}
+	}
+	r.next = lo
+	return nil
+}
+
 // CopyTo sends what the console holds from r.next to its end as it is now, a chunk at a
 // time (a guest writing fast does not keep one call going).
 func (r *Reader) CopyTo(w io.Writer) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,6 +16,7 @@ import (
 
 	"kiln/builder"
 	"kiln/daemon/api"
+	"kiln/daemon/console"
 	"kiln/daemon/machines"
 	"kiln/daemon/record"
 	"kiln/hypervisor"
@@ -225,15 +227,6 @@ func (m *Manager) prepare(ctx context.Context, inst *Instance, im *images.Image,
 func (m *Manager) startMachine(ctx context.Context, inst *Instance) error {
 	m.Vols.DropCaptured(inst.rec.ID)
 	m.clearPorts(inst)
-	var consoleStart int64
-	if st, err := os.Stat(filepath.Join(m.layout.Dir(inst.rec.ID), hypervisor.ConsoleFile)); err == nil {
-		consoleStart = st.Size()
-	}
-	// Recorded before QEMU starts: a kilnd killed in between reattaches to it (the
-	// record is pending) and counts its readiness from this boot's first line.
-	if err := m.set(inst, func(r *record.Instance) { r.ConsoleStart = consoleStart }); err != nil {
-		return err
-	}
 	// An SSH port another process took while the instance was stopped (another kilnd's
 	// instance, say) is given up for a new one: that port is kilnd's to choose, and kiln
 	// ssh reads it from the record. A published port is the user's: its holder is named.
@@ -274,6 +267,19 @@ func (m *Manager) startMachine(ctx context.Context, inst *Instance) error {
 		if v := m.Vols.Get(mp.VolumeID); v != nil {
 			vols = append(vols, v)
 		}
+	}
+	// The console says where this boot begins (a line of kilnd's, written once nothing
+	// else can refuse the start) and readiness counts from just past that line.
+	boot := inst.rec.Boots + 1
+	consoleStart, err := console.WriteBootLine(filepath.Join(m.layout.Dir(inst.rec.ID), hypervisor.ConsoleFile),
+		console.BootLine(boot, time.Now(), inst.rec.ID, false))
+	if err != nil {
+		return fmt.Errorf("instance %s: %w", inst.rec.ID, err)
+	}
+	// Recorded before QEMU starts: a kilnd killed in between reattaches to it (the
+	// record is pending) and counts its readiness from this boot's first line.
+	if err := m.set(inst, func(r *record.Instance) { r.ConsoleStart, r.Boots = consoleStart, boot }); err != nil {
+		return err
 	}
 	spec, closeFiles, err := m.specs.Spec(inst.rec, vols)
 	if err != nil {
@@ -558,6 +564,24 @@ func (m *Manager) Exec(ctx context.Context, inst *Instance, req hypervisor.ExecR
 	return res, nil
 }
 
+// DialConsole connects to a running instance's serial console (hypervisor.DialConsole):
+// one connection at a time (errdefs.ErrConflict for a second), only while it runs
+// (errdefs.ErrFailedPrecondition otherwise). The caller closes it; it reads EOF once
+// QEMU exits.
+func (m *Manager) DialConsole(ctx context.Context, inst *Instance) (net.Conn, error) {
+	inst.op.Lock()
+	mach, id, state := inst.machine, inst.rec.ID, inst.rec.State
+	inst.op.Unlock()
+	if state != record.StateRunning || mach == nil {
+		return nil, fmt.Errorf("instance %s is %s; its console can be attached only while it runs (kiln start %s): %w", id, state, id, errdefs.ErrFailedPrecondition)
+	}
+	c, err := mach.DialConsole(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("instance %s: %w", id, err)
+	}
+	return c, nil
+}
+
 // rebootWait bounds a reboot: the reset command and QEMU carrying it out.
 const rebootWait = time.Minute
 
@@ -574,11 +598,20 @@ func (m *Manager) Reboot(inst *Instance) error {
 		return fmt.Errorf("instance %s: reboot: %w", inst.rec.ID, err)
 	}
 	// Ready means ready since this reset: what the guest printed before no longer counts.
-	// The size is taken once QEMU has carried out the reset (Reboot waits for it).
-	if st, err := os.Stat(filepath.Join(m.layout.Dir(inst.rec.ID), hypervisor.ConsoleFile)); err == nil {
-		if err := m.set(inst, func(r *record.Instance) { r.ConsoleStart = st.Size() }); err != nil {
-			return err
+	// The console's reboot line and the size are taken once QEMU has carried out the
+	// reset (Reboot waits for it), before the new boot's kernel has printed anything
+	// (the firmware prints nothing on the serial port with a direct kernel boot). A
+	// reset the guest asks for itself is not marked (docs/decisions.md).
+	path := filepath.Join(m.layout.Dir(inst.rec.ID), hypervisor.ConsoleFile)
+	start, err := console.WriteBootLine(path, console.BootLine(max(inst.rec.Boots, 1), time.Now(), inst.rec.ID, true))
+	if err != nil {
+		log.L.WithError(err).WithField("instance", inst.rec.ID).Warn("mark the reboot on the console")
+		if st, err := os.Stat(path); err == nil {
+			start = st.Size()
 		}
+	}
+	if err := m.set(inst, func(r *record.Instance) { r.ConsoleStart = start }); err != nil {
+		return err
 	}
 	log.L.WithField("instance", inst.rec.ID).Info("instance rebooted")
 	return nil

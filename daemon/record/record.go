@@ -50,6 +50,9 @@ type Instance struct {
 	// ConsoleStart is the console log's size when QEMU last started: what the current
 	// boot printed comes after it.
 	ConsoleStart int64 `json:"consoleStart,omitempty"`
+	// Boots counts the times QEMU was started for the instance (launch, each start after
+	// a stop): the number on the console's boot lines (console.BootLine).
+	Boots int `json:"boots,omitempty"`
 	// ForceOffAt is, while a stop waits for the guest to answer the power button, when
 	// kilnd stops waiting and forces it off.
 	ForceOffAt time.Time `json:"forceOffAt,omitzero"`
