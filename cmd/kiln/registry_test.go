@@ -130,6 +130,22 @@ func TestPushPull(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("pull child back: exit %d, %q, %q", code, out, errOut)
 	}
+	// The chain pulled (the new layer on the base the first kilnd had) boots there.
+	if code, out, errOut = kiln(t, a, "run", "child-back", "--name", "back", "--type", "nano", "--wait", "--timeout", "4m", "-q"); code != 0 {
+		t.Fatalf("run the pulled chain: exit %d, %q, %q\n%s", code, out, errOut, kilntest.InstancesEvidence(filepath.Join(filepath.Dir(a), "root")))
+	}
+	ca := client.New(a)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		list, _ := ca.Instances(ctx, false)
+		for _, inst := range list {
+			ca.InstanceAction(ctx, inst.ID, "terminate", true)
+		}
+	})
+	if code, out, _ = kiln(t, a, "image", "inspect", "child-back"); code != 0 || !strings.Contains(out, "Pulled from") {
+		t.Errorf("inspect of a pulled image: exit %d\n%s", code, out)
+	}
 	// The first kilnd had every layer but the new one: it fetched that one only.
 	pulled := regexp.MustCompile(`msg=pulled .*bytes=(\d+)`).FindAllStringSubmatch(ka.Log.String(), -1)
 	newLayer := child.BytesPushed - int64(len(`{}`)) // bounded below by the layer alone
