@@ -14,9 +14,12 @@ require (
 	github.com/opencontainers/image-spec v1.1.1
 	github.com/sirupsen/logrus v1.10.2
 	github.com/spf13/cobra v1.10.2
+	github.com/spf13/pflag v1.0.10
 	go.etcd.io/bbolt v1.5.0
 	golang.org/x/crypto v0.56.0
+	golang.org/x/sync v0.23.0
 	golang.org/x/sys v0.48.0
+	oras.land/oras-go/v2 v2.6.0
 )
 
 require (
@@ -29,8 +32,5 @@ require (
 	github.com/klauspost/compress v1.20.0 // indirect
 	github.com/pierrec/lz4/v4 v4.1.26 // indirect
 	github.com/pkg/xattr v0.4.12 // indirect
-	github.com/spf13/pflag v1.0.10 // indirect
 	github.com/ulikunitz/xz v0.5.15 // indirect
-	golang.org/x/sync v0.23.0 // indirect
-	oras.land/oras-go/v2 v2.6.0 // indirect
 )

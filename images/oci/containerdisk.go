@@ -154,8 +154,7 @@ func writeDiskTar(disk, out string) (ocispec.Descriptor, error) {
 	}
 	defer f.Close()
 	h := sha256.New()
-	cw := &countingWriter{w: io.MultiWriter(f, h)}
-	tw := tar.NewWriter(cw)
+	tw := tar.NewWriter(io.MultiWriter(f, h))
 	mtime := time.Unix(0, 0)
 	for _, hdr := range []*tar.Header{
 		{Typeflag: tar.TypeDir, Name: "disk/", Mode: 0o555, Uid: containerDiskUID, Gid: containerDiskUID, ModTime: mtime, Format: tar.FormatPAX},
@@ -171,17 +170,10 @@ func writeDiskTar(disk, out string) (ocispec.Descriptor, error) {
 	if err := tw.Close(); err != nil {
 		return ocispec.Descriptor{}, err
 	}
+	size, err := f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
 	return ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer,
-		Digest: digest.NewDigestFromEncoded(digest.SHA256, hex.EncodeToString(h.Sum(nil))), Size: cw.n}, nil
-}
-
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
+		Digest: digest.NewDigestFromEncoded(digest.SHA256, hex.EncodeToString(h.Sum(nil))), Size: size}, nil
 }

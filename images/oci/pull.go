@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
 
 	"kiln/images"
 	"kiln/internal/ids"
@@ -267,74 +268,50 @@ func sizeOf(layers []ocispec.Descriptor, d digest.Digest) int64 {
 // while it streams and (qcow2 layers) checked before it is committed. It returns each
 // qcow2 layer's virtual size and the parent its header names, and the bytes fetched.
 func (p *Puller) fetchLayers(ctx context.Context, repo fetcher, layers []ocispec.Descriptor) (sizes map[digest.Digest]int64, parents map[digest.Digest]digest.Digest, fetched int64, err error) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 	stall := p.Stall
 	if stall == 0 {
 		stall = time.Minute
 	}
 	sizes = map[digest.Digest]int64{}
 	parents = map[digest.Digest]digest.Digest{}
-	var (
-		mu       sync.Mutex
-		firstErr error
-		wg       sync.WaitGroup
-		sem      = make(chan struct{}, Concurrency)
-	)
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx) // the first failure ends the others
+	g.SetLimit(Concurrency)
 	ref := "pull-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
+	var below []string // the qcow2 layers listed before the one at hand
 	for i, desc := range layers {
-		var below []string
-		for _, d := range layers[:i] {
-			if d.MediaType == images.MediaTypeLayer {
-				below = append(below, d.Digest.Encoded())
-			}
-		}
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			var check func(path string) error
-			if desc.MediaType == images.MediaTypeLayer {
-				check = func(path string) error {
-					vs, parent, err := p.Check(ctx, path, desc.Digest.String(), below)
-					if err != nil {
-						return err
-					}
-					if gib(vs) > MaxVolumeGiB {
-						return fmt.Errorf("layer %s: its disk is %d GiB, more than a volume may be (%d GiB): %w",
-							desc.Digest, gib(vs), MaxVolumeGiB, errdefs.ErrInvalidArgument)
-					}
-					mu.Lock()
-					sizes[desc.Digest] = vs
-					if parent != "" {
-						parents[desc.Digest] = digest.NewDigestFromEncoded(digest.SHA256, parent)
-					}
-					mu.Unlock()
-					return nil
+		var check func(path string) error
+		if desc.MediaType == images.MediaTypeLayer {
+			lower := slices.Clone(below)
+			below = append(below, desc.Digest.Encoded())
+			check = func(path string) error {
+				vs, parent, err := p.Check(gctx, path, desc.Digest.String(), lower)
+				if err != nil {
+					return err
 				}
+				if gib(vs) > MaxVolumeGiB {
+					return fmt.Errorf("layer %s: its disk is %d GiB, more than a volume may be (%d GiB): %w",
+						desc.Digest, gib(vs), MaxVolumeGiB, errdefs.ErrInvalidArgument)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				sizes[desc.Digest] = vs
+				if parent != "" {
+					parents[desc.Digest] = digest.NewDigestFromEncoded(digest.SHA256, parent)
+				}
+				return nil
 			}
-			n, err := p.fetchBlob(ctx, repo, ref+strconv.Itoa(i), desc, stall, cancel, check)
+		}
+		g.Go(func() error {
+			n, err := p.fetchBlob(gctx, repo, ref+strconv.Itoa(i), desc, stall, check)
 			mu.Lock()
 			defer mu.Unlock()
 			fetched += n
-			if err != nil && firstErr == nil {
-				firstErr = err
-				cancel(err)
-			}
-		}()
+			return err
+		})
 	}
-	wg.Wait()
-	if firstErr == nil && ctx.Err() != nil {
-		firstErr = context.Cause(ctx)
-	}
-	return sizes, parents, fetched, firstErr
+	err = g.Wait()
+	return sizes, parents, fetched, err
 }
 
 type fetcher interface {
@@ -343,10 +320,12 @@ type fetcher interface {
 
 // fetchBlob stores one blob unless the store has it (then only check runs), and says
 // how many bytes it fetched.
-func (p *Puller) fetchBlob(ctx context.Context, repo fetcher, ref string, desc ocispec.Descriptor, stall time.Duration, cancel context.CancelCauseFunc, check func(string) error) (int64, error) {
+func (p *Puller) fetchBlob(ctx context.Context, repo fetcher, ref string, desc ocispec.Descriptor, stall time.Duration, check func(string) error) (int64, error) {
 	if p.Store.HasBlob(ctx, desc.Digest) {
 		return 0, p.Store.IngestVerified(ctx, ref, desc, nil, check)
 	}
+	ctx, cancel := context.WithCancelCause(ctx) // a stalled body ends this fetch
+	defer cancel(nil)
 	rc, err := repo.Fetch(ctx, desc)
 	if err != nil {
 		return 0, err

@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
 
 	"oras.land/oras-go/v2/registry/remote"
 
@@ -60,49 +61,28 @@ func Push(ctx context.Context, s *images.Store, im *images.Image, r Remote) (Pus
 	res.Blobs = len(blobs)
 	start := time.Now()
 
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	var (
-		mu       sync.Mutex
-		firstErr error
-		wg       sync.WaitGroup
-		sem      = make(chan struct{}, Concurrency)
-	)
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(Concurrency)
 	for _, desc := range blobs {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			pushed, err := pushBlob(ctx, s, repo, desc)
+		g.Go(func() error {
+			pushed, err := pushBlob(gctx, s, repo, desc)
+			if err != nil {
+				return err
+			}
 			mu.Lock()
 			defer mu.Unlock()
-			switch {
-			case err != nil:
-				if firstErr == nil {
-					firstErr = err
-					cancel(err)
-				}
-			case pushed:
+			if pushed {
 				res.BlobsPushed++
 				res.BytesPushed += desc.Size
-			default:
+			} else {
 				res.BlobsSkipped++
 			}
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
-	if firstErr == nil && ctx.Err() != nil {
-		firstErr = context.Cause(ctx)
-	}
-	if firstErr != nil {
-		return res, registryError("push", ref, firstErr)
+	if err := g.Wait(); err != nil {
+		return res, registryError("push", ref, err)
 	}
 	if _, derr := digest.Parse(tag); derr == nil {
 		err = repo.Manifests().Push(ctx, mdesc, bytes.NewReader(mb))

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -175,7 +174,6 @@ type stallReader struct {
 	cancel context.CancelCauseFunc
 	timer  *time.Timer
 	d      time.Duration
-	once   sync.Once
 }
 
 func newStallReader(r io.Reader, d time.Duration, cancel context.CancelCauseFunc) *stallReader {
@@ -188,7 +186,10 @@ func newStallReader(r io.Reader, d time.Duration, cancel context.CancelCauseFunc
 
 func (s *stallReader) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
-	if n > 0 {
+	switch {
+	case err != nil: // the body is over: what follows (the layer's check) is not a stall
+		s.timer.Stop()
+	case n > 0:
 		s.timer.Reset(s.d)
 	}
 	return n, err
