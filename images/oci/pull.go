@@ -180,6 +180,19 @@ func (p *Puller) Pull(ctx context.Context, req PullRequest) (*images.Image, erro
 	}
 	id := ids.NewID(images.ImagePrefix)
 	used := map[digest.Digest]bool{cfg.Kernel: true, cfg.Initrd: true}
+	chains := make([][]digest.Digest, len(cfg.BlockDeviceMappings))
+	for i, bdm := range cfg.BlockDeviceMappings {
+		for d := bdm.EBS.Layer; d != ""; d = parents[d] {
+			chains[i] = append([]digest.Digest{d}, chains[i]...)
+			used[d] = true
+		}
+	}
+	for _, d := range m.Layers {
+		if !used[d.Digest] {
+			return nil, fmt.Errorf("pull %s: layer %s is in no device's chain: a kiln image holds only its devices' layers, a kernel and an initrd: %w",
+				ref, d.Digest, errdefs.ErrInvalidArgument)
+		}
+	}
 	var snaps []*images.Snapshot
 	fail := func(err error) (*images.Image, error) {
 		for _, sn := range snaps {
@@ -190,18 +203,13 @@ func (p *Puller) Pull(ctx context.Context, req PullRequest) (*images.Image, erro
 		return nil, err
 	}
 	for i, bdm := range cfg.BlockDeviceMappings {
-		var chain []digest.Digest
-		for d := bdm.EBS.Layer; d != ""; d = parents[d] {
-			chain = append([]digest.Digest{d}, chain...)
-			used[d] = true
-		}
 		top := bdm.EBS.Layer
 		sn := &images.Snapshot{
 			ID:          ids.NewID(images.SnapshotPrefix),
 			OwnerID:     req.OwnerID,
 			Description: fmt.Sprintf("%s of %s (%s), pulled from %s", bdm.DeviceName, id, name, ref),
 			Layer:       top,
-			Chain:       chain,
+			Chain:       chains[i],
 			VolumeSize:  max(bdm.EBS.VolumeSize, gib(sizes[top])),
 			VirtualSize: sizes[top],
 			StorageSize: sizeOf(m.Layers, top),
@@ -215,12 +223,6 @@ func (p *Puller) Pull(ctx context.Context, req PullRequest) (*images.Image, erro
 		cfg.BlockDeviceMappings[i].EBS = &images.EBS{
 			SnapshotID: sn.ID, Layer: top, VolumeSize: sn.VolumeSize,
 			DeleteOnTermination: bdm.EBS.DeleteOnTermination,
-		}
-	}
-	for _, d := range m.Layers {
-		if !used[d.Digest] {
-			return fail(fmt.Errorf("pull %s: layer %s is in no device's chain: a kiln image holds only its devices' layers, a kernel and an initrd: %w",
-				ref, d.Digest, errdefs.ErrInvalidArgument))
 		}
 	}
 	cdesc, err := p.Store.WriteJSON(ctx, images.MediaTypeConfig, cfg)

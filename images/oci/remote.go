@@ -128,7 +128,7 @@ func registryError(what, ref string, err error) error {
 	if errors.As(err, &ne) {
 		return fmt.Errorf("%s %s: cannot reach the registry: %v: %w", what, ref, unwrapAll(err), errdefs.ErrUnavailable)
 	}
-	if errdefs.IsInvalidArgument(err) || errdefs.IsDataLoss(err) || errdefs.IsNotFound(err) {
+	if !errors.Is(errdefs.Resolve(err), errdefs.ErrUnknown) { // kiln's own words and class
 		return fmt.Errorf("%s %s: %w", what, ref, err)
 	}
 	return fmt.Errorf("%s %s: %v: %w", what, ref, err, errdefs.ErrUnavailable)
