@@ -171,8 +171,12 @@ send kilnd the credential of the registry they name, for that request only.`,
 			}
 			if err := credentials.Login(ctx, store, reg, auth.Credential{Username: user, Password: pass}); err != nil {
 				var ec *errcode.ErrorResponse
-				if errors.As(err, &ec) && ec.StatusCode == http.StatusUnauthorized {
+				var ua x509.UnknownAuthorityError
+				switch {
+				case errors.As(err, &ec) && ec.StatusCode == http.StatusUnauthorized:
 					return fmt.Errorf("login to %s: the registry refused the user name or password", host)
+				case errors.As(err, &ua):
+					return fmt.Errorf("login to %s: its certificate is signed by an authority this machine does not trust: pass its CA with --ca-file FILE", host)
 				}
 				return fmt.Errorf("login to %s: %v", host, err)
 			}

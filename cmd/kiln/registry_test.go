@@ -44,6 +44,10 @@ func TestPushPull(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "kiln registry login "+reg.Host) {
 		t.Errorf("push without a login: exit %d, %q; want 1 and the login to do", code, errOut)
 	}
+	code, _, errOut = kiln(t, a, "registry", "login", reg.Host, "-u", reg.User, "--password", reg.Password)
+	if code != 1 || !strings.Contains(errOut, "--ca-file") {
+		t.Errorf("login without the CA: exit %d, %q; want 1 and --ca-file said", code, errOut)
+	}
 	code, _, errOut = kiln(t, a, "registry", "login", reg.Host, "-u", reg.User, "--password", "wrong", "--ca-file", reg.CAFile)
 	if code != 1 || !strings.Contains(errOut, "refused") {
 		t.Errorf("login with a wrong password: exit %d, %q", code, errOut)
