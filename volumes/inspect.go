@@ -197,8 +197,13 @@ func (t Tool) check(ctx context.Context, src Source) error {
 	if src.Format == "raw" {
 		return nil
 	}
-	path := src.Name
-	_, err := t.run(ctx, InspectLimits, []*os.File{src.File}, "check", "--output=json", "-f", src.Format, sourceArg)
+	return t.runCheck(ctx, src.File, src.Name, "disk", "-f", src.Format, sourceArg)
+}
+
+// runCheck runs `qemu-img check` on f (what names the file for qemu-img: the format
+// and sourceArg, or a json: spec over it); what is "disk" or "layer", for messages.
+func (t Tool) runCheck(ctx context.Context, f *os.File, name, what string, source ...string) error {
+	_, err := t.run(ctx, InspectLimits, []*os.File{f}, append([]string{"check", "--output=json"}, source...)...)
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
@@ -206,10 +211,10 @@ func (t Tool) check(ctx context.Context, src Source) error {
 	case errors.As(err, &ee) && ee.ExitCode() == 3:
 		return nil // leaked clusters only: wasted space, not wrong data
 	case errors.As(err, &ee) && ee.ExitCode() == 2:
-		return fmt.Errorf("disk %s is corrupt or truncated (qemu-img check found errors); repair it with qemu-img check -r all: %w",
-			path, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("%s %s is corrupt or truncated (qemu-img check found errors); repair it with qemu-img check -r all: %w",
+			what, name, errdefs.ErrInvalidArgument)
 	}
-	return invalid(path, err)
+	return invalid(name, err)
 }
 
 // Convert writes the checked disk src as a self-contained qcow2 v3 file over the file

@@ -3,11 +3,9 @@ package volumes
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"slices"
 
 	"github.com/containerd/errdefs"
@@ -71,14 +69,8 @@ func (t Tool) CheckLayer(ctx context.Context, f *os.File, name string, parents [
 		return Info{}, "", err
 	}
 	info.Source = Source{File: f, Name: name, Format: "qcow2"}
-	_, err = t.run(ctx, InspectLimits, []*os.File{f}, "check", "--output=json", src)
-	var ee *exec.ExitError
-	switch {
-	case err == nil, errors.As(err, &ee) && ee.ExitCode() == 3: // leaked clusters: wasted space only
-	case errors.As(err, &ee) && ee.ExitCode() == 2:
-		return Info{}, "", fmt.Errorf("layer %s is corrupt or truncated (qemu-img check found errors): %w", name, errdefs.ErrInvalidArgument)
-	default:
-		return Info{}, "", invalid(name, err)
+	if err := t.runCheck(ctx, f, name, "layer", src); err != nil {
+		return Info{}, "", err
 	}
 	return info, backing, nil
 }
