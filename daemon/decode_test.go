@@ -54,6 +54,8 @@ var requestTypes = []func() any{
 	func() any { return &api.CreateVolumeRequest{} },
 	func() any { return &api.AttachVolumeRequest{} },
 	func() any { return &api.StopRequest{} },
+	func() any { return &api.PushImageRequest{} },
+	func() any { return &api.PullImageRequest{} },
 }
 
 // FuzzDecodeBody: any body decodes into any request type or fails with an API error;
@@ -69,6 +71,8 @@ func FuzzDecodeBody(f *testing.F) {
 		`{"users": ["bob"], "groups": ["devs"], "public": true}`,
 		`{"tags": {"a": "b"}}`, `{"keys": ["a"]}`, `{"size": 8, "snapshotId": "snap-0123456789abcdef0"}`,
 		`{"instance": "i-0123456789abcdef0", "deviceName": "/dev/vdc"}`, `{"force": true}`,
+		`{"reference": "localhost:5000/a/b:v1", "containerDisk": true, "auth": {"username": "u", "password": "p"}, "caCerts": "-----BEGIN CERTIFICATE-----", "plainHttp": true}`,
+		`{"reference": "localhost:5000/a/b@sha256:00", "name": "web", "tags": {"a": "b"}, "auth": {"identityToken": "t"}}`,
 		`{"name": 1}`, `{`, `{} {}`, `null`, `{"image": "x", "instanceType": "nano", "cpus": 1}`, `{"image": "x", "cpus": -1}`,
 	} {
 		f.Add(uint8(i), []byte(s))
