@@ -102,7 +102,7 @@ func (r *lyingRegistry) put(name string, repo *lyingRepo) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.repos["lie/"+name] = repo
-	return strings.TrimPrefix(r.URL, "https://") + "/lie/" + name + ":v1"
+	return strings.TrimPrefix(strings.TrimPrefix(r.URL, "https://"), "http://") + "/lie/" + name + ":v1"
 }
 
 func (r *lyingRegistry) blobGets(name string) int {
@@ -176,7 +176,9 @@ func onTop(t *testing.T, backing string) []byte {
 // uses, an image that is not kiln's) fails the pull with what was wrong, and leaves no
 // image, no snapshot, no ingest, and never the refused blob; limits are checked before
 // a blob is fetched. The honest image, served last, is pulled with its chain, and gc
-// then keeps only its blobs.
+// then keeps only its blobs; a pull of it by digest fetches only the config; a plain
+// HTTP registry is refused saying --plain-http and taken with it; a repository the
+// registry lacks is NotFound.
 func TestPullRefusesLyingRegistry(t *testing.T) {
 	k := newKilnd(t)
 	ctx := ctxT(t)
@@ -405,6 +407,17 @@ func TestPullRefusesLyingRegistry(t *testing.T) {
 	}
 	if n := reg.blobGets("honest") - before; n != 1 { // the config only
 		t.Errorf("pull of stored content fetched %d blobs; want the config only", n)
+	}
+	// A registry of plain HTTP: refused saying --plain-http, taken when asked.
+	plain := &lyingRegistry{repos: map[string]*lyingRepo{}, gets: map[string]int{}}
+	plain.Server = httptest.NewServer(http.HandlerFunc(plain.serve))
+	defer plain.Close()
+	plainRef := plain.put("plain", honest().repo(t))
+	if _, err := k.PullImage(ctx, api.PullImageRequest{Reference: plainRef}); err == nil || !strings.Contains(err.Error(), "--plain-http") {
+		t.Errorf("pull from a plain HTTP registry without plainHttp: %v; want --plain-http said", err)
+	}
+	if _, err := k.PullImage(ctx, api.PullImageRequest{Reference: plainRef, Registry: api.Registry{PlainHTTP: true}}); err != nil {
+		t.Errorf("pull with plainHttp: %v", err)
 	}
 	if !errdefs.IsNotFound(func() error {
 		_, err := k.PullImage(ctx, api.PullImageRequest{Reference: strings.Replace(ref, "honest", "nothing", 1), Registry: api.Registry{CACerts: ca}})
