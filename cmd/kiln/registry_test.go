@@ -27,8 +27,9 @@ import (
 // refused), push sends every blob the first time and none the second; a pull trusts the
 // registry's CA only when told (--ca-file); the pulled image is available, says where
 // it came from, and boots; an image made on it sends only its new layer back, and the
-// first kilnd fetches only that layer; without a credential the registry's refusal is
-// said with the fix; a name in use is refused before anything is fetched.
+// first kilnd fetches only that layer; the credential is nowhere in kilnd's log, audit
+// trail or root; without a credential the registry's refusal is said with the fix; a
+// name in use is refused before anything is fetched.
 func TestPushPull(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a guest")
@@ -155,6 +156,17 @@ func TestPushPull(t *testing.T) {
 	newLayer := child.BytesPushed - int64(len(`{}`)) // bounded below by the layer alone
 	if len(pulled) == 0 || pulled[len(pulled)-1][1] == "0" || atoi(pulled[len(pulled)-1][1]) >= child.BytesPushed || atoi(pulled[len(pulled)-1][1]) < newLayer/2 {
 		t.Errorf("pull into the first kilnd fetched %v bytes; want the new layer's only (the push sent %d with the config)", pulled, child.BytesPushed)
+	}
+
+	// The credential went to kilnd with each request and is nowhere in its log, its
+	// audit trail or its store.
+	for _, k := range []*kilntest.Kilnd{ka, kb} {
+		if strings.Contains(k.Log.String(), reg.Password) {
+			t.Errorf("kilnd's log holds the registry password")
+		}
+		if out, err := kilntest.Command(t, "grep", "-rlF", reg.Password, k.Root).Output(); err == nil || len(out) > 0 {
+			t.Errorf("kilnd's root holds the registry password: %s", out)
+		}
 	}
 
 	// Without a credential, the registry's refusal comes with the fix.
