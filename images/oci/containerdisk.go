@@ -65,6 +65,19 @@ func PushContainerDisk(ctx context.Context, s *images.Store, im *images.Image, r
 	}
 	release := s.Hold()
 	defer release()
+	// The flattened disk and the tar holding it: at most twice the chain's bytes.
+	var need int64
+	for _, d := range sn.Chain {
+		n, err := s.BlobSize(ctx, d)
+		if err != nil {
+			return PushResult{}, fmt.Errorf("image %s: root device: %w", im.ID, err)
+		}
+		need += 2 * n
+	}
+	if free, err := s.Free(); err == nil && need+FreeReserve > free {
+		return PushResult{}, fmt.Errorf("image %s: a containerDisk of it needs about %d MiB while it is made, and the store's filesystem has %d MiB free: %w",
+			im.ID, need>>20, free>>20, errdefs.ErrResourceExhausted)
+	}
 	dir, err := os.MkdirTemp(tmpDir, "containerdisk-")
 	if err != nil {
 		return PushResult{}, err
