@@ -137,7 +137,7 @@ func (k *kilnImage) repo(t *testing.T) *lyingRepo {
 	for d, b := range k.blobs {
 		blobs[d] = b
 	}
-	m := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest,
+	m := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: images.ArtifactType,
 		Config: ocispec.Descriptor{MediaType: images.MediaTypeConfig, Digest: cd, Size: int64(len(cb))}, Layers: k.layers}
 	m.SchemaVersion = 2
 	mb, err := json.Marshal(m)
@@ -340,6 +340,16 @@ func TestPullRefusesLyingRegistry(t *testing.T) {
 				r.manifestDigest = digest.FromBytes(r.manifest)
 				return r, ""
 			}},
+		{name: "another-artifact-type", code: api.CodeInvalidParameterValue, message: "its artifactType is", noFetch: true,
+			make: func() (*lyingRepo, digest.Digest) {
+				r := honest().repo(t)
+				var m ocispec.Manifest
+				json.Unmarshal(r.manifest, &m)
+				m.ArtifactType = "application/vnd.example.other+json"
+				r.manifest, _ = json.Marshal(m)
+				r.manifestDigest = digest.FromBytes(r.manifest)
+				return r, ""
+			}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -379,7 +389,7 @@ func TestPullRefusesLyingRegistry(t *testing.T) {
 	if err != nil {
 		t.Fatalf("honest pull: %v\n%s", err, kilntest.Tail(k.Log.String(), 20))
 	}
-	if got.State != "available" || got.Name != "honest-v1" || !strings.HasPrefix(got.PulledFrom, ref+"@sha256:") {
+	if got.State != "available" || got.Name != "honest-v1" || got.SourceRef != ref || !strings.HasPrefix(got.SourceDigest, "sha256:") {
 		t.Errorf("pulled: %+v", got)
 	}
 	sn, err := k.Snapshot(ctx, got.BlockDeviceMappings[0].EBS.SnapshotID)
@@ -401,7 +411,7 @@ func TestPullRefusesLyingRegistry(t *testing.T) {
 	}
 	// A pull by digest of the same manifest is the same content: nothing fetched again.
 	before := reg.blobGets("honest")
-	if _, err := k.PullImage(ctx, api.PullImageRequest{Reference: strings.TrimSuffix(got.PulledFrom[:strings.Index(got.PulledFrom, "@")], ":v1") + got.PulledFrom[strings.Index(got.PulledFrom, "@"):],
+	if _, err := k.PullImage(ctx, api.PullImageRequest{Reference: strings.TrimSuffix(got.SourceRef, ":v1") + "@" + got.SourceDigest,
 		Name: "again", Registry: api.Registry{CACerts: ca}}); err != nil {
 		t.Fatalf("pull by digest: %v", err)
 	}

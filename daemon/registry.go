@@ -72,6 +72,7 @@ func (s *server) pushImage(w http.ResponseWriter, r *http.Request, c peer.Caller
 	writeJSON(w, http.StatusOK, api.PushImageResult{
 		ImageID: im.ID, Reference: res.Reference, Digest: res.Digest.String(), Blobs: res.Blobs,
 		BlobsPushed: res.BlobsPushed, BytesPushed: res.BytesPushed, BlobsSkipped: res.BlobsSkipped,
+		BlobsMounted: res.BlobsMounted,
 	})
 	return nil
 }
@@ -114,7 +115,7 @@ func (s *server) pullImage(w http.ResponseWriter, r *http.Request, c peer.Caller
 	if err != nil {
 		return registryError(err)
 	}
-	log.G(r.Context()).WithField("image", im.ID).WithField("uid", c.UID).WithField("reference", im.PulledFrom).Info("image pulled")
+	log.G(r.Context()).WithField("image", im.ID).WithField("uid", c.UID).WithField("reference", im.SourceRef).Info("image pulled")
 	audit.NoteCreated(r.Context(), "image", im.ID)
 	writeJSON(w, http.StatusCreated, s.img.View(c, im))
 	return nil

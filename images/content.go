@@ -216,13 +216,14 @@ func (s *Store) ReadJSON(ctx context.Context, d digest.Digest, v any) error {
 	return json.Unmarshal(b, v)
 }
 
-// WriteManifest stores an OCI image manifest over config and layers and returns its
-// descriptor.
+// WriteManifest stores an OCI image manifest over config and layers, with kiln's
+// ArtifactType, and returns its descriptor.
 func (s *Store) WriteManifest(ctx context.Context, config ocispec.Descriptor, layers []ocispec.Descriptor) (ocispec.Descriptor, error) {
 	m := ocispec.Manifest{
-		MediaType: ocispec.MediaTypeImageManifest,
-		Config:    config,
-		Layers:    layers,
+		MediaType:    ocispec.MediaTypeImageManifest,
+		ArtifactType: ArtifactType,
+		Config:       config,
+		Layers:       layers,
 	}
 	m.SchemaVersion = 2
 	return s.WriteJSON(ctx, ocispec.MediaTypeImageManifest, m)

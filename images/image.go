@@ -11,6 +11,9 @@ import (
 // a kiln image config and whose layers are qcow2 layers (each chain bottom to top), the
 // kernel and the initrd.
 const (
+	// ArtifactType is the artifactType of every kiln image manifest: what a registry,
+	// skopeo or oras shows a kiln image to be.
+	ArtifactType    = "application/vnd.kiln.image.v1+json"
 	MediaTypeConfig = "application/vnd.kiln.image.config.v1+json"
 	MediaTypeLayer  = "application/vnd.kiln.disk.qcow2"
 	MediaTypeKernel = "application/vnd.kiln.kernel"
@@ -86,9 +89,11 @@ type Image struct {
 	SourceInstanceID string `json:"sourceInstanceId,omitempty"`
 	SourceImageID    string `json:"sourceImageId,omitempty"`
 	CopiedFromID     string `json:"copiedFromId,omitempty"`
-	// PulledFrom is the registry reference an image was pulled from, with the
-	// manifest's digest there (REGISTRY/REPOSITORY[:TAG]@sha256:…).
-	PulledFrom string `json:"pulledFrom,omitempty"`
+	// SourceRef is the registry reference an image was pulled from
+	// (REGISTRY/REPOSITORY[:TAG|@sha256:…]), or the file it was imported from; and
+	// SourceDigest the digest of the manifest as the registry or file held it.
+	SourceRef    string        `json:"sourceRef,omitempty"`
+	SourceDigest digest.Digest `json:"sourceDigest,omitempty"`
 	Config
 }
 

@@ -105,7 +105,7 @@ func printImage(e *env, im api.Image) error {
 	for _, k := range keys {
 		kv = append(kv, [2]string{"Tag " + k, im.Tags[k]})
 	}
-	for _, l := range [][2]string{{"Source instance", im.SourceInstanceID}, {"Source image", im.SourceImageID}, {"Copied from", im.CopiedFromID}, {"Pulled from", im.PulledFrom}} {
+	for _, l := range [][2]string{{"Source instance", im.SourceInstanceID}, {"Source image", im.SourceImageID}, {"Copied from", im.CopiedFromID}, {"Source", im.SourceRef}, {"Source digest", im.SourceDigest}} {
 		if l[1] != "" {
 			kv = append(kv, l)
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -44,7 +45,7 @@ available, once all of it is in. A pull that fails leaves no image. The name is
 				}
 				return err
 			}
-			return confirmImage(e, im, fmt.Sprintf("%s, pulled from %s", im.State, im.PulledFrom))
+			return confirmImage(e, im, fmt.Sprintf("%s, pulled from %s", im.State, sourceOf(im)))
 		},
 	}
 	cmd.Flags().StringVar(&req.Name, "name", "", "the image's name (default: the repository's last part and the tag)")
@@ -52,4 +53,12 @@ available, once all of it is in. A pull that fails leaves no image. The name is
 	cmd.Flags().StringArrayVar(&tags, "tag", nil, "tag K=V (repeatable)")
 	f.add(cmd, time.Hour)
 	return cmd
+}
+
+// sourceOf is where a pulled image came from, with the manifest's digest there.
+func sourceOf(im api.Image) string {
+	if strings.Contains(im.SourceRef, "@") || im.SourceDigest == "" {
+		return im.SourceRef
+	}
+	return im.SourceRef + "@" + im.SourceDigest
 }

@@ -48,8 +48,12 @@ KubeVirt (and any OCI tool) can use; kiln image pull does not take it back.`,
 			case e.output == "json":
 				err = printJSON(e.stdout, res)
 			default:
-				_, err = fmt.Fprintf(e.stdout, "%s: pushed to %s@%s (%d of %d blobs sent, %s; %d already there)\n",
-					res.ImageID, clean(res.Reference), res.Digest, res.BlobsPushed, res.Blobs, humanBytes(res.BytesPushed), res.BlobsSkipped)
+				mounted := ""
+				if res.BlobsMounted > 0 {
+					mounted = fmt.Sprintf(", %d mounted from the repository it came from", res.BlobsMounted)
+				}
+				_, err = fmt.Fprintf(e.stdout, "%s: pushed to %s@%s (%d of %d blobs sent, %s; %d already there%s)\n",
+					res.ImageID, clean(res.Reference), res.Digest, res.BlobsPushed, res.Blobs, humanBytes(res.BytesPushed), res.BlobsSkipped, mounted)
 			}
 			return err
 		},

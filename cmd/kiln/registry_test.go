@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -82,6 +83,22 @@ func TestPushPull(t *testing.T) {
 
 	checkContainerDisk(t, a, reg)
 
+	// An independent client reads what kiln pushed: skopeo sees kiln's manifest (its
+	// artifactType, the digest kiln said) and copies it, digests kept, to a second
+	// repository, which kiln pulls below and launches.
+	certDir := skopeoCertDir(t, reg)
+	raw, err := kilntest.Command(t, kilntest.Need(t, "skopeo"), "inspect", "--raw", "--creds", reg.User+":"+reg.Password, "--cert-dir", certDir, "docker://"+ref).Output()
+	var pushed ocispec.Manifest
+	if err != nil || json.Unmarshal(raw, &pushed) != nil || pushed.ArtifactType != "application/vnd.kiln.image.v1+json" || digest.FromBytes(raw).String() != first.Digest {
+		t.Errorf("skopeo inspect --raw of what kiln pushed: %v; want kiln's artifactType and digest %s\n%s", err, first.Digest, raw)
+	}
+	copied := reg.Host + "/kiln/copied:v1"
+	if o, err := kilntest.Command(t, kilntest.Need(t, "skopeo"), "copy", "-q", "--preserve-digests",
+		"--src-creds", reg.User+":"+reg.Password, "--src-cert-dir", certDir, "--dest-creds", reg.User+":"+reg.Password, "--dest-cert-dir", certDir,
+		"docker://"+ref, "docker://"+copied).CombinedOutput(); err != nil {
+		t.Fatalf("skopeo copy of what kiln pushed: %v\n%s", err, o)
+	}
+
 	// kilnd trusts the test's CA only when the request carries it.
 	code, _, errOut = kiln(t, b, "image", "pull", ref)
 	if code != 1 || !strings.Contains(errOut, "--ca-file") {
@@ -95,12 +112,20 @@ func TestPushPull(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	im, err := cb.Image(ctx, "guest-v1")
-	if err != nil || im.State != "available" || im.PulledFrom != ref+"@"+first.Digest || len(im.BlockDeviceMappings) != 1 || im.Kernel == "" {
+	if err != nil || im.State != "available" || im.SourceRef != ref || im.SourceDigest != first.Digest || len(im.BlockDeviceMappings) != 1 || im.Kernel == "" {
 		t.Fatalf("pulled image: %+v, %v", im, err)
 	}
 	code, _, errOut = kiln(t, b, "image", "pull", ref, "--ca-file", reg.CAFile)
 	if code != 1 || !strings.Contains(errOut, api.CodeInvalidAMINameDuplicate) {
 		t.Errorf("pull to a name in use: exit %d, %q", code, errOut)
+	}
+	// The copy skopeo made is the same image: its layers are there, its config only travels.
+	code, out, errOut = kiln(t, b, "image", "pull", copied, "--name", "copied", "--ca-file", reg.CAFile)
+	if code != 0 || !strings.Contains(out, "available, pulled from "+copied+"@"+first.Digest) {
+		t.Fatalf("pull of skopeo's copy: exit %d, %q, %q\n%s", code, out, errOut, kilntest.Tail(kb.Log.String(), 20))
+	}
+	if pulled := regexp.MustCompile(`msg=pulled .*bytes=(\d+)`).FindAllStringSubmatch(kb.Log.String(), -1); len(pulled) == 0 || pulled[len(pulled)-1][1] != "0" {
+		t.Errorf("pull of a copy whose layers kilnd has fetched %v layer bytes; want none", pulled)
 	}
 
 	// It boots, and an image made of it sends back its new layer only.
@@ -112,7 +137,7 @@ func TestPushPull(t *testing.T) {
 			cb.InstanceAction(ctx, inst.ID, "terminate", true)
 		}
 	})
-	code, out, errOut = kiln(t, b, "run", "guest-v1", "--name", "pulled", "--type", "nano", "--wait", "--timeout", "4m", "-q")
+	code, out, errOut = kiln(t, b, "run", "copied", "--name", "pulled", "--type", "nano", "--wait", "--timeout", "4m", "-q")
 	if code != 0 {
 		t.Fatalf("run the pulled image: exit %d, %q, %q\n%s", code, out, errOut, kilntest.InstancesEvidence(filepath.Join(filepath.Dir(b), "root")))
 	}
@@ -122,10 +147,22 @@ func TestPushPull(t *testing.T) {
 	if code, _, errOut = kiln(t, b, "registry", "login", reg.Host, "-u", reg.User, "--password", reg.Password, "--ca-file", reg.CAFile); code != 0 {
 		t.Fatalf("login: %q", errOut)
 	}
+	// A pulled image pushed to another repository of the same registry: its layers are
+	// mounted from the repository it came from, only its (local) config is sent.
+	code, out, errOut = kiln(t, b, "image", "push", "guest-v1", reg.Host+"/kiln/mounted:v1", "--ca-file", reg.CAFile, "-o", "json")
+	var mounted api.PushImageResult
+	if code != 0 || json.Unmarshal([]byte(out), &mounted) != nil || mounted.BlobsMounted != 3 || mounted.BlobsPushed != 1 {
+		t.Errorf("push of a pulled image to another repository: exit %d, %q, %q; want its 3 layers mounted, the config sent", code, out, errOut)
+	}
+	before := treeSize(t, reg.Dir)
 	code, out, errOut = kiln(t, b, "image", "push", "child", reg.Host+"/kiln/guest:child", "--ca-file", reg.CAFile, "-o", "json")
 	var child api.PushImageResult
 	if code != 0 || json.Unmarshal([]byte(out), &child) != nil {
 		t.Fatalf("push child: exit %d, %q, %q", code, out, errOut)
+	}
+	// The registry grew by the new layer (and the config and manifest), not the base.
+	if grew := treeSize(t, reg.Dir) - before; grew > child.BytesPushed+1<<20 || child.BytesPushed >= first.BytesPushed {
+		t.Errorf("push of the child: the registry grew %d bytes, the push sent %d (the base's push sent %d); want about the delta", grew, child.BytesPushed, first.BytesPushed)
 	}
 	// Its new layer and config are sent; the base layer, kernel and initrd are there.
 	if child.Blobs != 5 || child.BlobsPushed != 2 || child.BlobsSkipped != 3 {
@@ -148,7 +185,7 @@ func TestPushPull(t *testing.T) {
 			ca.InstanceAction(ctx, inst.ID, "terminate", true)
 		}
 	})
-	if code, out, _ = kiln(t, a, "image", "inspect", "child-back"); code != 0 || !strings.Contains(out, "Pulled from") {
+	if code, out, _ = kiln(t, a, "image", "inspect", "child-back"); code != 0 || !strings.Contains(out, "Source digest") {
 		t.Errorf("inspect of a pulled image: exit %d\n%s", code, out)
 	}
 	// The first kilnd had every layer but the new one: it fetched that one only.
@@ -179,6 +216,38 @@ func TestPushPull(t *testing.T) {
 	}
 }
 
+// treeSize is the bytes of the regular files under dir (a registry's storage).
+func treeSize(t *testing.T, dir string) int64 {
+	t.Helper()
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			n += info.Size()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// skopeoCertDir is a directory holding the registry's CA as skopeo's --cert-dir wants it.
+func skopeoCertDir(t *testing.T, reg *kilntest.Registry) string {
+	certDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(certDir, "ca.crt"), reg.CAPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certDir
+}
+
 func atoi(s string) int64 {
 	var n int64
 	for _, c := range s {
@@ -199,10 +268,7 @@ func checkContainerDisk(t *testing.T, socket string, reg *kilntest.Registry) {
 	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || res.Blobs != 2 || res.BlobsPushed != 2 {
 		t.Fatalf("push --containerdisk: exit %d, %q, %q", code, out, errOut)
 	}
-	certDir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(certDir, "ca.crt"), reg.CAPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	certDir := skopeoCertDir(t, reg)
 	raw, err := kilntest.Command(t, kilntest.Need(t, "skopeo"), "inspect", "--raw", "--creds", reg.User+":"+reg.Password, "--cert-dir", certDir, "docker://"+ref).Output()
 	var pushed ocispec.Manifest
 	if err != nil || json.Unmarshal(raw, &pushed) != nil || len(pushed.Layers) != 1 || pushed.Layers[0].MediaType != ocispec.MediaTypeImageLayer ||

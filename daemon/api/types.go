@@ -55,7 +55,10 @@ type Image struct {
 	SourceInstanceID    string               `json:"sourceInstanceId,omitempty"`
 	SourceImageID       string               `json:"sourceImageId,omitempty"`
 	CopiedFromID        string               `json:"copiedFromId,omitempty"`
-	PulledFrom          string               `json:"pulledFrom,omitempty"`
+	// SourceRef and SourceDigest: where a pulled image came from, and its manifest's
+	// digest there.
+	SourceRef    string `json:"sourceRef,omitempty"`
+	SourceDigest string `json:"sourceDigest,omitempty"`
 	// Copies are the images copied from this one by other users, shown to its owner
 	// (and administrators) by inspect only: whoever may launch an image may copy it, as
 	// in the cloud, and owns the copy.
@@ -430,6 +433,7 @@ type PushImageResult struct {
 	BlobsPushed  int    `json:"blobsPushed"`  // sent: the registry lacked them
 	BytesPushed  int64  `json:"bytesPushed"`  // their bytes
 	BlobsSkipped int    `json:"blobsSkipped"` // the registry had them
+	BlobsMounted int    `json:"blobsMounted"` // the registry took them from the repository the image was pulled from
 }
 
 // PullImageRequest is the body of POST /v1/images/pull.

@@ -381,7 +381,8 @@ func ToAPI(im *images.Image) api.Image {
 		SourceInstanceID:    im.SourceInstanceID,
 		SourceImageID:       im.SourceImageID,
 		CopiedFromID:        im.CopiedFromID,
-		PulledFrom:          im.PulledFrom,
+		SourceRef:           im.SourceRef,
+		SourceDigest:        im.SourceDigest.String(),
 	}
 	if out.Tags == nil {
 		out.Tags = map[string]string{}

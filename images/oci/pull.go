@@ -239,15 +239,24 @@ func (p *Puller) Pull(ctx context.Context, req PullRequest) (*images.Image, erro
 	im := &images.Image{
 		ID: id, Name: name, OwnerID: req.OwnerID, Description: req.Description,
 		State: images.StateAvailable, Tags: req.Tags, CreationDate: now,
-		Manifest:   local.Digest,
-		PulledFrom: repo.Reference.Registry + "/" + repo.Reference.Repository + tagPart(tag) + "@" + mdesc.Digest.String(),
-		Config:     cfg,
+		Manifest:     local.Digest,
+		SourceRef:    repo.Reference.Registry + "/" + repo.Reference.Repository + refPart(tag),
+		SourceDigest: mdesc.Digest,
+		Config:       cfg,
 	}
 	if err := p.Store.CreateImage(im); err != nil {
 		return fail(err)
 	}
 	l.WithField("image", id).WithField("dur", time.Since(start)).WithField("bytes", fetched).Info("pulled")
 	return im, nil
+}
+
+// refPart is ":TAG", or "@DIGEST" for a reference by digest.
+func refPart(tag string) string {
+	if _, err := digest.Parse(tag); err == nil {
+		return "@" + tag
+	}
+	return ":" + tag
 }
 
 func tagPart(tag string) string {
@@ -377,7 +386,8 @@ func readVerified(rc io.Reader, desc ocispec.Descriptor, max int64, what string)
 }
 
 // parseManifest decodes a kiln image's manifest and checks its shape: an OCI image
-// manifest, a kiln config, at most MaxLayers distinct sha256 layers of kiln's media
+// manifest of kiln's artifactType (or none, as kiln stored manifests before it wrote
+// one), a kiln config, at most MaxLayers distinct sha256 layers of kiln's media
 // types, each of a size kiln takes.
 func parseManifest(b []byte, desc ocispec.Descriptor) (ocispec.Manifest, error) {
 	var m ocispec.Manifest
@@ -391,6 +401,9 @@ func parseManifest(b []byte, desc ocispec.Descriptor) (ocispec.Manifest, error) 
 	switch {
 	case m.SchemaVersion != 2 || mt != ocispec.MediaTypeImageManifest:
 		return m, fmt.Errorf("not a kiln image: its manifest is %q (schema %d), not an OCI image manifest: %w", mt, m.SchemaVersion, errdefs.ErrInvalidArgument)
+	case m.ArtifactType != images.ArtifactType && m.ArtifactType != "": // "": stored before kiln wrote one
+		return m, fmt.Errorf("not a kiln image: its artifactType is %q, not %q (kiln pulls images that kiln image push sent): %w",
+			m.ArtifactType, images.ArtifactType, errdefs.ErrInvalidArgument)
 	case m.Config.MediaType != images.MediaTypeConfig:
 		return m, fmt.Errorf("not a kiln image: its config is %q, not %q (kiln pulls images that kiln image push sent): %w",
 			m.Config.MediaType, images.MediaTypeConfig, errdefs.ErrInvalidArgument)

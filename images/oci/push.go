@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 
+	"oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote"
 
 	"kiln/images"
@@ -27,12 +29,16 @@ type PushResult struct {
 	BlobsPushed  int   // those the registry lacked
 	BytesPushed  int64 // their bytes
 	BlobsSkipped int   // those it had
+	BlobsMounted int   // those it lacked and took from another of its repositories
 }
 
 // Push sends the available image im from store s to the registry: its manifest, config
 // and layers exactly as stored (so the manifest keeps its digest), each blob only when
 // the registry lacks it (a HEAD first), Concurrency at a time, then the manifest under
-// the reference's tag. Errors wrap errdefs classes as Pull's do.
+// the reference's tag. A blob the repository lacks is first mounted from the
+// repository the image was pulled from (its SourceRef), when that is another repository
+// of the same registry; a registry that does not mount gets it uploaded. Errors wrap
+// errdefs classes as Pull's do.
 func Push(ctx context.Context, s *images.Store, im *images.Image, r Remote) (PushResult, error) {
 	repo, tag, err := r.repository()
 	if err != nil {
@@ -52,11 +58,12 @@ func Push(ctx context.Context, s *images.Store, im *images.Image, r Remote) (Pus
 	if err := json.Unmarshal(mb, &m); err != nil {
 		return PushResult{}, fmt.Errorf("image %s: manifest %s: %v: %w", im.ID, im.Manifest, err, errdefs.ErrDataLoss)
 	}
-	mdesc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: im.Manifest, Size: int64(len(mb))}
+	mdesc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: m.ArtifactType, Digest: im.Manifest, Size: int64(len(mb))}
 	if d, derr := digest.Parse(tag); derr == nil && d != mdesc.Digest {
 		return PushResult{}, fmt.Errorf("push %s: the image's manifest is %s, not the digest the reference names: push by tag: %w", ref, mdesc.Digest, errdefs.ErrInvalidArgument)
 	}
 	res := PushResult{Reference: ref, Digest: mdesc.Digest}
+	from := mountFrom(im.SourceRef, repo.Reference.Registry, repo.Reference.Repository)
 	blobs := append([]ocispec.Descriptor{m.Config}, m.Layers...)
 	res.Blobs = len(blobs)
 	start := time.Now()
@@ -66,16 +73,19 @@ func Push(ctx context.Context, s *images.Store, im *images.Image, r Remote) (Pus
 	g.SetLimit(Concurrency)
 	for _, desc := range blobs {
 		g.Go(func() error {
-			pushed, err := pushBlob(gctx, s, repo, desc)
+			how, err := pushBlob(gctx, s, repo, desc, from)
 			if err != nil {
 				return err
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			if pushed {
+			switch how {
+			case sent:
 				res.BlobsPushed++
 				res.BytesPushed += desc.Size
-			} else {
+			case mounted:
+				res.BlobsMounted++
+			default:
 				res.BlobsSkipped++
 			}
 			return nil
@@ -93,29 +103,73 @@ func Push(ctx context.Context, s *images.Store, im *images.Image, r Remote) (Pus
 		return res, registryError("push", ref, err)
 	}
 	log.G(ctx).WithField("image", im.ID).WithField("reference", ref).WithField("digest", mdesc.Digest).
-		WithField("pushed", res.BlobsPushed).WithField("bytes", res.BytesPushed).WithField("dur", time.Since(start)).Info("pushed")
+		WithField("pushed", res.BlobsPushed).WithField("mounted", res.BlobsMounted).WithField("bytes", res.BytesPushed).WithField("dur", time.Since(start)).Info("pushed")
 	return res, nil
 }
 
-// pushBlob sends one blob unless the registry has it, and says whether it sent it.
-func pushBlob(ctx context.Context, s *images.Store, repo *remote.Repository, desc ocispec.Descriptor) (bool, error) {
+// mountFrom is the repository of registry, other than repository, that sourceRef
+// names ("" when none).
+func mountFrom(sourceRef, registry, repository string) string {
+	if sourceRef == "" {
+		return ""
+	}
+	r, err := remote.NewRepository(sourceRef)
+	if err != nil || r.Reference.Registry != registry || r.Reference.Repository == repository {
+		return ""
+	}
+	return r.Reference.Repository
+}
+
+type pushed int
+
+const (
+	present pushed = iota // the repository had it
+	sent                  // uploaded
+	mounted               // mounted from another repository of the registry
+)
+
+// pushBlob sends one blob unless the repository has it, mounting it from the
+// repository from (when not "") if the registry can, and says what it did.
+func pushBlob(ctx context.Context, s *images.Store, repo *remote.Repository, desc ocispec.Descriptor, from string) (pushed, error) {
 	ok, err := repo.Blobs().Exists(ctx, desc)
 	if err != nil {
-		return false, err
+		return present, err
 	}
 	if ok {
-		return false, nil
+		return present, nil
 	}
-	rc, size, err := s.Blob(ctx, desc.Digest)
+	open := func() (io.ReadCloser, error) {
+		rc, size, err := s.Blob(ctx, desc.Digest)
+		if err != nil {
+			return nil, err
+		}
+		if size != desc.Size {
+			rc.Close()
+			return nil, fmt.Errorf("blob %s is %d bytes in the store, the manifest says %d: %w", desc.Digest, size, desc.Size, errdefs.ErrDataLoss)
+		}
+		return rc, nil
+	}
+	if m, ok := repo.Blobs().(registry.Mounter); ok && from != "" {
+		uploaded := false
+		err := m.Mount(ctx, desc, from, func() (io.ReadCloser, error) {
+			uploaded = true
+			return open()
+		})
+		switch {
+		case err != nil:
+			return present, err
+		case uploaded:
+			return sent, nil
+		}
+		return mounted, nil
+	}
+	rc, err := open()
 	if err != nil {
-		return false, err
+		return present, err
 	}
 	defer rc.Close()
-	if size != desc.Size {
-		return false, fmt.Errorf("blob %s is %d bytes in the store, the manifest says %d: %w", desc.Digest, size, desc.Size, errdefs.ErrDataLoss)
-	}
 	if err := repo.Blobs().Push(ctx, desc, rc); err != nil {
-		return false, err
+		return present, err
 	}
-	return true, nil
+	return sent, nil
 }
