@@ -358,7 +358,8 @@ func TestPullRefusesLyingRegistry(t *testing.T) {
 			if tc.ref != nil {
 				ref = tc.ref(ref, r)
 			}
-			_, err := k.PullImage(ctx, api.PullImageRequest{Reference: ref, Registry: api.Registry{CACerts: ca}})
+			// With progress: a refusal found while bytes move ends the stream with the same error.
+			_, err := k.PullImage(ctx, api.PullImageRequest{Reference: ref, Registry: api.Registry{CACerts: ca}}, func(api.Progress) {})
 			var ae *api.Error
 			if !errors.As(err, &ae) || ae.Code != tc.code || !strings.Contains(ae.Message, tc.message) {
 				t.Fatalf("pull: %v; want %s saying %q", err, tc.code, tc.message)
@@ -385,12 +386,16 @@ func TestPullRefusesLyingRegistry(t *testing.T) {
 
 	im := honest()
 	ref := reg.put("honest", im.repo(t))
-	got, err := k.PullImage(ctx, api.PullImageRequest{Reference: ref, Registry: api.Registry{CACerts: ca}})
+	var last api.Progress
+	got, err := k.PullImage(ctx, api.PullImageRequest{Reference: ref, Registry: api.Registry{CACerts: ca}}, func(p api.Progress) { last = p })
 	if err != nil {
 		t.Fatalf("honest pull: %v\n%s", err, kilntest.Tail(k.Log.String(), 20))
 	}
 	if got.State != "available" || got.Name != "honest-v1" || got.SourceRef != ref || !strings.HasPrefix(got.SourceDigest, "sha256:") {
 		t.Errorf("pulled: %+v", got)
+	}
+	if last.BytesTotal == 0 || last.BytesDone != last.BytesTotal {
+		t.Errorf("the pull's last progress: %+v; want every byte to fetch fetched", last)
 	}
 	sn, err := k.Snapshot(ctx, got.BlockDeviceMappings[0].EBS.SnapshotID)
 	if err != nil {
@@ -412,7 +417,7 @@ func TestPullRefusesLyingRegistry(t *testing.T) {
 	// A pull by digest of the same manifest is the same content: nothing fetched again.
 	before := reg.blobGets("honest")
 	if _, err := k.PullImage(ctx, api.PullImageRequest{Reference: strings.TrimSuffix(got.SourceRef, ":v1") + "@" + got.SourceDigest,
-		Name: "again", Registry: api.Registry{CACerts: ca}}); err != nil {
+		Name: "again", Registry: api.Registry{CACerts: ca}}, nil); err != nil {
 		t.Fatalf("pull by digest: %v", err)
 	}
 	if n := reg.blobGets("honest") - before; n != 1 { // the config only
@@ -423,14 +428,14 @@ func TestPullRefusesLyingRegistry(t *testing.T) {
 	plain.Server = httptest.NewServer(http.HandlerFunc(plain.serve))
 	defer plain.Close()
 	plainRef := plain.put("plain", honest().repo(t))
-	if _, err := k.PullImage(ctx, api.PullImageRequest{Reference: plainRef}); err == nil || !strings.Contains(err.Error(), "--plain-http") {
+	if _, err := k.PullImage(ctx, api.PullImageRequest{Reference: plainRef}, nil); err == nil || !strings.Contains(err.Error(), "--plain-http") {
 		t.Errorf("pull from a plain HTTP registry without plainHttp: %v; want --plain-http said", err)
 	}
-	if _, err := k.PullImage(ctx, api.PullImageRequest{Reference: plainRef, Registry: api.Registry{PlainHTTP: true}}); err != nil {
+	if _, err := k.PullImage(ctx, api.PullImageRequest{Reference: plainRef, Registry: api.Registry{PlainHTTP: true}}, nil); err != nil {
 		t.Errorf("pull with plainHttp: %v", err)
 	}
 	if !errdefs.IsNotFound(func() error {
-		_, err := k.PullImage(ctx, api.PullImageRequest{Reference: strings.Replace(ref, "honest", "nothing", 1), Registry: api.Registry{CACerts: ca}})
+		_, err := k.PullImage(ctx, api.PullImageRequest{Reference: strings.Replace(ref, "honest", "nothing", 1), Registry: api.Registry{CACerts: ca}}, nil)
 		return err
 	}()) {
 		t.Errorf("pull of a repository the registry lacks: want NotFound")

@@ -2,10 +2,14 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -52,6 +56,8 @@ func (s *server) pushImage(w http.ResponseWriter, r *http.Request, c peer.Caller
 	if err != nil {
 		return err
 	}
+	ps := newProgressStream(w, r)
+	rm.Progress = ps.report
 	var res oci.PushResult
 	if req.ContainerDisk {
 		tmp := filepath.Join(s.store.Root(), "run") // kilnd's own (docs/layout.md)
@@ -66,15 +72,14 @@ func (s *server) pushImage(w http.ResponseWriter, r *http.Request, c peer.Caller
 		res, err = oci.Push(r.Context(), s.store, im, rm)
 	}
 	if err != nil {
-		return registryError(err)
+		return ps.finish(http.StatusOK, nil, registryError(err))
 	}
 	log.G(r.Context()).WithField("image", im.ID).WithField("uid", c.UID).WithField("reference", res.Reference).Info("image pushed")
-	writeJSON(w, http.StatusOK, api.PushImageResult{
+	return ps.finish(http.StatusOK, api.PushImageResult{
 		ImageID: im.ID, Reference: res.Reference, Digest: res.Digest.String(), Blobs: res.Blobs,
 		BlobsPushed: res.BlobsPushed, BytesPushed: res.BytesPushed, BlobsSkipped: res.BlobsSkipped,
 		BlobsMounted: res.BlobsMounted,
-	})
-	return nil
+	}, nil)
 }
 
 // pullImage answers POST /v1/images/pull: the image, available, owned by the caller,
@@ -93,6 +98,8 @@ func (s *server) pullImage(w http.ResponseWriter, r *http.Request, c peer.Caller
 		return err
 	}
 	defer release() // the record counts once Pull returns it
+	ps := newProgressStream(w, r)
+	rm.Progress = ps.report
 	tool := s.builder.Tool
 	p := &oci.Puller{
 		Store: s.store,
@@ -113,10 +120,108 @@ func (s *server) pullImage(w http.ResponseWriter, r *http.Request, c peer.Caller
 		Admit: func(bytes int64) (func(), error) { return s.img.AdmitStored(c.User, bytes) },
 	})
 	if err != nil {
-		return registryError(err)
+		return ps.finish(0, nil, registryError(err))
 	}
 	log.G(r.Context()).WithField("image", im.ID).WithField("uid", c.UID).WithField("reference", im.SourceRef).Info("image pulled")
 	audit.NoteCreated(r.Context(), "image", im.ID)
-	writeJSON(w, http.StatusCreated, s.img.View(c, im))
+	return ps.finish(http.StatusCreated, s.img.View(c, im), nil)
+}
+
+// progressEvery is how often a progress stream tells the bytes moved.
+const progressEvery = 250 * time.Millisecond
+
+// progressStream answers a push or pull (api.MediaTypeProgressStream) when the request
+// asks with ?progress=1: nothing is written until there are bytes to move, so an early
+// refusal is an ordinary error answer; once there are, the stream ends with a progress
+// event of where they ended, then the result or the error.
+type progressStream struct {
+	w           http.ResponseWriter
+	done, total atomic.Int64
+	stop        chan struct{}
+	stopped     chan struct{}
+	mu          sync.Mutex
+	started     bool
+}
+
+func newProgressStream(w http.ResponseWriter, r *http.Request) *progressStream {
+	ps := &progressStream{w: w}
+	if r.URL.Query().Get("progress") != "1" {
+		return ps
+	}
+	ps.stop, ps.stopped = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(ps.stopped)
+		t := time.NewTicker(progressEvery)
+		defer t.Stop()
+		var last api.Progress
+		for {
+			select {
+			case <-ps.stop:
+				return
+			case <-t.C:
+			}
+			p := api.Progress{BytesDone: ps.done.Load(), BytesTotal: ps.total.Load()}
+			if p == last || (p.BytesTotal == 0 && p.BytesDone == 0) {
+				continue
+			}
+			last = p
+			ps.send(api.StreamEvent{Progress: &p})
+		}
+	}()
+	return ps
+}
+
+// report is oci.Remote.Progress.
+func (ps *progressStream) report(done, total int64) {
+	ps.done.Store(done)
+	ps.total.Store(total)
+}
+
+func (ps *progressStream) send(ev api.StreamEvent) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if !ps.started {
+		ps.w.Header().Set("Content-Type", api.MediaTypeProgressStream)
+		ps.w.WriteHeader(http.StatusOK)
+		ps.started = true
+	}
+	writeJSONTo(ps.w, ev)
+	_ = http.NewResponseController(ps.w).Flush() // an error means the peer has gone
+}
+
+// finish answers with result (status, without a stream) or err: as the stream's last
+// line once it has begun (returning a streamedError, which the route logs and audits
+// without answering again), else as the handler's error.
+func (ps *progressStream) finish(status int, result any, err error) error {
+	if ps.stop != nil {
+		close(ps.stop)
+		<-ps.stopped
+		// Once bytes were to move, the stream tells where they ended, however quick.
+		if p := (api.Progress{BytesDone: ps.done.Load(), BytesTotal: ps.total.Load()}); p.BytesTotal > 0 {
+			ps.send(api.StreamEvent{Progress: &p})
+		}
+	}
+	if !ps.started {
+		if err != nil {
+			return err
+		}
+		writeJSON(ps.w, status, result)
+		return nil
+	}
+	if err != nil {
+		ps.send(api.StreamEvent{Error: api.FromError(err, api.KindImage)})
+		return &streamedError{err}
+	}
+	b, merr := json.Marshal(result)
+	if merr != nil {
+		return merr
+	}
+	ps.send(api.StreamEvent{Result: b})
 	return nil
 }
+
+// streamedError is an error already answered on a progress stream.
+type streamedError struct{ err error }
+
+func (e *streamedError) Error() string { return e.err.Error() }
+func (e *streamedError) Unwrap() error { return e.err }

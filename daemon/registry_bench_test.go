@@ -70,7 +70,7 @@ func BenchmarkPushPull(b *testing.B) {
 		for b.Loop() {
 			forget(b)
 			kilnRef = next("kiln")
-			res, err := src.PushImage(ctx, im.ID, api.PushImageRequest{Reference: kilnRef, Registry: registry})
+			res, err := src.PushImage(ctx, im.ID, api.PushImageRequest{Reference: kilnRef, Registry: registry}, nil)
 			if err != nil || res.BlobsPushed != res.Blobs {
 				b.Fatalf("push: %v %+v", err, res)
 			}
@@ -85,13 +85,13 @@ func BenchmarkPushPull(b *testing.B) {
 		}
 	})
 	kilnRef = next("kiln") // its blobs again, for the pulls
-	if _, err := src.PushImage(ctx, im.ID, api.PushImageRequest{Reference: kilnRef, Registry: registry}); err != nil {
+	if _, err := src.PushImage(ctx, im.ID, api.PushImageRequest{Reference: kilnRef, Registry: registry}, nil); err != nil {
 		b.Fatal(err)
 	}
 	b.Run("pull/kiln", func(b *testing.B) {
 		b.SetBytes(size)
 		for b.Loop() {
-			got, err := dst.PullImage(ctx, api.PullImageRequest{Reference: kilnRef, Name: "pulled", Registry: registry})
+			got, err := dst.PullImage(ctx, api.PullImageRequest{Reference: kilnRef, Name: "pulled", Registry: registry}, nil)
 			if err != nil {
 				b.Fatalf("pull: %v", err)
 			}

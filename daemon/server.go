@@ -93,7 +93,9 @@ func (s *server) routes() http.Handler {
 				} else {
 					l.WithField("code", ae.Code).Debug(ae.Message)
 				}
-				writeJSON(w, ae.Status(), ae)
+				if _, answered := err.(*streamedError); !answered {
+					writeJSON(w, ae.Status(), ae)
+				}
 				return
 			}
 			l.Debug("request done")

@@ -38,7 +38,9 @@ available, once all of it is in. A pull that fails leaves no image. The name is
 			req.Reference = args[0]
 			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 			defer cancel()
-			im, err := e.client().PullImage(ctx, req)
+			progress, end := transferBar(e, args[0])
+			im, err := e.client().PullImage(ctx, req, progress)
+			end(err == nil)
 			if err != nil {
 				if ctx.Err() == context.DeadlineExceeded {
 					return fmt.Errorf("pull %s: not done within %s (--timeout); it stopped and left nothing", args[0], f.timeout)

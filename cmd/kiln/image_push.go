@@ -35,7 +35,9 @@ KubeVirt (and any OCI tool) can use; kiln image pull does not take it back.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 			defer cancel()
-			res, err := e.client().PushImage(ctx, args[0], api.PushImageRequest{Reference: args[1], ContainerDisk: containerDisk, Registry: reg})
+			progress, end := transferBar(e, args[0])
+			res, err := e.client().PushImage(ctx, args[0], api.PushImageRequest{Reference: args[1], ContainerDisk: containerDisk, Registry: reg}, progress)
+			end(err == nil)
 			if err != nil {
 				if ctx.Err() == context.DeadlineExceeded {
 					return fmt.Errorf("push %s: not done within %s (--timeout); it stopped", args[1], f.timeout)

@@ -218,6 +218,22 @@ func (b *bar) end(made bool) {
 	fmt.Fprintln(b.w)
 }
 
+// transferBar is the progress bar of a push or pull, labelled label, on a terminal
+// (not with -q): the function to hand the client (nil off a terminal, so the request
+// is a plain one) and the end to call with whether it succeeded, which leaves the line
+// when one was drawn (a push or pull that moved nothing draws none).
+func transferBar(e *env, label string) (func(api.Progress), func(ok bool)) {
+	if !isTerminal(e.stderr) || e.quiet {
+		return nil, func(bool) {}
+	}
+	b := newBar(e.stderr, label)
+	return func(p api.Progress) { b.update(&p) }, func(ok bool) {
+		if b.drawn {
+			b.end(ok)
+		}
+	}
+}
+
 // termWidth is the columns of the terminal w is, 80 when it cannot say.
 func termWidth(w io.Writer) int {
 	if f, ok := w.(*os.File); ok {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"time"
@@ -414,6 +415,20 @@ type Registry struct {
 
 // MaxCACerts bounds the PEM certificates a push or pull request may carry.
 const MaxCACerts = 256 << 10
+
+// MediaTypeProgressStream is the answer to a push or pull asked with ?progress=1 once it
+// has begun to move bytes: one StreamEvent per line (JSON lines), progress events about
+// every quarter second, then one event with the result or the error. An error found
+// before any byte moves is an ordinary error answer (its HTTP status and Error body),
+// as without ?progress.
+const MediaTypeProgressStream = "application/x-ndjson"
+
+// StreamEvent is one line of a progress stream: exactly one field is set.
+type StreamEvent struct {
+	Progress *Progress       `json:"progress,omitempty"` // bytes moved, of the bytes to move
+	Result   json.RawMessage `json:"result,omitempty"`   // what the call answers without ?progress
+	Error    *Error          `json:"error,omitempty"`    // why it failed; nothing is left of a failed pull
+}
 
 // PushImageRequest is the body of POST /v1/images/{image}/push.
 type PushImageRequest struct {

@@ -1,25 +1,86 @@
 package client
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"kiln/daemon/api"
 )
 
 // PushImage sends an image to a registry (kilnd does the network I/O, with the
 // request's credential and CA certificates only) and answers once the registry has it.
-func (c *Client) PushImage(ctx context.Context, image string, req api.PushImageRequest) (api.PushImageResult, error) {
+// progress, when not nil, is called (on this goroutine) with the bytes sent so far as
+// kilnd streams them (api.MediaTypeProgressStream).
+func (c *Client) PushImage(ctx context.Context, image string, req api.PushImageRequest, progress func(api.Progress)) (api.PushImageResult, error) {
 	var out api.PushImageResult
-	err := c.do(ctx, http.MethodPost, "/images/"+url.PathEscape(image)+"/push", nil, req, &out)
+	err := c.stream(ctx, "/images/"+url.PathEscape(image)+"/push", req, &out, progress)
 	return out, err
 }
 
 // PullImage fetches a kiln image from a registry and answers with the new image,
-// available, once every byte is verified and every layer checked.
-func (c *Client) PullImage(ctx context.Context, req api.PullImageRequest) (api.Image, error) {
+// available, once every byte is verified and every layer checked. progress is as
+// PushImage's, with the bytes fetched.
+func (c *Client) PullImage(ctx context.Context, req api.PullImageRequest, progress func(api.Progress)) (api.Image, error) {
 	var out api.Image
-	err := c.do(ctx, http.MethodPost, "/images/pull", nil, req, &out)
+	err := c.stream(ctx, "/images/pull", req, &out, progress)
 	return out, err
+}
+
+// stream POSTs body to path and decodes the answer into out: a plain answer without
+// progress, else a progress stream, each progress event given to progress and the
+// last line the result or the error (an *api.Error, as a plain answer's).
+func (c *Client) stream(ctx context.Context, path string, body, out any, progress func(api.Progress)) error {
+	if progress == nil {
+		return c.do(ctx, http.MethodPost, path, nil, body, out)
+	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://kilnd/"+api.Version+path+"?progress=1", bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return c.unreachable(ctx, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return decodeError(resp)
+	}
+	dec := json.NewDecoder(bufio.NewReader(resp.Body))
+	if !strings.HasPrefix(resp.Header.Get("Content-Type"), api.MediaTypeProgressStream) {
+		if err := dec.Decode(out); err != nil {
+			return fmt.Errorf("decode POST %s answer: %w", path, err)
+		}
+		return nil
+	}
+	for {
+		var ev api.StreamEvent
+		if err := dec.Decode(&ev); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("POST %s: kilnd's progress stream ended before its result: %w", path, err)
+		}
+		switch {
+		case ev.Error != nil:
+			return ev.Error
+		case ev.Result != nil:
+			if err := json.Unmarshal(ev.Result, out); err != nil {
+				return fmt.Errorf("decode POST %s result: %w", path, err)
+			}
+			return nil
+		case ev.Progress != nil:
+			progress(*ev.Progress)
+		}
+	}
 }

@@ -115,6 +115,8 @@ func PushContainerDisk(ctx context.Context, s *images.Store, im *images.Image, r
 	mdesc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(mb), Size: int64(len(mb))}
 	res := PushResult{Reference: ref, Digest: mdesc.Digest, Blobs: 2}
 	start := time.Now()
+	t := &tally{fn: r.Progress}
+	t.add(0, cdesc.Size+layer.Size)
 	for _, b := range []struct {
 		desc ocispec.Descriptor
 		open func() (io.ReadCloser, error)
@@ -128,13 +130,14 @@ func PushContainerDisk(ctx context.Context, s *images.Store, im *images.Image, r
 		}
 		if ok {
 			res.BlobsSkipped++
+			t.add(b.desc.Size, 0)
 			continue
 		}
 		rc, err := b.open()
 		if err != nil {
 			return res, err
 		}
-		err = repo.Blobs().Push(ctx, b.desc, rc)
+		err = repo.Blobs().Push(ctx, b.desc, t.reader(rc))
 		rc.Close()
 		if err != nil {
 			return res, registryError("push", ref, err)

@@ -168,7 +168,9 @@ func (p *Puller) Pull(ctx context.Context, req PullRequest) (*images.Image, erro
 	defer release()
 	start := time.Now()
 	l.WithField("digest", mdesc.Digest).WithField("layers", len(m.Layers)).Info("pull")
-	sizes, parents, fetched, err := p.fetchLayers(ctx, repo.Blobs(), m.Layers)
+	t := &tally{fn: req.Progress}
+	t.add(0, need)
+	sizes, parents, fetched, err := p.fetchLayers(ctx, repo.Blobs(), m.Layers, t)
 	if err != nil {
 		return nil, registryError("pull", ref, err)
 	}
@@ -278,7 +280,7 @@ func sizeOf(layers []ocispec.Descriptor, d digest.Digest) int64 {
 // fetchLayers stores every layer of the manifest, Concurrency at a time, each verified
 // while it streams and (qcow2 layers) checked before it is committed. It returns each
 // qcow2 layer's virtual size and the parent its header names, and the bytes fetched.
-func (p *Puller) fetchLayers(ctx context.Context, repo fetcher, layers []ocispec.Descriptor) (sizes map[digest.Digest]int64, parents map[digest.Digest]digest.Digest, fetched int64, err error) {
+func (p *Puller) fetchLayers(ctx context.Context, repo fetcher, layers []ocispec.Descriptor, t *tally) (sizes map[digest.Digest]int64, parents map[digest.Digest]digest.Digest, fetched int64, err error) {
 	stall := p.Stall
 	if stall == 0 {
 		stall = time.Minute
@@ -314,7 +316,7 @@ func (p *Puller) fetchLayers(ctx context.Context, repo fetcher, layers []ocispec
 			}
 		}
 		g.Go(func() error {
-			n, err := p.fetchBlob(gctx, repo, ref+strconv.Itoa(i), desc, stall, check)
+			n, err := p.fetchBlob(gctx, repo, ref+strconv.Itoa(i), desc, stall, check, t)
 			mu.Lock()
 			defer mu.Unlock()
 			fetched += n
@@ -331,7 +333,7 @@ type fetcher interface {
 
 // fetchBlob stores one blob unless the store has it (then only check runs), and says
 // how many bytes it fetched.
-func (p *Puller) fetchBlob(ctx context.Context, repo fetcher, ref string, desc ocispec.Descriptor, stall time.Duration, check func(string) error) (int64, error) {
+func (p *Puller) fetchBlob(ctx context.Context, repo fetcher, ref string, desc ocispec.Descriptor, stall time.Duration, check func(string) error, t *tally) (int64, error) {
 	if p.Store.HasBlob(ctx, desc.Digest) {
 		return 0, p.Store.IngestVerified(ctx, ref, desc, nil, check)
 	}
@@ -344,7 +346,7 @@ func (p *Puller) fetchBlob(ctx context.Context, repo fetcher, ref string, desc o
 	defer rc.Close()
 	sr := newStallReader(rc, stall, cancel)
 	defer sr.stop()
-	cr := &countReader{r: sr}
+	cr := &countReader{r: t.reader(sr)}
 	err = p.Store.IngestVerified(ctx, ref, desc, cr, check)
 	if err != nil && ctx.Err() != nil {
 		err = fmt.Errorf("%w (%v)", context.Cause(ctx), err)

@@ -68,12 +68,40 @@ func Push(ctx context.Context, s *images.Store, im *images.Image, r Remote) (Pus
 	res.Blobs = len(blobs)
 	start := time.Now()
 
-	var mu sync.Mutex
+	// What the repository lacks (a HEAD each), so the progress counts what travels.
+	t := &tally{fn: r.Progress}
+	missing := make([]bool, len(blobs))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(Concurrency)
-	for _, desc := range blobs {
+	for i, desc := range blobs {
 		g.Go(func() error {
-			how, err := pushBlob(gctx, s, repo, desc, from)
+			ok, err := repo.Blobs().Exists(gctx, desc)
+			missing[i] = !ok
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return res, registryError("push", ref, err)
+	}
+	var total int64
+	for i, desc := range blobs {
+		if missing[i] {
+			total += desc.Size
+		} else {
+			res.BlobsSkipped++
+		}
+	}
+	t.add(0, total)
+
+	var mu sync.Mutex
+	g, gctx = errgroup.WithContext(ctx)
+	g.SetLimit(Concurrency)
+	for i, desc := range blobs {
+		if !missing[i] {
+			continue
+		}
+		g.Go(func() error {
+			how, err := pushBlob(gctx, s, repo, desc, from, t)
 			if err != nil {
 				return err
 			}
@@ -85,8 +113,7 @@ func Push(ctx context.Context, s *images.Store, im *images.Image, r Remote) (Pus
 				res.BytesPushed += desc.Size
 			case mounted:
 				res.BlobsMounted++
-			default:
-				res.BlobsSkipped++
+				t.add(desc.Size, 0)
 			}
 			return nil
 		})
@@ -128,16 +155,9 @@ const (
 	mounted               // mounted from another repository of the registry
 )
 
-// pushBlob sends one blob unless the repository has it, mounting it from the
-// repository from (when not "") if the registry can, and says what it did.
-func pushBlob(ctx context.Context, s *images.Store, repo *remote.Repository, desc ocispec.Descriptor, from string) (pushed, error) {
-	ok, err := repo.Blobs().Exists(ctx, desc)
-	if err != nil {
-		return present, err
-	}
-	if ok {
-		return present, nil
-	}
+// pushBlob sends one blob the repository lacks, mounting it from the repository from
+// (when not "") if the registry can, and says what it did; t counts the bytes sent.
+func pushBlob(ctx context.Context, s *images.Store, repo *remote.Repository, desc ocispec.Descriptor, from string, t *tally) (pushed, error) {
 	open := func() (io.ReadCloser, error) {
 		rc, size, err := s.Blob(ctx, desc.Digest)
 		if err != nil {
@@ -147,7 +167,7 @@ func pushBlob(ctx context.Context, s *images.Store, repo *remote.Repository, des
 			rc.Close()
 			return nil, fmt.Errorf("blob %s is %d bytes in the store, the manifest says %d: %w", desc.Digest, size, desc.Size, errdefs.ErrDataLoss)
 		}
-		return rc, nil
+		return readCloser{t.reader(rc), rc}, nil
 	}
 	if m, ok := repo.Blobs().(registry.Mounter); ok && from != "" {
 		uploaded := false

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -32,6 +33,49 @@ type Remote struct {
 	PlainHTTP bool
 	// UserAgent names kiln to the registry.
 	UserAgent string
+	// Progress, when set, is told the bytes moved so far and the bytes there are to
+	// move (both grow), from whichever goroutine moved them: it must be cheap and safe
+	// for concurrent use.
+	Progress func(done, total int64)
+}
+
+// tally counts the bytes of a push or pull for Remote.Progress.
+type tally struct {
+	done, total atomic.Int64
+	fn          func(done, total int64)
+}
+
+func (t *tally) add(done, total int64) {
+	if t.fn == nil {
+		return
+	}
+	t.fn(t.done.Add(done), t.total.Add(total))
+}
+
+// reader counts what r reads into t.
+func (t *tally) reader(r io.Reader) io.Reader {
+	if t.fn == nil {
+		return r
+	}
+	return &tallyReader{r: r, t: t}
+}
+
+type tallyReader struct {
+	r io.Reader
+	t *tally
+}
+
+func (r *tallyReader) Read(b []byte) (int, error) {
+	n, err := r.r.Read(b)
+	if n > 0 {
+		r.t.add(int64(n), 0)
+	}
+	return n, err
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
 }
 
 // repository is the registry client for r: TLS trusting the system's roots and r's
