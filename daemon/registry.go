@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -100,11 +101,26 @@ func (s *server) pullImage(w http.ResponseWriter, r *http.Request, c peer.Caller
 	defer release() // the record counts once Pull returns it
 	ps := newProgressStream(w, r)
 	rm.Progress = ps.report
+	p := s.puller()
+	im, err := p.Pull(r.Context(), oci.PullRequest{
+		Remote: rm, Name: req.Name, OwnerID: c.User, Description: req.Description, Tags: req.Tags,
+		Admit: func(bytes int64) (func(), error) { return s.img.AdmitStored(c.User, bytes) },
+	})
+	if err != nil {
+		return ps.finish(0, nil, registryError(err))
+	}
+	log.G(r.Context()).WithField("image", im.ID).WithField("uid", c.UID).WithField("reference", im.SourceRef).Info("image pulled")
+	audit.NoteCreated(r.Context(), "image", im.ID)
+	return ps.finish(http.StatusCreated, s.img.View(c, im), nil)
+}
+
+// puller is the oci.Puller of kilnd's store: each layer gets a registered disk's
+// checks, by kilnd's own qemu-img (the file is the store's, which no caller's process
+// may hold).
+func (s *server) puller() *oci.Puller {
 	tool := s.builder.Tool
-	p := &oci.Puller{
+	return &oci.Puller{
 		Store: s.store,
-		// Each layer gets a registered disk's checks, by kilnd's own qemu-img (the file
-		// is the store's, which no caller's process may hold).
 		Check: func(ctx context.Context, path, name string, parents []string) (int64, string, error) {
 			f, err := os.Open(path)
 			if err != nil {
@@ -115,14 +131,85 @@ func (s *server) pullImage(w http.ResponseWriter, r *http.Request, c peer.Caller
 			return info.VirtualSize, parent, err
 		},
 	}
-	im, err := p.Pull(r.Context(), oci.PullRequest{
-		Remote: rm, Name: req.Name, OwnerID: c.User, Description: req.Description, Tags: req.Tags,
+}
+
+// passedFile is the one descriptor a request passed (index i), a regular file.
+func passedFile(r *http.Request, i int, what string) (*os.File, error) {
+	files := peer.Files(r.Context())
+	if len(files) != 1 || i != 0 {
+		return nil, fmt.Errorf("%s: want one passed file (index 0), %d came with the request (kiln's client passes the file it opened): %w",
+			what, len(files), errdefs.ErrInvalidArgument)
+	}
+	st, err := files[0].Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: the passed file is not a regular file (%s): %w", what, st.Mode().Type(), errdefs.ErrInvalidArgument)
+	}
+	return files[0], nil
+}
+
+// exportImage answers POST /v1/images/{image}/export: whoever may launch an image may
+// export it (as they may push it), into the file they passed, opened by them.
+func (s *server) exportImage(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
+	var req api.ExportImageRequest
+	if err := api.Decode(r.Body, &req); err != nil {
+		return err
+	}
+	im, err := s.img.Lookup(c, r.PathValue("image"))
+	if err != nil {
+		return err
+	}
+	f, err := passedFile(r, req.File, "export")
+	if err != nil {
+		return err
+	}
+	desc, n, err := oci.Export(r.Context(), s.store, im, f)
+	if err != nil {
+		return fmt.Errorf("export %s: %w", im.ID, err)
+	}
+	log.G(r.Context()).WithField("image", im.ID).WithField("uid", c.UID).WithField("digest", desc.Digest).Info("image exported")
+	writeJSON(w, http.StatusOK, api.ExportImageResult{ImageID: im.ID, Digest: desc.Digest.String(), Bytes: n})
+	return nil
+}
+
+// importImage answers POST /v1/images/import: the image in the OCI image layout tar
+// the caller passed, read with a pull's checks, owned by the caller; nothing when the
+// import fails.
+func (s *server) importImage(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
+	var req api.ImportImageRequest
+	if err := api.Decode(r.Body, &req); err != nil {
+		return err
+	}
+	if req.Name == "" {
+		return fmt.Errorf("import: a name is needed (kiln image import takes it from the file's name, or --name): %w", errdefs.ErrInvalidArgument)
+	}
+	if len(req.Source) > 4096 || strings.ContainsAny(req.Source, "\x00\n") {
+		return fmt.Errorf("import: source: at most 4096 bytes on one line: %w", errdefs.ErrInvalidArgument)
+	}
+	f, err := passedFile(r, req.File, "import")
+	if err != nil {
+		return err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	release, err := s.img.Admit(c.User)
+	if err != nil {
+		return err
+	}
+	defer release()
+	ps := newProgressStream(w, r)
+	im, err := s.puller().Import(r.Context(), f, st.Size(), req.Source, oci.PullRequest{
+		Remote: oci.Remote{Progress: ps.report}, Name: req.Name, OwnerID: c.User, Description: req.Description, Tags: req.Tags,
 		Admit: func(bytes int64) (func(), error) { return s.img.AdmitStored(c.User, bytes) },
 	})
 	if err != nil {
-		return ps.finish(0, nil, registryError(err))
+		return ps.finish(0, nil, err)
 	}
-	log.G(r.Context()).WithField("image", im.ID).WithField("uid", c.UID).WithField("reference", im.SourceRef).Info("image pulled")
+	log.G(r.Context()).WithField("image", im.ID).WithField("uid", c.UID).Info("image imported")
 	audit.NoteCreated(r.Context(), "image", im.ID)
 	return ps.finish(http.StatusCreated, s.img.View(c, im), nil)
 }

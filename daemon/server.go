@@ -123,6 +123,8 @@ func (s *server) routes() http.Handler {
 	route("POST "+v+"/images/{image}/copy", api.KindImage, s.copyImage)
 	route("POST "+v+"/images/{image}/push", api.KindImage, s.pushImage)
 	route("POST "+v+"/images/pull", api.KindImage, s.pullImage)
+	route("POST "+v+"/images/{image}/export", api.KindImage, s.exportImage)
+	route("POST "+v+"/images/import", api.KindImage, s.importImage)
 	route("GET "+v+"/volumes", api.KindVolume, s.listVolumes)
 	route("POST "+v+"/volumes", api.KindVolume, s.createVolume)
 	route("GET "+v+"/volumes/{volume}", api.KindVolume, s.inspectVolume)

@@ -31,6 +31,7 @@ func newImageCommand(e *env) *cobra.Command {
 		newImageShareCommand(e, false),
 		newImageDeregisterCommand(e),
 		newImagePushCommand(e), newImagePullCommand(e),
+		newImageExportCommand(e), newImageImportCommand(e),
 	)
 	return cmd
 }

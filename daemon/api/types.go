@@ -460,6 +460,32 @@ type PullImageRequest struct {
 	Registry
 }
 
+// ExportImageRequest is the body of POST /v1/images/{image}/export, which carries one
+// passed descriptor (SCM_RIGHTS): the file, opened for writing by the caller, that
+// kilnd writes the OCI image layout tar to. kilnd never opens a path for it.
+type ExportImageRequest struct {
+	File int `json:"file"` // the passed descriptor's index (0)
+}
+
+// ExportImageResult is what an export wrote.
+type ExportImageResult struct {
+	ImageID string `json:"imageId"`
+	Digest  string `json:"digest"` // the manifest's
+	Bytes   int64  `json:"bytes"`  // the tar's
+}
+
+// ImportImageRequest is the body of POST /v1/images/import, which carries one passed
+// descriptor: the OCI image layout tar, opened for reading by the caller. It is read
+// with a pull's checks; the answer is the new image (an Image), or a progress stream
+// with ?progress=1 as a pull's.
+type ImportImageRequest struct {
+	File        int               `json:"file"`   // the passed descriptor's index (0)
+	Source      string            `json:"source"` // the file's name, for the record (sourceRef oci-archive:NAME)
+	Name        string            `json:"name"`
+	Description string            `json:"description,omitempty"`
+	Tags        map[string]string `json:"tags,omitempty"`
+}
+
 // An attached console (POST /v1/instances/{instance}/console/attach) is an HTTP
 // connection switched to ConsoleProtocol: the request carries Connection: Upgrade and
 // Upgrade: ConsoleProtocol; kilnd answers ConsoleSwitch (101 Switching Protocols, the

@@ -90,10 +90,40 @@ func (p *Puller) Pull(ctx context.Context, req PullRequest) (*images.Image, erro
 		return nil, err
 	}
 	ref := repo.Reference.String()
-	name := req.Name
-	if name == "" {
-		name = DefaultName(repo.Reference.Repository, tag)
+	if req.Name == "" {
+		req.Name = DefaultName(repo.Reference.Repository, tag)
 	}
+	return p.pull(ctx, source{
+		what: "pull", ref: ref, from: "pulled from",
+		sourceRef: repo.Reference.Registry + "/" + repo.Reference.Repository + refPart(tag),
+		manifest: func(ctx context.Context) (ocispec.Descriptor, io.ReadCloser, error) {
+			mdesc, rc, err := repo.FetchReference(ctx, tag)
+			if err == nil {
+				if d, derr := digest.Parse(tag); derr == nil && d != mdesc.Digest {
+					rc.Close()
+					return mdesc, nil, fmt.Errorf("the registry answered with manifest %s: %w", mdesc.Digest, errdefs.ErrDataLoss)
+				}
+			}
+			return mdesc, rc, err
+		},
+		blobs: repo.Blobs(),
+		err:   func(err error) error { return registryError("pull", ref, err) },
+	}, req)
+}
+
+// source is where a pull's manifest and blobs come from: a registry, or an OCI image
+// layout (Import). Whatever it is, what it gives goes through the same checks.
+type source struct {
+	what, ref, from string // "pull", the reference, "pulled from": for messages
+	sourceRef       string // for the record
+	manifest        func(ctx context.Context) (ocispec.Descriptor, io.ReadCloser, error)
+	blobs           fetcher
+	err             func(error) error // says what an error of the source's means
+}
+
+// pull is Pull and Import: the image src holds, checked and stored.
+func (p *Puller) pull(ctx context.Context, src source, req PullRequest) (*images.Image, error) {
+	ref, name := src.ref, req.Name
 	if err := images.CheckName(name); err != nil {
 		return nil, err
 	}
@@ -109,36 +139,33 @@ func (p *Puller) Pull(ctx context.Context, req PullRequest) (*images.Image, erro
 	l := log.G(ctx).WithField("reference", ref)
 
 	// The manifest: bounded, its digest checked, a kiln image's.
-	mdesc, rc, err := repo.FetchReference(ctx, tag)
+	mdesc, rc, err := src.manifest(ctx)
 	if err != nil {
-		return nil, registryError("pull", ref, err)
+		return nil, src.err(err)
 	}
 	mb, err := readVerified(rc, mdesc, MaxManifestSize, "manifest")
 	rc.Close()
 	if err != nil {
-		return nil, registryError("pull", ref, err)
-	}
-	if d, derr := digest.Parse(tag); derr == nil && d != mdesc.Digest {
-		return nil, fmt.Errorf("pull %s: the registry answered with manifest %s: %w", ref, mdesc.Digest, errdefs.ErrDataLoss)
+		return nil, src.err(err)
 	}
 	m, err := parseManifest(mb, mdesc)
 	if err != nil {
-		return nil, fmt.Errorf("pull %s: %w", ref, err)
+		return nil, fmt.Errorf("%s %s: %w", src.what, ref, err)
 	}
 
 	// The config: bounded, verified, every field checked against the manifest.
-	rc, err = repo.Blobs().Fetch(ctx, m.Config)
+	rc, err = src.blobs.Fetch(ctx, m.Config)
 	if err != nil {
-		return nil, registryError("pull", ref, err)
+		return nil, src.err(err)
 	}
 	cb, err := readVerified(rc, m.Config, MaxConfigSize, "config")
 	rc.Close()
 	if err != nil {
-		return nil, registryError("pull", ref, err)
+		return nil, src.err(err)
 	}
 	cfg, err := parseConfig(cb, m.Layers)
 	if err != nil {
-		return nil, fmt.Errorf("pull %s: config: %w", ref, err)
+		return nil, fmt.Errorf("%s %s: config: %w", src.what, ref, err)
 	}
 
 	// Room for what the store lacks, and the caller's quota, before a byte is fetched.
@@ -150,11 +177,11 @@ func (p *Puller) Pull(ctx context.Context, req PullRequest) (*images.Image, erro
 	}
 	free, err := p.Store.Free()
 	if err != nil {
-		return nil, fmt.Errorf("pull %s: free space: %w", ref, err)
+		return nil, fmt.Errorf("%s %s: free space: %w", src.what, ref, err)
 	}
 	if need+FreeReserve > free {
-		return nil, fmt.Errorf("pull %s: its layers need %d MiB that the store lacks, and its filesystem has %d MiB free (%d MiB kept): free some (kiln gc) and try again: %w",
-			ref, need>>20, free>>20, FreeReserve>>20, errdefs.ErrResourceExhausted)
+		return nil, fmt.Errorf("%s %s: its layers need %d MiB that the store lacks, and its filesystem has %d MiB free (%d MiB kept): free some (kiln gc) and try again: %w",
+			src.what, ref, need>>20, free>>20, FreeReserve>>20, errdefs.ErrResourceExhausted)
 	}
 	if req.Admit != nil {
 		release, err := req.Admit(need)
@@ -170,9 +197,9 @@ func (p *Puller) Pull(ctx context.Context, req PullRequest) (*images.Image, erro
 	l.WithField("digest", mdesc.Digest).WithField("layers", len(m.Layers)).Info("pull")
 	t := &tally{fn: req.Progress}
 	t.add(0, need)
-	sizes, parents, fetched, err := p.fetchLayers(ctx, repo.Blobs(), m.Layers, t)
+	sizes, parents, fetched, err := p.fetchLayers(ctx, src.blobs, m.Layers, t)
 	if err != nil {
-		return nil, registryError("pull", ref, err)
+		return nil, src.err(err)
 	}
 
 	// Each device's chain, from its top layer down through the parents the headers name.
@@ -191,8 +218,8 @@ func (p *Puller) Pull(ctx context.Context, req PullRequest) (*images.Image, erro
 	}
 	for _, d := range m.Layers {
 		if !used[d.Digest] {
-			return nil, fmt.Errorf("pull %s: layer %s is in no device's chain: a kiln image holds only its devices' layers, a kernel and an initrd: %w",
-				ref, d.Digest, errdefs.ErrInvalidArgument)
+			return nil, fmt.Errorf("%s %s: layer %s is in no device's chain: a kiln image holds only its devices' layers, a kernel and an initrd: %w",
+				src.what, ref, d.Digest, errdefs.ErrInvalidArgument)
 		}
 	}
 	var snaps []*images.Snapshot
@@ -209,7 +236,7 @@ func (p *Puller) Pull(ctx context.Context, req PullRequest) (*images.Image, erro
 		sn := &images.Snapshot{
 			ID:          ids.NewID(images.SnapshotPrefix),
 			OwnerID:     req.OwnerID,
-			Description: fmt.Sprintf("%s of %s (%s), pulled from %s", bdm.DeviceName, id, name, ref),
+			Description: fmt.Sprintf("%s of %s (%s), %s %s", bdm.DeviceName, id, name, src.from, ref),
 			Layer:       top,
 			Chain:       chains[i],
 			VolumeSize:  max(bdm.EBS.VolumeSize, gib(sizes[top])),
@@ -242,14 +269,14 @@ func (p *Puller) Pull(ctx context.Context, req PullRequest) (*images.Image, erro
 		ID: id, Name: name, OwnerID: req.OwnerID, Description: req.Description,
 		State: images.StateAvailable, Tags: req.Tags, CreationDate: now,
 		Manifest:     local.Digest,
-		SourceRef:    repo.Reference.Registry + "/" + repo.Reference.Repository + refPart(tag),
+		SourceRef:    src.sourceRef,
 		SourceDigest: mdesc.Digest,
 		Config:       cfg,
 	}
 	if err := p.Store.CreateImage(im); err != nil {
 		return fail(err)
 	}
-	l.WithField("image", id).WithField("dur", time.Since(start)).WithField("bytes", fetched).Info("pulled")
+	l.WithField("image", id).WithField("dur", time.Since(start)).WithField("bytes", fetched).Info(src.from[:strings.IndexByte(src.from, ' ')])
 	return im, nil
 }
 
