@@ -17,7 +17,7 @@ import (
 	"kiln/internal/kilntest"
 )
 
-// BenchmarkPushPull pushes an image of one 256 MiB layer of random data (and a small
+// BenchmarkPushPull pushes an image of one 1 GiB layer of random data (and a small
 // config) to a real registry (Distribution, TLS, htpasswd, on loopback) and pulls it into
 // another kilnd, against skopeo copying the same blobs between an OCI layout and the
 // registry: the figures for issue 15. Each push finds the registry without the blobs
@@ -30,7 +30,7 @@ func BenchmarkPushPull(b *testing.B) {
 	src := newKilndB(b, filepath.Join(shortDir(b), "root"))
 	dst := newKilndB(b, filepath.Join(shortDir(b), "root"))
 	ctx := context.Background()
-	const size = 256 << 20
+	const size = 1 << 30
 	disk := randomDisk(b, b.TempDir(), size)
 	im, err := src.RegisterImage(ctx, api.RegisterImageRequest{Name: "bench", Disks: []api.Disk{{Name: disk, Format: "raw"}}})
 	if err != nil {
