@@ -42,13 +42,16 @@ func (s *server) attachConsole(w http.ResponseWriter, r *http.Request, c peer.Ca
 	}
 	// From here on the connection is the console's: errors are kilnd's to log.
 	l := log.G(r.Context()).WithField("instance", id).WithField("uid", c.UID)
-	conn.SetDeadline(time.Time{}) // a request's deadlines (BodyDeadline) do not bound a session
+	// The answer goes under a deadline of its own (a client that does not read would hold
+	// the console unread); then the session has none (BodyDeadline bounds requests).
+	conn.SetDeadline(time.Now().Add(switchDeadline))
 	brw.WriteString(api.ConsoleSwitch(id))
 	if err := brw.Flush(); err != nil {
 		guest.Close()
 		conn.Close()
 		return nil
 	}
+	conn.SetDeadline(time.Time{})
 	l.Info("console attached")
 	// What the client sent after its request (it may not wait for the answer) is read
 	// from brw's buffer first.
@@ -56,6 +59,9 @@ func (s *server) attachConsole(w http.ResponseWriter, r *http.Request, c peer.Ca
 	l.WithField("missed", missed).Info("console detached")
 	return nil
 }
+
+// switchDeadline bounds sending the answer that switches a connection to the console.
+const switchDeadline = 10 * time.Second
 
 // hijacked is a taken-over connection read through the buffer net/http read it with.
 type hijacked struct {

@@ -43,7 +43,7 @@ type Machine struct {
 	agent   *Agent // the guest agent's connection, dialled on first use
 
 	consoleMu   sync.Mutex
-	consoleOpen bool // a DialConsole connection is open
+	consoleFree chan struct{} // holds a token while no DialConsole connection is open
 
 	failOnce sync.Once
 	failed   chan struct{} // closed once Watch saw the guest fail

@@ -85,7 +85,8 @@ func copyInput(dst io.Writer, src io.Reader) error {
 // attachConsole attaches e's standard input and output to the instance's serial console
 // until the user detaches (escapeKey, or the end of a standard input that is not a
 // terminal), the console closes (the instance stopped, kilnd went) or kiln is signalled.
-// A terminal on standard input is raw meanwhile, and restored however it ends.
+// A terminal on standard input is raw meanwhile, and restored however it ends but by a
+// second signal or SIGKILL.
 func attachConsole(ctx context.Context, e *env, ref string) error {
 	conn, id, err := e.client().AttachConsole(ctx, ref)
 	if err != nil {

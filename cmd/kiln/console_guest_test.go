@@ -110,7 +110,7 @@ func TestCLIConsole(t *testing.T) {
 		t.Errorf("console -n 100000: exit %d, %d bytes, want the whole log (%d)", code, len(out), len(full))
 	}
 	for _, bad := range [][]string{{"--tail", "-1"}, {"-n", "x"}, {"-n", "1.5"}, {"--attach", "--tail", "3"}, {"--attach", "-f"}} {
-		if code, _, errOut := kiln(t, socket, append([]string{"console", id}, bad...)...); code != 2 || !strings.Contains(errOut, "Run 'kiln --help'") {
+		if code, _, errOut := kiln(t, socket, append([]string{"console", id}, bad...)...); code != 2 || !strings.Contains(errOut, "Run 'kiln console --help' for usage") {
 			t.Errorf("console %s: exit %d, %q; want a usage error (2)", strings.Join(bad, " "), code, errOut)
 		}
 	}

@@ -59,9 +59,16 @@ type env struct {
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
+	c      *client.Client // made at the first use: --socket is parsed by then
 }
 
-func (e *env) client() *client.Client { return client.New(e.socket) }
+// client is the one client of this run of kiln.
+func (e *env) client() *client.Client {
+	if e.c == nil {
+		e.c = client.New(e.socket)
+	}
+	return e.c
+}
 
 // run runs kiln with args and no standard input, and returns its exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -82,6 +89,9 @@ func runWith(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	root.SetArgs(args)
 
 	cmd, err := root.ExecuteContextC(ctx)
+	if e.c != nil {
+		e.c.Close()
+	}
 	if err == nil {
 		return 0
 	}

@@ -37,6 +37,10 @@ func New(socket string) *Client {
 	return &Client{socket: socket, hc: &http.Client{Transport: tr}}
 }
 
+// Close closes the client's idle connections to kilnd (a process that ends closes them
+// anyway; one that goes on, such as a test, should).
+func (c *Client) Close() { c.hc.CloseIdleConnections() }
+
 // DefaultSocket is the socket kiln uses when none is given: $KILN_SOCKET, else
 // /run/kiln/kiln.sock for root, else $XDG_RUNTIME_DIR/kiln/kiln.sock.
 func DefaultSocket() string {

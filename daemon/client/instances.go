@@ -141,8 +141,8 @@ func (c *Client) ConsoleTail(ctx context.Context, ref string, follow bool, lines
 // connection the guest reads as typed, and the guest's output comes out of it, live,
 // until either side closes it (kilnd does when the instance's QEMU exits: reads then end
 // with io.EOF). It returns the instance's id too. One client at a time per instance:
-// another one attached fails with an IncorrectState error (errdefs.ErrFailedPrecondition),
-// as does an instance that is not running. The caller closes the connection; ctx bounds
+// another one attached (still so after up to 7 s) fails with an IncorrectState error, as
+// does an instance that is not running. The caller closes the connection; ctx bounds
 // only the attach itself.
 func (c *Client) AttachConsole(ctx context.Context, ref string) (io.ReadWriteCloser, string, error) {
 	u := "http://kilnd/" + api.Version + "/instances/" + url.PathEscape(ref) + "/console/attach"

@@ -45,6 +45,9 @@ func Relay(ctx context.Context, guest net.Conn, client io.ReadWriteCloser) (miss
 	guestDone := make(chan struct{})
 	var mu sync.Mutex
 	go func() { // the guest's output: read steadily, queued, dropped when the queue is full
+		// Once the guest's side has ended, a client that neither reads what is left nor
+		// closes has relayDrain to do so; then both sides close.
+		defer time.AfterFunc(relayDrain, closeAll)
 		defer close(guestDone)
 		defer close(out)
 		for {

@@ -224,3 +224,21 @@ func TestRelayDetachDrains(t *testing.T) {
 		t.Fatal("the relay did not end once the guest's side closed")
 	}
 }
+
+// TestRelayEndsWithoutTheClient: once the guest's side has ended (QEMU exited), a client
+// that neither reads nor closes is closed after relayDrain; the relay does not wait on it.
+func TestRelayEndsWithoutTheClient(t *testing.T) {
+	defer func(d time.Duration) { relayDrain = d }(relayDrain)
+	relayDrain = 200 * time.Millisecond
+	guest, guestEnd := net.Pipe()
+	_, clientEnd := net.Pipe() // never read, never closed by the client
+	done := make(chan struct{})
+	go func() { Relay(t.Context(), guestEnd, clientEnd); close(done) }()
+	guest.Write([]byte("last words\r\n")) // read by the relay, queued for a client that never reads
+	guest.Close()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the relay still waits on a client that does not read, 5 s after the guest's side ended")
+	}
+}

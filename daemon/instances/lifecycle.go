@@ -268,8 +268,9 @@ func (m *Manager) startMachine(ctx context.Context, inst *Instance) error {
 			vols = append(vols, v)
 		}
 	}
-	// The console says where this boot begins (a line of kilnd's, written once nothing
-	// else can refuse the start) and readiness counts from just past that line.
+	// The console says where this boot begins (a line of kilnd's, written once the
+	// request's checks passed; a QEMU that then fails to start leaves a line for a boot
+	// that did not happen) and readiness counts from just past that line.
 	boot := inst.rec.Boots + 1
 	consoleStart, err := console.WriteBootLine(filepath.Join(m.layout.Dir(inst.rec.ID), hypervisor.ConsoleFile),
 		console.BootLine(boot, time.Now(), inst.rec.ID, false))
@@ -569,7 +570,19 @@ func (m *Manager) Exec(ctx context.Context, inst *Instance, req hypervisor.ExecR
 // (errdefs.ErrFailedPrecondition otherwise). The caller closes it; it reads EOF once
 // QEMU exits.
 func (m *Manager) DialConsole(ctx context.Context, inst *Instance) (net.Conn, error) {
-	inst.op.Lock()
+	// A stop may hold the instance for its whole grace: an attach waits a little, then
+	// says so, rather than hanging on it.
+	for wait := time.NewTimer(2 * time.Second); !inst.op.TryLock(); {
+		select {
+		case <-wait.C:
+			rec := m.Record(inst)
+			return nil, fmt.Errorf("instance %s is %s and busy with a lifecycle operation; attach once it runs: %w", rec.ID, rec.State, errdefs.ErrFailedPrecondition)
+		case <-ctx.Done():
+			wait.Stop()
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 	mach, id, state := inst.machine, inst.rec.ID, inst.rec.State
 	inst.op.Unlock()
 	if state != record.StateRunning || mach == nil {
