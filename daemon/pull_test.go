@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"archive/tar"
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
@@ -449,4 +450,122 @@ func TestPullRefusesLyingRegistry(t *testing.T) {
 func isJSONBlob(k *kilnd, name string) bool {
 	b, err := os.ReadFile(filepath.Join(k.Root, "content", "blobs", "sha256", name))
 	return err == nil && len(b) > 0 && b[0] == '{'
+}
+
+// TestImportRefusesCorruptTar: an OCI image layout tar is one more untrusted source,
+// read with a pull's checks: a layer byte flipped, a blob missing, a file that is not a
+// tar and a layout of two images are refused, leaving no image and no ingest; the tar as
+// made imports, keeping the manifest's digest, and exports back to the same blobs.
+func TestImportRefusesCorruptTar(t *testing.T) {
+	k := newKilnd(t)
+	ctx := ctxT(t)
+	im := &kilnImage{blobs: map[digest.Digest][]byte{}}
+	base := im.add(qcow2(t, "-o", "compat=1.1"))
+	top := im.add(onTop(t, base.Encoded()))
+	im.config = images.Config{Architecture: "x86_64", BootMode: "legacy-bios", RootDeviceName: "/dev/vda", RootDeviceType: "ebs",
+		BlockDeviceMappings: []images.BlockDeviceMapping{{DeviceName: "/dev/vda",
+			EBS: &images.EBS{SnapshotID: "snap-0123456789abcdef0", Layer: top, VolumeSize: 1, DeleteOnTermination: true}}}}
+	r := im.repo(t)
+	dir := t.TempDir()
+	write := func(name string, manifests int, blob func(d digest.Digest, b []byte) []byte) string {
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		put := func(name string, b []byte) {
+			tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: int64(len(b)), Mode: 0o644})
+			tw.Write(b)
+		}
+		desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: r.manifestDigest, Size: int64(len(r.manifest))}
+		index := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex}
+		index.SchemaVersion = 2
+		for range manifests {
+			index.Manifests = append(index.Manifests, desc)
+		}
+		ib, _ := json.Marshal(index)
+		put("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`))
+		put("index.json", ib)
+		put("blobs/sha256/"+r.manifestDigest.Encoded(), r.manifest)
+		for d, b := range r.blobs {
+			if b = blob(d, b); b != nil {
+				put("blobs/sha256/"+d.Encoded(), b)
+			}
+		}
+		tw.Close()
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	same := func(_ digest.Digest, b []byte) []byte { return b }
+	notTar := filepath.Join(dir, "not.tar")
+	os.WriteFile(notTar, []byte("not a tar at all, just words\n"), 0o600)
+	for _, tc := range []struct {
+		name, file, code, message string
+	}{
+		{"flipped", write("flipped.tar", 1, func(d digest.Digest, b []byte) []byte {
+			if d == top {
+				c := bytes.Clone(b)
+				c[len(c)/2] ^= 0xff
+				return c
+			}
+			return b
+		}), api.CodeInvalidParameterValue, "whose digest is"},
+		{"missing", write("missing.tar", 1, func(d digest.Digest, b []byte) []byte {
+			if d == top {
+				return nil
+			}
+			return b
+		}), api.CodeInvalidParameterValue, "lacks a blob"},
+		{"two-images", write("two.tar", 2, same), api.CodeInvalidParameterValue, "names 2 manifests"},
+		{"not-a-tar", notTar, api.CodeInvalidParameterValue, "not a tar"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := k.ImportImage(ctx, tc.file, api.ImportImageRequest{Name: tc.name}, func(api.Progress) {})
+			var ae *api.Error
+			if !errors.As(err, &ae) || ae.Code != tc.code || !strings.Contains(ae.Message, tc.message) {
+				t.Fatalf("import %s: %v; want %s saying %q", tc.name, err, tc.code, tc.message)
+			}
+			if list, _ := k.Images(ctx, client.ListImagesOptions{}); len(list) != 0 {
+				t.Errorf("images after a refused import: %d", len(list))
+			}
+			if in := k.ingests(); len(in) != 0 {
+				t.Errorf("ingests after a refused import: %v", in)
+			}
+		})
+	}
+	good := write("good.tar", 1, same)
+	got, err := k.ImportImage(ctx, good, api.ImportImageRequest{Name: "good"}, nil)
+	if err != nil {
+		t.Fatalf("import: %v\n%s", err, kilntest.Tail(k.Log.String(), 20))
+	}
+	if got.State != "available" || got.SourceDigest != r.manifestDigest.String() || got.SourceRef != "oci-archive:"+good {
+		t.Errorf("imported: %+v; want source digest %s", got, r.manifestDigest)
+	}
+	back := filepath.Join(dir, "back.tar")
+	res, err := k.ExportImage(ctx, got.ID, back)
+	if err != nil || res.Bytes == 0 {
+		t.Fatalf("export: %+v %v", res, err)
+	}
+	f, err := os.Open(back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	names := map[string]bool{}
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		names[h.Name] = true
+	}
+	for _, d := range []digest.Digest{base, top} {
+		if !names["blobs/sha256/"+d.Encoded()] {
+			t.Errorf("the export of the imported image lacks layer %s: %v", d, names)
+		}
+	}
+	if !names["oci-layout"] || !names["index.json"] {
+		t.Errorf("the export is not an OCI image layout: %v", names)
+	}
 }

@@ -238,7 +238,7 @@ func (s *Store) BlobSize(ctx context.Context, d digest.Digest) (int64, error) {
 	return info.Size, nil
 }
 
-// IngestVerified stores a blob that came from outside (a registry) as desc says it is:
+// IngestVerified stores a blob that came from outside (a registry, a tar: the source) as desc says it is:
 // at most desc.Size bytes are read from r, and the blob is committed only when exactly
 // that many came and their sha256 is desc.Digest; check, when not nil, is then given
 // the ingest's file (the bytes about to become the blob) and may refuse it. A blob
@@ -278,9 +278,9 @@ func (s *Store) IngestVerified(ctx context.Context, ref string, desc ocispec.Des
 	case err != nil:
 		return fmt.Errorf("blob %s: after %d of %d bytes: %w", desc.Digest, n, desc.Size, err)
 	case n != desc.Size:
-		return fmt.Errorf("blob %s: the registry sent %s bytes, the manifest says %d: %w", desc.Digest, sentBytes(n, desc.Size), desc.Size, errdefs.ErrDataLoss)
+		return fmt.Errorf("blob %s: the source sent %s bytes, the manifest says %d: %w", desc.Digest, sentBytes(n, desc.Size), desc.Size, errdefs.ErrDataLoss)
 	case w.Digest() != desc.Digest:
-		return fmt.Errorf("blob %s: the registry sent bytes whose digest is %s: %w", desc.Digest, w.Digest(), errdefs.ErrDataLoss)
+		return fmt.Errorf("blob %s: the source sent bytes whose digest is %s: %w", desc.Digest, w.Digest(), errdefs.ErrDataLoss)
 	}
 	if check != nil {
 		if err := check(s.ingestData(ref)); err != nil {

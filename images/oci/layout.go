@@ -163,6 +163,8 @@ func (p *Puller) Import(ctx context.Context, r io.ReaderAt, size int64, name str
 			switch {
 			case errors.Is(err, errdef.ErrNotFound):
 				return fmt.Errorf("import %s: the tar lacks a blob its manifest names: %v: %w", name, err, errdefs.ErrInvalidArgument)
+			case errdefs.IsDataLoss(err): // the caller's own file is not what it says: a bad argument
+				return fmt.Errorf("import %s: %v: %w", name, err, errdefs.ErrInvalidArgument)
 			case errors.Is(errdefs.Resolve(err), errdefs.ErrUnknown):
 				return fmt.Errorf("import %s: %v: %w", name, err, errdefs.ErrInvalidArgument)
 			}

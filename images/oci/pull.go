@@ -407,9 +407,9 @@ func readVerified(rc io.Reader, desc ocispec.Descriptor, max int64, what string)
 	case int64(len(b)) > max:
 		return nil, fmt.Errorf("the %s is more than %d bytes: %w", what, max, errdefs.ErrInvalidArgument)
 	case int64(len(b)) != desc.Size:
-		return nil, fmt.Errorf("the registry sent %d bytes of the %s, which is %d bytes: %w", len(b), what, desc.Size, errdefs.ErrDataLoss)
+		return nil, fmt.Errorf("the source sent %d bytes of the %s, which is %d bytes: %w", len(b), what, desc.Size, errdefs.ErrDataLoss)
 	case digest.FromBytes(b) != desc.Digest:
-		return nil, fmt.Errorf("the registry sent a %s whose digest is %s, not %s: %w", what, digest.FromBytes(b), desc.Digest, errdefs.ErrDataLoss)
+		return nil, fmt.Errorf("the source sent a %s whose digest is %s, not %s: %w", what, digest.FromBytes(b), desc.Digest, errdefs.ErrDataLoss)
 	}
 	return b, nil
 }
