@@ -56,6 +56,8 @@ var requestTypes = []func() any{
 	func() any { return &api.StopRequest{} },
 	func() any { return &api.PushImageRequest{} },
 	func() any { return &api.PullImageRequest{} },
+	func() any { return &api.ExportImageRequest{} },
+	func() any { return &api.ImportImageRequest{} },
 }
 
 // FuzzDecodeBody: any body decodes into any request type or fails with an API error;
