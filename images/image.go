@@ -94,6 +94,10 @@ type Image struct {
 	// SourceDigest the digest of the manifest as the registry or file held it.
 	SourceRef    string        `json:"sourceRef,omitempty"`
 	SourceDigest digest.Digest `json:"sourceDigest,omitempty"`
+	// PushedTo is the registry reference the image was last pushed to
+	// (REGISTRY/REPOSITORY:TAG): where a later push, of it or of an image made from
+	// it, may mount its blobs from.
+	PushedTo string `json:"pushedTo,omitempty"`
 	Config
 }
 

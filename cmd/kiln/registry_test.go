@@ -81,6 +81,12 @@ func TestPushPull(t *testing.T) {
 		t.Errorf("second push: %+v; want nothing sent, the same digest %s", again, first.Digest)
 	}
 
+	// Pushed to another repository of the registry, its blobs are mounted from the one it
+	// was pushed to: nothing is sent.
+	if other := push("kiln-guest", reg.Host+"/kiln/other:v1"); other.BlobsMounted != 4 || other.BlobsPushed != 0 || other.Digest != first.Digest {
+		t.Errorf("push to another repository: %+v; want all 4 blobs mounted from kiln/guest, none sent", other)
+	}
+
 	checkContainerDisk(t, a, reg)
 
 	// An independent client reads what kiln pushed: skopeo sees kiln's manifest (its

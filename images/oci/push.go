@@ -35,10 +35,11 @@ type PushResult struct {
 // Push sends the available image im from store s to the registry: its manifest, config
 // and layers exactly as stored (so the manifest keeps its digest), each blob only when
 // the registry lacks it (a HEAD first), Concurrency at a time, then the manifest under
-// the reference's tag. A blob the repository lacks is first mounted from the
-// repository the image was pulled from (its SourceRef), when that is another repository
-// of the same registry; a registry that does not mount gets it uploaded. Errors wrap
-// errdefs classes as Pull's do.
+// the reference's tag, which the image's record then keeps (PushedTo). A blob the
+// repository lacks is first mounted from the repository the image was last pushed to or
+// pulled from (or, for an image made from another, that one's), when that is another
+// repository of the same registry; a registry that does not mount gets it uploaded.
+// Errors wrap errdefs classes as Pull's do.
 func Push(ctx context.Context, s *images.Store, im *images.Image, r Remote) (PushResult, error) {
 	repo, tag, err := r.repository()
 	if err != nil {
@@ -63,7 +64,7 @@ func Push(ctx context.Context, s *images.Store, im *images.Image, r Remote) (Pus
 		return PushResult{}, fmt.Errorf("push %s: the image's manifest is %s, not the digest the reference names: push by tag: %w", ref, mdesc.Digest, errdefs.ErrInvalidArgument)
 	}
 	res := PushResult{Reference: ref, Digest: mdesc.Digest}
-	from := mountFrom(im.SourceRef, repo.Reference.Registry, repo.Reference.Repository)
+	from := mountSource(s, im, repo.Reference.Registry, repo.Reference.Repository)
 	blobs := append([]ocispec.Descriptor{m.Config}, m.Layers...)
 	res.Blobs = len(blobs)
 	start := time.Now()
@@ -129,9 +130,30 @@ func Push(ctx context.Context, s *images.Store, im *images.Image, r Remote) (Pus
 	if err != nil {
 		return res, registryError("push", ref, err)
 	}
+	if _, err := s.UpdateImage(im.ID, func(cur *images.Image) error { cur.PushedTo = ref; return nil }); err != nil {
+		log.G(ctx).WithError(err).WithField("image", im.ID).Warn("where the image was pushed is not recorded")
+	}
 	log.G(ctx).WithField("image", im.ID).WithField("reference", ref).WithField("digest", mdesc.Digest).
 		WithField("pushed", res.BlobsPushed).WithField("mounted", res.BlobsMounted).WithField("bytes", res.BytesPushed).WithField("dur", time.Since(start)).Info("pushed")
 	return res, nil
+}
+
+// mountSource is the repository of registry, other than repository, a push of im may
+// mount blobs from: where im was last pushed to or pulled from, else where the image
+// it was made from was ("" when none).
+func mountSource(s *images.Store, im *images.Image, registry, repository string) string {
+	refs := []string{im.PushedTo, im.SourceRef}
+	if im.SourceImageID != "" {
+		if src, err := s.Image(im.SourceImageID); err == nil {
+			refs = append(refs, src.PushedTo, src.SourceRef)
+		}
+	}
+	for _, ref := range refs {
+		if from := mountFrom(ref, registry, repository); from != "" {
+			return from
+		}
+	}
+	return ""
 }
 
 // mountFrom is the repository of registry, other than repository, that sourceRef
