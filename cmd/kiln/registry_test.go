@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -130,8 +131,8 @@ func TestPushPull(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "available, pulled from "+copied+"@"+first.Digest) {
 		t.Fatalf("pull of skopeo's copy: exit %d, %q, %q\n%s", code, out, errOut, kilntest.Tail(kb.Log.String(), 20))
 	}
-	if pulled := regexp.MustCompile(`msg=pulled .*bytes=(\d+)`).FindAllStringSubmatch(kb.Log.String(), -1); len(pulled) == 0 || pulled[len(pulled)-1][1] != "0" {
-		t.Errorf("pull of a copy whose layers kilnd has fetched %v layer bytes; want none", pulled)
+	if n := pulledBytes(t, kb, 2); n != 0 {
+		t.Errorf("pull of a copy whose layers kilnd has fetched %d layer bytes; want none", n)
 	}
 
 	// It boots, and an image made of it sends back its new layer only.
@@ -195,10 +196,9 @@ func TestPushPull(t *testing.T) {
 		t.Errorf("inspect of a pulled image: exit %d\n%s", code, out)
 	}
 	// The first kilnd had every layer but the new one: it fetched that one only.
-	pulled := regexp.MustCompile(`msg=pulled .*bytes=(\d+)`).FindAllStringSubmatch(ka.Log.String(), -1)
 	newLayer := child.BytesPushed - int64(len(`{}`)) // bounded below by the layer alone
-	if len(pulled) == 0 || pulled[len(pulled)-1][1] == "0" || atoi(pulled[len(pulled)-1][1]) >= child.BytesPushed || atoi(pulled[len(pulled)-1][1]) < newLayer/2 {
-		t.Errorf("pull into the first kilnd fetched %v bytes; want the new layer's only (the push sent %d with the config)", pulled, child.BytesPushed)
+	if n := pulledBytes(t, ka, 1); n == 0 || n >= child.BytesPushed || n < newLayer/2 {
+		t.Errorf("pull into the first kilnd fetched %d bytes; want the new layer's only (the push sent %d with the config)", n, child.BytesPushed)
 	}
 
 	// The credential went to kilnd with each request and is nowhere in its log, its
@@ -252,6 +252,19 @@ func skopeoCertDir(t *testing.T, reg *kilntest.Registry) string {
 		t.Fatal(err)
 	}
 	return certDir
+}
+
+// pulledBytes waits (a deadline) for kilnd's n-th "pulled" log line (its log reaches
+// the test a little after the answer) and returns the layer bytes the last one fetched.
+func pulledBytes(t *testing.T, k *kilntest.Kilnd, n int) int64 {
+	t.Helper()
+	re := regexp.MustCompile(`msg=pulled .*bytes=(\d+)`)
+	var pulled [][]string
+	kilntest.Poll(t, 10*time.Second, fmt.Sprintf("kilnd's log line %d of a pull", n), func() bool {
+		pulled = re.FindAllStringSubmatch(k.Log.String(), -1)
+		return len(pulled) >= n
+	}, func() string { return kilntest.Tail(k.Log.String(), 20) })
+	return atoi(pulled[len(pulled)-1][1])
 }
 
 func atoi(s string) int64 {
