@@ -198,12 +198,16 @@ func pushBlob(ctx context.Context, s *images.Store, repo *remote.Repository, des
 			return open()
 		})
 		switch {
-		case err != nil:
-			return present, err
-		case uploaded:
+		case err == nil && uploaded:
 			return sent, nil
+		case err == nil:
+			return mounted, nil
+		case uploaded || ctx.Err() != nil:
+			return present, err
 		}
-		return mounted, nil
+		// A registry that refuses the mount itself (not the upload it may offer instead),
+		// as one whose tokens do not reach the other repository may: a plain upload.
+		log.G(ctx).WithError(err).WithField("digest", desc.Digest).WithField("from", from).Debug("mount refused; uploading")
 	}
 	rc, err := open()
 	if err != nil {
