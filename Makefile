@@ -14,7 +14,9 @@ DEBIAN    := testdata/guest-debian/out
 PKGS      := ./... ./testdata/guest
 SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 
-# Debian packages kiln and its tests need.
+# Debian packages kiln and its tests need. They are installed with services kept from
+# starting (policy-rc.d): docker-registry's would listen on every interface, and the tests
+# start registries of their own on loopback.
 PACKAGES := qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio gzip util-linux dpkg apt systemd passwd \
 	mmdebstrap syslinux syslinux-common mtools dosfstools fdisk openssh-client openssl qemu-guest-agent nftables iproute2 \
 	docker-registry skopeo apache2-utils
@@ -28,11 +30,17 @@ deps: ## install the Debian packages kiln needs (idempotent, quiet when all are 
 	@missing=$$(for p in $(PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing:" $$missing; \
+		norc=; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+			printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null && $(SUDO) chmod 755 /usr/sbin/policy-rc.d && norc=1; \
+		fi; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		status=$$?; \
+		if [ -n "$$norc" ]; then $(SUDO) rm -f /usr/sbin/policy-rc.d; fi; \
 		case " $$missing " in *" docker-registry "*) \
 			if [ -d /run/systemd/system ]; then $(SUDO) systemctl disable --now docker-registry.service >/dev/null 2>&1 || true; fi;; \
 		esac; \
+		exit $$status; \
 	fi
 
 build: ## build bin/kilnd and bin/kiln

@@ -18,6 +18,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"kiln/daemon/api"
@@ -499,6 +500,30 @@ func TestImportRefusesCorruptTar(t *testing.T) {
 	same := func(_ digest.Digest, b []byte) []byte { return b }
 	notTar := filepath.Join(dir, "not.tar")
 	os.WriteFile(notTar, []byte("not a tar at all, just words\n"), 0o600)
+	// A layout whose manifest names a "manifest" of 2^62 bytes: oras-go's NewFromFS read
+	// such a blob whole while it indexed the layout, before any check, and kilnd died.
+	bomb := func() string {
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		put := func(name string, b []byte) {
+			tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: int64(len(b)), Mode: 0o644})
+			tw.Write(b)
+		}
+		x := []byte("x")
+		m, _ := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
+			Config: ocispec.Descriptor{MediaType: images.MediaTypeConfig, Digest: digest.FromBytes(x), Size: 1},
+			Layers: []ocispec.Descriptor{{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(x), Size: 1 << 62}}})
+		ib, _ := json.Marshal(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex,
+			Manifests: []ocispec.Descriptor{{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(m), Size: int64(len(m))}}})
+		put("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`))
+		put("index.json", ib)
+		put("blobs/sha256/"+digest.FromBytes(m).Encoded(), m)
+		put("blobs/sha256/"+digest.FromBytes(x).Encoded(), x)
+		tw.Close()
+		path := filepath.Join(dir, "bomb.tar")
+		os.WriteFile(path, buf.Bytes(), 0o600)
+		return path
+	}
 	for _, tc := range []struct {
 		name, file, code, message string
 	}{
@@ -518,6 +543,7 @@ func TestImportRefusesCorruptTar(t *testing.T) {
 		}), api.CodeInvalidParameterValue, "lacks a blob"},
 		{"two-images", write("two.tar", 2, same), api.CodeInvalidParameterValue, "names 2 manifests"},
 		{"not-a-tar", notTar, api.CodeInvalidParameterValue, "not a tar"},
+		{"bomb", bomb(), api.CodeInvalidParameterValue, "not one of kiln's media types"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := k.ImportImage(ctx, tc.file, api.ImportImageRequest{Name: tc.name}, func(api.Progress) {})
@@ -567,5 +593,21 @@ func TestImportRefusesCorruptTar(t *testing.T) {
 	}
 	if !names["oci-layout"] || !names["index.json"] {
 		t.Errorf("the export is not an OCI image layout: %v", names)
+	}
+
+	// The store keeps the layers until gc, but once the caller can no longer use them a
+	// manifest naming their digests gives her nothing: the source must bring the bytes.
+	if _, err := k.DeregisterImage(ctx, got.ID); err != nil {
+		t.Fatal(err)
+	}
+	missing := write("missing-again.tar", 1, func(d digest.Digest, b []byte) []byte {
+		if d == top {
+			return nil
+		}
+		return b
+	})
+	_, err = k.ImportImage(ctx, missing, api.ImportImageRequest{Name: "claimed"}, nil)
+	if ae := (*api.Error)(nil); !errors.As(err, &ae) || ae.Code != api.CodeInvalidParameterValue || !strings.Contains(ae.Message, "lacks a blob") {
+		t.Errorf("import naming a stored layer it lacks, by a caller who cannot use it: %v; want refused as lacking a blob", err)
 	}
 }

@@ -14,11 +14,13 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	"github.com/opencontainers/go-digest"
 	"oras.land/oras-go/v2/registry/remote/auth"
 
 	"kiln/daemon/api"
 	"kiln/daemon/audit"
 	"kiln/daemon/peer"
+	"kiln/images"
 	"kiln/images/oci"
 )
 
@@ -54,6 +56,7 @@ func (s *server) pushImage(w http.ResponseWriter, r *http.Request, c peer.Caller
 		return err
 	}
 	rm, err := s.remote(req.Reference, req.Registry)
+	rm.Caller = c.User
 	if err != nil {
 		return err
 	}
@@ -105,6 +108,7 @@ func (s *server) pullImage(w http.ResponseWriter, r *http.Request, c peer.Caller
 	im, err := p.Pull(r.Context(), oci.PullRequest{
 		Remote: rm, Name: req.Name, OwnerID: c.User, Description: req.Description, Tags: req.Tags,
 		Admit: func(bytes int64) (func(), error) { return s.img.AdmitStored(c.User, bytes) },
+		Have:  s.usable(c),
 	})
 	if err != nil {
 		return ps.finish(0, nil, registryError(err))
@@ -112,6 +116,34 @@ func (s *server) pullImage(w http.ResponseWriter, r *http.Request, c peer.Caller
 	log.G(r.Context()).WithField("image", im.ID).WithField("uid", c.UID).WithField("reference", im.SourceRef).Info("image pulled")
 	audit.NoteCreated(r.Context(), "image", im.ID)
 	return ps.finish(http.StatusCreated, s.img.View(c, im), nil)
+}
+
+// usable reports the blobs the caller may use already: the layers, kernels and initrds of
+// the images it may launch, and the layers of its own snapshots. A pull or import skips
+// fetching only those (oci.PullRequest.Have).
+func (s *server) usable(c peer.Caller) func(digest.Digest) bool {
+	set := map[digest.Digest]bool{}
+	chain := func(id string) {
+		if sn, err := s.store.Snapshot(id); err == nil {
+			for _, d := range sn.Chain {
+				set[d] = true
+			}
+		}
+	}
+	for _, im := range s.store.Images(func(im *images.Image) bool { return s.img.Visible(c, im) }) {
+		set[im.Kernel], set[im.Initrd] = true, true
+		for _, b := range im.BlockDeviceMappings {
+			if b.EBS != nil {
+				chain(b.EBS.SnapshotID)
+			}
+		}
+	}
+	for _, sn := range s.store.Snapshots() {
+		if s.viewer(c)(sn.OwnerID) {
+			chain(sn.ID)
+		}
+	}
+	return func(d digest.Digest) bool { return d != "" && set[d] }
 }
 
 // puller is the oci.Puller of kilnd's store: each layer gets a registered disk's
@@ -205,6 +237,7 @@ func (s *server) importImage(w http.ResponseWriter, r *http.Request, c peer.Call
 	im, err := s.puller().Import(r.Context(), f, st.Size(), req.Source, oci.PullRequest{
 		Remote: oci.Remote{Progress: ps.report}, Name: req.Name, OwnerID: c.User, Description: req.Description, Tags: req.Tags,
 		Admit: func(bytes int64) (func(), error) { return s.img.AdmitStored(c.User, bytes) },
+		Have:  s.usable(c),
 	})
 	if err != nil {
 		return ps.finish(0, nil, err)

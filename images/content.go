@@ -242,7 +242,8 @@ func (s *Store) BlobSize(ctx context.Context, d digest.Digest) (int64, error) {
 // at most desc.Size bytes are read from r, and the blob is committed only when exactly
 // that many came and their sha256 is desc.Digest; check, when not nil, is then given
 // the ingest's file (the bytes about to become the blob) and may refuse it. A blob
-// already stored is not read again: check is given the stored blob. Whatever fails,
+// already stored is not written again: r (when not nil) must still bring its bytes,
+// which are hashed, and check is given the stored blob. Whatever fails,
 // nothing is left but what was already stored (the ingest is aborted). Mismatches wrap
 // errdefs.ErrDataLoss. The caller holds the store (Hold) until a record reaches the blob.
 func (s *Store) IngestVerified(ctx context.Context, ref string, desc ocispec.Descriptor, r io.Reader, check func(path string) error) (err error) {
@@ -252,6 +253,18 @@ func (s *Store) IngestVerified(ctx context.Context, ref string, desc ocispec.Des
 	if info, err := s.content.Info(ctx, desc.Digest); err == nil {
 		if info.Size != desc.Size {
 			return fmt.Errorf("blob %s is %d bytes here, the manifest says %d: %w", desc.Digest, info.Size, desc.Size, errdefs.ErrDataLoss)
+		}
+		if r != nil { // the source must have it too: its bytes are hashed, not stored again
+			v := desc.Digest.Verifier()
+			n, err := io.Copy(v, io.LimitReader(r, desc.Size+1))
+			switch {
+			case err != nil:
+				return fmt.Errorf("blob %s: after %d of %d bytes: %w", desc.Digest, n, desc.Size, err)
+			case n != desc.Size:
+				return fmt.Errorf("blob %s: the source sent %s bytes, the manifest says %d: %w", desc.Digest, sentBytes(n, desc.Size), desc.Size, errdefs.ErrDataLoss)
+			case !v.Verified():
+				return fmt.Errorf("blob %s: the source sent bytes of another digest: %w", desc.Digest, errdefs.ErrDataLoss)
+			}
 		}
 		if check != nil {
 			return check(s.BlobPath(desc.Digest))

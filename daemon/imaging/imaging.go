@@ -115,6 +115,9 @@ func (x *Images) Track(id, instance string, progress func() (int64, int64)) (end
 // for its owner or an administrator, and its progress while it is made.
 func (x *Images) View(c peer.Caller, im *images.Image) api.Image {
 	out := ToAPI(im)
+	if im.OwnerID != c.User && !x.admin(c) {
+		out.SourceRef = "" // a registry's or a file's name is the owner's business
+	}
 	if im.OwnerID == c.User || x.admin(c) {
 		lp := im.LaunchPermission
 		out.LaunchPermission = &api.LaunchPermission{Users: lp.Users, Groups: lp.Groups, Public: im.Public}

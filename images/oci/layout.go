@@ -147,10 +147,19 @@ func (p *Puller) Import(ctx context.Context, r io.ReaderAt, size int64, name str
 	if mdesc.MediaType != ocispec.MediaTypeImageManifest || mdesc.Size <= 0 || mdesc.Size > MaxManifestSize || checkDigest(mdesc.Digest) != nil {
 		return nil, bad(fmt.Errorf("index.json's manifest is %q of %d bytes (%s); want a kiln image's OCI image manifest", mdesc.MediaType, mdesc.Size, mdesc.Digest))
 	}
-	store, err := oci.NewFromFS(ctx, fsys)
+	// oci-layout says the version; oras-go's NewFromFS is not used: it walks the whole
+	// graph the manifest names before kiln checks anything, reading any blob declared a
+	// manifest whole into memory at the size the tar claims (2^62 bytes: kilnd dies). The
+	// storage alone fetches what kiln asks for, and kiln reads it bounded.
+	lb, err := fs.ReadFile(fsys, ocispec.ImageLayoutFile)
 	if err != nil {
 		return nil, bad(err)
 	}
+	var layout ocispec.ImageLayout
+	if err := json.Unmarshal(lb, &layout); err != nil || layout.Version != ocispec.ImageLayoutVersion {
+		return nil, bad(fmt.Errorf("oci-layout %.64q: want {\"imageLayoutVersion\": %q}", lb, ocispec.ImageLayoutVersion))
+	}
+	store := oci.NewStorageFromFS(fsys)
 	ref := "oci-archive:" + name
 	return p.pull(ctx, source{
 		what: "import", ref: ref, from: "imported from", sourceRef: ref,

@@ -75,6 +75,11 @@ type PullRequest struct {
 	// layers the store lacks, before any is fetched, and may refuse (a quota); release
 	// is called when the pull ends.
 	Admit func(bytes int64) (release func(), err error)
+	// Have reports a blob the caller may use already (a layer of an image it may launch,
+	// of a snapshot of its own): only such a blob is not fetched again. Any other blob the
+	// store holds still comes from the source, whole and hashing right, so that knowing a
+	// digest gives no one another user's content. Nil: none.
+	Have func(digest.Digest) bool
 }
 
 // Pull fetches the kiln image req names into the store and makes its record
@@ -168,11 +173,22 @@ func (p *Puller) pull(ctx context.Context, src source, req PullRequest) (*images
 		return nil, fmt.Errorf("%s %s: config: %w", src.what, ref, err)
 	}
 
-	// Room for what the store lacks, and the caller's quota, before a byte is fetched.
-	var need int64
+	// Room for what the store lacks, and the caller's quota, before a byte is fetched;
+	// what travels is that and what the caller must show it has (Have).
+	have := req.Have
+	if have == nil {
+		have = func(digest.Digest) bool { return false }
+	}
+	skip := map[digest.Digest]bool{}
+	var need, travel int64
 	for _, d := range m.Layers {
-		if !p.Store.HasBlob(ctx, d.Digest) {
+		stored := p.Store.HasBlob(ctx, d.Digest)
+		skip[d.Digest] = stored && have(d.Digest)
+		if !stored {
 			need += d.Size
+		}
+		if !skip[d.Digest] {
+			travel += d.Size
 		}
 	}
 	free, err := p.Store.Free()
@@ -196,8 +212,8 @@ func (p *Puller) pull(ctx context.Context, src source, req PullRequest) (*images
 	start := time.Now()
 	l.WithField("digest", mdesc.Digest).WithField("layers", len(m.Layers)).Info("pull")
 	t := &tally{fn: req.Progress}
-	t.add(0, need)
-	sizes, parents, fetched, err := p.fetchLayers(ctx, src.blobs, m.Layers, t)
+	t.add(0, travel)
+	sizes, parents, fetched, err := p.fetchLayers(ctx, src.blobs, m.Layers, skip, t)
 	if err != nil {
 		return nil, src.err(err)
 	}
@@ -307,7 +323,7 @@ func sizeOf(layers []ocispec.Descriptor, d digest.Digest) int64 {
 // fetchLayers stores every layer of the manifest, Concurrency at a time, each verified
 // while it streams and (qcow2 layers) checked before it is committed. It returns each
 // qcow2 layer's virtual size and the parent its header names, and the bytes fetched.
-func (p *Puller) fetchLayers(ctx context.Context, repo fetcher, layers []ocispec.Descriptor, t *tally) (sizes map[digest.Digest]int64, parents map[digest.Digest]digest.Digest, fetched int64, err error) {
+func (p *Puller) fetchLayers(ctx context.Context, repo fetcher, layers []ocispec.Descriptor, skip map[digest.Digest]bool, t *tally) (sizes map[digest.Digest]int64, parents map[digest.Digest]digest.Digest, fetched int64, err error) {
 	stall := p.Stall
 	if stall == 0 {
 		stall = time.Minute
@@ -343,7 +359,7 @@ func (p *Puller) fetchLayers(ctx context.Context, repo fetcher, layers []ocispec
 			}
 		}
 		g.Go(func() error {
-			n, err := p.fetchBlob(gctx, repo, ref+strconv.Itoa(i), desc, stall, check, t)
+			n, err := p.fetchBlob(gctx, repo, ref+strconv.Itoa(i), desc, skip[desc.Digest], stall, check, t)
 			mu.Lock()
 			defer mu.Unlock()
 			fetched += n
@@ -358,10 +374,11 @@ type fetcher interface {
 	Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error)
 }
 
-// fetchBlob stores one blob unless the store has it (then only check runs), and says
-// how many bytes it fetched.
-func (p *Puller) fetchBlob(ctx context.Context, repo fetcher, ref string, desc ocispec.Descriptor, stall time.Duration, check func(string) error, t *tally) (int64, error) {
-	if p.Store.HasBlob(ctx, desc.Digest) {
+// fetchBlob stores one blob (one the store holds already is fetched and hashed, not
+// stored again), or with skip only checks the stored one, and says how many bytes it
+// fetched.
+func (p *Puller) fetchBlob(ctx context.Context, repo fetcher, ref string, desc ocispec.Descriptor, skip bool, stall time.Duration, check func(string) error, t *tally) (int64, error) {
+	if skip {
 		return 0, p.Store.IngestVerified(ctx, ref, desc, nil, check)
 	}
 	ctx, cancel := context.WithCancelCause(ctx) // a stalled body ends this fetch

@@ -64,7 +64,10 @@ func Push(ctx context.Context, s *images.Store, im *images.Image, r Remote) (Pus
 		return PushResult{}, fmt.Errorf("push %s: the image's manifest is %s, not the digest the reference names: push by tag: %w", ref, mdesc.Digest, errdefs.ErrInvalidArgument)
 	}
 	res := PushResult{Reference: ref, Digest: mdesc.Digest}
-	from := mountSource(s, im, repo.Reference.Registry, repo.Reference.Repository)
+	from := ""
+	if r.Caller == im.OwnerID {
+		from = mountSource(s, im, repo.Reference.Registry, repo.Reference.Repository)
+	}
 	blobs := append([]ocispec.Descriptor{m.Config}, m.Layers...)
 	res.Blobs = len(blobs)
 	start := time.Now()
@@ -130,8 +133,10 @@ func Push(ctx context.Context, s *images.Store, im *images.Image, r Remote) (Pus
 	if err != nil {
 		return res, registryError("push", ref, err)
 	}
-	if _, err := s.UpdateImage(im.ID, func(cur *images.Image) error { cur.PushedTo = ref; return nil }); err != nil {
-		log.G(ctx).WithError(err).WithField("image", im.ID).Warn("where the image was pushed is not recorded")
+	if r.Caller == im.OwnerID {
+		if _, err := s.UpdateImage(im.ID, func(cur *images.Image) error { cur.PushedTo = ref; return nil }); err != nil {
+			log.G(ctx).WithError(err).WithField("image", im.ID).Warn("where the image was pushed is not recorded")
+		}
 	}
 	log.G(ctx).WithField("image", im.ID).WithField("reference", ref).WithField("digest", mdesc.Digest).
 		WithField("pushed", res.BlobsPushed).WithField("mounted", res.BlobsMounted).WithField("bytes", res.BytesPushed).WithField("dur", time.Since(start)).Info("pushed")

@@ -33,6 +33,9 @@ type Remote struct {
 	PlainHTTP bool
 	// UserAgent names kiln to the registry.
 	UserAgent string
+	// Caller is the user pushing: where an image went is recorded, and used for mounts,
+	// only when it is the caller's own (another user's repositories are not its business).
+	Caller string
 	// Progress, when set, is told the bytes moved so far and the bytes there are to
 	// move (both grow), from whichever goroutine moved them: it must be cheap and safe
 	// for concurrent use.
@@ -107,6 +110,7 @@ func (r Remote) repository() (*remote.Repository, string, error) {
 		ResponseHeaderTimeout: 2 * time.Minute,
 		ExpectContinueTimeout: time.Second,
 		MaxIdleConnsPerHost:   8,
+		IdleConnTimeout:       30 * time.Second, // each request has its transport: none outlives it long
 		ForceAttemptHTTP2:     true,
 	}
 	header := http.Header{}
