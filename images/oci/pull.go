@@ -179,13 +179,14 @@ func (p *Puller) pull(ctx context.Context, src source, req PullRequest) (*images
 	if have == nil {
 		have = func(digest.Digest) bool { return false }
 	}
-	skip := map[digest.Digest]bool{}
+	skip, fresh := map[digest.Digest]bool{}, map[digest.Digest]bool{}
 	var need, travel int64
 	for _, d := range m.Layers {
 		stored := p.Store.HasBlob(ctx, d.Digest)
 		skip[d.Digest] = stored && have(d.Digest)
 		if !stored {
 			need += d.Size
+			fresh[d.Digest] = true
 		}
 		if !skip[d.Digest] {
 			travel += d.Size
@@ -239,6 +240,7 @@ func (p *Puller) pull(ctx context.Context, src source, req PullRequest) (*images
 		}
 	}
 	var snaps []*images.Snapshot
+	charged := map[digest.Digest]bool{}
 	fail := func(err error) (*images.Image, error) {
 		for _, sn := range snaps {
 			if derr := p.Store.DeleteSnapshot(sn.ID); derr != nil {
@@ -257,7 +259,7 @@ func (p *Puller) pull(ctx context.Context, src source, req PullRequest) (*images
 			Chain:       chains[i],
 			VolumeSize:  max(bdm.EBS.VolumeSize, gib(sizes[top])),
 			VirtualSize: sizes[top],
-			StorageSize: sizeOf(m.Layers, top),
+			StorageSize: charge(m.Layers, chains[i], fresh, charged),
 			ImageID:     id,
 			StartTime:   now,
 		}
@@ -309,6 +311,20 @@ func tagPart(tag string) string {
 		return ""
 	}
 	return ":" + tag
+}
+
+// charge is the stored bytes a pulled snapshot counts for its owner's quota: its top
+// layer, as a registered or captured snapshot's, and the layers under it that this pull
+// brought into the store; each layer once in a pull (charged).
+func charge(layers []ocispec.Descriptor, chain []digest.Digest, fresh, charged map[digest.Digest]bool) int64 {
+	var n int64
+	for i, d := range chain {
+		if !charged[d] && (i == len(chain)-1 || fresh[d]) {
+			charged[d] = true
+			n += sizeOf(layers, d)
+		}
+	}
+	return n
 }
 
 func sizeOf(layers []ocispec.Descriptor, d digest.Digest) int64 {

@@ -102,3 +102,21 @@ func TestDefaultName(t *testing.T) {
 		}
 	}
 }
+
+// TestCharge: a pulled snapshot counts its top layer and the layers under it the pull
+// brought, each layer once in a pull.
+func TestCharge(t *testing.T) {
+	a, b, c := digest.FromString("a"), digest.FromString("b"), digest.FromString("c")
+	layers := []ocispec.Descriptor{{Digest: a, Size: 100}, {Digest: b, Size: 10}, {Digest: c, Size: 1}}
+	charged := map[digest.Digest]bool{}
+	fresh := map[digest.Digest]bool{a: true, b: true}
+	if n := charge(layers, []digest.Digest{a, b}, fresh, charged); n != 110 {
+		t.Errorf("a chain of two new layers counts %d; want 110", n)
+	}
+	if n := charge(layers, []digest.Digest{a, b, c}, fresh, charged); n != 1 {
+		t.Errorf("a second device over the same layers counts %d; want only its own top (1)", n)
+	}
+	if n := charge(layers, []digest.Digest{a, b}, map[digest.Digest]bool{}, map[digest.Digest]bool{}); n != 10 {
+		t.Errorf("a chain whose layers were stored counts %d; want its top (10)", n)
+	}
+}
