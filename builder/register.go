@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -212,17 +211,8 @@ func checkRequest(req RegisterRequest) error {
 	if err := images.CheckTags(req.Tags, 0); err != nil {
 		return err
 	}
-	for _, c := range []struct {
-		what, v string
-		allowed []string
-	}{
-		{"architecture", req.Architecture, images.Architectures},
-		{"boot mode", req.BootMode, images.BootModes},
-		{"root device type", req.RootDeviceType, images.RootDeviceTypes},
-	} {
-		if !slices.Contains(c.allowed, c.v) {
-			return fmt.Errorf("%s %q: must be one of %s: %w", c.what, c.v, strings.Join(c.allowed, ", "), errdefs.ErrInvalidArgument)
-		}
+	if err := images.CheckMachine(req.Architecture, req.BootMode, req.RootDeviceType); err != nil {
+		return err
 	}
 	switch {
 	case len(req.Disks) == 0:

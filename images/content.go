@@ -156,7 +156,7 @@ func (s *Store) IngestStream(ctx context.Context, ref, mediaType string, write f
 	if err := w.Truncate(0); err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("ingest %s: %w", ref, err)
 	}
-	cw := &countingWriter{w: w}
+	cw := &CountingWriter{W: w}
 	stopWriteback := writeback(s.ingestData(ref)) // the commit's fsync then finds little to do
 	err = write(cw)
 	stopWriteback()
@@ -164,22 +164,23 @@ func (s *Store) IngestStream(ctx context.Context, ref, mediaType string, write f
 		s.abort(ctx, ref)
 		return ocispec.Descriptor{}, fmt.Errorf("ingest %s: %w", ref, err)
 	}
-	desc := ocispec.Descriptor{MediaType: mediaType, Digest: w.Digest(), Size: cw.n}
-	if err := w.Commit(ctx, cw.n, desc.Digest); err != nil && !errdefs.IsAlreadyExists(err) {
+	desc := ocispec.Descriptor{MediaType: mediaType, Digest: w.Digest(), Size: cw.N}
+	if err := w.Commit(ctx, cw.N, desc.Digest); err != nil && !errdefs.IsAlreadyExists(err) {
 		s.abort(ctx, ref)
 		return ocispec.Descriptor{}, fmt.Errorf("ingest %s: %w", ref, err)
 	}
 	return desc, nil
 }
 
-type countingWriter struct {
-	w io.Writer
-	n int64
+// CountingWriter writes to W and counts the bytes written in N.
+type CountingWriter struct {
+	W io.Writer
+	N int64
 }
 
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
+func (c *CountingWriter) Write(p []byte) (int, error) {
+	n, err := c.W.Write(p)
+	c.N += int64(n)
 	return n, err
 }
 

@@ -3,6 +3,7 @@ package images
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -120,6 +121,24 @@ func CheckTagKey(k string) error {
 		return fmt.Errorf("tag key %q: must be valid UTF-8 of 1 to %d characters: %w", ids.Clip(k), MaxTagKeyLen, errdefs.ErrInvalidArgument)
 	case strings.HasPrefix(strings.ToLower(k), ReservedTagPrefix):
 		return fmt.Errorf("tag key %q: the prefix %q is reserved for kiln: %w", ids.Clip(k), ReservedTagPrefix, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// CheckMachine checks an image's architecture, boot mode and root device type against
+// those kiln knows.
+func CheckMachine(architecture, bootMode, rootDeviceType string) error {
+	for _, c := range []struct {
+		what, v string
+		allowed []string
+	}{
+		{"architecture", architecture, Architectures},
+		{"boot mode", bootMode, BootModes},
+		{"root device type", rootDeviceType, RootDeviceTypes},
+	} {
+		if !slices.Contains(c.allowed, c.v) {
+			return fmt.Errorf("%s %q: must be one of %s: %w", c.what, c.v, strings.Join(c.allowed, ", "), errdefs.ErrInvalidArgument)
+		}
 	}
 	return nil
 }

@@ -66,11 +66,28 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 
 // send is do through hc.
 func (c *Client) send(ctx context.Context, hc *http.Client, method, path string, query url.Values, body, out any) error {
+	resp, err := c.open(ctx, hc, method, path, query, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decode %s %s answer: %w", method, path, err)
+	}
+	return nil
+}
+
+// open sends a request (body as JSON, when not nil) through hc and returns a 2xx answer,
+// its body for the caller to read and close; any other answer is kilnd's error.
+func (c *Client) open(ctx context.Context, hc *http.Client, method, path string, query url.Values, body any) (*http.Response, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		rd = bytes.NewReader(b)
 	}
@@ -80,26 +97,20 @@ func (c *Client) send(ctx context.Context, hc *http.Client, method, path string,
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return c.unreachable(ctx, err)
+		return nil, c.unreachable(ctx, err)
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		return decodeError(resp)
+		defer resp.Body.Close()
+		return nil, decodeError(resp)
 	}
-	if out == nil {
-		return nil
-	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return fmt.Errorf("decode %s %s answer: %w", method, path, err)
-	}
-	return nil
+	return resp, nil
 }
 
 func (c *Client) unreachable(ctx context.Context, err error) error {

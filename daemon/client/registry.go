@@ -2,7 +2,6 @@ package client
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -46,23 +45,11 @@ func (c *Client) stream(ctx context.Context, hc *http.Client, path string, body,
 	if progress == nil {
 		return c.send(ctx, hc, http.MethodPost, path, nil, body, out)
 	}
-	b, err := json.Marshal(body)
+	resp, err := c.open(ctx, hc, http.MethodPost, path, url.Values{"progress": {"1"}}, body)
 	if err != nil {
 		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://kilnd/"+api.Version+path+"?progress=1", bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := hc.Do(req)
-	if err != nil {
-		return c.unreachable(ctx, err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		return decodeError(resp)
-	}
 	dec := json.NewDecoder(bufio.NewReader(resp.Body))
 	if !strings.HasPrefix(resp.Header.Get("Content-Type"), api.MediaTypeProgressStream) {
 		if err := dec.Decode(out); err != nil {

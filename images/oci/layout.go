@@ -57,7 +57,7 @@ func Export(ctx context.Context, s *images.Store, im *images.Image, w io.Writer)
 		return ocispec.Descriptor{}, 0, err
 	}
 	lb, _ := json.Marshal(ocispec.ImageLayout{Version: ocispec.ImageLayoutVersion})
-	cw := &countWriter{w: w}
+	cw := &images.CountingWriter{W: w}
 	tw := tar.NewWriter(cw)
 	mtime := time.Unix(0, 0)
 	file := func(name string, size int64) error {
@@ -68,23 +68,23 @@ func Export(ctx context.Context, s *images.Store, im *images.Image, w io.Writer)
 		b    []byte
 	}{{ocispec.ImageLayoutFile, lb}, {ocispec.ImageIndexFile, ib}, {blobName(mdesc.Digest), mb}} {
 		if err := file(f.name, int64(len(f.b))); err != nil {
-			return mdesc, cw.n, err
+			return mdesc, cw.N, err
 		}
 		if _, err := tw.Write(f.b); err != nil {
-			return mdesc, cw.n, err
+			return mdesc, cw.N, err
 		}
 	}
 	for _, d := range append([]ocispec.Descriptor{m.Config}, m.Layers...) {
 		if err := ctx.Err(); err != nil {
-			return mdesc, cw.n, err
+			return mdesc, cw.N, err
 		}
 		rc, size, err := s.Blob(ctx, d.Digest)
 		if err != nil {
-			return mdesc, cw.n, fmt.Errorf("image %s: blob %s: %w", im.ID, d.Digest, err)
+			return mdesc, cw.N, fmt.Errorf("image %s: blob %s: %w", im.ID, d.Digest, err)
 		}
 		if size != d.Size {
 			rc.Close()
-			return mdesc, cw.n, fmt.Errorf("blob %s is %d bytes in the store, the manifest says %d: %w", d.Digest, size, d.Size, errdefs.ErrDataLoss)
+			return mdesc, cw.N, fmt.Errorf("blob %s is %d bytes in the store, the manifest says %d: %w", d.Digest, size, d.Size, errdefs.ErrDataLoss)
 		}
 		err = file(blobName(d.Digest), size)
 		if err == nil {
@@ -92,29 +92,18 @@ func Export(ctx context.Context, s *images.Store, im *images.Image, w io.Writer)
 		}
 		rc.Close()
 		if err != nil {
-			return mdesc, cw.n, err
+			return mdesc, cw.N, err
 		}
 	}
 	if err := tw.Close(); err != nil {
-		return mdesc, cw.n, err
+		return mdesc, cw.N, err
 	}
-	log.G(ctx).WithField("image", im.ID).WithField("digest", mdesc.Digest).WithField("bytes", cw.n).Info("exported")
-	return mdesc, cw.n, nil
+	log.G(ctx).WithField("image", im.ID).WithField("digest", mdesc.Digest).WithField("bytes", cw.N).Info("exported")
+	return mdesc, cw.N, nil
 }
 
 func blobName(d digest.Digest) string {
 	return path.Join(ocispec.ImageBlobsDir, d.Algorithm().String(), d.Encoded())
-}
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(b []byte) (int, error) {
-	n, err := c.w.Write(b)
-	c.n += int64(n)
-	return n, err
 }
 
 // Import reads a kiln image from an OCI image layout tar of size bytes (as Export

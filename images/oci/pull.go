@@ -524,17 +524,8 @@ func parseConfig(b []byte, layers []ocispec.Descriptor) (images.Config, error) {
 	for _, l := range layers {
 		media[l.Digest] = l.MediaType
 	}
-	for _, c := range []struct {
-		what, v string
-		allowed []string
-	}{
-		{"architecture", cfg.Architecture, images.Architectures},
-		{"boot mode", cfg.BootMode, images.BootModes},
-		{"root device type", cfg.RootDeviceType, images.RootDeviceTypes},
-	} {
-		if !slices.Contains(c.allowed, c.v) {
-			return cfg, fmt.Errorf("%s %q: must be one of %s: %w", c.what, c.v, strings.Join(c.allowed, ", "), errdefs.ErrInvalidArgument)
-		}
+	if err := images.CheckMachine(cfg.Architecture, cfg.BootMode, cfg.RootDeviceType); err != nil {
+		return cfg, err
 	}
 	if err := images.CheckSSHUser(cfg.SSHUser); err != nil {
 		return cfg, err
