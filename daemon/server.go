@@ -15,6 +15,7 @@ import (
 	"kiln/daemon/api"
 	"kiln/daemon/audit"
 	"kiln/daemon/console"
+	"kiln/daemon/ec2"
 	"kiln/daemon/imaging"
 	"kiln/daemon/instances"
 	"kiln/daemon/keys"
@@ -50,6 +51,10 @@ type server struct {
 	// consoles is what kilnd knows of the instances' consoles.
 	consoles console.Tracker
 	img      *imaging.Images
+	// accessKeys sign requests to the EC2 endpoint, which is at ec2Endpoint (when
+	// there is one) for ec2Region.
+	accessKeys             *ec2.Keys
+	ec2Endpoint, ec2Region string
 }
 
 // limits are the limits in force, resolved.
@@ -138,6 +143,10 @@ func (s *server) routes() http.Handler {
 	route("GET "+v+"/snapshots", api.KindSnapshot, s.listSnapshots)
 	route("GET "+v+"/snapshots/{snapshot}", api.KindSnapshot, s.inspectSnapshot)
 	route("DELETE "+v+"/snapshots/{snapshot}", api.KindSnapshot, s.deleteSnapshot)
+	route("POST "+v+"/images/{image}/description", api.KindImage, s.describeImage)
+	route("GET "+v+"/access-keys", api.KindNone, s.listAccessKeys)
+	route("POST "+v+"/access-keys", api.KindNone, s.createAccessKey)
+	route("DELETE "+v+"/access-keys/{key}", api.KindNone, s.deleteAccessKey)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("no such API call: %s %s: %w", r.Method, r.URL.Path, api.ErrUnknownAction), api.KindNone)
 	})
@@ -170,6 +179,8 @@ func (s *server) info(w http.ResponseWriter, r *http.Request, c peer.Caller) err
 		Snapshots:         nSnapshots,
 		Instances:         len(s.inst.List(false, sees)),
 		InstanceTypes:     machines.InstanceTypes,
+		EC2Endpoint:       s.ec2Endpoint,
+		EC2Region:         s.ec2Region,
 	})
 	return nil
 }
