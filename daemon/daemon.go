@@ -30,6 +30,7 @@ import (
 	"kiln/daemon/peer"
 	"kiln/daemon/quota"
 	"kiln/daemon/record"
+	"kiln/daemon/recyclebin"
 	"kiln/daemon/settings"
 	"kiln/daemon/vols"
 	"kiln/hypervisor"
@@ -65,6 +66,9 @@ type Config struct {
 	// EC2Listen is where the EC2 endpoint listens (--ec2-listen); when empty, the
 	// settings file's ec2.listen; when both are, there is none.
 	EC2Listen string
+	// Now is the clock image lifecycles read (deprecation, protection cooldowns, the
+	// recycle bin); when nil, the real one, moved by TestClockEnv's file when set.
+	Now func() time.Time
 }
 
 // shutdownTimeout bounds how long kilnd waits for requests and operations on stop.
@@ -125,7 +129,16 @@ func Run(ctx context.Context, cfg Config) error {
 	} else {
 		l = l.WithField("activated", true)
 	}
-	return serve(ctx, cfg, st, store, rdb, accel, ln, l)
+	rules, err := recyclebin.Open(db)
+	if err != nil {
+		return err
+	}
+	if cfg.Now == nil {
+		if cfg.Now, err = testClock(ctx); err != nil {
+			return err
+		}
+	}
+	return serve(ctx, cfg, st, store, rdb, rules, accel, ln, l)
 }
 
 // accelerator is the accelerator kilnd runs guests with, chosen once at start, and why.
@@ -172,7 +185,7 @@ func socketGID(ctx context.Context, group string, mode os.FileMode) int {
 	return gid
 }
 
-func serve(ctx context.Context, cfg Config, st *settings.Settings, store *images.Store, db *record.DB, accel accelerator, ln net.Listener, l *log.Entry) (err error) {
+func serve(ctx context.Context, cfg Config, st *settings.Settings, store *images.Store, db *record.DB, rules *recyclebin.Rules, accel accelerator, ln net.Listener, l *log.Entry) (err error) {
 	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelOps()
 	s := &server{
@@ -183,6 +196,7 @@ func serve(ctx context.Context, cfg Config, st *settings.Settings, store *images
 		accelWhy: accel.reason,
 		uid:      uint32(os.Getuid()),
 		opsCtx:   opsCtx,
+		rules:    rules,
 	}
 	s.settings.Store(st)
 	if s.audit, err = audit.Open(cfg.Root); err != nil {
@@ -195,6 +209,7 @@ func serve(ctx context.Context, cfg Config, st *settings.Settings, store *images
 	}
 	quotaOf := func(user string) quota.Quota { return s.settings.Load().Quotas.Of(user) }
 	s.img = imaging.New(store, s.builder.Tool, s.uid, s.admin, quotaOf)
+	s.img.Now = cfg.Now
 	layout := record.Layout{Root: cfg.Root}
 	s.vols = vols.New(db, layout, store, s.builder.Tool, quotaOf, loadedVols)
 	keyPairs, err := db.KeyPairs()

@@ -69,6 +69,10 @@ type Image struct {
 	// in the cloud, and owns the copy.
 	Copies   []ImageCopy `json:"copies,omitempty"`
 	Progress *Progress   `json:"progress,omitempty"` // while pending
+	// DeprecationTime is when the image is (or was) deprecated; DeregistrationProtection
+	// is EC2's: disabled, enabled, enabled-with-cooldown or "disabled-until TIME".
+	DeprecationTime          *time.Time `json:"deprecationTime,omitempty"`
+	DeregistrationProtection string     `json:"deregistrationProtection,omitempty"`
 }
 
 // ImageCopy is an image copied from another by another user.
@@ -171,6 +175,9 @@ type UntagRequest struct {
 // name or by the start of its id).
 type Deleted struct {
 	ID string `json:"id"`
+	// RecycleBinExitTime is set when a retention rule kept what was deleted in the
+	// recycle bin: it may be restored until then.
+	RecycleBinExitTime *time.Time `json:"recycleBinExitTime,omitempty"`
 }
 
 // GCResult is POST /v1/gc.

@@ -153,6 +153,10 @@ func (c *Client) Info(ctx context.Context) (api.Info, error) {
 type ListImagesOptions struct {
 	Filters []string // KEY=PATTERN
 	Owner   string   // "self", a user name, or empty for all visible
+	// IncludeDeprecated lists others' deprecated images too (the caller's own always
+	// are); IncludeDisabled lists the caller's disabled images.
+	IncludeDeprecated bool
+	IncludeDisabled   bool
 }
 
 // Images lists the images the caller may see that pass the options.
@@ -163,6 +167,12 @@ func (c *Client) Images(ctx context.Context, opts ListImagesOptions) ([]api.Imag
 	}
 	if opts.Owner != "" {
 		q.Set("owner", opts.Owner)
+	}
+	if opts.IncludeDeprecated {
+		q.Set("include-deprecated", "true")
+	}
+	if opts.IncludeDisabled {
+		q.Set("include-disabled", "true")
 	}
 	var out []api.Image
 	err := c.do(ctx, http.MethodGet, "/images", q, nil, &out)

@@ -191,9 +191,17 @@ func runInstances(c *call) (answer, *Error) {
 		return c.dryRun()
 	}
 	made, e := c.s.tokens.once(c, func() ([]string, *Error) {
+		// As EC2: as many as the caller's quota allows, from MaxCount down to MinCount
+		// (kiln checks a launch's quota for all its instances before it starts any).
 		var insts []api.Instance
-		if err := c.s.kiln.Call(c.ctx, "POST", "/instances", nil, req, &insts); err != nil {
-			return nil, fromAPI(err, true)
+		for req.Count = maxCount; ; req.Count-- {
+			err := c.s.kiln.Call(c.ctx, "POST", "/instances", nil, req, &insts)
+			if err == nil {
+				break
+			}
+			if e := fromAPI(err, true); req.Count == minCount || e.Code != "InstanceLimitExceeded" {
+				return nil, e
+			}
 		}
 		made := make([]string, len(insts))
 		for i, in := range insts {
