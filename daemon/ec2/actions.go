@@ -4,7 +4,7 @@ package ec2
 // query names, before any ".N"); any other action is InvalidAction, any other
 // parameter UnknownParameter.
 var actions = map[string]action{
-	"DescribeImages":         {[]string{"ImageId", "Owner", "ExecutableBy", "Filter", "IncludeDeprecated", "MaxResults", "NextToken"}, describeImages},
+	"DescribeImages":         {[]string{"ImageId", "Owner", "ExecutableBy", "Filter", "IncludeDeprecated", "IncludeDisabled", "MaxResults", "NextToken"}, describeImages},
 	"CreateImage":            {[]string{"InstanceId", "Name", "Description", "NoReboot", "TagSpecification", "BlockDeviceMapping", "ClientToken"}, createImage},
 	"CopyImage":              {[]string{"SourceImageId", "SourceRegion", "Name", "Description", "ClientToken", "Encrypted", "KmsKeyId", "DestinationOutpostArn", "CopyImageTags"}, copyImage},
 	"DeregisterImage":        {[]string{"ImageId"}, deregisterImage},

@@ -89,6 +89,9 @@ func imageOf(im api.Image) image {
 		Hypervisor: "xen", Name: im.Name, RootDeviceName: im.RootDeviceName, RootDeviceType: im.RootDeviceType,
 		Tags: tagSet(im.Tags), VirtualizationType: "hvm", BootMode: im.BootMode,
 	}
+	if im.DeprecationTime != nil {
+		out.DeprecationTime = ts(*im.DeprecationTime)
+	}
 	if im.StateReason != "" {
 		out.StateReason = &stateReason{Code: "Client.UserInitiated", Message: im.StateReason}
 		if im.State == "failed" {
@@ -159,6 +162,13 @@ func describeImages(c *call) (answer, *Error) {
 	}
 	if deprecated {
 		q.Set("include-deprecated", "true")
+	}
+	disabled, e := c.p.boolean("IncludeDisabled")
+	if e != nil {
+		return nil, e
+	}
+	if disabled {
+		q.Set("include-disabled", "true")
 	}
 	if len(want) > 0 {
 		q.Set("include-deprecated", "true") // an image asked for by id is shown, as EC2 does
