@@ -130,6 +130,7 @@ var daemonParts = map[string][]string{
 	"kiln/daemon/keys":       {"kiln/daemon/api", "kiln/daemon/record"},
 	"kiln/daemon/recyclebin": {"kiln/daemon/api"},
 	"kiln/daemon/imds":       {},
+	"kiln/daemon/ec2":        {"kiln/daemon/api", "kiln/daemon/client", "kiln/daemon/peer", "kiln/daemon/record"},
 	"kiln/daemon/instances":  {"kiln/daemon/api", "kiln/daemon/console", "kiln/daemon/machines", "kiln/daemon/quota", "kiln/daemon/record", "kiln/daemon/vols"},
 }
 
