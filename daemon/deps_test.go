@@ -118,7 +118,8 @@ func hasPrefixIn(s string, prefixes []string) bool {
 var daemonParts = map[string][]string{
 	"kiln/daemon/api":       {},
 	"kiln/daemon/client":    {"kiln/daemon/api"},
-	"kiln/daemon/record":    {},
+	"kiln/daemon/record":    {"kiln/daemon/api", "kiln/daemon/events"},
+	"kiln/daemon/events":    {"kiln/daemon/api"},
 	"kiln/daemon/quota":     {},
 	"kiln/daemon/console":   {},
 	"kiln/daemon/settings":  {"kiln/daemon/quota"},

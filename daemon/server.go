@@ -15,6 +15,7 @@ import (
 	"kiln/daemon/api"
 	"kiln/daemon/audit"
 	"kiln/daemon/console"
+	"kiln/daemon/events"
 	"kiln/daemon/imaging"
 	"kiln/daemon/instances"
 	"kiln/daemon/keys"
@@ -37,8 +38,9 @@ type server struct {
 	network  machines.Network // what guests' networks give, set up at start
 	uid      uint32           // kilnd's own uid
 	audit    *audit.Log
-	// settings are the settings file's, replaced whole on reload.
-	settings atomic.Pointer[settings.Settings]
+	// settings are the settings file's, replaced whole on reload (Run makes the pointer:
+	// the event log reads it from before serve).
+	settings *atomic.Pointer[settings.Settings]
 
 	// ops runs long operations; they stop when opsCtx is cancelled.
 	opsCtx context.Context
@@ -50,6 +52,7 @@ type server struct {
 	// consoles is what kilnd knows of the instances' consoles.
 	consoles console.Tracker
 	img      *imaging.Images
+	events   *events.Log
 }
 
 // limits are the limits in force, resolved.
@@ -138,6 +141,7 @@ func (s *server) routes() http.Handler {
 	route("GET "+v+"/snapshots", api.KindSnapshot, s.listSnapshots)
 	route("GET "+v+"/snapshots/{snapshot}", api.KindSnapshot, s.inspectSnapshot)
 	route("DELETE "+v+"/snapshots/{snapshot}", api.KindSnapshot, s.deleteSnapshot)
+	route("GET "+v+"/events", api.KindNone, s.streamEvents)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("no such API call: %s %s: %w", r.Method, r.URL.Path, api.ErrUnknownAction), api.KindNone)
 	})
