@@ -287,3 +287,26 @@ func TestParseFilter(t *testing.T) {
 		t.Errorf("unknown name: %v; want the known ones named", err)
 	}
 }
+
+// FuzzParseFilter: any filter parses or is refused as an invalid argument, never
+// panics, and what parses accepts a lost-events notice.
+func FuzzParseFilter(f *testing.F) {
+	for _, s := range []string{"type=image", "resource=i-1", "state=running", "detail-type=EC2 AMI State Change", "x=y", "=", "type", "type=ami"} {
+		f.Add(s)
+	}
+	notice := api.Event{DetailType: api.DetailTypeLost}
+	ev := Volume("vol-1", "alice", VolumeAttached, "i-1", "/dev/vdb")
+	f.Fuzz(func(t *testing.T, s string) {
+		match, err := ParseFilter([]string{s})
+		if err != nil {
+			if !errdefs.IsInvalidArgument(err) {
+				t.Fatalf("%q: %v, not an invalid argument", s, err)
+			}
+			return
+		}
+		if !match(&notice) {
+			t.Fatalf("%q hides a lost-events notice", s)
+		}
+		match(&ev)
+	})
+}
