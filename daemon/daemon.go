@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 
 	"kiln/builder"
 	"kiln/daemon/audit"
+	"kiln/daemon/ec2"
 	"kiln/daemon/events"
 	"kiln/daemon/imaging"
 	"kiln/daemon/imds"
@@ -63,6 +65,9 @@ type Config struct {
 	Reload       <-chan struct{}
 	// LogLevelFixed keeps the log level given on the command line over the file's.
 	LogLevelFixed bool
+	// EC2Listen is where the EC2 endpoint listens (--ec2-listen); when empty, the
+	// settings file's ec2.listen; when both are, there is none.
+	EC2Listen string
 }
 
 // shutdownTimeout bounds how long kilnd waits for requests and operations on stop.
@@ -227,6 +232,9 @@ func serve(ctx context.Context, cfg Config, current *atomic.Pointer[settings.Set
 		return err
 	}
 	s.keys = keys.New(db, keyPairs)
+	if s.accessKeys, err = ec2.NewKeys(db); err != nil {
+		return err
+	}
 	// The metadata service listens on a loopback address of kilnd's own; the firewall
 	// sends each guest's gateway port 80 there, and the service tells instances apart by
 	// their QEMU's uid.
@@ -285,6 +293,11 @@ func serve(ctx context.Context, cfg Config, current *atomic.Pointer[settings.Set
 		st := s.settings.Load()
 		return st.Limits, st.Admins()
 	})
+	ec2cfg := EC2Config{Listen: cmp.Or(cfg.EC2Listen, st.EC2.Listen), Region: st.EC2.Region, CertFile: st.EC2.CertFile, KeyFile: st.EC2.KeyFile}
+	stopEC2, err := s.serveEC2(ctx, db, ec2cfg)
+	if err != nil {
+		return err
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(peer.Listener(ln, limiter)) }()
 	l.WithField("socket", cfg.Socket).WithField("accelerator", accel.name).WithField("units", s.inst.Units()).Info("kilnd serving")
@@ -327,7 +340,7 @@ serving:
 	l.Info("kilnd stopping")
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
-	err = hs.Shutdown(sctx)
+	err = errors.Join(hs.Shutdown(sctx), stopEC2(sctx))
 	cancelOps()
 	done := make(chan struct{})
 	go func() { s.ops.Wait(); close(done) }()

@@ -15,6 +15,7 @@ import (
 	"kiln/daemon/api"
 	"kiln/daemon/audit"
 	"kiln/daemon/console"
+	"kiln/daemon/ec2"
 	"kiln/daemon/events"
 	"kiln/daemon/imaging"
 	"kiln/daemon/instances"
@@ -52,7 +53,11 @@ type server struct {
 	// consoles is what kilnd knows of the instances' consoles.
 	consoles console.Tracker
 	img      *imaging.Images
-	events   *events.Log
+	// accessKeys sign requests to the EC2 endpoint, which is at ec2Endpoint (when
+	// there is one) for ec2Region.
+	accessKeys             *ec2.Keys
+	ec2Endpoint, ec2Region string
+	events                 *events.Log
 }
 
 // limits are the limits in force, resolved.
@@ -141,6 +146,10 @@ func (s *server) routes() http.Handler {
 	route("GET "+v+"/snapshots", api.KindSnapshot, s.listSnapshots)
 	route("GET "+v+"/snapshots/{snapshot}", api.KindSnapshot, s.inspectSnapshot)
 	route("DELETE "+v+"/snapshots/{snapshot}", api.KindSnapshot, s.deleteSnapshot)
+	route("POST "+v+"/images/{image}/description", api.KindImage, s.describeImage)
+	route("GET "+v+"/access-keys", api.KindNone, s.listAccessKeys)
+	route("POST "+v+"/access-keys", api.KindNone, s.createAccessKey)
+	route("DELETE "+v+"/access-keys/{key}", api.KindNone, s.deleteAccessKey)
 	route("GET "+v+"/events", api.KindNone, s.streamEvents)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("no such API call: %s %s: %w", r.Method, r.URL.Path, api.ErrUnknownAction), api.KindNone)
@@ -174,6 +183,8 @@ func (s *server) info(w http.ResponseWriter, r *http.Request, c peer.Caller) err
 		Snapshots:         nSnapshots,
 		Instances:         len(s.inst.List(false, sees)),
 		InstanceTypes:     machines.InstanceTypes,
+		EC2Endpoint:       s.ec2Endpoint,
+		EC2Region:         s.ec2Region,
 	})
 	return nil
 }

@@ -37,6 +37,12 @@ func New(socket string) *Client {
 	return &Client{socket: socket, hc: &http.Client{Transport: tr}}
 }
 
+// NewTransport returns a client that sends its requests through rt (kilnd's own EC2
+// door calls its API in process this way); name stands for the socket in messages.
+func NewTransport(name string, rt http.RoundTripper) *Client {
+	return &Client{socket: name, hc: &http.Client{Transport: rt}}
+}
+
 // Close closes the client's idle connections to kilnd (a process that ends closes them
 // anyway; one that goes on, such as a test, should).
 func (c *Client) Close() { c.hc.CloseIdleConnections() }
@@ -128,6 +134,12 @@ func decodeError(resp *http.Response) error {
 		return &api.Error{Code: api.CodeInternalError, Message: fmt.Sprintf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))}
 	}
 	return ae
+}
+
+// Call sends a request to an API path (below /v1) and decodes a 2xx answer into out
+// (when not nil): for callers that speak the API's routes directly (kilnd's EC2 door).
+func (c *Client) Call(ctx context.Context, method, path string, query url.Values, body, out any) error {
+	return c.do(ctx, method, path, query, body, out)
 }
 
 // Info returns what the daemon says of itself.
