@@ -12,16 +12,19 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 
 	"kiln/builder"
 	"kiln/daemon/audit"
 	"kiln/daemon/ec2"
+	"kiln/daemon/events"
 	"kiln/daemon/imaging"
 	"kiln/daemon/imds"
 	"kiln/daemon/instances"
@@ -94,24 +97,30 @@ func Run(ctx context.Context, cfg Config) error {
 	// The store's files are kilnd's alone (0600, directories 0700): layers may hold
 	// secrets, and callers reach content only through the API.
 	syscall.Umask(0o077)
+	st, err := settings.Load(ctx, cfg.SettingsFile, cfg.LogLevelFixed)
+	if err != nil {
+		return err
+	}
+	current := &atomic.Pointer[settings.Settings]{}
+	current.Store(st)
 	db, err := record.OpenFile(cfg.Root)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	store, err := images.Open(ctx, cfg.Root, db)
+	evlog, err := events.Open(db, func() events.Retention { return retention(current.Load()) })
 	if err != nil {
 		return err
 	}
-	rdb, err := record.Open(db)
+	store, err := images.Open(ctx, cfg.Root, db, images.WithWatcher(eventsOf(evlog)))
+	if err != nil {
+		return err
+	}
+	rdb, err := record.Open(db, evlog)
 	if err != nil {
 		return err
 	}
 
-	st, err := settings.Load(ctx, cfg.SettingsFile, cfg.LogLevelFixed)
-	if err != nil {
-		return err
-	}
 	choice := cfg.Accelerator
 	if choice == "" {
 		choice = st.Accelerator
@@ -138,7 +147,26 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
-	return serve(ctx, cfg, st, store, rdb, rules, accel, ln, l)
+	return serve(ctx, cfg, current, store, rdb, evlog, rules, accel, ln, l)
+}
+
+// retention is the event log's, as the settings say.
+func retention(st *settings.Settings) events.Retention {
+	e := st.Events.Resolved()
+	return events.Retention{Max: e.MaxEvents, MaxAge: time.Duration(e.MaxAgeHours) * time.Hour}
+}
+
+// eventsOf is the image store's watcher that records the events of images and
+// snapshots in the log.
+func eventsOf(log *events.Log) images.Watcher {
+	return images.Watcher{
+		ImageState: func(tx *bolt.Tx, im *images.Image, _, to images.State) error {
+			return log.Append(tx, events.Image(im.ID, im.OwnerID, string(to), im.StateReason))
+		},
+		Snapshot: func(tx *bolt.Tx, sn *images.Snapshot, created bool) error {
+			return log.Append(tx, events.Snapshot(sn.ID, sn.OwnerID, sn.ImageID, created, sn.StartTime))
+		},
+	}
 }
 
 // accelerator is the accelerator kilnd runs guests with, chosen once at start, and why.
@@ -185,7 +213,8 @@ func socketGID(ctx context.Context, group string, mode os.FileMode) int {
 	return gid
 }
 
-func serve(ctx context.Context, cfg Config, st *settings.Settings, store *images.Store, db *record.DB, rules *recyclebin.Rules, accel accelerator, ln net.Listener, l *log.Entry) (err error) {
+func serve(ctx context.Context, cfg Config, current *atomic.Pointer[settings.Settings], store *images.Store, db *record.DB, evlog *events.Log, rules *recyclebin.Rules, accel accelerator, ln net.Listener, l *log.Entry) (err error) {
+	st := current.Load()
 	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelOps()
 	s := &server{
@@ -197,8 +226,9 @@ func serve(ctx context.Context, cfg Config, st *settings.Settings, store *images
 		uid:      uint32(os.Getuid()),
 		opsCtx:   opsCtx,
 		rules:    rules,
+		settings: current,
+		events:   evlog,
 	}
-	s.settings.Store(st)
 	if s.audit, err = audit.Open(cfg.Root); err != nil {
 		return err
 	}

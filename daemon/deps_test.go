@@ -118,7 +118,6 @@ func hasPrefixIn(s string, prefixes []string) bool {
 var daemonParts = map[string][]string{
 	"kiln/daemon/api":        {},
 	"kiln/daemon/client":     {"kiln/daemon/api"},
-	"kiln/daemon/record":     {},
 	"kiln/daemon/quota":      {},
 	"kiln/daemon/console":    {},
 	"kiln/daemon/settings":   {"kiln/daemon/quota"},
@@ -132,6 +131,8 @@ var daemonParts = map[string][]string{
 	"kiln/daemon/imds":       {},
 	"kiln/daemon/ec2":        {"kiln/daemon/api", "kiln/daemon/client", "kiln/daemon/peer", "kiln/daemon/record"},
 	"kiln/daemon/instances":  {"kiln/daemon/api", "kiln/daemon/console", "kiln/daemon/machines", "kiln/daemon/quota", "kiln/daemon/record", "kiln/daemon/vols"},
+	"kiln/daemon/record":     {"kiln/daemon/api", "kiln/daemon/events"},
+	"kiln/daemon/events":     {"kiln/daemon/api"},
 }
 
 // checkDaemonParts holds each of the daemon's packages to its direct imports of the

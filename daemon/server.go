@@ -16,6 +16,7 @@ import (
 	"kiln/daemon/audit"
 	"kiln/daemon/console"
 	"kiln/daemon/ec2"
+	"kiln/daemon/events"
 	"kiln/daemon/imaging"
 	"kiln/daemon/instances"
 	"kiln/daemon/keys"
@@ -39,8 +40,9 @@ type server struct {
 	network  machines.Network // what guests' networks give, set up at start
 	uid      uint32           // kilnd's own uid
 	audit    *audit.Log
-	// settings are the settings file's, replaced whole on reload.
-	settings atomic.Pointer[settings.Settings]
+	// settings are the settings file's, replaced whole on reload (Run makes the pointer:
+	// the event log reads it from before serve).
+	settings *atomic.Pointer[settings.Settings]
 
 	// ops runs long operations; they stop when opsCtx is cancelled.
 	opsCtx context.Context
@@ -57,6 +59,7 @@ type server struct {
 	accessKeys             *ec2.Keys
 	ec2Endpoint, ec2Region string
 	rules                  *recyclebin.Rules // the recycle bin's retention rules
+	events                 *events.Log
 }
 
 // limits are the limits in force, resolved.
@@ -162,6 +165,7 @@ func (s *server) routes() http.Handler {
 	route("GET "+v+"/recycle-bin/rules/{rule}", api.KindNone, s.inspectRule)
 	route("DELETE "+v+"/recycle-bin/rules/{rule}", api.KindNone, s.deleteRule)
 	route("POST "+v+"/recycle-bin/rules/{rule}/unlock", api.KindNone, s.unlockRule)
+	route("GET "+v+"/events", api.KindNone, s.streamEvents)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("no such API call: %s %s: %w", r.Method, r.URL.Path, api.ErrUnknownAction), api.KindNone)
 	})

@@ -95,9 +95,23 @@ func (s *Store) BinSnapshots(now time.Time, all bool) []*Snapshot {
 	return s.snapshotsWhere(func(sn *Snapshot) bool { return sn.Bin != nil && (all || now.Before(sn.Bin.Exit)) })
 }
 
-// putSnapshot writes sn to the DB, then to the cache. The caller holds s.mu.
+// putSnapshot writes sn to the DB, then to the cache, and tells the watcher of a new
+// snapshot; one going into the recycle bin is told as deleted, one restored as made.
+// The caller holds s.mu.
 func (s *Store) putSnapshot(sn *Snapshot) error {
-	if err := s.db.Update(func(tx *bolt.Tx) error { return putJSON(tx, bucketSnapshots, sn.ID, sn) }); err != nil {
+	cur, existed := s.snapshots[sn.ID]
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := putJSON(tx, bucketSnapshots, sn.ID, sn); err != nil {
+			return err
+		}
+		switch {
+		case !existed || cur.Bin != nil && sn.Bin == nil:
+			return s.snapshotChange(tx, sn, true)
+		case cur.Bin == nil && sn.Bin != nil:
+			return s.snapshotChange(tx, sn, false)
+		}
+		return nil
+	}); err != nil {
 		return fmt.Errorf("snapshot %s: %w", sn.ID, err)
 	}
 	s.snapshots[sn.ID] = sn

@@ -43,13 +43,53 @@ type Store struct {
 	// gcLock is held shared by everything that writes blobs no record reaches yet
 	// (an ingest, a register), and exclusively by GC.
 	gcLock sync.RWMutex
+
+	watch Watcher
+}
+
+// Watcher is told of the changes of records that matter to others (the daemon's event
+// log), inside the transaction that writes each: an error it returns undoes the change.
+// Its functions must not call the store. A nil function is not called.
+type Watcher struct {
+	// ImageState: an image entered state to from state from ("" for a new image). A
+	// deregistered image enters StateDeregistered.
+	ImageState func(tx *bolt.Tx, im *Image, from, to State) error
+	// Snapshot: a snapshot record was made (created) or deleted.
+	Snapshot func(tx *bolt.Tx, sn *Snapshot, created bool) error
+}
+
+// StateDeregistered is the state a deregistered image enters as its record goes: the
+// Watcher's word for it (no record has it).
+const StateDeregistered State = "deregistered"
+
+// Option is an option of Open.
+type Option func(*Store)
+
+// WithWatcher has the store tell w of every change of an image's state, and of every
+// snapshot made or deleted, from Open on.
+func WithWatcher(w Watcher) Option { return func(s *Store) { s.watch = w } }
+
+// imageState tells the watcher, in tx, that im entered to from from.
+func (s *Store) imageState(tx *bolt.Tx, im *Image, from, to State) error {
+	if s.watch.ImageState == nil || from == to {
+		return nil
+	}
+	return s.watch.ImageState(tx, im, from, to)
+}
+
+// snapshotChange tells the watcher, in tx, that sn was made or deleted.
+func (s *Store) snapshotChange(tx *bolt.Tx, sn *Snapshot, created bool) error {
+	if s.watch.Snapshot == nil {
+		return nil
+	}
+	return s.watch.Snapshot(tx, sn, created)
 }
 
 // Open opens (creating if needed) the store under root, its records in their buckets
 // of db (the metadata DB, which the caller opened and closes after the store's last
 // use). Images left pending by a daemon that stopped while making them are marked
 // failed.
-func Open(ctx context.Context, root string, db *bolt.DB) (*Store, error) {
+func Open(ctx context.Context, root string, db *bolt.DB, opts ...Option) (*Store, error) {
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, err
 	}
@@ -65,6 +105,9 @@ func Open(ctx context.Context, root string, db *bolt.DB) (*Store, error) {
 		return nil, fmt.Errorf("content store %s: %w", root, err)
 	}
 	s := &Store{root: root, content: cs, db: db, images: map[string]*Image{}, snapshots: map[string]*Snapshot{}}
+	for _, o := range opts {
+		o(s)
+	}
 	if err := s.load(ctx); err != nil {
 		return nil, err
 	}
@@ -104,15 +147,18 @@ func (s *Store) load(ctx context.Context) error {
 			if err := putJSON(tx, bucketImages, id, im); err != nil {
 				return err
 			}
+			if err := s.imageState(tx, im, StatePending, StateFailed); err != nil {
+				return err
+			}
 		}
-		var dropped [][]byte
+		var dropped []*Snapshot
 		if err := tx.Bucket(bucketSnapshots).ForEach(func(k, v []byte) error {
 			var sn Snapshot
 			if err := json.Unmarshal(v, &sn); err != nil {
 				return fmt.Errorf("snapshot record %s: %w", k, err)
 			}
 			if _, ok := interrupted[sn.ImageID]; ok {
-				dropped = append(dropped, k)
+				dropped = append(dropped, &sn)
 				return nil
 			}
 			s.snapshots[sn.ID] = &sn
@@ -120,8 +166,11 @@ func (s *Store) load(ctx context.Context) error {
 		}); err != nil {
 			return err
 		}
-		for _, k := range dropped {
-			if err := tx.Bucket(bucketSnapshots).Delete(k); err != nil {
+		for _, sn := range dropped {
+			if err := tx.Bucket(bucketSnapshots).Delete([]byte(sn.ID)); err != nil {
+				return err
+			}
+			if err := s.snapshotChange(tx, sn, false); err != nil {
 				return err
 			}
 		}
@@ -171,9 +220,29 @@ func (s *Store) nameFree(owner, name string) error {
 	return nil
 }
 
-// putImage writes im to the DB, then to the cache. The caller holds s.mu.
+// putImage writes im to the DB (telling the watcher when its state changed), then to
+// the cache. The caller holds s.mu.
 func (s *Store) putImage(im *Image) error {
-	if err := s.db.Update(func(tx *bolt.Tx) error { return putJSON(tx, bucketImages, im.ID, im) }); err != nil {
+	var from State
+	if cur, ok := s.images[im.ID]; ok {
+		from = cur.State
+	}
+	var binned, restored bool
+	if cur, ok := s.images[im.ID]; ok {
+		binned, restored = cur.Bin == nil && im.Bin != nil, cur.Bin != nil && im.Bin == nil
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := putJSON(tx, bucketImages, im.ID, im); err != nil {
+			return err
+		}
+		switch { // into the recycle bin it is deregistered to all; out of it, back as it was
+		case binned:
+			return s.imageState(tx, im, im.State, StateDeregistered)
+		case restored:
+			return s.imageState(tx, im, StateDeregistered, im.State)
+		}
+		return s.imageState(tx, im, from, im.State)
+	}); err != nil {
 		return fmt.Errorf("image %s: %w", im.ID, err)
 	}
 	s.images[im.ID] = im
@@ -278,8 +347,17 @@ func (s *Store) DeleteImage(id string) (*Image, error) {
 			if err := tx.Bucket(bucketSnapshots).Delete([]byte(sid)); err != nil {
 				return err
 			}
+			if err := s.snapshotChange(tx, s.snapshots[sid], false); err != nil {
+				return err
+			}
 		}
-		return tx.Bucket(bucketImages).Delete([]byte(id))
+		if err := tx.Bucket(bucketImages).Delete([]byte(id)); err != nil {
+			return err
+		}
+		if im.Bin != nil { // its deregistration was told when it went into the bin
+			return nil
+		}
+		return s.imageState(tx, im, im.State, StateDeregistered)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %w", id, err)
@@ -389,13 +467,19 @@ func (s *Store) unused(id string) error {
 func (s *Store) DeleteSnapshot(id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if sn, ok := s.snapshots[id]; !ok || sn.Bin != nil {
+	sn, ok := s.snapshots[id]
+	if !ok || sn.Bin != nil {
 		return fmt.Errorf("snapshot %s: %w", id, errdefs.ErrNotFound)
 	}
 	if err := s.unused(id); err != nil {
 		return err
 	}
-	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketSnapshots).Delete([]byte(id)) }); err != nil {
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketSnapshots).Delete([]byte(id)); err != nil {
+			return err
+		}
+		return s.snapshotChange(tx, sn, false)
+	}); err != nil {
 		return fmt.Errorf("snapshot %s: %w", id, err)
 	}
 	delete(s.snapshots, id)

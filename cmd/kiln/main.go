@@ -143,6 +143,7 @@ func newRootCommand(e *env) *cobra.Command {
 		newStopCommand(e), newStartCommand(e), newRebootCommand(e), newTerminateCommand(e))
 	root.AddCommand(newRegistryCommand(e))
 	root.AddCommand(newRecycleBinCommand(e))
+	root.AddCommand(newEventsCommand(e))
 
 	addCompletions(e, root)
 	return root

@@ -8,6 +8,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"kiln/daemon/events"
 	"kiln/daemon/record"
 	"kiln/internal/kilntest"
 )
@@ -15,7 +16,12 @@ import (
 func newSet(t *testing.T) *Set {
 	t.Helper()
 	root := t.TempDir()
-	db, err := record.Open(kilntest.MetaDB(t, root))
+	meta := kilntest.MetaDB(t, root)
+	log, err := events.Open(meta, func() events.Retention { return events.Retention{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := record.Open(meta, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package record
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,24 +11,32 @@ import (
 	"github.com/containerd/errdefs"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+
+	"kiln/daemon/api"
+	"kiln/daemon/events"
 )
 
-// The daemon's buckets in the metadata DB (the images store has its own there).
+// The daemon's buckets in the metadata DB (the images store has its own there, the
+// event log its own).
 var (
 	bucketInstances = []byte("instances")
 	bucketVolumes   = []byte("volumes")
-	bucketEvents    = []byte("events")
 	bucketKeyPairs  = []byte("keypairs")
 )
 
-// DB keeps the records of instances and volumes, and the event log, in their buckets of
-// the metadata DB. It caches nothing: the instance domain keeps what it reads.
-type DB struct{ db *bolt.DB }
+// DB keeps the records of instances and volumes in their buckets of the metadata DB,
+// and appends to the event log each change of an instance's state and each volume
+// made, attached, detached or deleted, in the transaction that writes it. It caches
+// nothing: the instance domain keeps what it reads.
+type DB struct {
+	db     *bolt.DB
+	events *events.Log
+}
 
-// Open makes the buckets, when missing, in db.
-func Open(db *bolt.DB) (*DB, error) {
+// Open makes the buckets, when missing, in db; the events go to log (in the same db).
+func Open(db *bolt.DB, log *events.Log) (*DB, error) {
 	err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketInstances, bucketVolumes, bucketEvents, bucketKeyPairs} {
+		for _, b := range [][]byte{bucketInstances, bucketVolumes, bucketKeyPairs} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -39,7 +46,7 @@ func Open(db *bolt.DB) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("metadata db: %w", err)
 	}
-	return &DB{db}, nil
+	return &DB{db, log}, nil
 }
 
 // Load reads every instance and volume record.
@@ -79,17 +86,7 @@ func (d *DB) PutInstance(rec Instance, from string) error {
 		if rec.State == from {
 			return nil
 		}
-		b := tx.Bucket(bucketEvents)
-		seq, err := b.NextSequence()
-		if err != nil {
-			return err
-		}
-		ev, err := json.Marshal(Event{Time: time.Now().UTC(), Type: "instance.state", Instance: rec.ID,
-			From: from, To: rec.State, Reason: rec.StateReason})
-		if err != nil {
-			return err
-		}
-		return b.Put(binary.BigEndian.AppendUint64(nil, seq), ev)
+		return d.events.Append(tx, events.Instance(rec.ID, rec.OwnerID, rec.State))
 	})
 	if err != nil {
 		return fmt.Errorf("instance %s: %w", rec.ID, err)
@@ -102,17 +99,68 @@ func (d *DB) DeleteInstance(id string) error {
 	return d.delete(bucketInstances, "instance", id)
 }
 
-// PutVolume writes a volume's record.
+// PutVolume writes a volume's record, with the events of what changed: made, attached
+// (to another instance), detached.
 func (d *DB) PutVolume(v *Volume) error {
-	if err := d.db.Update(func(tx *bolt.Tx) error { return put(tx, bucketVolumes, v.ID, v) }); err != nil {
+	if err := d.db.Update(func(tx *bolt.Tx) error {
+		old, err := volumeIn(tx, v.ID)
+		if err != nil {
+			return err
+		}
+		if err := put(tx, bucketVolumes, v.ID, v); err != nil {
+			return err
+		}
+		var evs []api.Event
+		if old == nil {
+			old = &Volume{}
+			evs = append(evs, events.Volume(v.ID, v.OwnerID, events.VolumeCreated, "", ""))
+		}
+		if old.InstanceID != v.InstanceID && old.InstanceID != "" {
+			evs = append(evs, events.Volume(v.ID, v.OwnerID, events.VolumeDetached, old.InstanceID, old.DeviceName))
+		}
+		if old.InstanceID != v.InstanceID && v.InstanceID != "" {
+			evs = append(evs, events.Volume(v.ID, v.OwnerID, events.VolumeAttached, v.InstanceID, v.DeviceName))
+		}
+		for _, ev := range evs {
+			if err := d.events.Append(tx, ev); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
 		return fmt.Errorf("volume %s: %w", v.ID, err)
 	}
 	return nil
 }
 
-// DeleteVolume removes a volume's record.
+// volumeIn is the volume's record in tx, or nil.
+func volumeIn(tx *bolt.Tx, id string) (*Volume, error) {
+	b := tx.Bucket(bucketVolumes).Get([]byte(id))
+	if b == nil {
+		return nil, nil
+	}
+	var v Volume
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, fmt.Errorf("volume record %s: %w", id, err)
+	}
+	return &v, nil
+}
+
+// DeleteVolume removes a volume's record, with its event.
 func (d *DB) DeleteVolume(id string) error {
-	return d.delete(bucketVolumes, "volume", id)
+	if err := d.db.Update(func(tx *bolt.Tx) error {
+		old, err := volumeIn(tx, id)
+		if err != nil || old == nil {
+			return err
+		}
+		if err := tx.Bucket(bucketVolumes).Delete([]byte(id)); err != nil {
+			return err
+		}
+		return d.events.Append(tx, events.Volume(id, old.OwnerID, events.VolumeDeleted, "", ""))
+	}); err != nil {
+		return fmt.Errorf("volume %s: %w", id, err)
+	}
+	return nil
 }
 
 func (d *DB) delete(bucket []byte, what, id string) error {

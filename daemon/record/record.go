@@ -112,13 +112,3 @@ type Frozen struct {
 	Name  string        `json:"name"`
 	Layer digest.Digest `json:"layer,omitempty"`
 }
-
-// Event is one entry of the daemon's event log.
-type Event struct {
-	Time     time.Time `json:"time"`
-	Type     string    `json:"type"`
-	Instance string    `json:"instance,omitempty"`
-	From     string    `json:"from,omitempty"`
-	To       string    `json:"to,omitempty"`
-	Reason   string    `json:"reason,omitempty"`
-}

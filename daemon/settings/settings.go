@@ -39,6 +39,8 @@ type Settings struct {
 	ConsoleLimitMiB int `json:"consoleLimitMiB,omitempty"`
 	// EC2 is kilnd's EC2 endpoint, read at start only.
 	EC2 EC2 `json:"ec2,omitempty"`
+	// Events bound the event log (kiln events).
+	Events Events `json:"events,omitzero"`
 }
 
 // EC2 configures the EC2 Query API endpoint (off unless Listen or --ec2-listen is given).
@@ -107,6 +109,9 @@ func Load(ctx context.Context, path string, levelFixed bool) (*Settings, error) 
 		return nil, fmt.Errorf("settings %s: consoleLimitMiB is %d: want 1 to %d, or 0 for the default (%d): %w",
 			path, st.ConsoleLimitMiB, MaxConsoleLimitMiB, DefaultConsoleLimitMiB, errdefs.ErrInvalidArgument)
 	}
+	if err := st.Events.check(); err != nil {
+		return nil, fmt.Errorf("settings %s: %w", path, err)
+	}
 	if (st.EC2.CertFile == "") != (st.EC2.KeyFile == "") {
 		return nil, fmt.Errorf("settings %s: ec2: give both certFile and keyFile, or neither: %w", path, errdefs.ErrInvalidArgument)
 	}
@@ -140,4 +145,42 @@ func (st *Settings) ConsoleLimit() int64 {
 		return int64(st.ConsoleLimitMiB) << 20
 	}
 	return DefaultConsoleLimitMiB << 20
+}
+
+// Events bound the event log: it keeps at most MaxEvents events (default
+// DefaultMaxEvents), none older than MaxAgeHours (default DefaultEventsMaxAgeHours);
+// 0 means the default. Past either, the oldest go, and a reader that had not read them
+// is told so.
+type Events struct {
+	MaxEvents   int `json:"maxEvents,omitempty"`
+	MaxAgeHours int `json:"maxAgeHours,omitempty"`
+}
+
+// The event log's bounds: events in the settings file.
+const (
+	DefaultMaxEvents         = 10000
+	MaxMaxEvents             = 1000000
+	DefaultEventsMaxAgeHours = 30 * 24
+	MaxEventsMaxAgeHours     = 10 * 365 * 24
+)
+
+func (e Events) check() error {
+	if e.MaxEvents < 0 || e.MaxEvents > MaxMaxEvents {
+		return fmt.Errorf("events.maxEvents is %d: want 1 to %d, or 0 for the default (%d): %w", e.MaxEvents, MaxMaxEvents, DefaultMaxEvents, errdefs.ErrInvalidArgument)
+	}
+	if e.MaxAgeHours < 0 || e.MaxAgeHours > MaxEventsMaxAgeHours {
+		return fmt.Errorf("events.maxAgeHours is %d: want 1 to %d, or 0 for the default (%d): %w", e.MaxAgeHours, MaxEventsMaxAgeHours, DefaultEventsMaxAgeHours, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// Resolved is e with its defaults in place of zeros.
+func (e Events) Resolved() Events {
+	if e.MaxEvents == 0 {
+		e.MaxEvents = DefaultMaxEvents
+	}
+	if e.MaxAgeHours == 0 {
+		e.MaxAgeHours = DefaultEventsMaxAgeHours
+	}
+	return e
 }
