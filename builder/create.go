@@ -48,6 +48,9 @@ type CaptureRequest struct {
 	SourceInstanceID           string
 	Source                     *images.Image // the instance's image: boot settings
 	Volumes                    []CaptureVolume
+	// UEFIVars, when set, is the instance's UEFI variable store (a file that does not
+	// change while Run reads it): it becomes the new image's UEFI data.
+	UEFIVars string
 }
 
 // Capture is a checked create request with its pending image record; Run makes it.
@@ -152,6 +155,7 @@ func (b *Builder) PrepareCapture(req CaptureRequest) (*Capture, error) {
 		Config: images.Config{
 			Architecture: src.Architecture, BootMode: src.BootMode, RootDeviceName: src.RootDeviceName,
 			RootDeviceType: src.RootDeviceType, Kernel: src.Kernel, Initrd: src.Initrd, Cmdline: src.Cmdline, SSHUser: src.SSHUser,
+			UEFIData: src.UEFIData, SecureBoot: src.SecureBoot, TPMSupport: src.TPMSupport,
 		},
 	}
 	if err := b.Store.CreateImage(im); err != nil {
@@ -257,19 +261,33 @@ func (c *Capture) run(ctx context.Context) (*images.Image, error) {
 				DeleteOnTermination: v.DeleteOnTermination},
 		})
 	}
-	for _, d := range []digest.Digest{cfg.Kernel, cfg.Initrd} {
-		if d == "" {
+	if c.req.UEFIVars != "" { // EC2's UEFI data: the variables as the instance left them
+		desc, err := s.IngestStream(ctx, "create-"+c.Image.ID+"-uefi", images.MediaTypeUEFIData, func(w io.Writer) error {
+			f, err := os.Open(c.req.UEFIVars)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = io.Copy(w, io.LimitReader(f, images.MaxUEFIDataSize))
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("UEFI variables: %w", err)
+		}
+		cfg.UEFIData = desc.Digest
+	}
+	for _, b := range []struct {
+		d  digest.Digest
+		mt string
+	}{{cfg.Kernel, images.MediaTypeKernel}, {cfg.Initrd, images.MediaTypeInitrd}, {cfg.UEFIData, images.MediaTypeUEFIData}} {
+		if b.d == "" {
 			continue
 		}
-		size, err := s.BlobSize(ctx, d)
+		size, err := s.BlobSize(ctx, b.d)
 		if err != nil {
 			return nil, fmt.Errorf("boot file: %w", err)
 		}
-		mt := images.MediaTypeKernel
-		if d == cfg.Initrd {
-			mt = images.MediaTypeInitrd
-		}
-		addLayer(ocispec.Descriptor{MediaType: mt, Digest: d, Size: size})
+		addLayer(ocispec.Descriptor{MediaType: b.mt, Digest: b.d, Size: size})
 	}
 	return c.b.commit(ctx, c.Image.ID, cfg, layers)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"kiln/hypervisor"
 	"kiln/images"
 	"kiln/internal/ids"
 	"kiln/volumes"
@@ -62,6 +63,12 @@ type RegisterRequest struct {
 	// Tool, when set, reads the disk files instead of the Builder's own: kilnd gives
 	// the one running as the caller (volumes.Tool.As).
 	Tool *volumes.Tool
+	// UEFIData, when set, is the variable store instances start with (the caller's
+	// open file: an OVMF flash image of the installed template's size). SecureBoot and
+	// TPMSupport are the image's (images.Config); all three need a UEFI boot mode.
+	UEFIData   *os.File
+	SecureBoot bool
+	TPMSupport string
 }
 
 // Files are the request's files. Prepare takes them: they are closed when it fails or
@@ -71,7 +78,7 @@ func (req RegisterRequest) Files() []*os.File {
 	for _, d := range req.Disks {
 		out = append(out, d.File)
 	}
-	for _, f := range []*os.File{req.Kernel, req.Initrd} {
+	for _, f := range []*os.File{req.Kernel, req.Initrd, req.UEFIData} {
 		if f != nil {
 			out = append(out, f)
 		}
@@ -162,6 +169,9 @@ func (b *Builder) Prepare(ctx context.Context, req RegisterRequest) (_ *Registra
 	if err := checkBootFile("initrd", req.Initrd); err != nil {
 		return nil, err
 	}
+	if err := checkUEFIData(req.UEFIData); err != nil {
+		return nil, err
+	}
 	im := &images.Image{
 		ID:           ids.NewID(images.ImagePrefix),
 		Name:         req.Name,
@@ -177,6 +187,8 @@ func (b *Builder) Prepare(ctx context.Context, req RegisterRequest) (_ *Registra
 			RootDeviceType: req.RootDeviceType,
 			Cmdline:        req.Cmdline,
 			SSHUser:        req.SSHUser,
+			SecureBoot:     req.SecureBoot,
+			TPMSupport:     req.TPMSupport,
 		},
 	}
 	if err := b.Store.CreateImage(im); err != nil {
@@ -214,7 +226,16 @@ func checkRequest(req RegisterRequest) error {
 	if err := images.CheckMachine(req.Architecture, req.BootMode, req.RootDeviceType); err != nil {
 		return err
 	}
+	if err := images.CheckFirmware(req.BootMode, req.UEFIData != nil, req.SecureBoot, req.TPMSupport); err != nil {
+		return err
+	}
 	switch {
+	case req.SecureBoot && req.Kernel != nil:
+		// OVMF (2022.11) does not verify a kernel QEMU hands it (-kernel): one that
+		// fails verification is started by its legacy Linux loader all the same. A
+		// Secure Boot that verified nothing would be a lie (docs/decisions.md).
+		return fmt.Errorf("Secure Boot verifies what the firmware loads from a disk, and a kernel given with --kernel is not verified by OVMF: "+
+			"register a disk that boots by itself (an EFI system partition with a signed loader) without --kernel: %w", errdefs.ErrInvalidArgument)
 	case len(req.Disks) == 0:
 		return fmt.Errorf("at least one disk is needed (--disk FILE): %w", errdefs.ErrInvalidArgument)
 	case len(req.Disks) > 16:
@@ -273,6 +294,28 @@ func checkBootFile(what string, f *os.File) error {
 		return fmt.Errorf("%s is not a regular file: %w", what, errdefs.ErrInvalidArgument)
 	case st.Size() == 0 || st.Size() > MaxBootFileSize:
 		return fmt.Errorf("%s: %d bytes (want 1 to %d): %w", what, st.Size(), MaxBootFileSize, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// checkUEFIData checks a variable store a caller gives: readable, a regular file of
+// the size of OVMF's.
+func checkUEFIData(f *os.File) error {
+	if f == nil {
+		return nil
+	}
+	if err := volumes.CheckReadable(f); err != nil {
+		return fmt.Errorf("UEFI data: %w", err)
+	}
+	st, err := f.Stat()
+	switch {
+	case err != nil:
+		return fmt.Errorf("UEFI data: %v: %w", err, errdefs.ErrInvalidArgument)
+	case !st.Mode().IsRegular():
+		return fmt.Errorf("UEFI data is not a regular file: %w", errdefs.ErrInvalidArgument)
+	}
+	if err := hypervisor.CheckVarsSize(st.Size()); err != nil {
+		return fmt.Errorf("UEFI data: %v (give a copy of OVMF's variable store, as an instance's uefi-vars.fd is): %w", err, errdefs.ErrInvalidArgument)
 	}
 	return nil
 }
@@ -337,6 +380,7 @@ func (r *Registration) run(ctx context.Context) (*images.Image, error) {
 	}{
 		{"kernel", images.MediaTypeKernel, r.req.Kernel, &cfg.Kernel},
 		{"initrd", images.MediaTypeInitrd, r.req.Initrd, &cfg.Initrd},
+		{"UEFI data", images.MediaTypeUEFIData, r.req.UEFIData, &cfg.UEFIData},
 	} {
 		if bf.f == nil {
 			continue

@@ -131,7 +131,7 @@ func (s *server) usable(c peer.Caller) func(digest.Digest) bool {
 		}
 	}
 	for _, im := range s.store.Images(func(im *images.Image) bool { return s.img.Visible(c, im) }) {
-		set[im.Kernel], set[im.Initrd] = true, true
+		set[im.Kernel], set[im.Initrd], set[im.UEFIData] = true, true, true
 		for _, b := range im.BlockDeviceMappings {
 			if b.EBS != nil {
 				chain(b.EBS.SnapshotID)

@@ -273,6 +273,10 @@ func instanceAPI(rec record.Instance) api.Instance {
 		out.BlockDeviceMappings = append(out.BlockDeviceMappings, api.InstanceBlockDeviceMapping(mp))
 	}
 	out.KeyName = rec.KeyName
+	out.BootMode, out.SecureBoot, out.TPM = rec.BootMode, rec.SecureBoot, rec.TPM
+	if out.BootMode == "" {
+		out.BootMode = "legacy-bios" // launched before kiln had UEFI
+	}
 	out.MetadataTokens = api.MetadataTokensOptional
 	if rec.MetadataTokensRequired {
 		out.MetadataTokens = api.MetadataTokensRequired

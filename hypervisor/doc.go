@@ -2,6 +2,9 @@
 //
 //   - the accelerator (Prober): KVM only when a probe guest proved under it that it runs
 //     code, TCG otherwise, or the operator's choice;
+//   - the firmware: SeaBIOS, or OVMF (UEFI) with the machine's own variable store and,
+//     for Secure Boot, the SMM build; a virtual TPM 2.0 (swtpm, started beside QEMU
+//     and ending with it);
 //   - the command line built from a machine Spec: virtio-blk disks, direct kernel boot,
 //     the serial console (a socket QEMU serves that logs to the console file; DialConsole
 //     connects to it), hot-plug ports, QEMU's seccomp sandbox;

@@ -58,6 +58,11 @@ type Spec struct {
 	Disks   []Disk
 	// Net, when set, is the machine's network card on QEMU's user-mode network.
 	Net *Net
+	// Firmware, when set, makes it a UEFI machine (OVMF); without it, SeaBIOS boots it.
+	Firmware *Firmware
+	// TPM, when set, gives it a virtual TPM 2.0 (swtpm, started by Start; a UEFI
+	// machine's only: OVMF measures the boot into it).
+	TPM *TPM
 }
 
 // Net is a virtio network card on QEMU's user-mode network, with host ports forwarded
@@ -150,6 +155,9 @@ func (s Spec) Args(p *Passed) ([]string, error) {
 	if s.Kernel == nil && s.Initrd != nil {
 		return nil, errors.New("an initrd needs a kernel")
 	}
+	if s.TPM != nil && s.Firmware == nil {
+		return nil, errors.New("a TPM needs UEFI firmware")
+	}
 	cpu := "max"
 	if s.Accel == AccelKVM {
 		cpu = "host"
@@ -157,9 +165,19 @@ func (s Spec) Args(p *Passed) ([]string, error) {
 	if p.console == nil || p.consoleSock == nil || p.qmp == nil || p.agent == nil {
 		return nil, errors.New("the console, its socket, QMP and agent sockets are not open")
 	}
+	machine := "q35,accel=" + s.Accel
+	var fwArgs []string
+	if s.Firmware != nil {
+		var opts string
+		var err error
+		if fwArgs, opts, err = s.Firmware.firmwareArgs(p); err != nil {
+			return nil, err
+		}
+		machine += opts
+	}
 	args := []string{
 		"-name", "guest=" + filepath.Base(s.Dir) + ",debug-threads=on",
-		"-machine", "q35,accel=" + s.Accel,
+		"-machine", machine,
 		"-cpu", cpu,
 		"-smp", strconv.Itoa(s.CPUs),
 		"-m", strconv.Itoa(s.MemoryMiB),
@@ -182,6 +200,7 @@ func (s Spec) Args(p *Passed) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	args = append(args, fwArgs...)
 	args = append(args, consoleArgs...)
 	args = append(args,
 		// The serial port is a socket QEMU serves (kiln console --attach connects to
@@ -218,6 +237,19 @@ func (s Spec) Args(p *Passed) ([]string, error) {
 		if s.Cmdline != "" {
 			args = append(args, "-append", s.Cmdline)
 		}
+	}
+	if s.TPM != nil {
+		if p.tpm == nil {
+			return nil, errors.New("the TPM's socket is not open")
+		}
+		tpmFD, err := p.add(p.tpm)
+		if err != nil {
+			return nil, err
+		}
+		// QEMU's TPM emulator speaks to swtpm over the control socket it is given
+		// connected, and hands swtpm its data channel through it.
+		args = append(args, "-chardev", "socket,id=tpm,fd="+strconv.Itoa(tpmFD),
+			"-tpmdev", "emulator,id=tpm0,chardev=tpm", "-device", "tpm-crb,tpmdev=tpm0")
 	}
 	if s.Net != nil {
 		a, err := s.Net.netArgs()

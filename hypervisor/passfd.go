@@ -21,6 +21,8 @@ type Passed struct {
 
 	// the console file (append-only); the console's, QMP's and the agent's listeners
 	console, consoleSock, qmp, agent *os.File
+	// QEMU's end of the TPM's control socket (startTPM), when the machine has one
+	tpm *os.File
 }
 
 // add passes a duplicate of f and returns the descriptor number QEMU will see.
@@ -85,7 +87,7 @@ func SealedCopy(f *os.File, name string) (*os.File, error) {
 
 // Close closes every descriptor Passed holds.
 func (p *Passed) Close() {
-	for _, f := range slices.Concat(p.files, []*os.File{p.console, p.consoleSock, p.qmp, p.agent}) {
+	for _, f := range slices.Concat(p.files, []*os.File{p.console, p.consoleSock, p.qmp, p.agent, p.tpm}) {
 		if f != nil {
 			f.Close()
 		}

@@ -79,13 +79,12 @@ func (m *Machine) markFailed(reason string) {
 // (Passed): the console, the QMP listener, QEMU's own log (Dir/qemu.log, its stdout and
 // stderr), each disk file. If QEMU exits first, the error carries its argv and the end
 // of its log.
-func Start(ctx context.Context, qemu string, spec Spec) (*Machine, error) {
+func Start(ctx context.Context, qemu string, spec Spec) (_ *Machine, err error) {
 	if err := os.MkdirAll(spec.Dir, 0o700); err != nil {
 		return nil, err
 	}
 	var p Passed
 	defer p.Close()
-	var err error
 	if p.console, err = os.OpenFile(filepath.Join(spec.Dir, ConsoleFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err != nil {
 		return nil, err
 	}
@@ -98,6 +97,16 @@ func Start(ctx context.Context, qemu string, spec Spec) (*Machine, error) {
 	}
 	if p.agent, err = listen(filepath.Join(spec.Dir, AgentSocket)); err != nil {
 		return nil, err
+	}
+	if spec.TPM != nil {
+		if p.tpm, err = startTPM(spec.Dir, spec.TPM, spec.User); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil { // a swtpm whose QEMU never connected does not end by itself
+				StopTPM(spec.Dir)
+			}
+		}()
 	}
 	args, err := spec.Args(&p)
 	if err != nil {
@@ -279,9 +288,13 @@ func pidOf(dir string) (int, error) {
 }
 
 // isQEMU reports whether pid is a live QEMU process (not a zombie, not a reused pid).
-func isQEMU(pid int) bool {
+func isQEMU(pid int) bool { return isLive(pid, "qemu-system") }
+
+// isLive reports whether pid is a live process (not a zombie) whose command line has
+// name in it (not a reused pid).
+func isLive(pid int, name string) bool {
 	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	if err != nil || !bytes.Contains(cmdline, []byte("qemu-system")) {
+	if err != nil || !bytes.Contains(cmdline, []byte(name)) {
 		return false
 	}
 	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")

@@ -18,6 +18,9 @@ const (
 	MediaTypeLayer  = "application/vnd.kiln.disk.qcow2"
 	MediaTypeKernel = "application/vnd.kiln.kernel"
 	MediaTypeInitrd = "application/vnd.kiln.initrd"
+	// MediaTypeUEFIData is a UEFI variable store (an OVMF flash image): the variables
+	// an instance of the image starts with (EC2's UEFI data).
+	MediaTypeUEFIData = "application/vnd.kiln.uefi-data"
 )
 
 // MaxBootFileSize bounds a kernel or initrd blob (registered or pulled).
@@ -36,7 +39,7 @@ const (
 // Architectures and boot modes kiln knows.
 var (
 	Architectures   = []string{"x86_64", "arm64"}
-	BootModes       = []string{"legacy-bios", "uefi"}
+	BootModes       = []string{"legacy-bios", "uefi", "uefi-preferred"}
 	RootDeviceTypes = []string{"ebs", "instance-store"}
 )
 
@@ -52,7 +55,24 @@ type Config struct {
 	// SSHUser is the user kiln ssh logs in as by default (register --ssh-user).
 	SSHUser             string               `json:"sshUser,omitempty"`
 	BlockDeviceMappings []BlockDeviceMapping `json:"blockDeviceMappings"`
+	// UEFIData is the variable store instances start with (MediaTypeUEFIData); none:
+	// the firmware's template. SecureBoot boots them with Secure Boot enforced, and
+	// TPMSupport ("v2.0" or none) gives them a virtual TPM. All three need a UEFI boot
+	// mode (CheckFirmware).
+	UEFIData   digest.Digest `json:"uefiData,omitempty"`
+	SecureBoot bool          `json:"secureBoot,omitempty"`
+	TPMSupport string        `json:"tpmSupport,omitempty"`
 }
+
+// TPMSupportV2 is the one TPM an image may ask for (EC2's NitroTPM value).
+const TPMSupportV2 = "v2.0"
+
+// UEFI reports whether a boot mode boots UEFI firmware when it can: uefi, and
+// uefi-preferred (which kiln, having OVMF, always boots UEFI).
+func UEFI(bootMode string) bool { return bootMode == "uefi" || bootMode == "uefi-preferred" }
+
+// MaxUEFIDataSize bounds an image's UEFI data (OVMF's 4M variable store is 528 KiB).
+const MaxUEFIDataSize = 4 << 20
 
 // BlockDeviceMapping is one device an instance of the image gets.
 type BlockDeviceMapping struct {

@@ -125,6 +125,27 @@ func CheckTagKey(k string) error {
 	return nil
 }
 
+// CheckFirmware checks an image's UEFI options against its boot mode: UEFI data, Secure
+// Boot and a TPM need a UEFI boot mode (uefi or uefi-preferred, as EC2's NitroTPM and
+// UEFI data do); the TPM is v2.0 or none.
+func CheckFirmware(bootMode string, uefiData, secureBoot bool, tpmSupport string) error {
+	if tpmSupport != "" && tpmSupport != TPMSupportV2 {
+		return fmt.Errorf("TPM support %q: the one kiln has is %s: %w", tpmSupport, TPMSupportV2, errdefs.ErrInvalidArgument)
+	}
+	if UEFI(bootMode) {
+		return nil
+	}
+	for _, c := range []struct {
+		on   bool
+		what string
+	}{{uefiData, "UEFI data"}, {secureBoot, "Secure Boot"}, {tpmSupport != "", "a TPM"}} {
+		if c.on {
+			return fmt.Errorf("%s needs UEFI firmware, and the boot mode is %s: give --boot-mode uefi (or uefi-preferred): %w", c.what, bootMode, errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
 // CheckMachine checks an image's architecture, boot mode and root device type against
 // those kiln knows.
 func CheckMachine(architecture, bootMode, rootDeviceType string) error {

@@ -43,7 +43,7 @@ var flagCompleters = map[string]completer{
 	"snapshot":        completeSnapshots,
 	"output":          words("table", "json"),
 	"metadata-tokens": words("optional", "required"),
-	"boot-mode":       words("legacy-bios", "uefi"),
+	"boot-mode":       words("legacy-bios", "uefi", "uefi-preferred"),
 	"arch":            words("x86_64", "arm64"),
 }
 

@@ -47,7 +47,7 @@ waits for it to be available.
 			if len(req.Disks) == 0 {
 				return usageError{fmt.Errorf("kiln image register: at least one --disk FILE is needed")}
 			}
-			for _, p := range []*string{&req.Kernel, &req.Initrd} {
+			for _, p := range []*string{&req.Kernel, &req.Initrd, &req.UEFIData} {
 				if *p != "" {
 					abs, err := filepath.Abs(*p)
 					if err != nil {
@@ -80,7 +80,10 @@ waits for it to be available.
 	f.StringVar(&req.Cmdline, "cmdline", "", "kernel command line")
 	f.StringVar(&req.SSHUser, "ssh-user", "", "the user kiln ssh logs in as (default: the one cloud-init names)")
 	f.StringVar(&req.Architecture, "arch", "x86_64", "architecture: x86_64 or arm64")
-	f.StringVar(&req.BootMode, "boot-mode", "legacy-bios", "boot mode: legacy-bios or uefi")
+	f.StringVar(&req.BootMode, "boot-mode", "legacy-bios", "boot mode: legacy-bios, uefi or uefi-preferred (UEFI: OVMF)")
+	f.StringVar(&req.UEFIData, "uefi-data", "", "UEFI variable store FILE instances start with (an OVMF_VARS_4M.fd-sized flash image, e.g. an instance's uefi-vars.fd)")
+	f.BoolVar(&req.SecureBoot, "secure-boot", false, "boot instances with UEFI Secure Boot enforced (Microsoft's keys unless --uefi-data brings others)")
+	f.StringVar(&req.TPMSupport, "tpm-support", "", "give instances a virtual TPM: v2.0")
 	f.StringVar(&req.RootDeviceType, "root-device-type", "ebs", "root device type: ebs or instance-store")
 	f.StringVar(&req.Description, "description", "", "description")
 	f.StringArrayVar(&tags, "tag", nil, "tag K=V (repeatable)")

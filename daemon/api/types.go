@@ -73,6 +73,12 @@ type Image struct {
 	// is EC2's: disabled, enabled, enabled-with-cooldown or "disabled-until TIME".
 	DeprecationTime          *time.Time `json:"deprecationTime,omitempty"`
 	DeregistrationProtection string     `json:"deregistrationProtection,omitempty"`
+	// TPMSupport is v2.0 for an image whose instances get a TPM; SecureBoot: they boot
+	// with Secure Boot enforced; UEFIData is the digest of the variable store they start
+	// with (none: the firmware's).
+	TPMSupport string `json:"tpmSupport,omitempty"`
+	SecureBoot bool   `json:"secureBoot,omitempty"`
+	UEFIData   string `json:"uefiData,omitempty"`
 }
 
 // ImageCopy is an image copied from another by another user.
@@ -154,6 +160,13 @@ type RegisterImageRequest struct {
 	RootDeviceType string            `json:"rootDeviceType,omitempty"`
 	SSHUser        string            `json:"sshUser,omitempty"`
 	Tags           map[string]string `json:"tags,omitempty"`
+	// UEFIData is a UEFI variable store (an OVMF flash image) the client opens and
+	// passes as UEFIDataFile: the variables instances start with. SecureBoot and
+	// TPMSupport ("v2.0") need a UEFI boot mode.
+	UEFIData     string `json:"-"`
+	UEFIDataFile *int   `json:"uefiDataFile,omitempty"` // index of the passed file
+	SecureBoot   bool   `json:"secureBoot,omitempty"`
+	TPMSupport   string `json:"tpmSupport,omitempty"`
 }
 
 // TagRequest is POST /v1/images/{image}/tags: set these tags (adding or replacing).
@@ -236,9 +249,13 @@ type Instance struct {
 	SSHUser     string   `json:"sshUser,omitempty"`
 	SSHHostKeys []string `json:"sshHostKeys,omitempty"`
 	// MetadataTokens: optional or required (RunInstancesRequest.MetadataTokens).
-	MetadataTokens string            `json:"metadataTokens"`
-	Tags           map[string]string `json:"tags"`
-	BootMode       string            `json:"bootMode,omitempty"` // the mode it booted with
+	MetadataTokens string `json:"metadataTokens"`
+	// BootMode is the mode the instance boots with (legacy-bios or uefi: an image's
+	// uefi-preferred boots uefi); SecureBoot and TPM say what its firmware has.
+	BootMode   string            `json:"bootMode"`
+	SecureBoot bool              `json:"secureBoot,omitempty"`
+	TPM        bool              `json:"tpm,omitempty"`
+	Tags       map[string]string `json:"tags"`
 }
 
 // InstanceBlockDeviceMapping is one volume of an instance.

@@ -216,7 +216,7 @@ func (c *Client) RegisterImage(ctx context.Context, req api.RegisterImageRequest
 	for _, bf := range []struct {
 		flag, path string
 		set        **int
-	}{{"--kernel", req.Kernel, &req.KernelFile}, {"--initrd", req.Initrd, &req.InitrdFile}} {
+	}{{"--kernel", req.Kernel, &req.KernelFile}, {"--initrd", req.Initrd, &req.InitrdFile}, {"--uefi-data", req.UEFIData, &req.UEFIDataFile}} {
 		if bf.path == "" {
 			continue
 		}

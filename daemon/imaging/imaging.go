@@ -224,6 +224,8 @@ func (x *Images) RegisterRequest(ctx context.Context, c peer.Caller, req api.Reg
 		RootDeviceType: req.RootDeviceType,
 		Tags:           req.Tags,
 		Tool:           &tool,
+		SecureBoot:     req.SecureBoot,
+		TPMSupport:     req.TPMSupport,
 	}
 	for i, d := range req.Disks {
 		name := d.Name
@@ -240,7 +242,7 @@ func (x *Images) RegisterRequest(ctx context.Context, c peer.Caller, req api.Reg
 		what string
 		i    *int
 		set  **os.File
-	}{{"kernel", req.KernelFile, &breq.Kernel}, {"initrd", req.InitrdFile, &breq.Initrd}} {
+	}{{"kernel", req.KernelFile, &breq.Kernel}, {"initrd", req.InitrdFile, &breq.Initrd}, {"UEFI data", req.UEFIDataFile, &breq.UEFIData}} {
 		if bf.i == nil {
 			continue
 		}
@@ -402,6 +404,9 @@ func ToAPI(im *images.Image) api.Image {
 		CopiedFromID:        im.CopiedFromID,
 		SourceRef:           im.SourceRef,
 		SourceDigest:        im.SourceDigest.String(),
+		TPMSupport:          im.TPMSupport,
+		SecureBoot:          im.SecureBoot,
+		UEFIData:            im.UEFIData.String(),
 	}
 	if out.Tags == nil {
 		out.Tags = map[string]string{}

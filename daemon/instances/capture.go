@@ -39,8 +39,20 @@ func (m *Manager) CreateImage(ctx context.Context, inst *Instance, owner string,
 	}
 	source := &images.Image{ID: rec.ImageID, Config: images.Config{Architecture: "x86_64", BootMode: "legacy-bios",
 		RootDeviceName: rec.RootDeviceName, RootDeviceType: rec.RootDeviceType, Kernel: rec.Kernel, Initrd: rec.Initrd, Cmdline: rec.Cmdline}}
+	if rec.BootMode != "" {
+		source.BootMode = rec.BootMode
+	}
+	if rec.TPM {
+		source.TPMSupport = images.TPMSupportV2
+	}
+	source.SecureBoot = rec.SecureBoot
 	if orig, err := m.Store.Image(rec.ImageID); err == nil {
 		source.Architecture, source.BootMode, source.SSHUser = orig.Architecture, orig.BootMode, orig.SSHUser
+		source.SecureBoot, source.TPMSupport, source.UEFIData = orig.SecureBoot, orig.TPMSupport, orig.UEFIData
+	}
+	uefiVars := "" // EC2's UEFI data: the new image starts its instances from this one's variables
+	if rec.BootMode == "uefi" {
+		uefiVars = filepath.Join(m.layout.Dir(rec.ID), hypervisor.VarsFile)
 	}
 	stamp := strconv.FormatInt(time.Now().UnixNano(), 36)
 	var vols []*record.Volume
@@ -70,7 +82,7 @@ func (m *Manager) CreateImage(ctx context.Context, inst *Instance, owner string,
 		return nil, err
 	}
 	capture, err := m.Builder.PrepareCapture(builder.CaptureRequest{Name: req.Name, OwnerID: owner, Description: req.Description,
-		Tags: req.Tags, SourceInstanceID: rec.ID, Source: source, Volumes: capVols})
+		Tags: req.Tags, SourceInstanceID: rec.ID, Source: source, Volumes: capVols, UEFIVars: uefiVars})
 	if err != nil {
 		stored()
 		inst.op.Unlock()

@@ -178,6 +178,10 @@ func (m *Manager) reserve(rec record.Instance) (*Instance, error) {
 }
 
 func (m *Manager) launch(ctx context.Context, owner string, im *images.Image, name, typ string, cpus, mem int, ports []record.Port, req api.RunInstancesRequest, key Key) (*Instance, error) {
+	mode, err := bootMode(im)
+	if err != nil {
+		return nil, err
+	}
 	id := ids.NewID(record.InstancePrefix)
 	if name == "" {
 		name = id
@@ -187,6 +191,7 @@ func (m *Manager) launch(ctx context.Context, owner string, im *images.Image, na
 		CPUs: cpus, MemoryMiB: mem, Accel: m.Accel, RootDeviceType: im.RootDeviceType, RootDeviceName: im.RootDeviceName,
 		Kernel: im.Kernel, Initrd: im.Initrd, Cmdline: im.Cmdline, Seed: len(req.UserData) > 0 || key.PublicKey != "", LaunchTime: time.Now().UTC(),
 		Ports: ports, KeyName: key.Name, SSHUser: im.SSHUser, MetadataTokensRequired: req.MetadataTokens == api.MetadataTokensRequired,
+		BootMode: mode, SecureBoot: mode == "uefi" && im.SecureBoot, TPM: mode == "uefi" && im.TPMSupport != "",
 	})
 	if err != nil {
 		return nil, err
@@ -216,6 +221,11 @@ func (m *Manager) prepare(ctx context.Context, inst *Instance, im *images.Image,
 	}
 	if err := writeLaunch(dir, Launch{UserData: req.UserData, PublicKey: key.PublicKey}); err != nil {
 		return err
+	}
+	if inst.rec.BootMode == "uefi" {
+		if err := m.makeFirmwareFiles(dir, im, inst.rec.TPM); err != nil {
+			return err
+		}
 	}
 	if inst.rec.Seed {
 		meta := fmt.Sprintf("instance-id: %s\nlocal-hostname: %s\n", inst.rec.ID, inst.rec.Name)
@@ -382,6 +392,7 @@ func (m *Manager) fail(inst *Instance, mach *hypervisor.Machine, reason string) 
 // gone records that an instance's QEMU is gone without a stop: volume-backed ones are
 // stopped, instance-store ones terminated. The caller holds inst.op.
 func (m *Manager) gone(inst *Instance, reason string) {
+	hypervisor.StopTPM(m.layout.Dir(inst.rec.ID))
 	if inst.rec.RootDeviceType == "instance-store" {
 		m.finishTerminate(inst, reason)
 		return
@@ -716,6 +727,7 @@ func (m *Manager) finishTerminate(inst *Instance, reason string) {
 		}
 	}
 	os.Remove(filepath.Join(m.layout.Dir(inst.rec.ID), "seed.iso"))
+	removeFirmwareFiles(m.layout.Dir(inst.rec.ID))
 	if err := m.set(inst, func(r *record.Instance) {
 		r.State, r.StateReason, r.PID, r.TerminatedAt = record.StateTerminated, reason, 0, time.Now().UTC()
 	}); err != nil {

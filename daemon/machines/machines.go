@@ -219,6 +219,24 @@ func (m *Specs) Spec(rec record.Instance, vols []*record.Volume) (spec hyperviso
 		files = append(files, disk.Files...)
 		spec.Disks = append(spec.Disks, disk)
 	}
+	if rec.BootMode == "uefi" {
+		fw, err := openFirmware(m.Layout.Dir(rec.ID), rec.SecureBoot)
+		if fw != nil {
+			files = append(files, fw.Code, fw.Vars)
+		}
+		if err != nil {
+			return spec, close, err
+		}
+		spec.Firmware = fw
+		if rec.TPM {
+			state, err := os.Open(filepath.Join(m.Layout.Dir(rec.ID), hypervisor.TPMDir))
+			if err != nil {
+				return spec, close, fmt.Errorf("TPM state: %w", err)
+			}
+			files = append(files, state)
+			spec.TPM = &hypervisor.TPM{State: state}
+		}
+	}
 	if rec.Seed {
 		seed, err := os.Open(filepath.Join(m.Layout.Dir(rec.ID), "seed.iso"))
 		if err != nil {
@@ -228,6 +246,21 @@ func (m *Specs) Spec(rec record.Instance, vols []*record.Volume) (spec hyperviso
 		spec.Disks = append(spec.Disks, hypervisor.Disk{ID: "seed", Files: []*os.File{seed}, Format: "raw", ReadOnly: true})
 	}
 	return spec, close, nil
+}
+
+// openFirmware opens a UEFI machine's flash: OVMF's code and the instance's variable
+// store in dir. What it opened is returned with any error, for the caller to close.
+func openFirmware(dir string, secureBoot bool) (*hypervisor.Firmware, error) {
+	code, err := hypervisor.OpenCode(secureBoot)
+	if err != nil {
+		return nil, err
+	}
+	vars, err := os.OpenFile(filepath.Join(dir, hypervisor.VarsFile), os.O_RDWR, 0)
+	if err != nil {
+		code.Close()
+		return nil, fmt.Errorf("UEFI variable store: %w", err)
+	}
+	return &hypervisor.Firmware{Code: code, Vars: vars, SecureBoot: secureBoot}, nil
 }
 
 // ChainFiles are a volume's files bottom to top: its layers in the store (each also

@@ -66,6 +66,12 @@ type Instance struct {
 	SSHUser string `json:"sshUser,omitempty"`
 	// MetadataTokensRequired: its metadata service answers IMDSv2 requests only.
 	MetadataTokensRequired bool `json:"metadataTokensRequired,omitempty"`
+	// BootMode is the mode it boots with, chosen at launch from its image's (an
+	// image's uefi-preferred is uefi here); a uefi instance has its own variable store
+	// (hypervisor.VarsFile) in its directory. SecureBoot and TPM are its image's.
+	BootMode   string `json:"bootMode,omitempty"`
+	SecureBoot bool   `json:"secureBoot,omitempty"`
+	TPM        bool   `json:"tpm,omitempty"`
 }
 
 // Port is a host port forwarded to a port of the guest.

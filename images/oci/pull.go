@@ -225,7 +225,7 @@ func (p *Puller) pull(ctx context.Context, src source, req PullRequest) (*images
 		now = p.Now().UTC()
 	}
 	id := ids.NewID(images.ImagePrefix)
-	used := map[digest.Digest]bool{cfg.Kernel: true, cfg.Initrd: true}
+	used := map[digest.Digest]bool{cfg.Kernel: true, cfg.Initrd: true, cfg.UEFIData: true}
 	chains := make([][]digest.Digest, len(cfg.BlockDeviceMappings))
 	for i, bdm := range cfg.BlockDeviceMappings {
 		for d := bdm.EBS.Layer; d != ""; d = parents[d] {
@@ -235,7 +235,7 @@ func (p *Puller) pull(ctx context.Context, src source, req PullRequest) (*images
 	}
 	for _, d := range m.Layers {
 		if !used[d.Digest] {
-			return nil, fmt.Errorf("%s %s: layer %s is in no device's chain: a kiln image holds only its devices' layers, a kernel and an initrd: %w",
+			return nil, fmt.Errorf("%s %s: layer %s is in no device's chain: a kiln image holds only its devices' layers, a kernel, an initrd and UEFI data: %w",
 				src.what, ref, d.Digest, errdefs.ErrInvalidArgument)
 		}
 	}
@@ -491,6 +491,8 @@ func parseManifest(b []byte, desc ocispec.Descriptor) (ocispec.Manifest, error) 
 		case images.MediaTypeLayer:
 		case images.MediaTypeKernel, images.MediaTypeInitrd:
 			limit = images.MaxBootFileSize
+		case images.MediaTypeUEFIData:
+			limit = images.MaxUEFIDataSize
 		default:
 			return m, fmt.Errorf("layer %s is %q, not one of kiln's media types: %w", l.Digest, l.MediaType, errdefs.ErrInvalidArgument)
 		}
@@ -530,7 +532,12 @@ func parseConfig(b []byte, layers []ocispec.Descriptor) (images.Config, error) {
 	if err := images.CheckSSHUser(cfg.SSHUser); err != nil {
 		return cfg, err
 	}
+	if err := images.CheckFirmware(cfg.BootMode, cfg.UEFIData != "", cfg.SecureBoot, cfg.TPMSupport); err != nil {
+		return cfg, err
+	}
 	switch {
+	case cfg.UEFIData != "" && media[cfg.UEFIData] != images.MediaTypeUEFIData:
+		return cfg, fmt.Errorf("UEFI data %s is not a UEFI data layer of the manifest: %w", cfg.UEFIData, errdefs.ErrInvalidArgument)
 	case len(cfg.Cmdline) > MaxCmdlineLen || strings.ContainsAny(cfg.Cmdline, "\x00\n\r"):
 		return cfg, fmt.Errorf("kernel command line: at most %d bytes on one line: %w", MaxCmdlineLen, errdefs.ErrInvalidArgument)
 	case (cfg.Kernel == "") != (cfg.Initrd == ""):
@@ -545,7 +552,8 @@ func parseConfig(b []byte, layers []ocispec.Descriptor) (images.Config, error) {
 		return cfg, fmt.Errorf("%d block device mappings (want 1 to %d): %w", len(cfg.BlockDeviceMappings), MaxDevices, errdefs.ErrInvalidArgument)
 	}
 	for _, l := range layers {
-		if (l.MediaType == images.MediaTypeKernel && l.Digest != cfg.Kernel) || (l.MediaType == images.MediaTypeInitrd && l.Digest != cfg.Initrd) {
+		if (l.MediaType == images.MediaTypeKernel && l.Digest != cfg.Kernel) || (l.MediaType == images.MediaTypeInitrd && l.Digest != cfg.Initrd) ||
+			(l.MediaType == images.MediaTypeUEFIData && l.Digest != cfg.UEFIData) {
 			return cfg, fmt.Errorf("layer %s is a %s the config does not name: %w", l.Digest, l.MediaType, errdefs.ErrInvalidArgument)
 		}
 	}

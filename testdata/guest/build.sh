@@ -14,6 +14,8 @@ trap 'rm -rf "$work"' EXIT
 
 # Modules in the order they must be loaded (each after what its depends= names).
 modules="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk cdrom isofs evdev button pvpanic pvpanic-pci"
+# Loaded only when the guest booted through UEFI (the module refuses a BIOS boot).
+efi_modules="efivarfs"
 
 kernel_package() {
 	apt-cache depends linux-image-cloud-amd64 2>/dev/null |
@@ -39,12 +41,13 @@ busybox=/bin/busybox # from busybox-static
 ird="$work/initrd"
 mkdir -p "$ird/bin" "$ird/lib/modules" "$ird/proc" "$ird/sys" "$ird/dev" "$ird/newroot"
 cp "$busybox" "$ird/bin/busybox"
-for m in $modules; do
+for m in $modules $efi_modules; do
 	f=$(find "$moddir" -name "$m.ko" | head -n 1)
 	[ -n "$f" ] || { echo "build.sh: module $m not in $kpkg" >&2; exit 1; }
 	cp "$f" "$ird/lib/modules/"
 done
 printf '%s\n' "$modules" > "$ird/lib/modules/order"
+printf '%s\n' "$efi_modules" > "$ird/lib/modules/efi"
 cp "$here/initrd-init" "$ird/init"
 chmod 0755 "$ird/init"
 
