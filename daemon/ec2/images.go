@@ -87,7 +87,7 @@ func imageOf(im api.Image) image {
 		ImageLocation: im.OwnerID + "/" + im.Name, ImageType: "machine", Public: im.Public, OwnerID: im.OwnerID,
 		PlatformDetails: "Linux/UNIX", UsageOperation: "RunInstances", State: im.State, Description: im.Description,
 		Hypervisor: "xen", Name: im.Name, RootDeviceName: im.RootDeviceName, RootDeviceType: im.RootDeviceType,
-		Tags: tagSet(im.Tags), VirtualizationType: "hvm", BootMode: im.BootMode,
+		Tags: tagSet(im.Tags), VirtualizationType: "hvm", BootMode: im.BootMode, TpmSupport: im.TPMSupport,
 	}
 	if im.DeprecationTime != nil {
 		out.DeprecationTime = ts(*im.DeprecationTime)
@@ -402,6 +402,7 @@ type imageAttributeResponse struct {
 	LaunchPermissions   *list[launchPermission]   `xml:"launchPermission,omitempty"`
 	Description         *attributeValue           `xml:"description,omitempty"`
 	BootMode            *attributeValue           `xml:"bootMode,omitempty"`
+	TpmSupport          *attributeValue           `xml:"tpmSupport,omitempty"`
 	BlockDeviceMappings *list[blockDeviceMapping] `xml:"blockDeviceMapping,omitempty"`
 	LastLaunchedTime    *attributeValue           `xml:"lastLaunchedTime,omitempty"`
 	KernelID            *attributeValue           `xml:"kernel,omitempty"`
@@ -433,6 +434,8 @@ func describeImageAttribute(c *call) (answer, *Error) {
 		resp.Description = &attributeValue{im.Description}
 	case "bootMode":
 		resp.BootMode = &attributeValue{im.BootMode}
+	case "tpmSupport":
+		resp.TpmSupport = &attributeValue{im.TPMSupport}
 	case "blockDeviceMapping":
 		bdm := imageOf(im).BlockDeviceMappings
 		resp.BlockDeviceMappings = &bdm
@@ -441,7 +444,7 @@ func describeImageAttribute(c *call) (answer, *Error) {
 	case "ramdisk":
 		resp.RamdiskID = &attributeValue{}
 	default:
-		return nil, errorf(codeInvalidParameterValue, "Value (%s) for parameter attribute is invalid: kiln answers launchPermission, description, bootMode, blockDeviceMapping, kernel and ramdisk", clip(attr))
+		return nil, errorf(codeInvalidParameterValue, "Value (%s) for parameter attribute is invalid: kiln answers launchPermission, description, bootMode, tpmSupport, blockDeviceMapping, kernel and ramdisk", clip(attr))
 	}
 	if c.dry {
 		return c.dryRun()
