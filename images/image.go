@@ -99,6 +99,9 @@ type Image struct {
 	// it, may mount its blobs from.
 	PushedTo string `json:"pushedTo,omitempty"`
 	Config
+	// LastLaunchedTime is when an instance was last launched from the image (zero:
+	// never).
+	LastLaunchedTime time.Time `json:"lastLaunchedTime,omitzero"`
 }
 
 // Snapshot is a snapshot's record: a point-in-time copy of a volume, held as one layer

@@ -65,6 +65,8 @@ type Image struct {
 	// in the cloud, and owns the copy.
 	Copies   []ImageCopy `json:"copies,omitempty"`
 	Progress *Progress   `json:"progress,omitempty"` // while pending
+	// LastLaunchedTime is when an instance was last launched from the image.
+	LastLaunchedTime *time.Time `json:"lastLaunchedTime,omitempty"`
 }
 
 // ImageCopy is an image copied from another by another user.
@@ -148,12 +150,14 @@ type RegisterImageRequest struct {
 	Tags           map[string]string `json:"tags,omitempty"`
 }
 
-// TagRequest is POST /v1/images/{image}/tags: set these tags (adding or replacing).
+// TagRequest is POST /v1/{images|instances|volumes|snapshots|key-pairs}/{id}/tags: set
+// these tags (adding or replacing). The answer is the resource.
 type TagRequest struct {
 	Tags map[string]string `json:"tags"`
 }
 
-// UntagRequest is POST /v1/images/{image}/untag: remove these tag keys.
+// UntagRequest is POST /v1/{images|instances|volumes|snapshots|key-pairs}/{id}/untag:
+// remove these tag keys (a key the resource lacks is no error). The answer is the resource.
 type UntagRequest struct {
 	Keys []string `json:"keys"`
 }
@@ -221,6 +225,9 @@ type Instance struct {
 	SSHHostKeys []string `json:"sshHostKeys,omitempty"`
 	// MetadataTokens: optional or required (RunInstancesRequest.MetadataTokens).
 	MetadataTokens string `json:"metadataTokens"`
+
+	// Tags are the resource's tags ({} when none).
+	Tags map[string]string `json:"tags"`
 }
 
 // InstanceBlockDeviceMapping is one volume of an instance.
@@ -255,6 +262,8 @@ type RunInstancesRequest struct {
 	// MetadataTokens is EC2's HttpTokens: optional (the default: IMDSv1 and v2) or
 	// required (the metadata service answers only requests with an IMDSv2 token).
 	MetadataTokens string `json:"metadataTokens,omitempty"`
+	// Tags are given to every instance launched (EC2's TagSpecifications).
+	Tags map[string]string `json:"tags,omitempty"`
 }
 
 // Metadata token settings (RunInstancesRequest.MetadataTokens).
@@ -274,6 +283,9 @@ type KeyPair struct {
 	OwnerID        string    `json:"ownerId"`
 	CreateTime     time.Time `json:"createTime"`
 	KeyMaterial    string    `json:"keyMaterial,omitempty"`
+
+	// Tags are the resource's tags ({} when none).
+	Tags map[string]string `json:"tags"`
 }
 
 // CreateKeyPairRequest is POST /v1/key-pairs: kilnd makes a pair of Type (ed25519 by
@@ -282,6 +294,9 @@ type CreateKeyPairRequest struct {
 	Name      string `json:"name"`
 	Type      string `json:"type,omitempty"`
 	PublicKey string `json:"publicKey,omitempty"`
+
+	// Tags are given to what the request makes.
+	Tags map[string]string `json:"tags,omitempty"`
 }
 
 // Port is a host port forwarded to a port of the guest, on the instance's user-mode
@@ -345,6 +360,9 @@ type CreateImageRequest struct {
 	Description string            `json:"description,omitempty"`
 	Tags        map[string]string `json:"tags,omitempty"`
 	NoReboot    bool              `json:"noReboot,omitempty"`
+	// SnapshotTags are given to the snapshots made of the instance's volumes (Tags go to
+	// the image).
+	SnapshotTags map[string]string `json:"snapshotTags,omitempty"`
 }
 
 // CopyImageRequest is POST /v1/images/{image}/copy.
@@ -379,6 +397,9 @@ type Volume struct {
 	DeviceName          string    `json:"deviceName,omitempty"`
 	DeleteOnTermination bool      `json:"deleteOnTermination"`
 	CreateTime          time.Time `json:"createTime"`
+
+	// Tags are the resource's tags ({} when none).
+	Tags map[string]string `json:"tags"`
 }
 
 // CreateVolumeRequest is POST /v1/volumes: a blank volume of SizeGiB, or one made from
@@ -386,6 +407,9 @@ type Volume struct {
 type CreateVolumeRequest struct {
 	SizeGiB    int64  `json:"size,omitempty"`
 	SnapshotID string `json:"snapshotId,omitempty"`
+
+	// Tags are given to what the request makes.
+	Tags map[string]string `json:"tags,omitempty"`
 }
 
 // AttachVolumeRequest is POST /v1/volumes/{volume}/attach.

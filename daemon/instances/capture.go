@@ -70,7 +70,7 @@ func (m *Manager) CreateImage(ctx context.Context, inst *Instance, owner string,
 		return nil, err
 	}
 	capture, err := m.Builder.PrepareCapture(builder.CaptureRequest{Name: req.Name, OwnerID: owner, Description: req.Description,
-		Tags: req.Tags, SourceInstanceID: rec.ID, Source: source, Volumes: capVols})
+		Tags: req.Tags, SourceInstanceID: rec.ID, Source: source, Volumes: capVols, SnapshotTags: req.SnapshotTags})
 	if err != nil {
 		stored()
 		inst.op.Unlock()

@@ -86,6 +86,9 @@ func (f Filter[T]) Match(x T) bool {
 	return true
 }
 
+// Has reports whether the filter has a term for key.
+func (f Filter[T]) Has(key string) bool { return len(f.terms[key]) > 0 }
+
 // Exact returns the value of key when the filter pins it to one literal value (no
 // wildcard), so a caller can use an index instead of a scan.
 func (f Filter[T]) Exact(key string) (string, bool) {
