@@ -142,6 +142,7 @@ func newRootCommand(e *env) *cobra.Command {
 		newRunCommand(e), newSnapshotCommand(e), newVolumeCommand(e), newKeyPairCommand(e), newInstanceCommand(e), newInstanceLsCommand(e, "ps"), newConsoleCommand(e), newSSHCommand(e), newCpCommand(e), newExecCommand(e),
 		newStopCommand(e), newStartCommand(e), newRebootCommand(e), newTerminateCommand(e))
 	root.AddCommand(newRegistryCommand(e))
+	root.AddCommand(newTagCommand(e), newUntagCommand(e))
 
 	addCompletions(e, root)
 	return root
