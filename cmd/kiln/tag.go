@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -89,12 +90,7 @@ tags the snapshots it makes. Every ls takes --filter tag:K=PATTERN and tag-key=P
 			if err != nil {
 				return err
 			}
-			kv := make([]string, 0, len(tags))
-			for k, v := range tags {
-				kv = append(kv, k+"="+v)
-			}
-			slices.Sort(kv)
-			return retagEach(e, cmd.Context(), args[:n], "tagged "+strings.Join(kv, " "), func(t taggable, c *client.Client, ref string) (any, error) {
+			return retagEach(e, cmd.Context(), args[:n], "tagged "+strings.Join(kvList(tags), " "), func(t taggable, c *client.Client, ref string) (any, error) {
 				return t.tag(c, cmd.Context(), ref, tags)
 			})
 		},
@@ -180,29 +176,28 @@ func (f tagFlag) Set(s string) error {
 }
 
 func (f tagFlag) String() string {
-	if f.tags == nil || len(*f.tags) == 0 {
+	if f.tags == nil {
 		return ""
 	}
-	kv := make([]string, 0, len(*f.tags))
-	for k, v := range *f.tags {
-		kv = append(kv, k+"="+v)
+	return strings.Join(kvList(*f.tags), ",")
+}
+
+// kvList is tags as K=V words, by key.
+func kvList(tags map[string]string) []string {
+	kv := make([]string, 0, len(tags))
+	for _, k := range slices.Sorted(maps.Keys(tags)) {
+		kv = append(kv, k+"="+tags[k])
 	}
-	slices.Sort(kv)
-	return strings.Join(kv, ",")
+	return kv
 }
 
 func (tagFlag) Type() string { return "K=V" }
 
 // tagFields are an inspect's lines of tags ("Tag K", V), by key.
 func tagFields(tags map[string]string) [][2]string {
-	keys := make([]string, 0, len(tags))
-	for k := range tags {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	kv := make([][2]string, len(keys))
-	for i, k := range keys {
-		kv[i] = [2]string{"Tag " + k, tags[k]}
+	var kv [][2]string
+	for _, k := range slices.Sorted(maps.Keys(tags)) {
+		kv = append(kv, [2]string{"Tag " + k, tags[k]})
 	}
 	return kv
 }
