@@ -19,7 +19,7 @@ SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 # start registries of their own on loopback.
 PACKAGES := qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio gzip util-linux dpkg apt systemd passwd \
 	mmdebstrap syslinux syslinux-common mtools dosfstools fdisk openssh-client openssl qemu-guest-agent nftables iproute2 \
-	docker-registry skopeo apache2-utils
+	docker-registry skopeo apache2-utils awscli python3-boto3 python3-botocore
 
 .PHONY: help deps build docs guest guest-debian test test-race test-short bench fuzz lint check-tree run install clean
 

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 
 	"kiln/builder"
 	"kiln/daemon/audit"
+	"kiln/daemon/ec2"
 	"kiln/daemon/imaging"
 	"kiln/daemon/imds"
 	"kiln/daemon/instances"
@@ -28,6 +30,7 @@ import (
 	"kiln/daemon/peer"
 	"kiln/daemon/quota"
 	"kiln/daemon/record"
+	"kiln/daemon/recyclebin"
 	"kiln/daemon/settings"
 	"kiln/daemon/vols"
 	"kiln/hypervisor"
@@ -60,6 +63,12 @@ type Config struct {
 	Reload       <-chan struct{}
 	// LogLevelFixed keeps the log level given on the command line over the file's.
 	LogLevelFixed bool
+	// EC2Listen is where the EC2 endpoint listens (--ec2-listen); when empty, the
+	// settings file's ec2.listen; when both are, there is none.
+	EC2Listen string
+	// Now is the clock image lifecycles read (deprecation, protection cooldowns, the
+	// recycle bin); when nil, the real one, moved by TestClockEnv's file when set.
+	Now func() time.Time
 }
 
 // shutdownTimeout bounds how long kilnd waits for requests and operations on stop.
@@ -120,7 +129,16 @@ func Run(ctx context.Context, cfg Config) error {
 	} else {
 		l = l.WithField("activated", true)
 	}
-	return serve(ctx, cfg, st, store, rdb, accel, ln, l)
+	rules, err := recyclebin.Open(db)
+	if err != nil {
+		return err
+	}
+	if cfg.Now == nil {
+		if cfg.Now, err = testClock(ctx); err != nil {
+			return err
+		}
+	}
+	return serve(ctx, cfg, st, store, rdb, rules, accel, ln, l)
 }
 
 // accelerator is the accelerator kilnd runs guests with, chosen once at start, and why.
@@ -167,7 +185,7 @@ func socketGID(ctx context.Context, group string, mode os.FileMode) int {
 	return gid
 }
 
-func serve(ctx context.Context, cfg Config, st *settings.Settings, store *images.Store, db *record.DB, accel accelerator, ln net.Listener, l *log.Entry) (err error) {
+func serve(ctx context.Context, cfg Config, st *settings.Settings, store *images.Store, db *record.DB, rules *recyclebin.Rules, accel accelerator, ln net.Listener, l *log.Entry) (err error) {
 	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelOps()
 	s := &server{
@@ -178,6 +196,7 @@ func serve(ctx context.Context, cfg Config, st *settings.Settings, store *images
 		accelWhy: accel.reason,
 		uid:      uint32(os.Getuid()),
 		opsCtx:   opsCtx,
+		rules:    rules,
 	}
 	s.settings.Store(st)
 	if s.audit, err = audit.Open(cfg.Root); err != nil {
@@ -190,6 +209,7 @@ func serve(ctx context.Context, cfg Config, st *settings.Settings, store *images
 	}
 	quotaOf := func(user string) quota.Quota { return s.settings.Load().Quotas.Of(user) }
 	s.img = imaging.New(store, s.builder.Tool, s.uid, s.admin, quotaOf)
+	s.img.Now = cfg.Now
 	layout := record.Layout{Root: cfg.Root}
 	s.vols = vols.New(db, layout, store, s.builder.Tool, quotaOf, loadedVols)
 	keyPairs, err := db.KeyPairs()
@@ -197,6 +217,9 @@ func serve(ctx context.Context, cfg Config, st *settings.Settings, store *images
 		return err
 	}
 	s.keys = keys.New(db, keyPairs)
+	if s.accessKeys, err = ec2.NewKeys(db); err != nil {
+		return err
+	}
 	// The metadata service listens on a loopback address of kilnd's own; the firewall
 	// sends each guest's gateway port 80 there, and the service tells instances apart by
 	// their QEMU's uid.
@@ -255,6 +278,11 @@ func serve(ctx context.Context, cfg Config, st *settings.Settings, store *images
 		st := s.settings.Load()
 		return st.Limits, st.Admins()
 	})
+	ec2cfg := EC2Config{Listen: cmp.Or(cfg.EC2Listen, st.EC2.Listen), Region: st.EC2.Region, CertFile: st.EC2.CertFile, KeyFile: st.EC2.KeyFile}
+	stopEC2, err := s.serveEC2(ctx, db, ec2cfg)
+	if err != nil {
+		return err
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(peer.Listener(ln, limiter)) }()
 	l.WithField("socket", cfg.Socket).WithField("accelerator", accel.name).WithField("units", s.inst.Units()).Info("kilnd serving")
@@ -297,7 +325,7 @@ serving:
 	l.Info("kilnd stopping")
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
-	err = hs.Shutdown(sctx)
+	err = errors.Join(hs.Shutdown(sctx), stopEC2(sctx))
 	cancelOps()
 	done := make(chan struct{})
 	go func() { s.ops.Wait(); close(done) }()

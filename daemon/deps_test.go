@@ -117,20 +117,22 @@ func hasPrefixIn(s string, prefixes []string) bool {
 // directly (docs/decisions.md, "The daemon's rooms"): the small ones are leaves, the
 // domain packages build on them, and none imports the root (composition and handlers).
 var daemonParts = map[string][]string{
-	"kiln/daemon/api":       {},
-	"kiln/daemon/client":    {"kiln/daemon/api"},
-	"kiln/daemon/record":    {},
-	"kiln/daemon/quota":     {},
-	"kiln/daemon/console":   {},
-	"kiln/daemon/settings":  {"kiln/daemon/quota"},
-	"kiln/daemon/peer":      {"kiln/daemon/settings"},
-	"kiln/daemon/audit":     {"kiln/daemon/peer"},
-	"kiln/daemon/machines":  {"kiln/daemon/api", "kiln/daemon/record"},
-	"kiln/daemon/vols":      {"kiln/daemon/api", "kiln/daemon/quota", "kiln/daemon/record"},
-	"kiln/daemon/imaging":   {"kiln/daemon/api", "kiln/daemon/peer", "kiln/daemon/quota"},
-	"kiln/daemon/keys":      {"kiln/daemon/api", "kiln/daemon/record"},
-	"kiln/daemon/imds":      {},
-	"kiln/daemon/instances": {"kiln/daemon/api", "kiln/daemon/console", "kiln/daemon/machines", "kiln/daemon/quota", "kiln/daemon/record", "kiln/daemon/vols"},
+	"kiln/daemon/api":        {},
+	"kiln/daemon/client":     {"kiln/daemon/api"},
+	"kiln/daemon/record":     {},
+	"kiln/daemon/quota":      {},
+	"kiln/daemon/console":    {},
+	"kiln/daemon/settings":   {"kiln/daemon/quota"},
+	"kiln/daemon/peer":       {"kiln/daemon/settings"},
+	"kiln/daemon/audit":      {"kiln/daemon/peer"},
+	"kiln/daemon/machines":   {"kiln/daemon/api", "kiln/daemon/record"},
+	"kiln/daemon/vols":       {"kiln/daemon/api", "kiln/daemon/quota", "kiln/daemon/record"},
+	"kiln/daemon/imaging":    {"kiln/daemon/api", "kiln/daemon/peer", "kiln/daemon/quota"},
+	"kiln/daemon/keys":       {"kiln/daemon/api", "kiln/daemon/record"},
+	"kiln/daemon/recyclebin": {"kiln/daemon/api"},
+	"kiln/daemon/imds":       {},
+	"kiln/daemon/ec2":        {"kiln/daemon/api", "kiln/daemon/client", "kiln/daemon/peer", "kiln/daemon/record"},
+	"kiln/daemon/instances":  {"kiln/daemon/api", "kiln/daemon/console", "kiln/daemon/machines", "kiln/daemon/quota", "kiln/daemon/record", "kiln/daemon/vols"},
 }
 
 // checkDaemonParts holds each of the daemon's packages to its direct imports of the

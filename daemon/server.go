@@ -15,12 +15,14 @@ import (
 	"kiln/daemon/api"
 	"kiln/daemon/audit"
 	"kiln/daemon/console"
+	"kiln/daemon/ec2"
 	"kiln/daemon/imaging"
 	"kiln/daemon/instances"
 	"kiln/daemon/keys"
 	"kiln/daemon/machines"
 	"kiln/daemon/peer"
 	"kiln/daemon/quota"
+	"kiln/daemon/recyclebin"
 	"kiln/daemon/settings"
 	"kiln/daemon/vols"
 	"kiln/images"
@@ -50,6 +52,11 @@ type server struct {
 	// consoles is what kilnd knows of the instances' consoles.
 	consoles console.Tracker
 	img      *imaging.Images
+	// accessKeys sign requests to the EC2 endpoint, which is at ec2Endpoint (when
+	// there is one) for ec2Region.
+	accessKeys             *ec2.Keys
+	ec2Endpoint, ec2Region string
+	rules                  *recyclebin.Rules // the recycle bin's retention rules
 }
 
 // limits are the limits in force, resolved.
@@ -138,6 +145,23 @@ func (s *server) routes() http.Handler {
 	route("GET "+v+"/snapshots", api.KindSnapshot, s.listSnapshots)
 	route("GET "+v+"/snapshots/{snapshot}", api.KindSnapshot, s.inspectSnapshot)
 	route("DELETE "+v+"/snapshots/{snapshot}", api.KindSnapshot, s.deleteSnapshot)
+	route("POST "+v+"/images/{image}/description", api.KindImage, s.describeImage)
+	route("GET "+v+"/access-keys", api.KindNone, s.listAccessKeys)
+	route("POST "+v+"/access-keys", api.KindNone, s.createAccessKey)
+	route("DELETE "+v+"/access-keys/{key}", api.KindNone, s.deleteAccessKey)
+	route("POST "+v+"/images/{image}/deprecate", api.KindImage, s.deprecateImage)
+	route("POST "+v+"/images/{image}/disable", api.KindImage, s.disableImage)
+	route("POST "+v+"/images/{image}/enable", api.KindImage, s.enableImage)
+	route("POST "+v+"/images/{image}/protect", api.KindImage, s.protectImage)
+	route("POST "+v+"/images/{image}/unprotect", api.KindImage, s.unprotectImage)
+	route("POST "+v+"/images/{image}/restore", api.KindImage, s.restoreImage)
+	route("POST "+v+"/snapshots/{snapshot}/restore", api.KindSnapshot, s.restoreSnapshot)
+	route("GET "+v+"/recycle-bin", api.KindNone, s.recycleBin)
+	route("GET "+v+"/recycle-bin/rules", api.KindNone, s.listRules)
+	route("POST "+v+"/recycle-bin/rules", api.KindNone, s.createRule)
+	route("GET "+v+"/recycle-bin/rules/{rule}", api.KindNone, s.inspectRule)
+	route("DELETE "+v+"/recycle-bin/rules/{rule}", api.KindNone, s.deleteRule)
+	route("POST "+v+"/recycle-bin/rules/{rule}/unlock", api.KindNone, s.unlockRule)
 	route("POST "+v+"/instances/{instance}/tags", api.KindInstance, s.retag(false, s.retagInstance))
 	route("POST "+v+"/instances/{instance}/untag", api.KindInstance, s.retag(true, s.retagInstance))
 	route("POST "+v+"/volumes/{volume}/tags", api.KindVolume, s.retag(false, s.retagVolume))
@@ -178,6 +202,8 @@ func (s *server) info(w http.ResponseWriter, r *http.Request, c peer.Caller) err
 		Snapshots:         nSnapshots,
 		Instances:         len(s.inst.List(false, sees)),
 		InstanceTypes:     machines.InstanceTypes,
+		EC2Endpoint:       s.ec2Endpoint,
+		EC2Region:         s.ec2Region,
 	})
 	return nil
 }
@@ -198,8 +224,16 @@ func (s *server) listImages(w http.ResponseWriter, r *http.Request, c peer.Calle
 	if owner == "self" {
 		owner = c.User
 	}
+	deprecated, err := queryBool(r, "include-deprecated")
+	if err != nil {
+		return err
+	}
+	disabled, err := queryBool(r, "include-disabled")
+	if err != nil {
+		return err
+	}
 	list := s.store.Images(func(im *images.Image) bool {
-		return s.img.Visible(c, im) && (owner == "" || im.OwnerID == owner) && f.Match(im)
+		return s.img.Listed(c, im, deprecated, disabled) && (owner == "" || im.OwnerID == owner) && f.Match(im)
 	})
 	out := make([]api.Image, len(list))
 	for i, im := range list {
@@ -275,18 +309,18 @@ func (s *server) registerImage(w http.ResponseWriter, r *http.Request, c peer.Ca
 }
 
 func (s *server) deregisterImage(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
-	im, err := s.img.Own(c, r.PathValue("image"))
+	gone, err := s.img.Deregister(c, r.PathValue("image"), func(owner string, tags map[string]string) (time.Duration, bool) {
+		return s.rules.Retention(owner, api.BinResourceImage, tags)
+	})
 	if err != nil {
 		return err
 	}
-	if im.State == images.StatePending {
-		return fmt.Errorf("image %s is still being made; deregister it when it is available or failed: %w", im.ID, errdefs.ErrFailedPrecondition)
+	l := log.G(r.Context()).WithField("image", gone.ID).WithField("uid", c.UID)
+	if gone.RecycleBinExitTime != nil {
+		l = l.WithField("until", gone.RecycleBinExitTime)
 	}
-	if _, err := s.store.DeleteImage(im.ID); err != nil {
-		return err
-	}
-	log.G(r.Context()).WithField("image", im.ID).WithField("uid", c.UID).Info("image deregistered")
-	writeJSON(w, http.StatusOK, api.Deleted{ID: im.ID})
+	l.Info("image deregistered")
+	writeJSON(w, http.StatusOK, gone)
 	return nil
 }
 
@@ -322,6 +356,14 @@ func (s *server) answerImage(w http.ResponseWriter, c peer.Caller) func(*images.
 func (s *server) gc(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
 	if !s.admin(c) {
 		return fmt.Errorf("gc is for administrators: %w", errdefs.ErrPermissionDenied)
+	}
+	// What the recycle bin kept past its stay goes first, its content with the rest.
+	purgedImages, purgedSnapshots, err := s.store.PurgeBin(s.img.Now())
+	if len(purgedImages)+len(purgedSnapshots) > 0 {
+		log.G(r.Context()).WithField("images", purgedImages).WithField("snapshots", purgedSnapshots).Info("recycle bin: stays ended, deleted for good")
+	}
+	if err != nil {
+		return err
 	}
 	res, err := s.store.GC(r.Context(), s.inst.Roots)
 	if err != nil {

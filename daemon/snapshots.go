@@ -62,10 +62,19 @@ func (s *server) deleteSnapshot(w http.ResponseWriter, r *http.Request, c peer.C
 	if err != nil {
 		return err
 	}
-	if err := s.store.DeleteSnapshot(sn.ID); err != nil {
+	// A snapshot a retention rule of its owner's matches goes to the recycle bin.
+	gone := api.Deleted{ID: sn.ID}
+	if keep, ok := s.rules.Retention(sn.OwnerID, api.BinResourceSnapshot, sn.Tags); ok {
+		now := s.img.Now().UTC()
+		stay := images.BinStay{Enter: now, Exit: now.Add(keep)}
+		if err := s.store.BinSnapshot(sn.ID, stay); err != nil {
+			return err
+		}
+		gone.RecycleBinExitTime = &stay.Exit
+	} else if err := s.store.DeleteSnapshot(sn.ID); err != nil {
 		return err
 	}
 	log.G(r.Context()).WithField("snapshot", sn.ID).WithField("uid", c.UID).Info("snapshot deleted")
-	writeJSON(w, http.StatusOK, api.Deleted{ID: sn.ID})
+	writeJSON(w, http.StatusOK, gone)
 	return nil
 }

@@ -99,6 +99,8 @@ type Image struct {
 	// it, may mount its blobs from.
 	PushedTo string `json:"pushedTo,omitempty"`
 	Config
+	// Lifecycle: deprecation, deregistration protection, the recycle bin.
+	Lifecycle
 	// LastLaunchedTime is when an instance was last launched from the image (zero:
 	// never).
 	LastLaunchedTime time.Time `json:"lastLaunchedTime,omitzero"`
@@ -118,6 +120,8 @@ type Snapshot struct {
 	ImageID     string            `json:"imageId,omitempty"` // the image it was made for
 	Tags        map[string]string `json:"tags,omitempty"`
 	StartTime   time.Time         `json:"startTime"`
+	// Bin is set while the snapshot is in the recycle bin.
+	Bin *BinStay `json:"recycleBin,omitempty"`
 }
 
 // clone returns a deep copy, so callers never share a cached record's maps or slices.
@@ -132,6 +136,7 @@ func (im *Image) clone() *Image {
 			c.BlockDeviceMappings[i].EBS = &e
 		}
 	}
+	c.Bin = cloneStay(im.Bin)
 	return &c
 }
 
@@ -139,6 +144,15 @@ func (sn *Snapshot) clone() *Snapshot {
 	c := *sn
 	c.Tags = cloneTags(sn.Tags)
 	c.Chain = slices.Clone(sn.Chain)
+	c.Bin = cloneStay(sn.Bin)
+	return &c
+}
+
+func cloneStay(b *BinStay) *BinStay {
+	if b == nil {
+		return nil
+	}
+	c := *b
 	return &c
 }
 

@@ -180,10 +180,11 @@ func (s *Store) putImage(im *Image) error {
 	return nil
 }
 
-// byName finds the owner's image with that name. The caller holds s.mu.
+// byName finds the owner's image with that name (an image in the recycle bin holds no
+// name). The caller holds s.mu.
 func (s *Store) byName(owner, name string) *Image {
 	for _, im := range s.images {
-		if im.OwnerID == owner && im.Name == name {
+		if im.OwnerID == owner && im.Name == name && im.Bin == nil {
 			return im
 		}
 	}
@@ -324,12 +325,7 @@ func (s *Store) CopyImage(srcID, name, owner, description string, tags bool, now
 func (s *Store) PutSnapshot(sn *Snapshot) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c := sn.clone()
-	if err := s.db.Update(func(tx *bolt.Tx) error { return putJSON(tx, bucketSnapshots, c.ID, c) }); err != nil {
-		return fmt.Errorf("snapshot %s: %w", sn.ID, err)
-	}
-	s.snapshots[c.ID] = c
-	return nil
+	return s.putSnapshot(sn.clone())
 }
 
 // Snapshot returns a copy of the snapshot's record, or errdefs.ErrNotFound.
@@ -337,18 +333,25 @@ func (s *Store) Snapshot(id string) (*Snapshot, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	sn, ok := s.snapshots[id]
-	if !ok {
+	if !ok || sn.Bin != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", id, errdefs.ErrNotFound)
 	}
 	return sn.clone(), nil
 }
 
-// Snapshots returns copies of all snapshot records, ordered by id.
+// Snapshots returns copies of the snapshot records (those in the recycle bin left out:
+// BinSnapshots), ordered by id.
 func (s *Store) Snapshots() []*Snapshot {
+	return s.snapshotsWhere(func(sn *Snapshot) bool { return sn.Bin == nil })
+}
+
+func (s *Store) snapshotsWhere(keep func(*Snapshot) bool) []*Snapshot {
 	s.mu.RLock()
 	out := make([]*Snapshot, 0, len(s.snapshots))
 	for _, sn := range s.snapshots {
-		out = append(out, sn.clone())
+		if keep(sn) {
+			out = append(out, sn.clone())
+		}
 	}
 	s.mu.RUnlock()
 	slices.SortFunc(out, func(a, b *Snapshot) int { return strings.Compare(a.ID, b.ID) })
@@ -362,21 +365,35 @@ func (s *Store) Counts() (images, snapshots int) {
 	return len(s.images), len(s.snapshots)
 }
 
+// unused refuses (errdefs.ErrFailedPrecondition) a snapshot an image's block device
+// mapping names, an image in the recycle bin too. The caller holds s.mu.
+func (s *Store) unused(id string) error {
+	for _, im := range s.images {
+		for _, m := range im.BlockDeviceMappings {
+			if m.EBS == nil || m.EBS.SnapshotID != id {
+				continue
+			}
+			if im.Bin != nil {
+				return fmt.Errorf("snapshot %s is used by image %s (%s), which is in the recycle bin until %s: %w",
+					id, im.ID, im.Name, im.Bin.Exit.UTC().Format(time.RFC3339), errdefs.ErrFailedPrecondition)
+			}
+			return fmt.Errorf("snapshot %s is used by image %s (%s); deregister the image first: %w", id, im.ID, im.Name, errdefs.ErrFailedPrecondition)
+		}
+	}
+	return nil
+}
+
 // DeleteSnapshot removes a snapshot record; its layers go at the next GC if nothing
 // else reaches them. An unknown id gives errdefs.ErrNotFound; a snapshot an image's
 // block device mapping names gives errdefs.ErrFailedPrecondition, naming the image.
 func (s *Store) DeleteSnapshot(id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.snapshots[id]; !ok {
+	if sn, ok := s.snapshots[id]; !ok || sn.Bin != nil {
 		return fmt.Errorf("snapshot %s: %w", id, errdefs.ErrNotFound)
 	}
-	for _, im := range s.images {
-		for _, m := range im.BlockDeviceMappings {
-			if m.EBS != nil && m.EBS.SnapshotID == id {
-				return fmt.Errorf("snapshot %s is used by image %s (%s); deregister the image first: %w", id, im.ID, im.Name, errdefs.ErrFailedPrecondition)
-			}
-		}
+	if err := s.unused(id); err != nil {
+		return err
 	}
 	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketSnapshots).Delete([]byte(id)) }); err != nil {
 		return fmt.Errorf("snapshot %s: %w", id, err)

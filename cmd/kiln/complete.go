@@ -26,6 +26,14 @@ var argCompleters = map[string]completer{
 	"SNAPSHOT": completeSnapshots,
 	"VOLUME":   completeVolumes,
 	"KEY-PAIR": completeKeyPairs,
+	"ACCESS-KEY": func(ctx context.Context, c *client.Client) ([]string, error) {
+		list, err := c.AccessKeys(ctx)
+		out := make([]string, len(list))
+		for i, ak := range list {
+			out[i] = ak.AccessKeyID + "\t" + ak.OwnerID
+		}
+		return out, err
+	},
 }
 
 // flagCompleters complete the flags that take one of kiln's names or a fixed word.

@@ -31,6 +31,8 @@ func newImageCommand(e *env) *cobra.Command {
 		newImageDeregisterCommand(e),
 		newImagePushCommand(e), newImagePullCommand(e),
 		newImageExportCommand(e), newImageImportCommand(e),
+		newImageDeprecateCommand(e), newImageDisableCommand(e), newImageEnableCommand(e),
+		newImageProtectCommand(e), newImageUnprotectCommand(e), newImageRestoreCommand(e),
 	)
 	return cmd
 }
@@ -83,6 +85,12 @@ func printImage(e *env, im api.Image) error {
 		[2]string{"Public", fmt.Sprint(im.Public)},
 		[2]string{"Created", im.CreationDate.Local().Format("2006-01-02 15:04:05 MST")},
 	)
+	if im.DeprecationTime != nil {
+		kv = append(kv, [2]string{"Deprecation", when(*im.DeprecationTime)})
+	}
+	if im.DeregistrationProtection != "" {
+		kv = append(kv, [2]string{"Deregistration protection", im.DeregistrationProtection})
+	}
 	if im.Kernel != "" {
 		kv = append(kv, [2]string{"Kernel", im.Kernel}, [2]string{"Initrd", im.Initrd}, [2]string{"Cmdline", im.Cmdline})
 	}

@@ -8,7 +8,6 @@ import (
 
 func newImageLsCommand(e *env) *cobra.Command {
 	var opts client.ListImagesOptions
-	var includeDeprecated bool
 	cmd := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
@@ -29,6 +28,7 @@ block-device-mapping.device-name.`,
 	}
 	cmd.Flags().StringArrayVar(&opts.Filters, "filter", nil, "filter KEY=VALUE (repeatable)")
 	cmd.Flags().StringVar(&opts.Owner, "owner", "", "only images of this owner: self or a user name")
-	cmd.Flags().BoolVar(&includeDeprecated, "include-deprecated", false, "also list deprecated images (kiln has no deprecation yet: all are listed)")
+	cmd.Flags().BoolVar(&opts.IncludeDeprecated, "include-deprecated", false, "also list others' deprecated images (yours are always listed)")
+	cmd.Flags().BoolVar(&opts.IncludeDisabled, "include-disabled", false, "also list your disabled images")
 	return cmd
 }

@@ -19,6 +19,10 @@ func newInfoCommand(e *env) *cobra.Command {
 			if e.output == "json" {
 				return printJSON(e.stdout, info)
 			}
+			ec2 := "off (kilnd --ec2-listen ADDRESS)"
+			if info.EC2Endpoint != "" {
+				ec2 = info.EC2Endpoint + " (region " + info.EC2Region + ")"
+			}
 			return fields(e.stdout, [][2]string{
 				{"Version", info.Version},
 				{"Accelerator", info.Accelerator},
@@ -30,6 +34,7 @@ func newInfoCommand(e *env) *cobra.Command {
 				{"Images", strconv.Itoa(info.Images)},
 				{"Snapshots", strconv.Itoa(info.Snapshots)},
 				{"Instances", strconv.Itoa(info.Instances)},
+				{"EC2 endpoint", ec2},
 			})
 		},
 	}

@@ -139,9 +139,10 @@ func newRootCommand(e *env) *cobra.Command {
 	root.PersistentFlags().BoolVarP(&e.quiet, "quiet", "q", false, "print ids only, one a line")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newInfoCommand(e), newImageCommand(e), newGCCommand(e),
-		newRunCommand(e), newSnapshotCommand(e), newVolumeCommand(e), newKeyPairCommand(e), newInstanceCommand(e), newInstanceLsCommand(e, "ps"), newConsoleCommand(e), newSSHCommand(e), newCpCommand(e), newExecCommand(e),
+		newRunCommand(e), newSnapshotCommand(e), newVolumeCommand(e), newKeyPairCommand(e), newAccessKeyCommand(e), newInstanceCommand(e), newInstanceLsCommand(e, "ps"), newConsoleCommand(e), newSSHCommand(e), newCpCommand(e), newExecCommand(e),
 		newStopCommand(e), newStartCommand(e), newRebootCommand(e), newTerminateCommand(e))
 	root.AddCommand(newRegistryCommand(e))
+	root.AddCommand(newRecycleBinCommand(e))
 	root.AddCommand(newTagCommand(e), newUntagCommand(e))
 
 	addCompletions(e, root)

@@ -18,7 +18,7 @@ func newSnapshotCommand(e *env) *cobra.Command {
 		Args:  subcommandArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newSnapshotLsCommand(e), newSnapshotInspectCommand(e), newSnapshotRmCommand(e))
+	cmd.AddCommand(newSnapshotLsCommand(e), newSnapshotInspectCommand(e), newSnapshotRmCommand(e), newSnapshotRestoreCommand(e))
 	return cmd
 }
 
@@ -84,5 +84,24 @@ func newSnapshotInspectCommand(e *env) *cobra.Command {
 }
 
 func newSnapshotRmCommand(e *env) *cobra.Command {
-	return newRemoveCommand(e, "rm SNAPSHOT...", "Delete snapshots (refused while an image uses one)", "SNAPSHOT", (*client.Client).DeleteSnapshot)
+	return newRemoveCommand(e, "rm SNAPSHOT...", "Delete snapshots (refused while an image uses one)", "SNAPSHOT", binNote(e, "snapshot", (*client.Client).DeleteSnapshotBin))
+}
+
+func newSnapshotRestoreCommand(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "restore SNAPSHOT",
+		Short: "Restore a snapshot from the recycle bin",
+		Args:  exactArgs(1, "one SNAPSHOT"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sn, err := e.client().RestoreSnapshot(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if e.quiet {
+				_, err := fmt.Fprintln(e.stdout, sn.ID)
+				return err
+			}
+			return printSnapshot(e, sn)
+		},
+	}
 }

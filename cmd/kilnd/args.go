@@ -39,6 +39,7 @@ var metavars = map[string]string{
 	"config":     "FILE",
 	"accel":      "auto|kvm|tcg",
 	"log-level":  "LEVEL",
+	"ec2-listen": "ADDRESS",
 	"log-format": "text|json",
 }
 
@@ -53,6 +54,7 @@ func parseArgs(args []string, stdout, stderr io.Writer) (cfg daemon.Config, logs
 	fs.StringVar(&cfg.Socket, "socket", client.DefaultSocket(), "the API socket (the default follows $KILN_SOCKET, as kiln's does)")
 	fs.StringVar(&cfg.SettingsFile, "config", defaultSettings(), "the settings file (JSON, re-read on SIGHUP); a missing one means the defaults")
 	fs.StringVar(&cfg.Accelerator, "accel", "", "accelerator: auto (KVM when a probe guest runs under it, else TCG), kvm or tcg; default: the settings file's, else auto")
+	fs.StringVar(&cfg.EC2Listen, "ec2-listen", "", "answer EC2's Query API (aws CLI, SDKs) at HOST:PORT, or PORT on loopback, such as 127.0.0.1:8773; default: the settings file's ec2.listen, else off")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error; wins over the settings file's")
 	format := fs.String("log-format", "text", "log format (under systemd: the journal, with fields)")
 

@@ -29,6 +29,10 @@ type Info struct {
 	Instances int `json:"instances"`
 	// InstanceTypes are the sizes kiln run --type takes.
 	InstanceTypes []InstanceType `json:"instanceTypes"`
+	// EC2Endpoint and EC2Region: where kilnd answers EC2's Query API (aws
+	// --endpoint-url), when it does.
+	EC2Endpoint string `json:"ec2Endpoint,omitempty"`
+	EC2Region   string `json:"ec2Region,omitempty"`
 }
 
 // Image is an image as the API shows it (GET /v1/images, /v1/images/{image}).
@@ -65,6 +69,10 @@ type Image struct {
 	// in the cloud, and owns the copy.
 	Copies   []ImageCopy `json:"copies,omitempty"`
 	Progress *Progress   `json:"progress,omitempty"` // while pending
+	// DeprecationTime is when the image is (or was) deprecated; DeregistrationProtection
+	// is EC2's: disabled, enabled, enabled-with-cooldown or "disabled-until TIME".
+	DeprecationTime          *time.Time `json:"deprecationTime,omitempty"`
+	DeregistrationProtection string     `json:"deregistrationProtection,omitempty"`
 	// LastLaunchedTime is when an instance was last launched from the image.
 	LastLaunchedTime *time.Time `json:"lastLaunchedTime,omitempty"`
 }
@@ -156,6 +164,11 @@ type TagRequest struct {
 	Tags map[string]string `json:"tags"`
 }
 
+// DescriptionRequest is POST /v1/images/{image}/description: the image's new description.
+type DescriptionRequest struct {
+	Description string `json:"description"`
+}
+
 // UntagRequest is POST /v1/{images|instances|volumes|snapshots|key-pairs}/{id}/untag:
 // remove these tag keys (a key the resource lacks is no error). The answer is the resource.
 type UntagRequest struct {
@@ -166,6 +179,9 @@ type UntagRequest struct {
 // name or by the start of its id).
 type Deleted struct {
 	ID string `json:"id"`
+	// RecycleBinExitTime is set when a retention rule kept what was deleted in the
+	// recycle bin: it may be restored until then.
+	RecycleBinExitTime *time.Time `json:"recycleBinExitTime,omitempty"`
 }
 
 // GCResult is POST /v1/gc.
@@ -224,10 +240,9 @@ type Instance struct {
 	SSHUser     string   `json:"sshUser,omitempty"`
 	SSHHostKeys []string `json:"sshHostKeys,omitempty"`
 	// MetadataTokens: optional or required (RunInstancesRequest.MetadataTokens).
-	MetadataTokens string `json:"metadataTokens"`
-
-	// Tags are the resource's tags ({} when none).
-	Tags map[string]string `json:"tags"`
+	MetadataTokens string            `json:"metadataTokens"`
+	Tags           map[string]string `json:"tags"`
+	BootMode       string            `json:"bootMode,omitempty"` // the mode it booted with
 }
 
 // InstanceBlockDeviceMapping is one volume of an instance.
@@ -237,10 +252,15 @@ type InstanceBlockDeviceMapping struct {
 	DeleteOnTermination bool   `json:"deleteOnTermination"`
 }
 
-// VolumeSpec asks for a blank volume at launch.
+// VolumeSpec asks for a blank volume at launch or, naming a device of the image's block
+// device mapping, changes that volume: a larger size (0 keeps the snapshot's), and
+// whether it is deleted with the instance.
 type VolumeSpec struct {
 	DeviceName string `json:"deviceName"`
 	SizeGiB    int64  `json:"sizeGiB"`
+	// DeleteOnTermination, when set, says whether the volume goes with the instance
+	// (default: the image's mapping says; a blank volume goes).
+	DeleteOnTermination *bool `json:"deleteOnTermination,omitempty"`
 }
 
 // RunInstancesRequest is POST /v1/instances. The answer is the instances, running.
@@ -261,9 +281,8 @@ type RunInstancesRequest struct {
 	KeyName string `json:"keyName,omitempty"`
 	// MetadataTokens is EC2's HttpTokens: optional (the default: IMDSv1 and v2) or
 	// required (the metadata service answers only requests with an IMDSv2 token).
-	MetadataTokens string `json:"metadataTokens,omitempty"`
-	// Tags are given to every instance launched (EC2's TagSpecifications).
-	Tags map[string]string `json:"tags,omitempty"`
+	MetadataTokens string            `json:"metadataTokens,omitempty"`
+	Tags           map[string]string `json:"tags,omitempty"`
 }
 
 // Metadata token settings (RunInstancesRequest.MetadataTokens).
@@ -275,28 +294,24 @@ const (
 // KeyPair is an SSH key pair, as the cloud's: kilnd keeps its public key and fingerprint;
 // the private key of a pair it made is in create's answer (KeyMaterial) and nowhere else.
 type KeyPair struct {
-	KeyPairID      string    `json:"keyPairId"`
-	KeyName        string    `json:"keyName"`
-	KeyType        string    `json:"keyType"` // ed25519 or rsa
-	KeyFingerprint string    `json:"keyFingerprint"`
-	PublicKey      string    `json:"publicKey"` // in authorized_keys form
-	OwnerID        string    `json:"ownerId"`
-	CreateTime     time.Time `json:"createTime"`
-	KeyMaterial    string    `json:"keyMaterial,omitempty"`
-
-	// Tags are the resource's tags ({} when none).
-	Tags map[string]string `json:"tags"`
+	KeyPairID      string            `json:"keyPairId"`
+	KeyName        string            `json:"keyName"`
+	KeyType        string            `json:"keyType"` // ed25519 or rsa
+	KeyFingerprint string            `json:"keyFingerprint"`
+	PublicKey      string            `json:"publicKey"` // in authorized_keys form
+	OwnerID        string            `json:"ownerId"`
+	CreateTime     time.Time         `json:"createTime"`
+	KeyMaterial    string            `json:"keyMaterial,omitempty"`
+	Tags           map[string]string `json:"tags"`
 }
 
 // CreateKeyPairRequest is POST /v1/key-pairs: kilnd makes a pair of Type (ed25519 by
 // default), or, with PublicKey (authorized_keys form), imports that key.
 type CreateKeyPairRequest struct {
-	Name      string `json:"name"`
-	Type      string `json:"type,omitempty"`
-	PublicKey string `json:"publicKey,omitempty"`
-
-	// Tags are given to what the request makes.
-	Tags map[string]string `json:"tags,omitempty"`
+	Name      string            `json:"name"`
+	Type      string            `json:"type,omitempty"`
+	PublicKey string            `json:"publicKey,omitempty"`
+	Tags      map[string]string `json:"tags,omitempty"`
 }
 
 // Port is a host port forwarded to a port of the guest, on the instance's user-mode
@@ -360,8 +375,7 @@ type CreateImageRequest struct {
 	Description string            `json:"description,omitempty"`
 	Tags        map[string]string `json:"tags,omitempty"`
 	NoReboot    bool              `json:"noReboot,omitempty"`
-	// SnapshotTags are given to the snapshots made of the instance's volumes (Tags go to
-	// the image).
+	// SnapshotTags are the tags of the snapshots the image's volumes are captured into.
 	SnapshotTags map[string]string `json:"snapshotTags,omitempty"`
 }
 
@@ -388,28 +402,24 @@ type Snapshot struct {
 
 // Volume is a volume as the API shows it.
 type Volume struct {
-	ID                  string    `json:"id"`
-	OwnerID             string    `json:"ownerId"`
-	State               string    `json:"state"` // available or in-use
-	SizeGiB             int64     `json:"size"`
-	SnapshotID          string    `json:"snapshotId,omitempty"`
-	InstanceID          string    `json:"instanceId,omitempty"`
-	DeviceName          string    `json:"deviceName,omitempty"`
-	DeleteOnTermination bool      `json:"deleteOnTermination"`
-	CreateTime          time.Time `json:"createTime"`
-
-	// Tags are the resource's tags ({} when none).
-	Tags map[string]string `json:"tags"`
+	ID                  string            `json:"id"`
+	OwnerID             string            `json:"ownerId"`
+	State               string            `json:"state"` // available or in-use
+	SizeGiB             int64             `json:"size"`
+	SnapshotID          string            `json:"snapshotId,omitempty"`
+	InstanceID          string            `json:"instanceId,omitempty"`
+	DeviceName          string            `json:"deviceName,omitempty"`
+	DeleteOnTermination bool              `json:"deleteOnTermination"`
+	CreateTime          time.Time         `json:"createTime"`
+	Tags                map[string]string `json:"tags"`
 }
 
 // CreateVolumeRequest is POST /v1/volumes: a blank volume of SizeGiB, or one made from
 // a snapshot (at least the snapshot's size).
 type CreateVolumeRequest struct {
-	SizeGiB    int64  `json:"size,omitempty"`
-	SnapshotID string `json:"snapshotId,omitempty"`
-
-	// Tags are given to what the request makes.
-	Tags map[string]string `json:"tags,omitempty"`
+	SizeGiB    int64             `json:"size,omitempty"`
+	SnapshotID string            `json:"snapshotId,omitempty"`
+	Tags       map[string]string `json:"tags,omitempty"`
 }
 
 // AttachVolumeRequest is POST /v1/volumes/{volume}/attach.
@@ -525,4 +535,14 @@ const (
 func ConsoleSwitch(instanceID string) string {
 	return fmt.Sprintf("HTTP/1.1 %d %s\r\nConnection: Upgrade\r\nUpgrade: %s\r\n%s: %s\r\n\r\n",
 		http.StatusSwitchingProtocols, http.StatusText(http.StatusSwitchingProtocols), ConsoleProtocol, ConsoleInstanceHeader, instanceID)
+}
+
+// AccessKey is an access key for kilnd's EC2 endpoint (requests signed with Signature
+// Version 4 act as the key's Unix user). SecretAccessKey is in create's answer and
+// nowhere else.
+type AccessKey struct {
+	AccessKeyID     string    `json:"accessKeyId"`
+	SecretAccessKey string    `json:"secretAccessKey,omitempty"`
+	OwnerID         string    `json:"ownerId"`
+	CreateTime      time.Time `json:"createTime"`
 }

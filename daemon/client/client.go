@@ -37,6 +37,12 @@ func New(socket string) *Client {
 	return &Client{socket: socket, hc: &http.Client{Transport: tr}}
 }
 
+// NewTransport returns a client that sends its requests through rt (kilnd's own EC2
+// door calls its API in process this way); name stands for the socket in messages.
+func NewTransport(name string, rt http.RoundTripper) *Client {
+	return &Client{socket: name, hc: &http.Client{Transport: rt}}
+}
+
 // Close closes the client's idle connections to kilnd (a process that ends closes them
 // anyway; one that goes on, such as a test, should).
 func (c *Client) Close() { c.hc.CloseIdleConnections() }
@@ -130,6 +136,12 @@ func decodeError(resp *http.Response) error {
 	return ae
 }
 
+// Call sends a request to an API path (below /v1) and decodes a 2xx answer into out
+// (when not nil): for callers that speak the API's routes directly (kilnd's EC2 door).
+func (c *Client) Call(ctx context.Context, method, path string, query url.Values, body, out any) error {
+	return c.do(ctx, method, path, query, body, out)
+}
+
 // Info returns what the daemon says of itself.
 func (c *Client) Info(ctx context.Context) (api.Info, error) {
 	var info api.Info
@@ -141,6 +153,10 @@ func (c *Client) Info(ctx context.Context) (api.Info, error) {
 type ListImagesOptions struct {
 	Filters []string // KEY=PATTERN
 	Owner   string   // "self", a user name, or empty for all visible
+	// IncludeDeprecated lists others' deprecated images too (the caller's own always
+	// are); IncludeDisabled lists the caller's disabled images.
+	IncludeDeprecated bool
+	IncludeDisabled   bool
 }
 
 // Images lists the images the caller may see that pass the options.
@@ -148,6 +164,12 @@ func (c *Client) Images(ctx context.Context, opts ListImagesOptions) ([]api.Imag
 	q := filterQuery(opts.Filters)
 	if opts.Owner != "" {
 		q.Set("owner", opts.Owner)
+	}
+	if opts.IncludeDeprecated {
+		q.Set("include-deprecated", "true")
+	}
+	if opts.IncludeDisabled {
+		q.Set("include-disabled", "true")
 	}
 	var out []api.Image
 	err := c.do(ctx, http.MethodGet, "/images", q, nil, &out)

@@ -40,12 +40,16 @@ type Images struct {
 		images quota.Reservation
 		bytes  quota.Reservation
 	}
+
+	// Now is the clock deprecation, protection cooldowns and the recycle bin are read
+	// by (time.Now unless kilnd's test clock replaces it).
+	Now func() time.Time
 }
 
 // New is the image side over store. admin says who administers kiln; q gives each
 // user's quota as the settings say now.
 func New(store *images.Store, tool volumes.Tool, self uint32, admin func(peer.Caller) bool, q func(user string) quota.Quota) *Images {
-	return &Images{store: store, tool: tool, self: self, admin: admin, quota: q, running: map[string]*op{}}
+	return &Images{store: store, tool: tool, self: self, admin: admin, quota: q, running: map[string]*op{}, Now: time.Now}
 }
 
 // MaxWait bounds how long one request waits for an image to leave pending; clients ask
@@ -131,6 +135,8 @@ func (x *Images) View(c peer.Caller, im *images.Image) api.Image {
 			out.LaunchPermission.Groups = []string{}
 		}
 	}
+	out.DeprecationTime = im.DeprecationTime
+	out.DeregistrationProtection = im.Protection(x.Now())
 	if im.State == images.StatePending {
 		x.mu.Lock()
 		o := x.running[im.ID]
@@ -144,9 +150,16 @@ func (x *Images) View(c peer.Caller, im *images.Image) api.Image {
 }
 
 // Visible reports whether the caller may see an image, which is whether it may launch
-// it: its own, one shared with it or a group of its, a public one; any for an
-// administrator.
+// it (when it is available): its own, one shared with it or a group of its, a public
+// one; any for an administrator. A disabled image is its owner's (and administrators')
+// alone; one in the recycle bin is no image to anyone (the bin lists it: BinList).
 func (x *Images) Visible(c peer.Caller, im *images.Image) bool {
+	switch {
+	case im.InBin():
+		return false
+	case im.State == images.StateDisabled:
+		return x.admin(c) || im.OwnerID == c.User
+	}
 	return x.admin(c) || im.CanLaunch(c.User, c.Groups)
 }
 
@@ -175,7 +188,7 @@ func (x *Images) Inspect(c peer.Caller, im *images.Image) api.Image {
 	}
 	var out []api.ImageCopy
 	for _, cp := range x.store.Images(func(o *images.Image) bool {
-		return o.CopiedFromID == im.ID && o.OwnerID != im.OwnerID
+		return o.CopiedFromID == im.ID && o.OwnerID != im.OwnerID && !o.InBin()
 	}) {
 		out = append(out, api.ImageCopy{ID: cp.ID, OwnerID: cp.OwnerID, Public: cp.Public})
 	}
@@ -270,7 +283,7 @@ func (x *Images) Admit(user string) (release func(), err error) {
 	defer x.reserved.Unlock()
 	n, making := 0, 0
 	x.store.Images(func(im *images.Image) bool {
-		if im.OwnerID == user {
+		if im.OwnerID == user && !im.InBin() {
 			n++
 			if im.State == images.StatePending {
 				making++
@@ -302,7 +315,7 @@ func (x *Images) AdmitStored(user string, bytes int64) (release func(), err erro
 	x.reserved.Lock()
 	defer x.reserved.Unlock()
 	use := x.reserved.bytes[user]
-	for _, sn := range x.store.Snapshots() {
+	for _, sn := range append(x.store.Snapshots(), x.store.BinSnapshots(x.Now(), true)...) { // the bin's hold bytes too
 		if sn.OwnerID == user {
 			use += sn.StorageSize
 		}
@@ -331,12 +344,15 @@ func (x *Images) Share(c peer.Caller, ref string, req api.ShareRequest, share bo
 	if err != nil {
 		return nil, err
 	}
+	if share && im.State == images.StateDisabled {
+		return nil, fmt.Errorf("image %s is disabled; a disabled image cannot be shared (kiln image enable %s first): %w", im.ID, im.ID, errdefs.ErrFailedPrecondition)
+	}
 	if share && req.Public && !im.Public {
 		if im.State != images.StateAvailable {
 			return nil, fmt.Errorf("image %s is %s; only an available image can be made public: %w", im.ID, im.State, errdefs.ErrFailedPrecondition)
 		}
 		q := x.quota(im.OwnerID)
-		n := len(x.store.Images(func(o *images.Image) bool { return o.OwnerID == im.OwnerID && o.Public }))
+		n := len(x.store.Images(func(o *images.Image) bool { return o.OwnerID == im.OwnerID && o.Public && !o.InBin() }))
 		if n+1 > q.PublicImages {
 			return nil, quota.Exceeded(im.OwnerID, "public images", q.PublicImages, n, 1)
 		}

@@ -54,11 +54,26 @@ func (m *Manager) Run(ctx context.Context, owner string, im *images.Image, req a
 	if len(req.UserData) > api.MaxUserData {
 		return nil, fmt.Errorf("user data is %d bytes; at most %d: %w", len(req.UserData), api.MaxUserData, errdefs.ErrInvalidArgument)
 	}
-	used := map[string]bool{}
+	used, imageGiB := map[string]bool{}, map[string]int64{}
 	for _, bdm := range im.BlockDeviceMappings {
 		used[bdm.DeviceName] = true
+		if bdm.EBS != nil {
+			imageGiB[bdm.DeviceName] = bdm.EBS.VolumeSize
+		}
 	}
+	changed := map[string]bool{}
 	for _, v := range req.Volumes {
+		if size, ok := imageGiB[v.DeviceName]; ok { // a change of the image's volume
+			switch {
+			case changed[v.DeviceName]:
+				return nil, fmt.Errorf("volume device %s is given twice: %w", v.DeviceName, errdefs.ErrInvalidArgument)
+			case v.SizeGiB != 0 && (v.SizeGiB < size || v.SizeGiB > api.MaxVolumeGiB):
+				return nil, fmt.Errorf("volume %s: %d GiB; its snapshot is %d GiB: give %d to %d (or 0 to keep it): %w",
+					v.DeviceName, v.SizeGiB, size, size, api.MaxVolumeGiB, errdefs.ErrInvalidArgument)
+			}
+			changed[v.DeviceName] = true
+			continue
+		}
 		switch {
 		case !volumeDevice.MatchString(v.DeviceName):
 			return nil, fmt.Errorf("volume device %q: want /dev/vdb to /dev/vdz: %w", v.DeviceName, errdefs.ErrInvalidArgument)
@@ -111,6 +126,10 @@ func (m *Manager) Run(ctx context.Context, owner string, im *images.Image, req a
 		}
 	}
 	for _, v := range req.Volumes {
+		if size, ok := imageGiB[v.DeviceName]; ok {
+			gib += max(v.SizeGiB-size, 0) // counted above at the snapshot's size
+			continue
+		}
 		vols, gib = vols+1, gib+v.SizeGiB
 	}
 	if vols > 0 {

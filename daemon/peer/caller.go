@@ -58,6 +58,24 @@ func identify(cred *syscall.Ucred) Caller {
 
 type callerKey struct{}
 
+// Identify makes the Caller of a Unix user that is not on the socket (a request signed
+// with an access key of the user's): as the socket's caller, with no process. Names
+// are looked up each time, as for a connection. A uid the host no longer knows is an
+// error: its keys are nobody's.
+func Identify(uid uint32) (Caller, error) {
+	u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10))
+	if err != nil {
+		return Caller{}, fmt.Errorf("uid %d: no such user on this host: %w", uid, errdefs.ErrPermissionDenied)
+	}
+	gid, _ := strconv.ParseUint(u.Gid, 10, 32)
+	return identify(&syscall.Ucred{Uid: uid, Gid: uint32(gid)}), nil
+}
+
+// NewContext gives ctx the caller c, as WithCaller gives a connection's requests theirs.
+func NewContext(ctx context.Context, c Caller) context.Context {
+	return context.WithValue(ctx, callerKey{}, c)
+}
+
 // WithCaller is http.Server.ConnContext: it gives the requests of a connection the
 // caller the listener found (SO_PEERCRED, read once per connection), and the
 // connection, so that handlers can take the files it passed.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -36,7 +37,24 @@ type Settings struct {
 	// for readers: its last this many MiB (default DefaultConsoleLimitMiB; 0 means the
 	// default).
 	ConsoleLimitMiB int `json:"consoleLimitMiB,omitempty"`
+	// EC2 is kilnd's EC2 endpoint, read at start only.
+	EC2 EC2 `json:"ec2,omitempty"`
 }
+
+// EC2 configures the EC2 Query API endpoint (off unless Listen or --ec2-listen is given).
+type EC2 struct {
+	// Listen is host:port, or a bare port (loopback). The command line's --ec2-listen wins.
+	Listen string `json:"listen,omitempty"`
+	// Region is the region the endpoint is (default kiln-local-1); its one availability
+	// zone is the region's name with "a".
+	Region string `json:"region,omitempty"`
+	// CertFile and KeyFile (PEM) make the endpoint HTTPS.
+	CertFile string `json:"certFile,omitempty"`
+	KeyFile  string `json:"keyFile,omitempty"`
+}
+
+// regionName is what a region's name may be.
+var regionName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
 
 // Default groups.
 const (
@@ -88,6 +106,12 @@ func Load(ctx context.Context, path string, levelFixed bool) (*Settings, error) 
 	if st.ConsoleLimitMiB < 0 || st.ConsoleLimitMiB > MaxConsoleLimitMiB {
 		return nil, fmt.Errorf("settings %s: consoleLimitMiB is %d: want 1 to %d, or 0 for the default (%d): %w",
 			path, st.ConsoleLimitMiB, MaxConsoleLimitMiB, DefaultConsoleLimitMiB, errdefs.ErrInvalidArgument)
+	}
+	if (st.EC2.CertFile == "") != (st.EC2.KeyFile == "") {
+		return nil, fmt.Errorf("settings %s: ec2: give both certFile and keyFile, or neither: %w", path, errdefs.ErrInvalidArgument)
+	}
+	if r := st.EC2.Region; r != "" && !regionName.MatchString(r) {
+		return nil, fmt.Errorf("settings %s: ec2.region %q: want lowercase letters, digits and dashes, such as kiln-local-1: %w", path, r, errdefs.ErrInvalidArgument)
 	}
 	if err := st.Limits.check(); err != nil {
 		return nil, fmt.Errorf("settings %s: %w", path, err)

@@ -1,0 +1,186 @@
+package ec2
+
+import (
+	"slices"
+	"strings"
+
+	"kiln/daemon/api"
+)
+
+// taggable are the kinds of resources that take tags: the id's prefix, the API's path,
+// EC2's resource type and its Malformed code.
+var taggable = []struct{ prefix, path, resourceType string }{
+	{"ami", "/images", "image"},
+	{"i", "/instances", "instance"},
+	{"vol", "/volumes", "volume"},
+	{"snap", "/snapshots", "snapshot"},
+	{"key", "/key-pairs", "key-pair"},
+}
+
+// resourcePath is the API path of the resource an id names.
+func resourcePath(id string) (string, *Error) {
+	prefix, _, _ := strings.Cut(id, "-")
+	for _, t := range taggable {
+		if t.prefix == prefix && validID(prefix, id) {
+			return t.path + "/" + id, nil
+		}
+	}
+	return "", errorf("InvalidID", "The ID '%s' is not valid: kiln tags images (ami-), instances (i-), volumes (vol-), snapshots (snap-) and key pairs (key-)", clip(id))
+}
+
+// tagged is what a resource's API view says of its tags.
+type tagged struct {
+	Tags map[string]string `json:"tags"`
+}
+
+func createTags(c *call) (answer, *Error) {
+	res := c.p.values("ResourceId")
+	if len(res) == 0 {
+		return nil, errorf(codeMissingParameter, "The request must contain the parameter ResourceId")
+	}
+	tags, e := c.p.tags("Tag")
+	if e != nil {
+		return nil, e
+	}
+	if len(tags) == 0 {
+		return nil, errorf(codeMissingParameter, "The request must contain the parameter Tag")
+	}
+	paths, e := c.resources(res)
+	if e != nil {
+		return nil, e
+	}
+	if c.dry {
+		return c.dryRun()
+	}
+	for _, p := range paths {
+		if err := c.s.kiln.Call(c.ctx, "POST", p+"/tags", nil, api.TagRequest{Tags: tags}, nil); err != nil {
+			return nil, fromAPI(err, false)
+		}
+	}
+	return ok()
+}
+
+func deleteTags(c *call) (answer, *Error) {
+	res := c.p.values("ResourceId")
+	if len(res) == 0 {
+		return nil, errorf(codeMissingParameter, "The request must contain the parameter ResourceId")
+	}
+	paths, e := c.resources(res)
+	if e != nil {
+		return nil, e
+	}
+	given := c.p.indexed("Tag")
+	if c.dry {
+		return c.dryRun()
+	}
+	for _, p := range paths {
+		var cur tagged
+		if err := c.s.kiln.Call(c.ctx, "GET", p, nil, nil, &cur); err != nil {
+			return nil, fromAPI(err, false)
+		}
+		var keys []string
+		for k, v := range cur.Tags {
+			// No Tag: all of them. A Tag with a Value: only when the value is that.
+			if len(given) == 0 || slices.ContainsFunc(given, func(t params) bool {
+				val, hasValue := t["Value"]
+				return t["Key"] == k && (!hasValue || val == v)
+			}) {
+				keys = append(keys, k)
+			}
+		}
+		if len(keys) == 0 {
+			continue
+		}
+		if err := c.s.kiln.Call(c.ctx, "POST", p+"/untag", nil, api.UntagRequest{Keys: keys}, nil); err != nil {
+			return nil, fromAPI(err, false)
+		}
+	}
+	return ok()
+}
+
+// resources are the API paths of the resources ids name, each checked to exist for the
+// caller first.
+func (c *call) resources(ids []string) ([]string, *Error) {
+	var paths []string
+	for _, id := range ids {
+		p, e := resourcePath(id)
+		if e != nil {
+			return nil, e
+		}
+		if err := c.s.kiln.Call(c.ctx, "GET", p, nil, nil, nil); err != nil {
+			e := fromAPI(err, false)
+			if strings.HasSuffix(e.Code, ".NotFound") || e.Code == "InvalidID" {
+				e.Message = "The ID '" + id + "' does not exist"
+			}
+			return nil, e
+		}
+		paths = append(paths, p)
+	}
+	return paths, nil
+}
+
+type tagDescription struct {
+	Key          string `xml:"key"`
+	ResourceID   string `xml:"resourceId"`
+	ResourceType string `xml:"resourceType"`
+	Value        string `xml:"value"`
+}
+
+type describeTagsResponse struct {
+	meta
+	Tags      list[tagDescription] `xml:"tagSet"`
+	NextToken string               `xml:"nextToken,omitempty"`
+}
+
+// describeTags lists the tags of every resource the caller sees. Its filters are on the
+// tags themselves: key, value, resource-id, resource-type (exact values).
+func describeTags(c *call) (answer, *Error) {
+	fs, e := c.p.filters()
+	if e != nil {
+		return nil, e
+	}
+	for _, f := range fs {
+		switch f.Name {
+		case "key", "value", "resource-id", "resource-type":
+		default:
+			return nil, errorf(codeInvalidParameterValue, "The filter '%s' is invalid: DescribeTags takes key, value, resource-id and resource-type", clip(f.Name))
+		}
+	}
+	if c.dry {
+		return c.dryRun()
+	}
+	var all []tagDescription
+	for _, t := range taggable {
+		var list []struct {
+			ID        string            `json:"id"`
+			KeyPairID string            `json:"keyPairId"`
+			Tags      map[string]string `json:"tags"`
+		}
+		if err := c.s.kiln.Call(c.ctx, "GET", t.path, nil, nil, &list); err != nil {
+			return nil, fromAPI(err, false)
+		}
+		for _, r := range list {
+			id := r.ID
+			if id == "" {
+				id = r.KeyPairID
+			}
+			for k, v := range r.Tags {
+				all = append(all, tagDescription{Key: k, ResourceID: id, ResourceType: t.resourceType, Value: v})
+			}
+		}
+	}
+	all = slices.DeleteFunc(all, func(td tagDescription) bool {
+		for _, f := range fs {
+			v := map[string]string{"key": td.Key, "value": td.Value, "resource-id": td.ResourceID, "resource-type": td.ResourceType}[f.Name]
+			if !slices.Contains(f.Values, v) {
+				return true
+			}
+		}
+		return false
+	})
+	pg, next, e := page(c.p, all, func(td tagDescription) string { return td.ResourceID + "\x00" + td.Key }, 5, 1000)
+	if e != nil {
+		return nil, e
+	}
+	return &describeTagsResponse{Tags: list[tagDescription]{Items: append([]tagDescription{}, pg...)}, NextToken: next}, nil
+}
