@@ -79,6 +79,8 @@ type Image struct {
 	TPMSupport string `json:"tpmSupport,omitempty"`
 	SecureBoot bool   `json:"secureBoot,omitempty"`
 	UEFIData   string `json:"uefiData,omitempty"`
+	// LastLaunchedTime is when an instance was last launched from the image.
+	LastLaunchedTime *time.Time `json:"lastLaunchedTime,omitempty"`
 }
 
 // ImageCopy is an image copied from another by another user.
@@ -169,7 +171,8 @@ type RegisterImageRequest struct {
 	TPMSupport   string `json:"tpmSupport,omitempty"`
 }
 
-// TagRequest is POST /v1/images/{image}/tags: set these tags (adding or replacing).
+// TagRequest is POST /v1/{images|instances|volumes|snapshots|key-pairs}/{id}/tags: set
+// these tags (adding or replacing). The answer is the resource.
 type TagRequest struct {
 	Tags map[string]string `json:"tags"`
 }
@@ -179,7 +182,8 @@ type DescriptionRequest struct {
 	Description string `json:"description"`
 }
 
-// UntagRequest is POST /v1/images/{image}/untag: remove these tag keys.
+// UntagRequest is POST /v1/{images|instances|volumes|snapshots|key-pairs}/{id}/untag:
+// remove these tag keys (a key the resource lacks is no error). The answer is the resource.
 type UntagRequest struct {
 	Keys []string `json:"keys"`
 }

@@ -48,6 +48,9 @@ func (m *Manager) Run(ctx context.Context, owner string, im *images.Image, req a
 	if count < 1 || count > maxCount {
 		return nil, fmt.Errorf("count %d: give 1 to %d: %w", count, maxCount, errdefs.ErrInvalidArgument)
 	}
+	if err := images.CheckTags(req.Tags, 0); err != nil {
+		return nil, err
+	}
 	if len(req.UserData) > api.MaxUserData {
 		return nil, fmt.Errorf("user data is %d bytes; at most %d: %w", len(req.UserData), api.MaxUserData, errdefs.ErrInvalidArgument)
 	}
@@ -163,7 +166,7 @@ func (m *Manager) reserve(rec record.Instance) (*Instance, error) {
 	}
 	// Reserved: no state yet (the first event is → pending), but its owner and size
 	// count against the quota.
-	inst := &Instance{rec: record.Instance{ID: rec.ID, OwnerID: rec.OwnerID, CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB}}
+	inst := &Instance{rec: record.Instance{ID: rec.ID, OwnerID: rec.OwnerID, CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB}, tags: rec.Tags}
 	m.all[rec.ID] = inst // reserved: the name is taken from here on
 	m.mu.Unlock()
 	inst.op.Lock()
@@ -192,6 +195,7 @@ func (m *Manager) launch(ctx context.Context, owner string, im *images.Image, na
 		Kernel: im.Kernel, Initrd: im.Initrd, Cmdline: im.Cmdline, Seed: len(req.UserData) > 0 || key.PublicKey != "", LaunchTime: time.Now().UTC(),
 		Ports: ports, KeyName: key.Name, SSHUser: im.SSHUser, MetadataTokensRequired: req.MetadataTokens == api.MetadataTokensRequired,
 		BootMode: mode, SecureBoot: mode == "uefi" && im.SecureBoot, TPM: mode == "uefi" && im.TPMSupport != "",
+		Tags: req.Tags,
 	})
 	if err != nil {
 		return nil, err

@@ -58,15 +58,45 @@ func clone(v *record.Volume) *record.Volume {
 	return &c
 }
 
-// Put writes a volume's record, then keeps a copy.
+// Put writes a volume's record, then keeps a copy. The tags of a volume the set has are
+// the set's (Tag changes them): v's count only for a new volume, so a request that
+// worked on a copy never undoes a tag change made meanwhile.
 func (s *Set) Put(v *record.Volume) error {
-	if err := s.db.PutVolume(v); err != nil {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := clone(v)
+	if cur := s.all[v.ID]; cur != nil {
+		c.Tags = cur.Tags
+	}
+	if err := s.db.PutVolume(c); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	s.all[v.ID] = clone(v)
-	s.mu.Unlock()
+	s.all[v.ID] = c
 	return nil
+}
+
+// Tag changes the tags of a volume the caller may see: change gets its tags and returns
+// the new ones (it must not change the map it gets). The answer is the volume then.
+func (s *Set) Tag(ref string, visible func(owner string) bool, change func(map[string]string) (map[string]string, error)) (api.Volume, error) {
+	id, err := s.Resolve(ref, visible)
+	if err != nil {
+		return api.Volume{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.all[id]
+	if cur == nil {
+		return api.Volume{}, ids.NotFound("volume", ref, nil) // deleted meanwhile
+	}
+	c := clone(cur)
+	if c.Tags, err = change(cur.Tags); err != nil {
+		return api.Volume{}, err
+	}
+	if err := s.db.PutVolume(c); err != nil {
+		return api.Volume{}, err
+	}
+	s.all[id] = c
+	return View(c), nil
 }
 
 // Delete removes a volume's files and record.
@@ -170,7 +200,11 @@ func (s *Set) Inspect(id string, visible func(owner string) bool) (api.Volume, e
 // View is the API's view of a volume.
 func View(v *record.Volume) api.Volume {
 	out := api.Volume{ID: v.ID, OwnerID: v.OwnerID, State: "available", SizeGiB: v.SizeGiB, SnapshotID: v.SnapshotID,
-		InstanceID: v.InstanceID, DeviceName: v.DeviceName, DeleteOnTermination: v.DeleteOnTermination, CreateTime: v.CreateTime}
+		InstanceID: v.InstanceID, DeviceName: v.DeviceName, DeleteOnTermination: v.DeleteOnTermination, CreateTime: v.CreateTime,
+		Tags: v.Tags}
+	if out.Tags == nil {
+		out.Tags = map[string]string{}
+	}
 	if v.InstanceID != "" {
 		out.State = "in-use"
 	}
@@ -178,9 +212,13 @@ func View(v *record.Volume) api.Volume {
 }
 
 // Create makes a standalone volume of owner's: blank, or over a snapshot (sn, one the
-// caller may see), sizeGiB large (0: the snapshot's size).
-func (s *Set) Create(ctx context.Context, owner string, sizeGiB int64, sn *images.Snapshot) (api.Volume, error) {
-	v := &record.Volume{ID: ids.NewID(record.VolumePrefix), OwnerID: owner, Standalone: true, SizeGiB: sizeGiB, CreateTime: time.Now().UTC()}
+// caller may see), sizeGiB large (0: the snapshot's size), with tags (checked here).
+func (s *Set) Create(ctx context.Context, owner string, sizeGiB int64, sn *images.Snapshot, tags map[string]string) (api.Volume, error) {
+	if err := images.CheckTags(tags, 0); err != nil {
+		return api.Volume{}, err
+	}
+	v := &record.Volume{ID: ids.NewID(record.VolumePrefix), OwnerID: owner, Standalone: true, SizeGiB: sizeGiB, CreateTime: time.Now().UTC(),
+		Tags: tags}
 	release := s.store.Hold()
 	defer release()
 	var chain []digest.Digest
