@@ -275,7 +275,8 @@ func TestEC2CLI(t *testing.T) {
 	}
 	d.ok("alice", nil, "wait", "instance-running", "--instance-ids", inst)
 	d.ok("alice", &changes, "terminate-instances", "--instance-ids", inst)
-	d.ok("alice", nil, "wait", "instance-terminated", "--instance-ids", inst, bobs)
+	d.ok("alice", nil, "wait", "instance-terminated", "--instance-ids", inst)
+	d.ok("bob", nil, "wait", "instance-terminated", "--instance-ids", bobs)
 	d.ok("alice", &rs, "describe-instances", "--instance-ids", inst)
 	if len(rs.Reservations) != 1 || rs.Reservations[0].Instances[0].State.Code != 48 {
 		t.Errorf("describe-instances of a terminated instance: %+v; want it, terminated (48)", rs)

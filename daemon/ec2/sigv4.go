@@ -206,17 +206,22 @@ func canonicalPath(escaped string) string {
 // canonicalQuery is the query sorted by name then value, each part URI-encoded; a
 // presigned request's signature is not part of it.
 func canonicalQuery(q url.Values, presigned bool) string {
-	var pairs []string
+	var pairs [][2]string
 	for k, vs := range q {
 		if presigned && k == "X-Amz-Signature" {
 			continue
 		}
 		for _, v := range vs {
-			pairs = append(pairs, uriEncode(k)+"="+uriEncode(v))
+			pairs = append(pairs, [2]string{uriEncode(k), uriEncode(v)})
 		}
 	}
-	slices.Sort(pairs)
-	return strings.Join(pairs, "&")
+	// By encoded name, then value: "a.b" goes after "a", whatever "=" sorts as.
+	slices.SortFunc(pairs, func(a, b [2]string) int { return cmpOr(strings.Compare(a[0], b[0]), strings.Compare(a[1], b[1])) })
+	joined := make([]string, len(pairs))
+	for i, p := range pairs {
+		joined[i] = p[0] + "=" + p[1]
+	}
+	return strings.Join(joined, "&")
 }
 
 // headerValue is a header's canonical value: its values joined by commas, each trimmed

@@ -73,7 +73,8 @@ inst.wait_until_terminated(WaiterConfig={"Delay": 2, "MaxAttempts": 60})
 print("ok: terminated %s" % iid)
 
 # Presigned requests: one works; expired and tampered ones are refused.
-url = client.generate_presigned_url("describe_regions", ExpiresIn=60)
+# Signed for GET, the method it is sent with (botocore signs EC2's as POST otherwise).
+url = client.generate_presigned_url("describe_regions", ExpiresIn=60, HttpMethod="GET")
 with urllib.request.urlopen(url, timeout=30) as r:
     body = r.read().decode()
 assert "DescribeRegionsResponse" in body and os.environ["AWS_DEFAULT_REGION"] in body, body
@@ -91,7 +92,7 @@ def refused(url):
 code, body = refused(url.replace("Action=DescribeRegions", "Action=DescribeImages"))
 assert code in (401, 403) and ("AuthFailure" in body or "SignatureDoesNotMatch" in body), (code, body)
 print("ok: a tampered presigned request was refused (%d)" % code)
-short = client.generate_presigned_url("describe_regions", ExpiresIn=1)
+short = client.generate_presigned_url("describe_regions", ExpiresIn=1, HttpMethod="GET")
 time.sleep(2)
 code, body = refused(short)
 assert "RequestExpired" in body, (code, body)
