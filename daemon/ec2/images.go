@@ -436,6 +436,14 @@ func describeImageAttribute(c *call) (answer, *Error) {
 		resp.BootMode = &attributeValue{im.BootMode}
 	case "tpmSupport":
 		resp.TpmSupport = &attributeValue{im.TPMSupport}
+	case "lastLaunchedTime":
+		if im.LaunchPermission == nil {
+			return nil, errorf(codeUnauthorizedOperation, "You are not authorized to perform this operation: only the owner of %s sees when it was last launched", id)
+		}
+		resp.LastLaunchedTime = &attributeValue{}
+		if im.LastLaunchedTime != nil {
+			resp.LastLaunchedTime.Value = ts(*im.LastLaunchedTime)
+		}
 	case "blockDeviceMapping":
 		bdm := imageOf(im).BlockDeviceMappings
 		resp.BlockDeviceMappings = &bdm
@@ -444,7 +452,7 @@ func describeImageAttribute(c *call) (answer, *Error) {
 	case "ramdisk":
 		resp.RamdiskID = &attributeValue{}
 	default:
-		return nil, errorf(codeInvalidParameterValue, "Value (%s) for parameter attribute is invalid: kiln answers launchPermission, description, bootMode, tpmSupport, blockDeviceMapping, kernel and ramdisk", clip(attr))
+		return nil, errorf(codeInvalidParameterValue, "Value (%s) for parameter attribute is invalid: kiln answers launchPermission, description, bootMode, tpmSupport, lastLaunchedTime, blockDeviceMapping, kernel and ramdisk", clip(attr))
 	}
 	if c.dry {
 		return c.dryRun()

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"kiln/daemon/api"
+	kfilter "kiln/internal/filter"
 )
 
 // taggable are the kinds of resources that take tags: the id's prefix, the API's path,
@@ -133,7 +134,7 @@ type describeTagsResponse struct {
 }
 
 // describeTags lists the tags of every resource the caller sees. Its filters are on the
-// tags themselves: key, value, resource-id, resource-type (exact values).
+// tags themselves: key, value, resource-id, resource-type, with kiln's wildcards.
 func describeTags(c *call) (answer, *Error) {
 	fs, e := c.p.filters()
 	if e != nil {
@@ -172,7 +173,7 @@ func describeTags(c *call) (answer, *Error) {
 	all = slices.DeleteFunc(all, func(td tagDescription) bool {
 		for _, f := range fs {
 			v := map[string]string{"key": td.Key, "value": td.Value, "resource-id": td.ResourceID, "resource-type": td.ResourceType}[f.Name]
-			if !slices.Contains(f.Values, v) {
+			if !slices.ContainsFunc(f.Values, func(pattern string) bool { return kfilter.Glob(pattern, v) }) {
 				return true
 			}
 		}
