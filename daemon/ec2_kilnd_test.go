@@ -334,7 +334,7 @@ func TestEC2Boto3(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the boto3 script failed: %v\n%s", err, d.k.Evidence())
 	}
-	for _, want := range []string{"paged 8 images in 2 pages", "gave one instance", "wait_until_running: running", "tag filter found",
+	for _, want := range []string{"paged 8 images in 2 pages", "gave one instance", "wait_until_running: running", "tag filter found", "instance_status_ok waiter",
 		"presigned request worked", "tampered presigned request was refused", "expired presigned request was refused"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("the boto3 script did not say %q", want)

@@ -68,6 +68,9 @@ inst.create_tags(Tags=[{"Key": "made-by", "Value": "boto3"}])
 found = list(ec2.instances.filter(Filters=[{"Name": "tag:made-by", "Values": ["boto3"]}]))
 assert [i.id for i in found] == [iid], found
 print("ok: tag filter found %s" % iid)
+# The guest's checks pass once it is up (and then it shuts down at once when asked).
+client.get_waiter("instance_status_ok").wait(InstanceIds=[iid], WaiterConfig={"Delay": 2, "MaxAttempts": 90})
+print("ok: instance_status_ok waiter for %s" % iid)
 inst.terminate()
 inst.wait_until_terminated(WaiterConfig={"Delay": 2, "MaxAttempts": 60})
 print("ok: terminated %s" % iid)
