@@ -480,7 +480,8 @@ func TestEC2Shapes(t *testing.T) {
 		"UserData", base64.StdEncoding.EncodeToString([]byte("#!/bin/sh\necho KILN-GUEST shapes\n")), "ClientToken", "shapes-1",
 		"Placement.AvailabilityZone", zone, "MetadataOptions.HttpTokens", "required",
 		"BlockDeviceMapping.1.DeviceName", "/dev/vda", "BlockDeviceMapping.1.Ebs.DeleteOnTermination", "true",
-		"TagSpecification.1.ResourceType", "instance", "TagSpecification.1.Tag.1.Key", "Name", "TagSpecification.1.Tag.1.Value", "shapes")
+		"TagSpecification.1.ResourceType", "instance", "TagSpecification.1.Tag.1.Key", "Name", "TagSpecification.1.Tag.1.Value", "shapes",
+		"TagSpecification.2.ResourceType", "volume", "TagSpecification.2.Tag.1.Key", "Name", "TagSpecification.2.Tag.1.Value", "shapes-root")
 	id := run.get("instancesSet/item/instanceId")
 	if !ids.IsID("i-", id) {
 		t.Fatalf("RunInstances gave instance %q", id)
@@ -489,7 +490,10 @@ func TestEC2Shapes(t *testing.T) {
 	if got := s.ok("DescribeInstances", "InstanceId.1", id).get("reservationSet/item/instancesSet/item/instanceState/code"); got != "16" {
 		t.Errorf("DescribeInstances: state code %q, want 16", got)
 	}
-	s.ok("DescribeInstances", "Filter.1.Name", "instance-state-name", "Filter.1.Value.1", "running")
+	if got := s.ok("DescribeInstances", "Filter.1.Name", "instance-state-name", "Filter.1.Value.1", "running",
+		"Filter.2.Name", "tag:Name", "Filter.2.Value.1", "shapes").get("reservationSet/item/instancesSet/item/instanceId"); got != id {
+		t.Errorf("DescribeInstances by state and tag: %q, want %s", got, id)
+	}
 	if got := s.ok("DescribeInstanceStatus", "InstanceId.1", id).get("instanceStatusSet/item/instanceStatus/status"); got != "ok" {
 		t.Errorf("DescribeInstanceStatus of a ready guest: %q", got)
 	}
@@ -511,10 +515,13 @@ func TestEC2Shapes(t *testing.T) {
 	s.ok("DetachVolume", "VolumeId", volID)
 	s.ok("DeleteVolume", "VolumeId", volID)
 
-	// Tags.
-	s.ok("CreateTags", "ResourceId.1", base.ID, "Tag.1.Key", "stage", "Tag.1.Value", "shapes")
-	if got := s.ok("DescribeTags", "Filter.1.Name", "key", "Filter.1.Value.1", "stage").get("tagSet/item/resourceId"); got != base.ID {
-		t.Errorf("DescribeTags: %q, want %s", got, base.ID)
+	// Tags across kinds of resources.
+	s.ok("CreateTags", "ResourceId.1", id, "ResourceId.2", base.ID, "Tag.1.Key", "stage", "Tag.1.Value", "shapes")
+	if got := len(s.ok("DescribeTags", "Filter.1.Name", "key", "Filter.1.Value.1", "stage").all("tagSet/item")); got != 2 {
+		t.Errorf("DescribeTags: %d tags, want 2", got)
+	}
+	if got := len(s.ok("DescribeTags", "Filter.1.Name", "resource-type", "Filter.1.Value.1", "volume").all("tagSet/item")); got != 1 {
+		t.Errorf("DescribeTags of volumes: %d tags, want the root volume's", got)
 	}
 	s.ok("DeleteTags", "ResourceId.1", base.ID, "Tag.1.Key", "stage")
 
