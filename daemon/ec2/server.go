@@ -1,6 +1,7 @@
 package ec2
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -160,7 +162,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, id string) (actio
 		return action, caller.User, e
 	}
 	resp.setRequestID(id)
-	var b strings.Builder
+	// A bytes.Buffer, not a strings.Builder: it grows by doubling, and a DescribeImages of
+	// 1,000 images copied twice the bytes into a Builder (BenchmarkEC2DescribeImages1k).
+	var b bytes.Buffer
 	b.WriteString(xml.Header)
 	enc := xml.NewEncoder(&b)
 	start := xml.StartElement{Name: xml.Name{Local: action + "Response"}, Attr: []xml.Attr{{Name: xml.Name{Local: "xmlns"}, Value: Namespace}}}
@@ -168,7 +172,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, id string) (actio
 		return action, caller.User, errorf(codeInternalError, "encoding the answer: %v", err)
 	}
 	w.Header().Set("Content-Type", "text/xml;charset=UTF-8")
-	io.WriteString(w, b.String())
+	w.Header().Set("Content-Length", strconv.Itoa(b.Len()))
+	w.Write(b.Bytes())
 	return action, caller.User, nil
 }
 
