@@ -59,15 +59,17 @@ func (t *tokens) once(c *call, make func() ([]string, *Error)) ([]string, *Error
 		}
 		return prev.IDs, nil
 	}
+	// What was made is recorded even when a later step failed (a launch whose volumes
+	// could not be tagged): a retry answers it instead of making more.
 	made, e := make()
-	if e != nil || len(made) == 0 {
+	if len(made) == 0 {
 		return made, e
 	}
 	now := t.now()
-	if err := t.db.PutClientToken(record.ClientToken{Key: key, Params: digest, IDs: made, Time: now}, now.Add(-tokenLife)); err != nil {
-		return made, errorf(codeInternalError, "client token: %v", err)
+	if err := t.db.PutClientToken(record.ClientToken{Key: key, Params: digest, IDs: made, Time: now}, now.Add(-tokenLife)); err != nil && e == nil {
+		e = errorf(codeInternalError, "client token: %v", err)
 	}
-	return made, nil
+	return made, e
 }
 
 // paramsDigest identifies a request's parameters but its token and DryRun.
