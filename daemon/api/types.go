@@ -563,3 +563,12 @@ type AccessKey struct {
 	OwnerID         string    `json:"ownerId"`
 	CreateTime      time.Time `json:"createTime"`
 }
+
+// An answer given in process (kilnd's EC2 door calls the API's handlers directly) need
+// not be encoded: a ResponseWriter that is a ValueWriter takes the answer's value as it
+// is, and the body it becomes is a ValueBody, which gives the value back (and reads as
+// its JSON for any other reader).
+type (
+	ValueWriter interface{ WriteValue(status int, v any) }
+	ValueBody   interface{ Value() any }
+)

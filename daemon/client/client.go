@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -78,6 +79,9 @@ func (c *Client) send(ctx context.Context, hc *http.Client, method, path string,
 	}
 	defer resp.Body.Close()
 	if out == nil {
+		return nil
+	}
+	if vb, ok := resp.Body.(api.ValueBody); ok && assign(out, vb.Value()) {
 		return nil
 	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
@@ -425,4 +429,15 @@ func (c *Client) KeyPair(ctx context.Context, ref string) (api.KeyPair, error) {
 // DeleteKeyPair removes a key pair.
 func (c *Client) DeleteKeyPair(ctx context.Context, ref string) (string, error) {
 	return c.delete(ctx, "/key-pairs/"+url.PathEscape(ref), ref)
+}
+
+// assign sets *out to v when v is of out's element type (an answer given in process,
+// api.ValueBody), and reports whether it did.
+func assign(out, v any) bool {
+	dst, src := reflect.ValueOf(out), reflect.ValueOf(v)
+	if dst.Kind() != reflect.Pointer || dst.IsNil() || !src.IsValid() || !src.Type().AssignableTo(dst.Elem().Type()) {
+		return false
+	}
+	dst.Elem().Set(src)
+	return true
 }

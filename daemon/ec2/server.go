@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/xml"
 	"errors"
 	"io"
 	"net"
@@ -165,10 +164,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, id string) (actio
 	// A bytes.Buffer, not a strings.Builder: it grows by doubling, and a DescribeImages of
 	// 1,000 images copied twice the bytes into a Builder (BenchmarkEC2DescribeImages1k).
 	var b bytes.Buffer
-	b.WriteString(xml.Header)
-	enc := xml.NewEncoder(&b)
-	start := xml.StartElement{Name: xml.Name{Local: action + "Response"}, Attr: []xml.Attr{{Name: xml.Name{Local: "xmlns"}, Value: Namespace}}}
-	if err := enc.EncodeElement(resp, start); err != nil {
+	if err := encodeAnswer(&b, action+"Response", resp); err != nil {
 		return action, caller.User, errorf(codeInternalError, "encoding the answer: %v", err)
 	}
 	w.Header().Set("Content-Type", "text/xml;charset=UTF-8")
