@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -156,4 +157,38 @@ func presignFor(t *testing.T, base string, form url.Values, at time.Time) string
 		t.Fatal(err)
 	}
 	return u + "&X-Amz-Signature=" + s.compute(r, nil, attackSecret, unsignedPayload)
+}
+
+// TestTokenLocksAreLetGo: the lock of a client token lives while requests with it run,
+// not for ever (each new token a caller sends would otherwise stay in memory).
+func TestTokenLocksAreLetGo(t *testing.T) {
+	bdb, err := record.OpenFile(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bdb.Close()
+	db, err := record.Open(bdb, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk := newTokens(db, time.Now)
+	for i := range 100 {
+		c := &call{action: "RunInstances", p: params{"ClientToken": "token-" + strconv.Itoa(i), "ImageId": "ami-x"}}
+		ids, e := tk.once(c, func() ([]string, *Error) {
+			if i%2 == 0 {
+				return nil, errorf(codeInvalidParameterValue, "a launch that fails")
+			}
+			return []string{"i-" + strconv.Itoa(i)}, nil
+		})
+		if i%2 == 1 && (e != nil || len(ids) != 1) {
+			t.Fatalf("once: %v %v", ids, e)
+		}
+	}
+	c := &call{action: "RunInstances", p: params{"ClientToken": "token-1", "ImageId": "ami-x"}}
+	if ids, e := tk.once(c, func() ([]string, *Error) { t.Fatal("made twice"); return nil, nil }); e != nil || ids[0] != "i-1" {
+		t.Fatalf("the same token again: %v %v", ids, e)
+	}
+	if n := len(tk.in); n != 0 {
+		t.Errorf("%d token locks kept after their requests ended", n)
+	}
 }
