@@ -1,6 +1,7 @@
 package ec2
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -190,5 +191,33 @@ func TestTokenLocksAreLetGo(t *testing.T) {
 	}
 	if n := len(tk.in); n != 0 {
 		t.Errorf("%d token locks kept after their requests ended", n)
+	}
+}
+
+// TestLaunchVolumeTypeChecked: a launch's volumes take the types CreateVolume takes;
+// another (io2, with its promise of provisioned IOPS) is refused, not ignored.
+func TestLaunchVolumeTypeChecked(t *testing.T) {
+	door := attackDoor(t, "root", time.Now())
+	base := params{"ImageId": "ami-0123456789abcdef0", "MinCount": "1", "MaxCount": "1", "BlockDeviceMapping.1.DeviceName": "/dev/sdb",
+		"BlockDeviceMapping.1.Ebs.VolumeSize": "2"}
+	for _, vt := range []string{"io2", "sc1", "nonsense"} {
+		p := params{"BlockDeviceMapping.1.Ebs.VolumeType": vt}
+		for k, v := range base {
+			p[k] = v
+		}
+		_, e := runInstances(&call{ctx: context.Background(), p: p, s: door, action: "RunInstances"})
+		if e == nil || e.Code != codeInvalidParameterValue {
+			t.Errorf("Ebs.VolumeType %s: %v; want InvalidParameterValue", vt, e)
+		}
+	}
+}
+
+// TestParameterInQueryAndBody: a parameter both in the query and in the body is given
+// twice, as one given twice in either.
+func TestParameterInQueryAndBody(t *testing.T) {
+	r := httptest.NewRequest(http.MethodPost, "http://127.0.0.1:8773/?Action=DescribeImages", strings.NewReader("Action=TerminateInstances"))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if p, e := parseParams(r, []byte("Action=TerminateInstances"), false); e == nil || e.Code != codeInvalidParameter {
+		t.Errorf("Action in the query and the body: %v %v; want InvalidParameter", p, e)
 	}
 }

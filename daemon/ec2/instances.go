@@ -237,6 +237,9 @@ func volumeSpec(m params) (api.VolumeSpec, *Error) {
 			return api.VolumeSpec{}, errorf(codeInvalidParameterValue, "BlockDeviceMapping: %s is not something kiln does (it takes DeviceName, Ebs.VolumeSize and Ebs.DeleteOnTermination)", clip(k))
 		}
 	}
+	if e := checkVolumeType(m["Ebs.VolumeType"]); e != nil {
+		return api.VolumeSpec{}, e
+	}
 	spec := api.VolumeSpec{DeviceName: m["DeviceName"]}
 	if spec.DeviceName == "" {
 		return spec, errorf(codeMissingParameter, "BlockDeviceMapping needs a DeviceName")

@@ -23,8 +23,8 @@ func parseParams(r *http.Request, body []byte, presigned bool) (params, *Error) 
 			if presigned && strings.HasPrefix(k, "X-Amz-") {
 				continue
 			}
-			if len(v) > 1 {
-				return errorf(codeInvalidParameter, "the parameter %s is given %d times", clip(k), len(v))
+			if _, dup := p[k]; len(v) > 1 || dup {
+				return errorf(codeInvalidParameter, "the parameter %s is given more than once (in the query and the body, or twice in one)", clip(k))
 			}
 			p[k] = v[0]
 		}
