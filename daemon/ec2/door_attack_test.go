@@ -221,3 +221,27 @@ func TestParameterInQueryAndBody(t *testing.T) {
 		t.Errorf("Action in the query and the body: %v %v; want InvalidParameter", p, e)
 	}
 }
+
+// TestMaxResultsAsEC2: ids and MaxResults together are InvalidParameterCombination
+// where EC2 says so; DescribeVolumes and DescribeSnapshots take more than their most
+// as their most.
+func TestMaxResultsAsEC2(t *testing.T) {
+	door := attackDoor(t, "root", time.Now())
+	for name, run := range map[string]struct {
+		f func(*call) (answer, *Error)
+		p params
+	}{
+		"DescribeInstanceStatus": {describeInstanceStatus, params{"InstanceId.1": "i-0123456789abcdef0", "MaxResults": "5"}},
+		"DescribeVolumes":        {describeVolumes, params{"VolumeId.1": "vol-0123456789abcdef0", "MaxResults": "5"}},
+		"DescribeSnapshots":      {describeSnapshots, params{"SnapshotId.1": "snap-0123456789abcdef0", "MaxResults": "5"}},
+	} {
+		if _, e := run.f(&call{ctx: context.Background(), p: run.p, s: door, action: name}); e == nil || e.Code != codeInvalidParameterCombo {
+			t.Errorf("%s with ids and MaxResults: %v; want InvalidParameterCombination", name, e)
+		}
+	}
+	p := params{"MaxResults": "2000"}
+	p.capAt("MaxResults", 1000)
+	if n, e := p.integer("MaxResults", 0, 5, 1000); n != 1000 || e != nil {
+		t.Errorf("MaxResults 2000 capped at 1000: %d %v", n, e)
+	}
+}

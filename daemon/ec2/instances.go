@@ -411,6 +411,9 @@ func statusOf(in api.Instance) (system, inst status) {
 
 func describeInstanceStatus(c *call) (answer, *Error) {
 	want := c.p.values("InstanceId")
+	if len(want) > 0 && c.p.get("MaxResults") != "" {
+		return nil, errorf(codeInvalidParameterCombo, "The parameter instancesSet cannot be used with the parameter maxResults")
+	}
 	everyState, e := c.p.boolean("IncludeAllInstances")
 	if e != nil {
 		return nil, e

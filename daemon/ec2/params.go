@@ -95,6 +95,13 @@ func (p params) integer(name string, def, lo, hi int) (int, *Error) {
 	return n, nil
 }
 
+// capAt makes an integer over hi hi (EC2 answers a page of its most, not an error).
+func (p params) capAt(name string, hi int) {
+	if n, err := strconv.Atoi(p[name]); err == nil && n > hi {
+		p[name] = strconv.Itoa(hi)
+	}
+}
+
 // indexed are the entries Name.N(.rest) in the order of N: for each N, the rest of the
 // names after "Name.N." (or "" for Name.N itself) with their values.
 func (p params) indexed(name string) []params {

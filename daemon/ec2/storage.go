@@ -57,6 +57,10 @@ func describeVolumes(c *call) (answer, *Error) {
 	if e := checkIDs("InvalidVolumeID.Malformed", "vol", want); e != nil {
 		return nil, e
 	}
+	if len(want) > 0 && c.p.get("MaxResults") != "" {
+		return nil, errorf(codeInvalidParameterCombo, "The parameter volumeSet cannot be used with the parameter maxResults")
+	}
+	c.p.capAt("MaxResults", 500) // more is 500, as EC2's
 	fs, e := c.p.filters()
 	if e != nil {
 		return nil, e
@@ -295,6 +299,10 @@ func describeSnapshots(c *call) (answer, *Error) {
 	if e := checkIDs("InvalidSnapshotID.Malformed", "snap", want); e != nil {
 		return nil, e
 	}
+	if len(want) > 0 && c.p.get("MaxResults") != "" {
+		return nil, errorf(codeInvalidParameterCombo, "The parameter snapshotSet cannot be used with the parameter maxResults")
+	}
+	c.p.capAt("MaxResults", 1000) // more is 1000, as EC2's
 	fs, e := c.p.filters()
 	if e != nil {
 		return nil, e
