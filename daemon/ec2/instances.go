@@ -237,6 +237,9 @@ func volumeSpec(m params) (api.VolumeSpec, *Error) {
 			return api.VolumeSpec{}, errorf(codeInvalidParameterValue, "BlockDeviceMapping: %s is not something kiln does (it takes DeviceName, Ebs.VolumeSize and Ebs.DeleteOnTermination)", clip(k))
 		}
 	}
+	if e := checkVolumeType(m["Ebs.VolumeType"]); e != nil {
+		return api.VolumeSpec{}, e
+	}
 	spec := api.VolumeSpec{DeviceName: m["DeviceName"]}
 	if spec.DeviceName == "" {
 		return spec, errorf(codeMissingParameter, "BlockDeviceMapping needs a DeviceName")
@@ -408,6 +411,9 @@ func statusOf(in api.Instance) (system, inst status) {
 
 func describeInstanceStatus(c *call) (answer, *Error) {
 	want := c.p.values("InstanceId")
+	if len(want) > 0 && c.p.get("MaxResults") != "" {
+		return nil, errorf(codeInvalidParameterCombo, "The parameter instancesSet cannot be used with the parameter maxResults")
+	}
 	everyState, e := c.p.boolean("IncludeAllInstances")
 	if e != nil {
 		return nil, e

@@ -76,12 +76,6 @@ func (s *Server) Zone() string { return s.cfg.Region + "a" }
 // the action and its parameters, and runs it.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := requestID()
-	select {
-	case s.slots <- struct{}{}:
-		defer func() { <-s.slots }()
-	case <-r.Context().Done():
-		return
-	}
 	start := time.Now()
 	action, who, err := s.serve(w, r, id)
 	l := log.G(r.Context()).WithField("op", "ec2 "+action).WithField("request", id).WithField("dur", time.Since(start))
@@ -127,8 +121,16 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, id string) (actio
 		return "", "", errorf(codeAuthFailure, "AWS was not able to validate the provided access credentials: check the access key id and secret (kiln access-key ls)")
 	}
 	caller, err := peer.Identify(key.UID)
-	if err != nil {
-		return "", "", errorf(codeAuthFailure, "the access key's user (uid %d) no longer exists on this host", key.UID)
+	if err != nil || caller.User != key.OwnerID {
+		// A uid given to another user since is not the key's user: the key is nobody's.
+		return "", "", errorf(codeAuthFailure, "the access key's user (%s, uid %d) no longer exists on this host", key.OwnerID, key.UID)
+	}
+	// A slot only now: bodies that are slow to come, or unsigned, hold none.
+	select {
+	case s.slots <- struct{}{}:
+		defer func() { <-s.slots }()
+	case <-r.Context().Done():
+		return "", caller.User, errorf(codeRequestLimitExceeded, "the request was given up while it waited for one of the %d slots", maxInFlight)
 	}
 	p, e := parseParams(r, body, sig.presigned)
 	if e != nil {
