@@ -269,9 +269,9 @@ type InstanceBlockDeviceMapping struct {
 	DeleteOnTermination bool   `json:"deleteOnTermination"`
 }
 
-// VolumeSpec asks for a blank volume at launch or, naming a device of the image's block
-// device mapping, changes that volume: a larger size (0 keeps the snapshot's), and
-// whether it is deleted with the instance.
+// VolumeSpec is a volume of a launch: a blank one (RunInstancesRequest.Volumes), or a
+// change of one of the image's (RunInstancesRequest.Mappings: a larger size, 0 keeping
+// the snapshot's).
 type VolumeSpec struct {
 	DeviceName string `json:"deviceName"`
 	SizeGiB    int64  `json:"sizeGiB"`
@@ -289,7 +289,9 @@ type RunInstancesRequest struct {
 	MemoryMiB    *int         `json:"memoryMiB,omitempty"` // nil: the type's
 	Count        int          `json:"count,omitempty"`     // 0 means 1
 	UserData     []byte       `json:"userData,omitempty"`  // base64 in JSON
-	Volumes      []VolumeSpec `json:"volumes,omitempty"`
+	Volumes      []VolumeSpec `json:"volumes,omitempty"` // blank volumes, on devices the image has none
+	// Mappings change volumes of the image's block device mapping (by device name).
+	Mappings []VolumeSpec `json:"mappings,omitempty"`
 	// Publish are host ports forwarded to the guest's (kiln run --publish); with one
 	// instance only.
 	Publish []Port `json:"publish,omitempty"`

@@ -262,7 +262,7 @@ func (s *Set) Create(ctx context.Context, owner string, sizeGiB int64, sn *image
 // MakeFor makes the volumes of a new instance of owner's: an overlay on the layers of
 // each of the image's mappings (nothing is copied), and the blank ones asked for. A
 // failure leaves the records of those made, which the caller deletes (DeleteOf).
-func (s *Set) MakeFor(ctx context.Context, owner, instance string, im *images.Image, specs []api.VolumeSpec) ([]record.Mapping, error) {
+func (s *Set) MakeFor(ctx context.Context, owner, instance string, im *images.Image, changes, blank []api.VolumeSpec) ([]record.Mapping, error) {
 	// Layers must not go between looking them up and the volume record naming them.
 	release := s.store.Hold()
 	defer release()
@@ -285,9 +285,9 @@ func (s *Set) MakeFor(ctx context.Context, owner, instance string, im *images.Im
 		}
 		v := &record.Volume{DeviceName: bdm.DeviceName, SnapshotID: bdm.EBS.SnapshotID, Chain: chain, SizeGiB: bdm.EBS.VolumeSize,
 			DeleteOnTermination: bdm.EBS.DeleteOnTermination}
-		if i := slices.IndexFunc(specs, func(sp api.VolumeSpec) bool { return sp.DeviceName == bdm.DeviceName }); i >= 0 {
-			v.SizeGiB = max(v.SizeGiB, specs[i].SizeGiB)
-			if d := specs[i].DeleteOnTermination; d != nil {
+		if i := slices.IndexFunc(changes, func(sp api.VolumeSpec) bool { return sp.DeviceName == bdm.DeviceName }); i >= 0 {
+			v.SizeGiB = max(v.SizeGiB, changes[i].SizeGiB)
+			if d := changes[i].DeleteOnTermination; d != nil {
 				v.DeleteOnTermination = *d
 			}
 		}
@@ -297,10 +297,7 @@ func (s *Set) MakeFor(ctx context.Context, owner, instance string, im *images.Im
 			return nil, err
 		}
 	}
-	for _, spec := range specs {
-		if slices.ContainsFunc(im.BlockDeviceMappings, func(bdm images.BlockDeviceMapping) bool { return bdm.DeviceName == spec.DeviceName }) {
-			continue // changed the image's volume above
-		}
+	for _, spec := range blank {
 		v := &record.Volume{DeviceName: spec.DeviceName, SizeGiB: spec.SizeGiB, DeleteOnTermination: spec.DeleteOnTermination == nil || *spec.DeleteOnTermination}
 		if err := add(v, func(path string) error { return s.tool.CreateBlank(ctx, path, v.SizeGiB<<30) }); err != nil {
 			return nil, err
