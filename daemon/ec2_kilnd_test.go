@@ -250,6 +250,12 @@ func TestEC2CLI(t *testing.T) {
 	d.refused("bob", "UnauthorizedOperation", "modify-image-attribute", "--image-id", made.ImageID, "--launch-permission", "Add=[{UserId=carol}]")
 	d.ok("bob", &res, "run-instances", "--image-id", made.ImageID, "--count", "1")
 	bobs := res.Instances[0].InstanceID
+	// Tags on bob's instance and alice's image at once: refused whole, nothing tagged.
+	d.refused("bob", "UnauthorizedOperation", "create-tags", "--resources", bobs, made.ImageID, "--tags", "Key=mine,Value=yes")
+	d.ok("bob", &rs, "describe-instances", "--filters", "Name=tag-key,Values=mine")
+	if ids := rs.ids(); len(ids) != 0 {
+		t.Errorf("a refused create-tags tagged %v", ids)
+	}
 	d.refused("alice", "InvalidInstanceID.NotFound", "terminate-instances", "--instance-ids", bobs)
 	d.ok("bob", nil, "terminate-instances", "--instance-ids", bobs)
 

@@ -483,7 +483,7 @@ type stateChangeResponse struct {
 // before and after.
 func instanceAction(act string) func(*call) (answer, *Error) {
 	return func(c *call) (answer, *Error) {
-		want := c.p.values("InstanceId")
+		want := slices.Compact(slices.Sorted(slices.Values(c.p.values("InstanceId")))) // each once, as EC2
 		if len(want) == 0 {
 			return nil, errorf(codeMissingParameter, "The request must contain the parameter InstanceId")
 		}

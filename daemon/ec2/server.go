@@ -240,11 +240,9 @@ func (s *Server) Serve(srv *http.Server, ln net.Listener) error {
 // ListenAddress is the address --ec2-listen means: a bare port (":8773" or "8773")
 // listens on loopback only.
 func ListenAddress(addr string) string {
-	if !strings.Contains(addr, ":") {
-		addr = ":" + addr
-	}
-	if strings.HasPrefix(addr, ":") {
-		return "127.0.0.1" + addr
+	port := strings.TrimPrefix(addr, ":")
+	if _, err := strconv.ParseUint(port, 10, 16); err == nil {
+		return "127.0.0.1:" + port
 	}
 	return addr
 }

@@ -108,12 +108,20 @@ func (c *call) resources(ids []string) ([]string, *Error) {
 		if e != nil {
 			return nil, e
 		}
-		if err := c.s.kiln.Call(c.ctx, "GET", p, nil, nil, nil); err != nil {
+		// An image shared with the caller (or public) is seen but not the caller's to tag:
+		// refused before anything is changed, so that a request changes all or nothing.
+		var view struct {
+			LaunchPermission *api.LaunchPermission `json:"launchPermission"`
+		}
+		if err := c.s.kiln.Call(c.ctx, "GET", p, nil, nil, &view); err != nil {
 			e := fromAPI(err, false)
 			if strings.HasSuffix(e.Code, ".NotFound") || e.Code == "InvalidID" {
 				e.Message = "The ID '" + id + "' does not exist"
 			}
 			return nil, e
+		}
+		if strings.HasPrefix(id, "ami-") && view.LaunchPermission == nil {
+			return nil, errorf(codeUnauthorizedOperation, "You are not authorized to perform this operation: image %s is not yours", id)
 		}
 		paths = append(paths, p)
 	}
