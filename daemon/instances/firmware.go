@@ -42,6 +42,11 @@ func (m *Manager) makeFirmwareFiles(dir string, im *images.Image, tpm bool) erro
 		return fmt.Errorf("UEFI variables of image %s: %w", im.ID, err)
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err == nil && im.UEFIData != "" { // pulled from a registry: checked for size only
+		if err := hypervisor.CheckVars(f, st.Size()); err != nil {
+			return fmt.Errorf("the UEFI data of image %s: %v: %w", im.ID, err, errdefs.ErrFailedPrecondition)
+		}
+	}
 	if err := hypervisor.WriteVars(filepath.Join(dir, hypervisor.VarsFile), f); err != nil {
 		return err
 	}
