@@ -234,7 +234,7 @@ func checkRequest(req RegisterRequest) error {
 		// OVMF (2022.11) does not verify a kernel QEMU hands it (-kernel): one that
 		// fails verification is started by its legacy Linux loader all the same. A
 		// Secure Boot that verified nothing would be a lie (docs/decisions.md).
-		return fmt.Errorf("Secure Boot verifies what the firmware loads from a disk, and a kernel given with --kernel is not verified by OVMF: "+
+		return fmt.Errorf("--secure-boot with --kernel: Secure Boot verifies what the firmware loads from a disk, and a kernel given with --kernel is not verified by OVMF: "+
 			"register a disk that boots by itself (an EFI system partition with a signed loader) without --kernel: %w", errdefs.ErrInvalidArgument)
 	case len(req.Disks) == 0:
 		return fmt.Errorf("at least one disk is needed (--disk FILE): %w", errdefs.ErrInvalidArgument)
