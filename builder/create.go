@@ -48,8 +48,9 @@ type CaptureRequest struct {
 	SourceInstanceID           string
 	Source                     *images.Image // the instance's image: boot settings
 	Volumes                    []CaptureVolume
-	// UEFIVars, when set, is the instance's UEFI variable store (a file that does not
-	// change while Run reads it): it becomes the new image's UEFI data.
+	// UEFIVars, when set, is the instance's UEFI variable store: it becomes the new
+	// image's UEFI data. It does not change while Run reads it, but in a live capture
+	// (--no-reboot), where the guest may write a variable meanwhile (docs/decisions.md).
 	UEFIVars string
 	// SnapshotTags are given to each snapshot made (EC2's TagSpecifications for
 	// snapshots); Tags go to the image.
