@@ -169,7 +169,7 @@ func (b *Builder) Prepare(ctx context.Context, req RegisterRequest) (_ *Registra
 	if err := checkBootFile("initrd", req.Initrd); err != nil {
 		return nil, err
 	}
-	if err := checkUEFIData(req.UEFIData); err != nil {
+	if err := checkUEFIData(req.UEFIData, req.SecureBoot); err != nil {
 		return nil, err
 	}
 	im := &images.Image{
@@ -299,8 +299,9 @@ func checkBootFile(what string, f *os.File) error {
 }
 
 // checkUEFIData checks a variable store a caller gives: readable, a regular file that
-// is an OVMF store (hypervisor.CheckVars).
-func checkUEFIData(f *os.File) error {
+// is an OVMF store (hypervisor.CheckVars), with a platform key when the image boots
+// with Secure Boot (without one OVMF stays in setup mode and checks nothing).
+func checkUEFIData(f *os.File, secureBoot bool) error {
 	if f == nil {
 		return nil
 	}
@@ -316,6 +317,10 @@ func checkUEFIData(f *os.File) error {
 	}
 	if err := hypervisor.CheckVars(f, st.Size()); err != nil {
 		return fmt.Errorf("UEFI data: %v (give a copy of OVMF's variable store, as an instance's uefi-vars.fd is): %w", err, errdefs.ErrInvalidArgument)
+	}
+	if secureBoot && !hypervisor.HasPlatformKey(f, st.Size()) {
+		return fmt.Errorf("UEFI data has no platform key (PK): under --secure-boot the firmware would stay in setup mode and check nothing; "+
+			"enroll keys (OVMF's %s has Microsoft's) or leave out --secure-boot: %w", "OVMF_VARS_4M.ms.fd", errdefs.ErrInvalidArgument)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -52,6 +53,12 @@ func TestUEFIDataRefused(t *testing.T) {
 		if im, err := register(bad.name, bad.file); !isCode(err, api.CodeInvalidParameterValue) && !errdefs.IsInvalidArgument(err) {
 			t.Errorf("--uefi-data %s: %+v, %v; want %s", bad.name, im, err, api.CodeInvalidParameterValue)
 		}
+	}
+	// Secure Boot over a store without a platform key would check nothing.
+	_, err = k.RegisterImage(ctx, api.RegisterImageRequest{Name: "keyless", BootMode: "uefi", SecureBoot: true,
+		UEFIData: hypervisor.VarsTemplate(false), Disks: []api.Disk{{Name: g.Disk, Format: "qcow2"}}})
+	if !isCode(err, api.CodeInvalidParameterValue) || !strings.Contains(err.Error(), "platform key") {
+		t.Errorf("--secure-boot with a store without keys: %v; want %s naming the platform key", err, api.CodeInvalidParameterValue)
 	}
 	if list, err := k.Images(ctx, client.ListImagesOptions{}); err != nil || len(list) != 0 {
 		t.Fatalf("refused registrations left images: %+v, %v", list, err)

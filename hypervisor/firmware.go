@@ -216,3 +216,38 @@ func (f *Firmware) firmwareArgs(p *Passed) (args []string, machine string, err e
 	}
 	return args, machine, nil
 }
+
+// HasPlatformKey reports whether a variable store (CheckVars') holds a platform key:
+// without one OVMF stays in setup mode and Secure Boot checks nothing. It walks the
+// authenticated variables after the store's header for a live PK of EFI's global GUID.
+func HasPlatformKey(r io.ReaderAt, size int64) bool {
+	if CheckVars(r, size) != nil {
+		return false
+	}
+	b := make([]byte, size)
+	if _, err := r.ReadAt(b, 0); err != nil {
+		return false
+	}
+	const varHeader, storeHeader = 60, 28
+	off := int(binary.LittleEndian.Uint16(b[0x30:])) + storeHeader
+	pk := []byte{'P', 0, 'K', 0, 0, 0}
+	for off+varHeader <= len(b) && binary.LittleEndian.Uint16(b[off:]) == 0x55aa {
+		state := b[off+2]
+		nameSize := int(binary.LittleEndian.Uint32(b[off+36:]))
+		dataSize := int(binary.LittleEndian.Uint32(b[off+40:]))
+		guid := b[off+44 : off+60]
+		if nameSize < 0 || dataSize < 0 || off+varHeader+nameSize+dataSize > len(b) {
+			return false
+		}
+		name := b[off+varHeader : off+varHeader+nameSize]
+		// EDK II's VAR_ADDED, also while in deleted transition.
+		if (state == 0x3f || state == 0x3e) && bytes.Equal(name, pk) && bytes.Equal(guid, globalVariableGUID) && dataSize > 0 {
+			return true
+		}
+		off = (off + varHeader + nameSize + dataSize + 3) &^ 3
+	}
+	return false
+}
+
+// globalVariableGUID is EFI_GLOBAL_VARIABLE (8be4df61-93ca-11d2-aa0d-00e098032b8c) as stored.
+var globalVariableGUID = []byte{0x61, 0xdf, 0xe4, 0x8b, 0xca, 0x93, 0xd2, 0x11, 0xaa, 0x0d, 0x00, 0xe0, 0x98, 0x03, 0x2b, 0x8c}

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"kiln/internal/kilntest"
 )
 
 // TestWriteVars: a machine's variable store is made only of an OVMF store (either of
@@ -50,5 +52,26 @@ func TestWriteVars(t *testing.T) {
 		if names, _ := os.ReadDir(dir); len(names) != 0 {
 			t.Errorf("%s: left %v", c.name, names)
 		}
+	}
+}
+
+// TestHasPlatformKey: OVMF's template without keys has no PK; the Microsoft-keyed one
+// and the snakeoil one have one; zeros are no store at all.
+func TestHasPlatformKey(t *testing.T) {
+	for f, want := range map[string]bool{"OVMF_VARS_4M.fd": false, "OVMF_VARS_4M.ms.fd": true, "OVMF_VARS_4M.snakeoil.fd": true} {
+		fh, err := os.Open(filepath.Join(OVMFDir, f))
+		if err != nil {
+			kilntest.Missing(t, "OVMF (make deps installs ovmf): %v", err)
+			continue
+		}
+		st, _ := fh.Stat()
+		if got := HasPlatformKey(fh, st.Size()); got != want {
+			t.Errorf("%s: platform key %v; want %v", f, got, want)
+		}
+		fh.Close()
+	}
+	zeros := bytes.NewReader(make([]byte, 540672))
+	if HasPlatformKey(zeros, int64(zeros.Len())) {
+		t.Error("zeros have a platform key")
 	}
 }

@@ -51,6 +51,9 @@ func (m *Manager) makeFirmwareFiles(dir string, im *images.Image, tpm bool) erro
 		if err := hypervisor.CheckVars(f, st.Size()); err != nil {
 			return fmt.Errorf("the UEFI data of image %s: %v: %w", im.ID, err, errdefs.ErrFailedPrecondition)
 		}
+		if im.SecureBoot && !hypervisor.HasPlatformKey(f, st.Size()) {
+			return fmt.Errorf("the UEFI data of image %s has no platform key: its Secure Boot would check nothing: %w", im.ID, errdefs.ErrFailedPrecondition)
+		}
 	}
 	if err := hypervisor.WriteVars(filepath.Join(dir, hypervisor.VarsFile), f); err != nil {
 		return err
