@@ -123,14 +123,22 @@ func (x *Images) Deregister(c peer.Caller, ref string, retention Retention) (api
 	if err := im.CheckDeregister(now); err != nil {
 		return api.Deleted{}, err
 	}
+	// Checked again with the change, under the store's lock: protection may have been
+	// turned on, or the image put into the bin, since it was looked up.
+	check := func(cur *images.Image) error {
+		if cur.InBin() {
+			return fmt.Errorf("image %s: %w", cur.ID, errdefs.ErrNotFound)
+		}
+		return cur.CheckDeregister(now)
+	}
 	if keep, ok := retention(im.OwnerID, im.Tags); ok && im.Manifest != "" {
 		stay := images.BinStay{Enter: now.UTC(), Exit: now.UTC().Add(keep)}
-		if _, err := x.store.BinImage(im.ID, stay); err != nil {
+		if _, err := x.store.BinImage(im.ID, stay, check); err != nil {
 			return api.Deleted{}, err
 		}
 		return api.Deleted{ID: im.ID, RecycleBinExitTime: &stay.Exit}, nil
 	}
-	if _, err := x.store.DeleteImage(im.ID); err != nil {
+	if _, err := x.store.DeleteImageIf(im.ID, check); err != nil {
 		return api.Deleted{}, err
 	}
 	return api.Deleted{ID: im.ID}, nil

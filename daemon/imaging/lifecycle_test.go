@@ -1,0 +1,59 @@
+package imaging_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+
+	"kiln/daemon/imaging"
+	"kiln/daemon/peer"
+	"kiln/daemon/quota"
+	"kiln/images"
+	"kiln/internal/ids"
+	"kiln/internal/kilntest"
+	"kiln/volumes"
+)
+
+// TestDeregisterChecksProtectionWithTheChange: deregistration protection turned on
+// while a deregister is under way (after it looked at the image, before it changed
+// it) holds: the image is neither deleted nor put into the recycle bin, whichever the
+// rules say. The retention callback runs between the two, so it plays the other
+// request.
+func TestDeregisterChecksProtectionWithTheChange(t *testing.T) {
+	root := t.TempDir()
+	store, err := images.Open(context.Background(), root, kilntest.MetaDB(t, root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := imaging.New(store, volumes.Tool{}, 0, func(peer.Caller) bool { return false }, func(string) quota.Quota { return quota.Quota{} })
+	alice := peer.Caller{UID: 1000, User: "alice"}
+	for _, bin := range []bool{false, true} {
+		im := &images.Image{ID: ids.NewID(images.ImagePrefix), Name: "protected-meanwhile", OwnerID: "alice", State: images.StateAvailable,
+			CreationDate: time.Now(), Manifest: digest.FromString("a manifest")}
+		if err := store.CreateImage(im); err != nil {
+			t.Fatal(err)
+		}
+		_, err := x.Deregister(alice, im.ID, func(string, map[string]string) (time.Duration, bool) {
+			if _, err := x.Protect(alice, im.ID, false); err != nil {
+				t.Fatal(err)
+			}
+			return 24 * time.Hour, bin
+		})
+		if !errdefs.IsFailedPrecondition(err) {
+			t.Errorf("bin %v: deregister of an image protected meanwhile: %v; want refused", bin, err)
+		}
+		got, err := store.Image(im.ID)
+		if err != nil || got.InBin() || !got.Protected {
+			t.Fatalf("bin %v: the protected image after the deregister: %+v, %v; want it kept, protected, not in the bin", bin, got, err)
+		}
+		if _, err := x.Unprotect(alice, im.ID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := x.Deregister(alice, im.ID, func(string, map[string]string) (time.Duration, bool) { return 0, false }); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
