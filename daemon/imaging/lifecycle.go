@@ -8,6 +8,7 @@ import (
 
 	"kiln/daemon/api"
 	"kiln/daemon/peer"
+	"kiln/daemon/quota"
 	"kiln/images"
 	"kiln/internal/ids"
 )
@@ -157,6 +158,26 @@ func (x *Images) Restore(c peer.Caller, ref string) (*images.Image, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	// In the bin it counted for no quota of its owner's: it must fit them again, counted
+	// as Admit and Share count (under the same lock as Admit).
+	q := x.quota(im.OwnerID)
+	x.reserved.Lock()
+	defer x.reserved.Unlock()
+	mine := x.store.Images(func(o *images.Image) bool { return o.OwnerID == im.OwnerID && !o.InBin() })
+	if n := len(mine) + int(x.reserved.images[im.OwnerID]); n+1 > q.Images {
+		return nil, quota.Exceeded(im.OwnerID, "images", q.Images, n, 1)
+	}
+	if im.Public {
+		n := 0
+		for _, o := range mine {
+			if o.Public {
+				n++
+			}
+		}
+		if n+1 > q.PublicImages {
+			return nil, quota.Exceeded(im.OwnerID, "public images", q.PublicImages, n, 1)
+		}
 	}
 	return x.store.RestoreImage(im.ID, now)
 }

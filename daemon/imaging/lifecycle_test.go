@@ -57,3 +57,55 @@ func TestDeregisterChecksProtectionWithTheChange(t *testing.T) {
 		}
 	}
 }
+
+// TestRestoreKeepsQuotas: an image in the recycle bin does not count against its
+// owner's quotas, so a restore that would pass them (images, public images: others were
+// made meanwhile) is refused, as the register or share that passes them would be.
+func TestRestoreKeepsQuotas(t *testing.T) {
+	root := t.TempDir()
+	store, err := images.Open(context.Background(), root, kilntest.MetaDB(t, root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := quota.Quota{Images: 2, PublicImages: 1, ImagesInProgress: 1}
+	x := imaging.New(store, volumes.Tool{}, 0, func(peer.Caller) bool { return false }, func(string) quota.Quota { return q })
+	x.Now = time.Now
+	alice := peer.Caller{UID: 1000, User: "alice"}
+	n := 0
+	image := func(public bool) *images.Image {
+		t.Helper()
+		release, err := x.Admit("alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer release()
+		n++
+		im := &images.Image{ID: ids.NewID(images.ImagePrefix), Name: "img-" + string(rune('a'+n)), OwnerID: "alice", State: images.StateAvailable,
+			CreationDate: time.Now(), Manifest: digest.FromString("a manifest"), Public: public}
+		if err := store.CreateImage(im); err != nil {
+			t.Fatal(err)
+		}
+		return im
+	}
+	keep := func(string, map[string]string) (time.Duration, bool) { return 24 * time.Hour, true }
+
+	pub := image(true)
+	if _, err := x.Deregister(alice, pub.ID, keep); err != nil {
+		t.Fatal(err)
+	}
+	other := image(true) // the public slot, free while pub is in the bin
+	if _, err := x.Restore(alice, pub.ID); !errdefs.IsResourceExhausted(err) {
+		t.Errorf("restoring a public image past the public images quota: %v; want refused", err)
+	}
+	if _, err := x.Deregister(alice, other.ID, func(string, map[string]string) (time.Duration, bool) { return 0, false }); err != nil {
+		t.Fatal(err)
+	}
+	image(false)
+	image(false) // the images quota (2) is full
+	if _, err := x.Restore(alice, pub.ID); !errdefs.IsResourceExhausted(err) {
+		t.Errorf("restoring an image past the images quota: %v; want refused", err)
+	}
+	if got := store.BinImages(time.Now()); len(got) != 1 || got[0].ID != pub.ID {
+		t.Errorf("a refused restore left the bin with %v; want %s in it", got, pub.ID)
+	}
+}
