@@ -23,12 +23,7 @@ import (
 // rules say. The retention callback runs between the two, so it plays the other
 // request.
 func TestDeregisterChecksProtectionWithTheChange(t *testing.T) {
-	root := t.TempDir()
-	store, err := images.Open(context.Background(), root, kilntest.MetaDB(t, root))
-	if err != nil {
-		t.Fatal(err)
-	}
-	x := imaging.New(store, volumes.Tool{}, 0, func(peer.Caller) bool { return false }, func(string) quota.Quota { return quota.Quota{} })
+	store, x := newImages(t, quota.Quota{})
 	alice := peer.Caller{UID: 1000, User: "alice"}
 	for _, bin := range []bool{false, true} {
 		im := &images.Image{ID: ids.NewID(images.ImagePrefix), Name: "protected-meanwhile", OwnerID: "alice", State: images.StateAvailable,
@@ -62,14 +57,7 @@ func TestDeregisterChecksProtectionWithTheChange(t *testing.T) {
 // owner's quotas, so a restore that would pass them (images, public images: others were
 // made meanwhile) is refused, as the register or share that passes them would be.
 func TestRestoreKeepsQuotas(t *testing.T) {
-	root := t.TempDir()
-	store, err := images.Open(context.Background(), root, kilntest.MetaDB(t, root))
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := quota.Quota{Images: 2, PublicImages: 1, ImagesInProgress: 1}
-	x := imaging.New(store, volumes.Tool{}, 0, func(peer.Caller) bool { return false }, func(string) quota.Quota { return q })
-	x.Now = time.Now
+	store, x := newImages(t, quota.Quota{Images: 2, PublicImages: 1, ImagesInProgress: 1})
 	alice := peer.Caller{UID: 1000, User: "alice"}
 	n := 0
 	image := func(public bool) *images.Image {
@@ -108,4 +96,16 @@ func TestRestoreKeepsQuotas(t *testing.T) {
 	if got := store.BinImages(time.Now()); len(got) != 1 || got[0].ID != pub.ID {
 		t.Errorf("a refused restore left the bin with %v; want %s in it", got, pub.ID)
 	}
+}
+
+// newImages is the image side over a new store in a temporary directory, no caller an
+// administrator, everyone's quota q.
+func newImages(t *testing.T, q quota.Quota) (*images.Store, *imaging.Images) {
+	t.Helper()
+	root := t.TempDir()
+	store, err := images.Open(context.Background(), root, kilntest.MetaDB(t, root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store, imaging.New(store, volumes.Tool{}, 0, func(peer.Caller) bool { return false }, func(string) quota.Quota { return q })
 }
