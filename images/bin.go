@@ -14,12 +14,18 @@ import (
 // anyone meanwhile, only an entry of the bin, until it is restored (same id, same
 // content) or its stay ends and PurgeBin deletes it.
 
-// BinImage puts the image into the recycle bin for stay. An unknown id, or one already
-// in the bin, gives errdefs.ErrNotFound.
-func (s *Store) BinImage(id string, stay BinStay) (*Image, error) {
+// BinImage puts the image into the recycle bin for stay, if check (nil: none) passes on
+// its record as it is then, under the store's lock (its error comes back). An unknown
+// id, or one already in the bin, gives errdefs.ErrNotFound.
+func (s *Store) BinImage(id string, stay BinStay, check func(*Image) error) (*Image, error) {
 	return s.UpdateImage(id, func(im *Image) error {
 		if im.Bin != nil {
 			return fmt.Errorf("image %s: %w", id, errdefs.ErrNotFound)
+		}
+		if check != nil {
+			if err := check(im); err != nil {
+				return err
+			}
 		}
 		im.Bin = &stay
 		return nil
@@ -123,7 +129,17 @@ func (s *Store) putSnapshot(sn *Snapshot) error {
 // DeleteImage does), and returns their ids. Their content goes at the GC that follows.
 func (s *Store) PurgeBin(now time.Time) (imageIDs, snapshotIDs []string, err error) {
 	for _, im := range s.Images(func(im *Image) bool { return im.Bin != nil && !now.Before(im.Bin.Exit) }) {
-		if _, err := s.DeleteImage(im.ID); err != nil && !errdefs.IsNotFound(err) {
+		// Checked again under the lock: a restore may have come first.
+		_, err := s.DeleteImageIf(im.ID, func(cur *Image) error {
+			if cur.Bin == nil || now.Before(cur.Bin.Exit) {
+				return fmt.Errorf("image %s left the recycle bin: %w", im.ID, errdefs.ErrNotFound)
+			}
+			return nil
+		})
+		if errdefs.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
 			return imageIDs, snapshotIDs, err
 		}
 		imageIDs = append(imageIDs, im.ID)

@@ -26,10 +26,10 @@ func TestBinImage(t *testing.T) {
 	l := layer(t, s, "l", []byte("the binned image's layer"))
 	im := imageOver(t, s, "web", l)
 	now := time.Now()
-	if _, err := s.BinImage(im.ID, BinStay{Enter: now, Exit: now.Add(time.Hour)}); err != nil {
+	if _, err := s.BinImage(im.ID, BinStay{Enter: now, Exit: now.Add(time.Hour)}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.BinImage(im.ID, BinStay{Enter: now, Exit: now.Add(time.Hour)}); !errdefs.IsNotFound(err) {
+	if _, err := s.BinImage(im.ID, BinStay{Enter: now, Exit: now.Add(time.Hour)}, nil); !errdefs.IsNotFound(err) {
 		t.Errorf("binning it twice: %v; want not found", err)
 	}
 	if err := s.CheckNameFree("alice", "web"); err != nil {
@@ -64,7 +64,7 @@ func TestBinImage(t *testing.T) {
 		t.Fatalf("restore: %+v, %v", back, err)
 	}
 	// Past the stay: not restorable, purged, collected.
-	if _, err := s.BinImage(im.ID, BinStay{Enter: now, Exit: now.Add(time.Hour)}); err != nil {
+	if _, err := s.BinImage(im.ID, BinStay{Enter: now, Exit: now.Add(time.Hour)}, nil); err != nil {
 		t.Fatal(err)
 	}
 	later := now.Add(time.Hour)

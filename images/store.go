@@ -312,12 +312,21 @@ func (s *Store) Images(keep func(*Image) bool) []*Image {
 // images that no remaining image uses (a copy shares its original's snapshots, so they
 // go with the last image that names them), in one transaction. Content goes at the next
 // GC, if nothing else reaches it. An unknown id gives errdefs.ErrNotFound.
-func (s *Store) DeleteImage(id string) (*Image, error) {
+func (s *Store) DeleteImage(id string) (*Image, error) { return s.DeleteImageIf(id, nil) }
+
+// DeleteImageIf is DeleteImage if check (nil: none) passes on the image's record as it
+// is then, under the store's lock; else check's error comes back and nothing changes.
+func (s *Store) DeleteImageIf(id string, check func(*Image) error) (*Image, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	im, ok := s.images[id]
 	if !ok {
 		return nil, fmt.Errorf("image %s: %w", id, errdefs.ErrNotFound)
+	}
+	if check != nil {
+		if err := check(im.clone()); err != nil {
+			return nil, err
+		}
 	}
 	used := map[string]bool{}
 	for oid, other := range s.images {

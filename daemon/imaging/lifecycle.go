@@ -8,6 +8,7 @@ import (
 
 	"kiln/daemon/api"
 	"kiln/daemon/peer"
+	"kiln/daemon/quota"
 	"kiln/images"
 	"kiln/internal/ids"
 )
@@ -123,14 +124,22 @@ func (x *Images) Deregister(c peer.Caller, ref string, retention Retention) (api
 	if err := im.CheckDeregister(now); err != nil {
 		return api.Deleted{}, err
 	}
+	// Checked again with the change, under the store's lock: protection may have been
+	// turned on, or the image put into the bin, since it was looked up.
+	check := func(cur *images.Image) error {
+		if cur.InBin() {
+			return fmt.Errorf("image %s: %w", cur.ID, errdefs.ErrNotFound)
+		}
+		return cur.CheckDeregister(now)
+	}
 	if keep, ok := retention(im.OwnerID, im.Tags); ok && im.Manifest != "" {
 		stay := images.BinStay{Enter: now.UTC(), Exit: now.UTC().Add(keep)}
-		if _, err := x.store.BinImage(im.ID, stay); err != nil {
+		if _, err := x.store.BinImage(im.ID, stay, check); err != nil {
 			return api.Deleted{}, err
 		}
 		return api.Deleted{ID: im.ID, RecycleBinExitTime: &stay.Exit}, nil
 	}
-	if _, err := x.store.DeleteImage(im.ID); err != nil {
+	if _, err := x.store.DeleteImageIf(im.ID, check); err != nil {
 		return api.Deleted{}, err
 	}
 	return api.Deleted{ID: im.ID}, nil
@@ -149,6 +158,26 @@ func (x *Images) Restore(c peer.Caller, ref string) (*images.Image, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	// In the bin it counted for no quota of its owner's: it must fit them again, counted
+	// as Admit and Share count (under the same lock as Admit).
+	q := x.quota(im.OwnerID)
+	x.reserved.Lock()
+	defer x.reserved.Unlock()
+	mine := x.store.Images(func(o *images.Image) bool { return o.OwnerID == im.OwnerID && !o.InBin() })
+	if n := len(mine) + int(x.reserved.images[im.OwnerID]); n+1 > q.Images {
+		return nil, quota.Exceeded(im.OwnerID, "images", q.Images, n, 1)
+	}
+	if im.Public {
+		n := 0
+		for _, o := range mine {
+			if o.Public {
+				n++
+			}
+		}
+		if n+1 > q.PublicImages {
+			return nil, quota.Exceeded(im.OwnerID, "public images", q.PublicImages, n, 1)
+		}
 	}
 	return x.store.RestoreImage(im.ID, now)
 }
