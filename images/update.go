@@ -14,7 +14,7 @@ func (s *Store) UpdateSnapshot(id string, fn func(*Snapshot) error) (*Snapshot, 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cur, ok := s.snapshots[id]
-	if !ok {
+	if !ok || cur.Bin != nil { // one in the recycle bin is no snapshot to change
 		return nil, fmt.Errorf("snapshot %s: %w", id, errdefs.ErrNotFound)
 	}
 	sn := cur.clone()

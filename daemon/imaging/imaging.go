@@ -377,7 +377,12 @@ func (x *Images) Change(c peer.Caller, ref string, change func(*images.Image) er
 	if err != nil {
 		return nil, err
 	}
-	return x.store.UpdateImage(im.ID, change)
+	return x.store.UpdateImage(im.ID, func(cur *images.Image) error {
+		if cur.Bin != nil { // deregistered into the bin since it was looked up: no image now
+			return fmt.Errorf("image %s: %w", im.ID, errdefs.ErrNotFound)
+		}
+		return change(cur)
+	})
 }
 
 // ToAPI is the API's view of an image record.
