@@ -118,6 +118,26 @@ func (d *ec2Door) ok(user string, out any, args ...string) {
 	}
 }
 
+// wait runs an aws CLI waiter once kiln's own client saw what it waits for: the
+// waiter's first poll then matches (its acceptors are checked against kiln's answer)
+// instead of sleeping the CLI's fixed 15 s between polls.
+func (d *ec2Door) wait(user, waiter, id string) {
+	d.t.Helper()
+	if waiter == "image-available" {
+		if _, err := d.k.WaitImage(guestCtx(d.t), id, nil); err != nil {
+			d.t.Fatal(err)
+		}
+	} else {
+		waitState(d.t, d.k, id, strings.TrimPrefix(waiter, "instance-"))
+	}
+	start := time.Now()
+	flag := map[bool]string{true: "--image-ids", false: "--instance-ids"}[waiter == "image-available"]
+	d.ok(user, nil, "wait", waiter, flag, id)
+	if took := time.Since(start); took > 10*time.Second {
+		d.t.Errorf("aws ec2 wait %s %s took %v: its first poll did not match what kiln shows", waiter, id, took)
+	}
+}
+
 // refused runs the aws CLI as user and fails the test unless it exits 254 (an error
 // the service answered) with code.
 func (d *ec2Door) refused(user, code string, args ...string) {
@@ -202,7 +222,7 @@ func TestEC2CLI(t *testing.T) {
 		t.Fatalf("run-instances: %+v", res)
 	}
 	inst := res.Instances[0].InstanceID
-	d.ok("alice", nil, "wait", "instance-running", "--instance-ids", inst)
+	d.wait("alice", "instance-running", inst)
 	kilntest.Poll(t, guestDeadline, "the user data's line on the console", func() bool {
 		var out struct{ Output string }
 		d.ok("alice", &out, "get-console-output", "--instance-id", inst, "--latest")
@@ -222,7 +242,7 @@ func TestEC2CLI(t *testing.T) {
 	}
 	var made struct{ ImageID string }
 	d.ok("alice", &made, "create-image", "--instance-id", inst, "--name", "web-captured", "--description", "made through EC2")
-	d.ok("alice", nil, "wait", "image-available", "--image-ids", made.ImageID)
+	d.wait("alice", "image-available", made.ImageID)
 
 	// Shared with bob: bob sees it and launches it; carol does not see it.
 	d.ok("alice", nil, "modify-image-attribute", "--image-id", made.ImageID, "--launch-permission", "Add=[{UserId=bob}]")
@@ -274,15 +294,15 @@ func TestEC2CLI(t *testing.T) {
 		c[0].CurrentState.Name != "stopping" && c[0].CurrentState.Name != "stopped" {
 		t.Errorf("stop-instances: %+v", changes)
 	}
-	d.ok("alice", nil, "wait", "instance-stopped", "--instance-ids", inst)
+	d.wait("alice", "instance-stopped", inst)
 	d.ok("alice", &changes, "start-instances", "--instance-ids", inst)
 	if c := changes.StartingInstances; len(c) != 1 || c[0].PreviousState.Code != 80 {
 		t.Errorf("start-instances: %+v", changes)
 	}
-	d.ok("alice", nil, "wait", "instance-running", "--instance-ids", inst)
+	d.wait("alice", "instance-running", inst)
 	d.ok("alice", &changes, "terminate-instances", "--instance-ids", inst)
-	d.ok("alice", nil, "wait", "instance-terminated", "--instance-ids", inst)
-	d.ok("bob", nil, "wait", "instance-terminated", "--instance-ids", bobs)
+	d.wait("alice", "instance-terminated", inst)
+	d.wait("bob", "instance-terminated", bobs)
 	d.ok("alice", &rs, "describe-instances", "--instance-ids", inst)
 	if len(rs.Reservations) != 1 || rs.Reservations[0].Instances[0].State.Code != 48 {
 		t.Errorf("describe-instances of a terminated instance: %+v; want it, terminated (48)", rs)
