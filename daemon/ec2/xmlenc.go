@@ -59,6 +59,7 @@ func plan(t reflect.Type) []xmlField {
 // encodeAnswer writes an answer document: the XML header, then v's fields inside
 // <root xmlns=…>.
 func encodeAnswer(b *bytes.Buffer, root string, v any) error {
+	b.Grow(64 << 10) // most answers fit; a long list grows it a few times, not many
 	b.WriteString(xml.Header)
 	b.WriteString("<" + root + ` xmlns="` + Namespace + `">`)
 	if err := encodeFields(b, reflect.Indirect(reflect.ValueOf(v))); err != nil {
@@ -96,14 +97,16 @@ func encodeElement(b *bytes.Buffer, name string, v reflect.Value) error {
 		}
 		return nil
 	}
-	b.WriteString("<" + name + ">")
+	b.WriteByte('<')
+	b.WriteString(name)
+	b.WriteByte('>')
 	switch v.Kind() {
 	case reflect.Struct:
 		if err := encodeFields(b, v); err != nil {
 			return err
 		}
 	case reflect.String:
-		xml.EscapeText(b, []byte(v.String()))
+		escape(b, v.String())
 	case reflect.Bool:
 		b.WriteString(strconv.FormatBool(v.Bool()))
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
@@ -113,6 +116,20 @@ func encodeElement(b *bytes.Buffer, name string, v reflect.Value) error {
 	default:
 		return fmt.Errorf("xml: %s of kind %s", name, v.Kind())
 	}
-	b.WriteString("</" + name + ">")
+	b.WriteString("</")
+	b.WriteString(name)
+	b.WriteByte('>')
 	return nil
+}
+
+// escape writes s as XML text, as encoding/xml.EscapeText does; most strings (ids,
+// names, states) need nothing escaped and are written as they are.
+func escape(b *bytes.Buffer, s string) {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '<' || c == '>' || c == '&' || c == '\'' || c == '"' {
+			xml.EscapeText(b, []byte(s))
+			return
+		}
+	}
+	b.WriteString(s)
 }
