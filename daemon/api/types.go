@@ -289,7 +289,7 @@ type RunInstancesRequest struct {
 	MemoryMiB    *int         `json:"memoryMiB,omitempty"` // nil: the type's
 	Count        int          `json:"count,omitempty"`     // 0 means 1
 	UserData     []byte       `json:"userData,omitempty"`  // base64 in JSON
-	Volumes      []VolumeSpec `json:"volumes,omitempty"` // blank volumes, on devices the image has none
+	Volumes      []VolumeSpec `json:"volumes,omitempty"`   // blank volumes, on devices the image has none
 	// Mappings change volumes of the image's block device mapping (by device name).
 	Mappings []VolumeSpec `json:"mappings,omitempty"`
 	// Publish are host ports forwarded to the guest's (kiln run --publish); with one
