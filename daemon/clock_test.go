@@ -36,7 +36,7 @@ func TestTestClockOnlyKilndsFile(t *testing.T) {
 		}
 	}
 	// far says whether the clock reads about 1000h ahead.
-	far := func(now func() time.Time) bool { return now().Sub(time.Now()) > 999*time.Hour }
+	far := func(now func() time.Time) bool { return time.Until(now()) > 999*time.Hour }
 
 	write(mine, "0s", 0, 0o600)
 	link := filepath.Join(dir, "link")

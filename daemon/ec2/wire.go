@@ -138,13 +138,6 @@ func writeXML(w http.ResponseWriter, status int, v any) {
 // clip shortens what a caller sent before it goes into a message.
 func clip(s string) string { return ids.Clip(s) }
 
-// lower is the cloud's spelling of a boolean.
-func boolString(b bool) string {
-	if b {
-		return "true"
-	}
-	return "false"
-}
 
 // notFound is the error for ids that do not exist (or the caller may not see).
 func notFound(code, what string, missing []string) *Error {
