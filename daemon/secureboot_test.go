@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"os"
@@ -150,7 +151,10 @@ func unsignedDisk(t *testing.T, disk, file string) string {
 	part, loader := filepath.Join(dir, "boot.img"), filepath.Join(dir, "file.efi")
 	run("qemu-img", "dd", "-f", "qcow2", "-O", "raw", "if="+disk, "of="+part, "bs=512",
 		"skip="+strconv.Itoa(int(start)), "count="+strconv.Itoa(int(sectors)))
-	run("mcopy", "-i", part, "::"+file, loader)
+	if out, err := kilntest.Command(t, "mcopy", "-i", part, "::"+file, loader).CombinedOutput(); err != nil {
+		t.Fatalf("%s has no %s on its boot partition (%v: %s): it was built before the guest had EFI loaders; rebuild it with 'make guest-debian'",
+			disk, file, err, bytes.TrimSpace(out))
+	}
 	// One signature at a time: shim has two (Microsoft's UEFI CA 2011 and 2023).
 	for n := 0; ; n++ {
 		out, _ := kilntest.Command(t, "sbverify", "--list", loader).CombinedOutput()
