@@ -48,9 +48,13 @@ type CaptureRequest struct {
 	SourceInstanceID           string
 	Source                     *images.Image // the instance's image: boot settings
 	Volumes                    []CaptureVolume
-	// UEFIVars, when set, is the instance's UEFI variable store (a file that does not
-	// change while Run reads it): it becomes the new image's UEFI data.
+	// UEFIVars, when set, is the instance's UEFI variable store: it becomes the new
+	// image's UEFI data. It does not change while Run reads it, but in a live capture
+	// (--no-reboot), where the guest may write a variable meanwhile (docs/decisions.md).
 	UEFIVars string
+	// SnapshotTags are given to each snapshot made (EC2's TagSpecifications for
+	// snapshots); Tags go to the image.
+	SnapshotTags map[string]string
 }
 
 // Capture is a checked create request with its pending image record; Run makes it.
@@ -146,6 +150,9 @@ func (b *Builder) PrepareCapture(req CaptureRequest) (*Capture, error) {
 	}
 	if err := images.CheckTags(req.Tags, 0); err != nil {
 		return nil, err
+	}
+	if err := images.CheckTags(req.SnapshotTags, 0); err != nil {
+		return nil, fmt.Errorf("snapshot %w", err)
 	}
 	src := req.Source
 	im := &images.Image{
@@ -250,7 +257,7 @@ func (c *Capture) run(ctx context.Context) (*images.Image, error) {
 			ID: ids.NewID(images.SnapshotPrefix), OwnerID: c.Image.OwnerID,
 			Description: fmt.Sprintf("%s of %s for %s (%s)", v.DeviceName, c.req.SourceInstanceID, c.Image.ID, c.Image.Name),
 			Layer:       desc.Digest, Chain: chain, VolumeSize: v.SizeGiB, VirtualSize: v.SizeGiB << 30,
-			StorageSize: desc.Size, ImageID: c.Image.ID, StartTime: c.b.now(),
+			StorageSize: desc.Size, ImageID: c.Image.ID, StartTime: c.b.now(), Tags: c.req.SnapshotTags,
 		}
 		if err := s.PutSnapshot(sn); err != nil {
 			return nil, err

@@ -169,7 +169,7 @@ func (b *Builder) Prepare(ctx context.Context, req RegisterRequest) (_ *Registra
 	if err := checkBootFile("initrd", req.Initrd); err != nil {
 		return nil, err
 	}
-	if err := checkUEFIData(req.UEFIData); err != nil {
+	if err := checkUEFIData(req.UEFIData, req.SecureBoot); err != nil {
 		return nil, err
 	}
 	im := &images.Image{
@@ -234,7 +234,7 @@ func checkRequest(req RegisterRequest) error {
 		// OVMF (2022.11) does not verify a kernel QEMU hands it (-kernel): one that
 		// fails verification is started by its legacy Linux loader all the same. A
 		// Secure Boot that verified nothing would be a lie (docs/decisions.md).
-		return fmt.Errorf("Secure Boot verifies what the firmware loads from a disk, and a kernel given with --kernel is not verified by OVMF: "+
+		return fmt.Errorf("--secure-boot with --kernel: Secure Boot verifies what the firmware loads from a disk, and a kernel given with --kernel is not verified by OVMF: "+
 			"register a disk that boots by itself (an EFI system partition with a signed loader) without --kernel: %w", errdefs.ErrInvalidArgument)
 	case len(req.Disks) == 0:
 		return fmt.Errorf("at least one disk is needed (--disk FILE): %w", errdefs.ErrInvalidArgument)
@@ -298,9 +298,10 @@ func checkBootFile(what string, f *os.File) error {
 	return nil
 }
 
-// checkUEFIData checks a variable store a caller gives: readable, a regular file of
-// the size of OVMF's.
-func checkUEFIData(f *os.File) error {
+// checkUEFIData checks a variable store a caller gives: readable, a regular file that
+// is an OVMF store (hypervisor.CheckVars), with a platform key when the image boots
+// with Secure Boot (without one OVMF stays in setup mode and checks nothing).
+func checkUEFIData(f *os.File, secureBoot bool) error {
 	if f == nil {
 		return nil
 	}
@@ -314,8 +315,12 @@ func checkUEFIData(f *os.File) error {
 	case !st.Mode().IsRegular():
 		return fmt.Errorf("UEFI data is not a regular file: %w", errdefs.ErrInvalidArgument)
 	}
-	if err := hypervisor.CheckVarsSize(st.Size()); err != nil {
+	if err := hypervisor.CheckVars(f, st.Size()); err != nil {
 		return fmt.Errorf("UEFI data: %v (give a copy of OVMF's variable store, as an instance's uefi-vars.fd is): %w", err, errdefs.ErrInvalidArgument)
+	}
+	if secureBoot && !hypervisor.HasPlatformKey(f, st.Size()) {
+		return fmt.Errorf("UEFI data has no platform key (PK): under --secure-boot the firmware would stay in setup mode and check nothing; "+
+			"enroll keys (OVMF's %s has Microsoft's) or leave out --secure-boot: %w", "OVMF_VARS_4M.ms.fd", errdefs.ErrInvalidArgument)
 	}
 	return nil
 }
@@ -377,16 +382,17 @@ func (r *Registration) run(ctx context.Context) (*images.Image, error) {
 		what, mediaType string
 		f               *os.File
 		set             *digest.Digest
+		limit           int64 // the caller may grow the file after Prepare checked it
 	}{
-		{"kernel", images.MediaTypeKernel, r.req.Kernel, &cfg.Kernel},
-		{"initrd", images.MediaTypeInitrd, r.req.Initrd, &cfg.Initrd},
-		{"UEFI data", images.MediaTypeUEFIData, r.req.UEFIData, &cfg.UEFIData},
+		{"kernel", images.MediaTypeKernel, r.req.Kernel, &cfg.Kernel, MaxBootFileSize},
+		{"initrd", images.MediaTypeInitrd, r.req.Initrd, &cfg.Initrd, MaxBootFileSize},
+		{"UEFI data", images.MediaTypeUEFIData, r.req.UEFIData, &cfg.UEFIData, images.MaxUEFIDataSize},
 	} {
 		if bf.f == nil {
 			continue
 		}
 		desc, err := s.IngestStream(ctx, "register-"+r.Image.ID+"-"+bf.mediaType, bf.mediaType, func(w io.Writer) error {
-			_, err := io.Copy(w, io.NewSectionReader(bf.f, 0, MaxBootFileSize))
+			_, err := io.Copy(w, io.NewSectionReader(bf.f, 0, bf.limit))
 			return err
 		})
 		if err != nil {

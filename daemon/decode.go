@@ -4,11 +4,17 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+
+	"kiln/daemon/api"
 )
 
 // writeJSON writes v with the given status.
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
+	if vw, ok := w.(api.ValueWriter); ok {
+		vw.WriteValue(status, v)
+		return
+	}
 	w.WriteHeader(status)
 	writeJSONTo(w, v)
 }

@@ -18,9 +18,10 @@ import (
 // daemon/imds both read the kernel's sockets with it, and imds reaches nothing else of kiln.
 func TestImportRules(t *testing.T) {
 	allowed := map[string][]string{ // kiln packages each may depend on
-		"kiln/images":           {"kiln/internal/ids"},
-		"kiln/images/oci":       {"kiln/images", "kiln/internal/ids"},
+		"kiln/images":           {"kiln/internal/ids", "kiln/internal/filter"},
+		"kiln/images/oci":       {"kiln/images", "kiln/internal/ids", "kiln/internal/filter"},
 		"kiln/internal/ids":     {},
+		"kiln/internal/filter":  {"kiln/internal/ids"},
 		"kiln/internal/netstat": {},
 		"kiln/daemon/imds":      {"kiln/internal/netstat"},
 		"kiln/volumes":          {},
@@ -29,7 +30,7 @@ func TestImportRules(t *testing.T) {
 		"kiln/systemd":          {},
 		"kiln/daemon/api":       {},
 		"kiln/daemon/client":    {"kiln/daemon/api"},
-		"kiln/builder":          {"kiln/images", "kiln/internal/ids", "kiln/volumes", "kiln/hypervisor", "kiln/hypervisor/qmp"},
+		"kiln/builder":          {"kiln/images", "kiln/internal/ids", "kiln/internal/filter", "kiln/volumes", "kiln/hypervisor", "kiln/hypervisor/qmp"},
 		"kiln/cmd/kiln":         {"kiln/daemon/client", "kiln/daemon/api"},
 	}
 	// Outside modules allowed beside the standard library, for the strictest packages.

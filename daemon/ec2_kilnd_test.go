@@ -250,6 +250,12 @@ func TestEC2CLI(t *testing.T) {
 	d.refused("bob", "UnauthorizedOperation", "modify-image-attribute", "--image-id", made.ImageID, "--launch-permission", "Add=[{UserId=carol}]")
 	d.ok("bob", &res, "run-instances", "--image-id", made.ImageID, "--count", "1")
 	bobs := res.Instances[0].InstanceID
+	// Tags on bob's instance and alice's image at once: refused whole, nothing tagged.
+	d.refused("bob", "UnauthorizedOperation", "create-tags", "--resources", bobs, made.ImageID, "--tags", "Key=mine,Value=yes")
+	d.ok("bob", &rs, "describe-instances", "--filters", "Name=tag-key,Values=mine")
+	if ids := rs.ids(); len(ids) != 0 {
+		t.Errorf("a refused create-tags tagged %v", ids)
+	}
 	d.refused("alice", "InvalidInstanceID.NotFound", "terminate-instances", "--instance-ids", bobs)
 	d.ok("bob", nil, "terminate-instances", "--instance-ids", bobs)
 
@@ -275,7 +281,8 @@ func TestEC2CLI(t *testing.T) {
 	}
 	d.ok("alice", nil, "wait", "instance-running", "--instance-ids", inst)
 	d.ok("alice", &changes, "terminate-instances", "--instance-ids", inst)
-	d.ok("alice", nil, "wait", "instance-terminated", "--instance-ids", inst, bobs)
+	d.ok("alice", nil, "wait", "instance-terminated", "--instance-ids", inst)
+	d.ok("bob", nil, "wait", "instance-terminated", "--instance-ids", bobs)
 	d.ok("alice", &rs, "describe-instances", "--instance-ids", inst)
 	if len(rs.Reservations) != 1 || rs.Reservations[0].Instances[0].State.Code != 48 {
 		t.Errorf("describe-instances of a terminated instance: %+v; want it, terminated (48)", rs)
@@ -333,7 +340,7 @@ func TestEC2Boto3(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the boto3 script failed: %v\n%s", err, d.k.Evidence())
 	}
-	for _, want := range []string{"paged 8 images in 2 pages", "gave one instance", "wait_until_running: running", "tag filter found",
+	for _, want := range []string{"paged 8 images in 2 pages", "gave one instance", "wait_until_running: running", "tag filter found", "instance_status_ok waiter",
 		"presigned request worked", "tampered presigned request was refused", "expired presigned request was refused"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("the boto3 script did not say %q", want)

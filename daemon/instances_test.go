@@ -2,7 +2,6 @@ package daemon_test
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -11,8 +10,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 
 	"kiln/daemon/api"
 
@@ -149,23 +146,8 @@ func TestRunStopStart(t *testing.T) {
 
 	// Every state change of the first instance is in the event log, in order.
 	k.Stop()
-	db, err := bolt.Open(filepath.Join(k.Root, "meta.db"), 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	var got []string
-	db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket([]byte("events")).ForEach(func(_, v []byte) error {
-			var ev struct{ Instance, From, To string }
-			json.Unmarshal(v, &ev)
-			if ev.Instance == a.ID {
-				got = append(got, ev.From+">"+ev.To)
-			}
-			return nil
-		})
-	})
-	want := ">pending pending>running running>stopping stopping>stopped stopped>pending pending>running"
+	got := instanceStates(t, k.Root, a.ID)
+	want := "pending running stopping stopped pending running"
 	if strings.Join(got, " ") != want {
 		t.Errorf("events of %s:\n got %s\nwant %s", a.ID, strings.Join(got, " "), want)
 	}

@@ -9,12 +9,12 @@ import (
 	"kiln/daemon/audit"
 	"kiln/daemon/keys"
 	"kiln/daemon/peer"
+	"kiln/images"
 )
 
 // listKeyPairs answers GET /v1/key-pairs: the caller's (an administrator's: everyone's).
 func (s *server) listKeyPairs(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
-	writeJSON(w, http.StatusOK, s.keys.List(s.viewer(c)))
-	return nil
+	return answerList(w, r, keyPairFields, s.keys.List(s.viewer(c)))
 }
 
 // createKeyPair answers POST /v1/key-pairs: a pair kilnd makes (its private key in the
@@ -24,12 +24,15 @@ func (s *server) createKeyPair(w http.ResponseWriter, r *http.Request, c peer.Ca
 	if err := api.Decode(r.Body, &req); err != nil {
 		return err
 	}
+	if err := images.CheckTags(req.Tags, 0); err != nil {
+		return err
+	}
 	var kp api.KeyPair
 	var err error
 	if req.PublicKey != "" {
-		kp, err = s.keys.Import(c.User, req.Name, req.PublicKey)
+		kp, err = s.keys.Import(c.User, req.Name, req.PublicKey, req.Tags)
 	} else {
-		kp, err = s.keys.Create(c.User, req.Name, req.Type)
+		kp, err = s.keys.Create(c.User, req.Name, req.Type, req.Tags)
 	}
 	if err != nil {
 		return err

@@ -102,7 +102,7 @@ func ctxT(t *testing.T) context.Context {
 }
 
 // registerGuest registers the test guest under name and waits for it.
-func registerGuest(t *testing.T, k *kilnd, name string) api.Image {
+func registerGuest(t testing.TB, k *kilnd, name string) api.Image {
 	t.Helper()
 	g := kilntest.GuestFiles(t)
 	ctx := guestCtx(t)

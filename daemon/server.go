@@ -117,8 +117,8 @@ func (s *server) routes() http.Handler {
 	route("POST "+v+"/images", api.KindImage, s.registerImage)
 	route("GET "+v+"/images/{image}", api.KindImage, s.inspectImage)
 	route("DELETE "+v+"/images/{image}", api.KindImage, s.deregisterImage)
-	route("POST "+v+"/images/{image}/tags", api.KindImage, s.tagImage)
-	route("POST "+v+"/images/{image}/untag", api.KindImage, s.untagImage)
+	route("POST "+v+"/images/{image}/tags", api.KindImage, s.retag(false, s.retagImage))
+	route("POST "+v+"/images/{image}/untag", api.KindImage, s.retag(true, s.retagImage))
 	route("POST "+v+"/images/{image}/share", api.KindImage, s.shareImage)
 	route("POST "+v+"/images/{image}/unshare", api.KindImage, s.unshareImage)
 	route("POST "+v+"/gc", api.KindNone, s.gc)
@@ -166,6 +166,14 @@ func (s *server) routes() http.Handler {
 	route("DELETE "+v+"/recycle-bin/rules/{rule}", api.KindNone, s.deleteRule)
 	route("POST "+v+"/recycle-bin/rules/{rule}/unlock", api.KindNone, s.unlockRule)
 	route("GET "+v+"/events", api.KindNone, s.streamEvents)
+	route("POST "+v+"/instances/{instance}/tags", api.KindInstance, s.retag(false, s.retagInstance))
+	route("POST "+v+"/instances/{instance}/untag", api.KindInstance, s.retag(true, s.retagInstance))
+	route("POST "+v+"/volumes/{volume}/tags", api.KindVolume, s.retag(false, s.retagVolume))
+	route("POST "+v+"/volumes/{volume}/untag", api.KindVolume, s.retag(true, s.retagVolume))
+	route("POST "+v+"/snapshots/{snapshot}/tags", api.KindSnapshot, s.retag(false, s.retagSnapshot))
+	route("POST "+v+"/snapshots/{snapshot}/untag", api.KindSnapshot, s.retag(true, s.retagSnapshot))
+	route("POST "+v+"/key-pairs/{key}/tags", api.KindKeyPair, s.retag(false, s.retagKeyPair))
+	route("POST "+v+"/key-pairs/{key}/untag", api.KindKeyPair, s.retag(true, s.retagKeyPair))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("no such API call: %s %s: %w", r.Method, r.URL.Path, api.ErrUnknownAction), api.KindNone)
 	})
@@ -318,39 +326,6 @@ func (s *server) deregisterImage(w http.ResponseWriter, r *http.Request, c peer.
 	l.Info("image deregistered")
 	writeJSON(w, http.StatusOK, gone)
 	return nil
-}
-
-func (s *server) tagImage(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
-	var req api.TagRequest
-	if err := api.Decode(r.Body, &req); err != nil {
-		return err
-	}
-	if len(req.Tags) == 0 {
-		return fmt.Errorf("no tags given (KEY=VALUE): %w", errdefs.ErrInvalidArgument)
-	}
-	return s.answerImage(w, c)(s.img.Change(c, r.PathValue("image"), func(im *images.Image) (err error) {
-		im.Tags, err = images.MergeTags(im.Tags, req.Tags)
-		return err
-	}))
-}
-
-func (s *server) untagImage(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
-	var req api.UntagRequest
-	if err := api.Decode(r.Body, &req); err != nil {
-		return err
-	}
-	if len(req.Keys) == 0 {
-		return fmt.Errorf("no tag keys given: %w", errdefs.ErrInvalidArgument)
-	}
-	return s.answerImage(w, c)(s.img.Change(c, r.PathValue("image"), func(im *images.Image) error {
-		for _, k := range req.Keys {
-			if err := images.CheckTagKey(k); err != nil {
-				return err
-			}
-			delete(im.Tags, k)
-		}
-		return nil
-	}))
 }
 
 func (s *server) shareImage(w http.ResponseWriter, r *http.Request, c peer.Caller) error {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 
 	"kiln/daemon/api"
 	"kiln/daemon/audit"
@@ -20,6 +21,7 @@ import (
 	"kiln/daemon/peer"
 	"kiln/daemon/record"
 	"kiln/hypervisor"
+	"kiln/images"
 )
 
 // viewer says which owners' instances the caller may see: its own, or all for an
@@ -51,6 +53,9 @@ func (s *server) runInstances(w http.ResponseWriter, r *http.Request, c peer.Cal
 		out = append(out, instanceAPI(s.inst.Record(inst)))
 		audit.NoteCreated(r.Context(), "instance", out[len(out)-1].ID)
 	}
+	if len(out) > 0 {
+		s.launchedFrom(r.Context(), im.ID, out[len(out)-1].LaunchTime)
+	}
 	if err != nil {
 		if len(out) > 0 { // some started: say which, and what stopped the rest
 			return fmt.Errorf("%d of %d instances started (%s …): %w", len(out), max(req.Count, 1), out[0].ID, err)
@@ -61,11 +66,21 @@ func (s *server) runInstances(w http.ResponseWriter, r *http.Request, c peer.Cal
 	return nil
 }
 
+// listInstances answers GET /v1/instances: those not terminated (?all=true: also
+// those terminated within the hour, as does a filter on instance-state-name, as the
+// cloud lists them), filtered (?filter=).
 func (s *server) listInstances(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
-	recs := s.inst.List(r.URL.Query().Get("all") == "true", s.viewer(c))
-	out := make([]api.Instance, len(recs))
-	for i, rec := range recs {
-		out[i] = instanceAPI(rec)
+	q := r.URL.Query()
+	f, err := instanceFields.Parse(q["filter"])
+	if err != nil {
+		return err
+	}
+	recs := s.inst.List(q.Get("all") == "true" || f.Has("instance-state-name"), s.viewer(c))
+	out := make([]api.Instance, 0, len(recs))
+	for _, rec := range recs {
+		if v := instanceAPI(rec); f.Match(&v) {
+			out = append(out, v)
+		}
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -257,6 +272,20 @@ func (s *server) console(w http.ResponseWriter, r *http.Request, c peer.Caller) 
 	}
 }
 
+// launchedFrom records on an image when an instance was last launched from it
+// (lastLaunchedTime).
+func (s *server) launchedFrom(ctx context.Context, image string, at time.Time) {
+	_, err := s.store.UpdateImage(image, func(im *images.Image) error {
+		if at.After(im.LastLaunchedTime) {
+			im.LastLaunchedTime = at
+		}
+		return nil
+	})
+	if err != nil { // deregistered meanwhile, or the DB failed: the launch stands
+		log.G(ctx).WithError(err).WithField("image", image).Warn("record the image's last launch")
+	}
+}
+
 // instanceAPI is the API's view of an instance record.
 func instanceAPI(rec record.Instance) api.Instance {
 	out := api.Instance{
@@ -286,6 +315,9 @@ func instanceAPI(rec record.Instance) api.Instance {
 	}
 	for _, p := range rec.Ports {
 		out.Ports = append(out.Ports, api.Port(p))
+	}
+	if out.Tags = rec.Tags; out.Tags == nil {
+		out.Tags = map[string]string{}
 	}
 	return out
 }

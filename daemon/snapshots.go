@@ -31,8 +31,7 @@ func (s *server) listSnapshots(w http.ResponseWriter, r *http.Request, c peer.Ca
 			out = append(out, toAPISnapshot(sn))
 		}
 	}
-	writeJSON(w, http.StatusOK, out)
-	return nil
+	return answerList(w, r, snapshotFields, out)
 }
 
 // snapshot finds a snapshot the caller owns (or any, for an administrator), by its id or

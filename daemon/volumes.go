@@ -12,8 +12,7 @@ import (
 )
 
 func (s *server) listVolumes(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
-	writeJSON(w, http.StatusOK, s.vols.List(s.viewer(c)))
-	return nil
+	return answerList(w, r, volumeFields, s.vols.List(s.viewer(c)))
 }
 
 func (s *server) inspectVolume(w http.ResponseWriter, r *http.Request, c peer.Caller) error {
@@ -42,7 +41,7 @@ func (s *server) createVolume(w http.ResponseWriter, r *http.Request, c peer.Cal
 			return api.FromError(err, api.KindSnapshot)
 		}
 	}
-	v, err := s.vols.Create(r.Context(), c.User, req.SizeGiB, sn)
+	v, err := s.vols.Create(r.Context(), c.User, req.SizeGiB, sn, req.Tags)
 	if err != nil {
 		return err
 	}

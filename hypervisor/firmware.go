@@ -1,6 +1,8 @@
 package hypervisor
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -92,8 +94,8 @@ func VarsTemplate(secureBoot bool) string {
 }
 
 // WriteVars makes a machine's variable store at path from src (a template, an image's
-// UEFI data), atomically and mode 0600. The store must be a whole flash image: its
-// size that of OVMF's (checked against the installed template), so that QEMU maps it.
+// UEFI data), atomically and mode 0600. The store must be a whole OVMF store
+// (CheckVars): its size that of the installed template's, so that QEMU maps it.
 func WriteVars(path string, src io.Reader) error {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
@@ -105,7 +107,7 @@ func WriteVars(path string, src io.Reader) error {
 		err = cerr
 	}
 	if err == nil {
-		err = CheckVarsSize(n)
+		err = checkVarsFile(tmp, n)
 	}
 	if err == nil {
 		err = os.Rename(tmp, path)
@@ -116,6 +118,52 @@ func WriteVars(path string, src io.Reader) error {
 	}
 	return nil
 }
+
+// checkVarsFile checks the variable store of n bytes at path (CheckVars).
+func checkVarsFile(path string, n int64) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return CheckVars(f, n)
+}
+
+// CheckVars checks that r, of size bytes, is an OVMF variable store: the installed
+// template's size (CheckVarsSize), and a firmware volume of that length holding
+// variables (EFI_SYSTEM_NV_DATA_FV_GUID, "_FVH", then an authenticated or plain
+// variable store header). OVMF runs on a store that is not one (zeros, any file of the
+// size) with variables in memory only: they would be lost at each stop, and with Secure
+// Boot its keys would not be there.
+func CheckVars(r io.ReaderAt, size int64) error {
+	if err := CheckVarsSize(size); err != nil {
+		return err
+	}
+	var h [0x58]byte
+	if _, err := r.ReadAt(h[:], 0); err != nil {
+		return fmt.Errorf("a UEFI variable store: %w", err)
+	}
+	hdrLen := int(binary.LittleEndian.Uint16(h[0x30:]))
+	ok := bytes.Equal(h[0x10:0x20], nvDataFVGUID) && string(h[0x28:0x2c]) == "_FVH" &&
+		binary.LittleEndian.Uint64(h[0x20:]) == uint64(size) && hdrLen >= 0x48 && hdrLen+16 <= len(h)
+	if ok {
+		store := h[hdrLen : hdrLen+16]
+		ok = bytes.Equal(store, authVariableGUID) || bytes.Equal(store, variableGUID)
+	}
+	if !ok {
+		return fmt.Errorf("not an OVMF variable store (no firmware volume of variables at its start, as %s has)", OVMFVars)
+	}
+	return nil
+}
+
+// The GUIDs (as stored, little-endian) of a firmware volume of non-volatile data and of
+// the variable store in it (EDK II's gEfiSystemNvDataFvGuid, gEfiAuthenticatedVariableGuid,
+// gEfiVariableGuid).
+var (
+	nvDataFVGUID     = []byte{0x8d, 0x2b, 0xf1, 0xff, 0x96, 0x76, 0x8b, 0x4c, 0xa9, 0x85, 0x27, 0x47, 0x07, 0x5b, 0x4f, 0x50}
+	authVariableGUID = []byte{0x78, 0x2c, 0xf3, 0xaa, 0x7b, 0x94, 0x9a, 0x43, 0xa1, 0x80, 0x2e, 0x14, 0x4e, 0xc3, 0x77, 0x92}
+	variableGUID     = []byte{0x16, 0x36, 0xcf, 0xdd, 0x75, 0x32, 0x64, 0x41, 0x98, 0xb6, 0xfe, 0x85, 0x70, 0x7f, 0xfe, 0x7d}
+)
 
 // CheckVarsSize checks that a variable store of n bytes fits OVMF's flash (the size of
 // its installed template).
@@ -168,3 +216,38 @@ func (f *Firmware) firmwareArgs(p *Passed) (args []string, machine string, err e
 	}
 	return args, machine, nil
 }
+
+// HasPlatformKey reports whether a variable store (CheckVars') holds a platform key:
+// without one OVMF stays in setup mode and Secure Boot checks nothing. It walks the
+// authenticated variables after the store's header for a live PK of EFI's global GUID.
+func HasPlatformKey(r io.ReaderAt, size int64) bool {
+	if CheckVars(r, size) != nil {
+		return false
+	}
+	b := make([]byte, size)
+	if _, err := r.ReadAt(b, 0); err != nil {
+		return false
+	}
+	const varHeader, storeHeader = 60, 28
+	off := int(binary.LittleEndian.Uint16(b[0x30:])) + storeHeader
+	pk := []byte{'P', 0, 'K', 0, 0, 0}
+	for off+varHeader <= len(b) && binary.LittleEndian.Uint16(b[off:]) == 0x55aa {
+		state := b[off+2]
+		nameSize := int(binary.LittleEndian.Uint32(b[off+36:]))
+		dataSize := int(binary.LittleEndian.Uint32(b[off+40:]))
+		guid := b[off+44 : off+60]
+		if nameSize < 0 || dataSize < 0 || off+varHeader+nameSize+dataSize > len(b) {
+			return false
+		}
+		name := b[off+varHeader : off+varHeader+nameSize]
+		// EDK II's VAR_ADDED, also while in deleted transition.
+		if (state == 0x3f || state == 0x3e) && bytes.Equal(name, pk) && bytes.Equal(guid, globalVariableGUID) && dataSize > 0 {
+			return true
+		}
+		off = (off + varHeader + nameSize + dataSize + 3) &^ 3
+	}
+	return false
+}
+
+// globalVariableGUID is EFI_GLOBAL_VARIABLE (8be4df61-93ca-11d2-aa0d-00e098032b8c) as stored.
+var globalVariableGUID = []byte{0x61, 0xdf, 0xe4, 0x8b, 0xca, 0x93, 0xd2, 0x11, 0xaa, 0x0d, 0x00, 0xe0, 0x98, 0x03, 0x2b, 0x8c}

@@ -13,6 +13,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// TPMAvailable reports whether swtpm is installed (the swtpm package), and what is
+// missing when not.
+func TPMAvailable() error {
+	if _, err := exec.LookPath("swtpm"); err != nil {
+		return fmt.Errorf("the virtual TPM needs swtpm (install the swtpm package): %w", err)
+	}
+	return nil
+}
+
 // startTPM starts swtpm for a machine of dir, detached in its own session (as QEMU is:
 // it outlives kilnd) as user, and returns QEMU's end of its control socket. swtpm is
 // given its end of a socket pair as its one client and its state directory open, and

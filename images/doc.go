@@ -7,9 +7,8 @@
 //     the metadata DB (bbolt, <root>/meta.db), which the daemon opens and hands to Open
 //     (it keeps its own buckets there);
 //   - the rules of those records: ids (internal/ids, with the ami- and snap- prefixes),
-//     names, descriptions and tags, launch permissions
-//     (CanLaunch, Share), filters over images (ParseFilter), copies over the same
-//     content (CopyImage);
+//     names, descriptions and tags, launch permissions (CanLaunch, Share), filters over
+//     images (ParseFilter, on internal/filter), copies over the same content (CopyImage);
 //   - garbage collection: blobs no image, snapshot or live volume's chain reaches are
 //     deleted (GC).
 //
@@ -18,6 +17,6 @@
 // wherever the store lives.
 //
 // images imports the standard library, containerd (content store, pkg/gc, errdefs,
-// log), bbolt, the OCI specs, golang.org/x/sys and kiln/internal/ids; it must not import volumes,
-// hypervisor, systemd, builder or daemon.
+// log), bbolt, the OCI specs, golang.org/x/sys, kiln/internal/ids and
+// kiln/internal/filter; it must not import volumes, hypervisor, systemd, builder or daemon.
 package images

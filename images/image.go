@@ -121,6 +121,9 @@ type Image struct {
 	Config
 	// Lifecycle: deprecation, deregistration protection, the recycle bin.
 	Lifecycle
+	// LastLaunchedTime is when an instance was last launched from the image (zero:
+	// never).
+	LastLaunchedTime time.Time `json:"lastLaunchedTime,omitzero"`
 }
 
 // Snapshot is a snapshot's record: a point-in-time copy of a volume, held as one layer

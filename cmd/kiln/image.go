@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -106,13 +105,9 @@ func printImage(e *env, im api.Image) error {
 		}
 		kv = append(kv, [2]string{"Device " + m.DeviceName, v})
 	}
-	keys := make([]string, 0, len(im.Tags))
-	for k := range im.Tags {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		kv = append(kv, [2]string{"Tag " + k, im.Tags[k]})
+	kv = append(kv, tagFields(im.Tags)...)
+	if t := im.LastLaunchedTime; t != nil {
+		kv = append(kv, [2]string{"Last launched", t.Local().Format("2006-01-02 15:04:05 MST")})
 	}
 	for _, l := range [][2]string{{"Source instance", im.SourceInstanceID}, {"Source image", im.SourceImageID}, {"Copied from", im.CopiedFromID}, {"Source", im.SourceRef}, {"Source digest", im.SourceDigest}} {
 		if l[1] != "" {

@@ -13,7 +13,7 @@ func newImageCreateCommand(e *env) *cobra.Command {
 		opts waitOptions
 	)
 	cmd := &cobra.Command{
-		Use:   "create INSTANCE NAME [--no-reboot] [--description TEXT] [--tag K=V]... [--wait [--timeout DURATION]]",
+		Use:   "create INSTANCE NAME [--no-reboot] [--description TEXT] [--tag K=V]... [--snapshot-tag K=V]... [--wait [--timeout DURATION]]",
 		Short: "Create an image of an instance's volumes (only what it wrote is stored)",
 		Long: `Create an image of an instance's volumes. A running instance is stopped cleanly,
 captured and started again, as the cloud does by default; a stopped one is captured as
@@ -70,6 +70,7 @@ until the instance is back as it was: ready again if it was ready, else running.
 	f.BoolVar(&req.NoReboot, "no-reboot", false, "capture live, without stopping the instance (crash-consistent)")
 	f.StringVar(&req.Description, "description", "", "description")
 	f.StringArrayVar(&tags, "tag", nil, "tag K=V (repeatable)")
+	f.Var(tagFlag{&req.SnapshotTags}, "snapshot-tag", "tag the snapshots made K=V (repeatable)")
 	opts.addFlags(cmd, "the image is available and the instance back as it was", timeoutImage)
 	return cmd
 }

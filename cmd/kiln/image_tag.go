@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -24,12 +23,7 @@ func newImageTagCommand(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			kv := make([]string, 0, len(tags))
-			for k, v := range tags {
-				kv = append(kv, k+"="+v)
-			}
-			slices.Sort(kv)
-			return confirmImage(e, im, "tagged "+strings.Join(kv, " "))
+			return confirmImage(e, im, "tagged "+strings.Join(kvList(tags), " "))
 		},
 	}
 }

@@ -82,18 +82,21 @@ func printInstance(e *env, inst api.Instance) error {
 	for _, m := range inst.BlockDeviceMappings {
 		kv = append(kv, [2]string{"Device " + m.DeviceName, fmt.Sprintf("%s, delete on termination: %v", m.VolumeID, m.DeleteOnTermination)})
 	}
-	return fields(e.stdout, kv)
+	return fields(e.stdout, append(kv, tagFields(inst.Tags)...))
 }
 
 func newInstanceLsCommand(e *env, use string) *cobra.Command {
 	var all bool
+	var filters []string
 	cmd := &cobra.Command{
 		Use:     use,
 		Aliases: []string{"list"},
 		Short:   "List your instances (-a: also terminated ones)",
-		Args:    exactArgs(0, "no arguments"),
+		Long: "List your instances (an administrator: everyone's); terminated ones with -a, or with\n" +
+			"a filter on instance-state-name.\n" + filterHelp("instance-id", "instance-state-name", "image-id", "instance-type", "owner-id", "key-name"),
+		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			list, err := e.client().Instances(cmd.Context(), all)
+			list, err := e.client().Instances(cmd.Context(), all, filters...)
 			if err != nil {
 				return err
 			}
@@ -101,6 +104,7 @@ func newInstanceLsCommand(e *env, use string) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&all, "all", "a", false, "also list terminated instances")
+	cmd.Flags().StringArrayVar(&filters, "filter", nil, "filter KEY=VALUE (repeatable)")
 	return cmd
 }
 

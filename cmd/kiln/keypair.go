@@ -43,15 +43,16 @@ func printKeyPair(e *env, kp api.KeyPair) error {
 	case e.output == "json":
 		return printJSON(e.stdout, kp)
 	}
-	return fields(e.stdout, [][2]string{{"ID", kp.KeyPairID}, {"Name", kp.KeyName}, {"Type", kp.KeyType},
+	return fields(e.stdout, append([][2]string{{"ID", kp.KeyPairID}, {"Name", kp.KeyName}, {"Type", kp.KeyType},
 		{"Fingerprint", kp.KeyFingerprint}, {"Owner", kp.OwnerID}, {"Created", kp.CreateTime.Local().Format("2006-01-02 15:04:05 MST")},
-		{"Public key", kp.PublicKey}})
+		{"Public key", kp.PublicKey}}, tagFields(kp.Tags)...))
 }
 
 func newKeyPairCreateCommand(e *env) *cobra.Command {
 	var typ string
+	var tags map[string]string
 	cmd := &cobra.Command{
-		Use:   "create NAME [--type ed25519|rsa]",
+		Use:   "create NAME [--type ed25519|rsa] [--tag K=V]...",
 		Short: "Make a key pair: prints its private key, and keeps it in ~/.ssh/kiln/NAME (mode 0600)",
 		Args:  exactArgs(1, "one NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -62,7 +63,7 @@ func newKeyPairCreateCommand(e *env) *cobra.Command {
 			if _, err := os.Lstat(path); err == nil {
 				return fmt.Errorf("%s exists: a private key of that name is kept there; remove it or choose another name", path)
 			}
-			kp, err := e.client().CreateKeyPair(cmd.Context(), api.CreateKeyPairRequest{Name: args[0], Type: typ})
+			kp, err := e.client().CreateKeyPair(cmd.Context(), api.CreateKeyPairRequest{Name: args[0], Type: typ, Tags: tags})
 			if err != nil {
 				return err
 			}
@@ -78,6 +79,7 @@ func newKeyPairCreateCommand(e *env) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&typ, "type", "ed25519", "key type: ed25519 or rsa")
+	cmd.Flags().Var(tagFlag{&tags}, "tag", "tag K=V (repeatable)")
 	return cmd
 }
 
@@ -97,8 +99,9 @@ func writePrivateKey(path, key string) error {
 
 func newKeyPairImportCommand(e *env) *cobra.Command {
 	var file string
+	var tags map[string]string
 	cmd := &cobra.Command{
-		Use:   "import NAME --public-key FILE",
+		Use:   "import NAME --public-key FILE [--tag K=V]...",
 		Short: "Import a public key (a .pub file, or one line of authorized_keys)",
 		Args:  exactArgs(1, "one NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -109,7 +112,7 @@ func newKeyPairImportCommand(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			kp, err := e.client().CreateKeyPair(cmd.Context(), api.CreateKeyPairRequest{Name: args[0], PublicKey: string(b)})
+			kp, err := e.client().CreateKeyPair(cmd.Context(), api.CreateKeyPairRequest{Name: args[0], PublicKey: string(b), Tags: tags})
 			if err != nil {
 				return err
 			}
@@ -117,6 +120,7 @@ func newKeyPairImportCommand(e *env) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&file, "public-key", "", "the public key's FILE")
+	cmd.Flags().Var(tagFlag{&tags}, "tag", "tag K=V (repeatable)")
 	return cmd
 }
 
@@ -137,13 +141,15 @@ func readFlagFile(flag, path string, max int64) ([]byte, error) {
 }
 
 func newKeyPairLsCommand(e *env) *cobra.Command {
-	return &cobra.Command{
+	var filters []string
+	cmd := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List your key pairs",
+		Long:    "List your key pairs (an administrator: everyone's).\n" + filterHelp("key-name", "key-pair-id", "fingerprint", "key-type"),
 		Args:    exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			list, err := e.client().KeyPairs(cmd.Context())
+			list, err := e.client().KeyPairs(cmd.Context(), filters...)
 			if err != nil {
 				return err
 			}
@@ -163,6 +169,8 @@ func newKeyPairLsCommand(e *env) *cobra.Command {
 			return table(e.stdout, []string{"NAME", "KEY PAIR ID", "TYPE", "FINGERPRINT", "CREATED"}, rows)
 		},
 	}
+	cmd.Flags().StringArrayVar(&filters, "filter", nil, "filter KEY=VALUE (repeatable)")
+	return cmd
 }
 
 func newKeyPairInspectCommand(e *env) *cobra.Command {

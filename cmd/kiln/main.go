@@ -144,6 +144,7 @@ func newRootCommand(e *env) *cobra.Command {
 	root.AddCommand(newRegistryCommand(e))
 	root.AddCommand(newRecycleBinCommand(e))
 	root.AddCommand(newEventsCommand(e))
+	root.AddCommand(newTagCommand(e), newUntagCommand(e))
 
 	addCompletions(e, root)
 	return root

@@ -21,7 +21,7 @@ func newRunCommand(e *env) *cobra.Command {
 		opts     waitOptions
 	)
 	cmd := &cobra.Command{
-		Use:   "run IMAGE [--name NAME] [--type TYPE | --cpus N --memory SIZE] [--count N] [--user-data FILE] [--volume DEVICE=SIZE]... [--publish [HOSTIP:]HOSTPORT:GUESTPORT[/PROTO]]... [--key-name NAME] [--wait [--timeout DURATION]]",
+		Use:   "run IMAGE [--name NAME] [--type TYPE | --cpus N --memory SIZE] [--count N] [--user-data FILE] [--volume DEVICE=SIZE]... [--publish [HOSTIP:]HOSTPORT:GUESTPORT[/PROTO]]... [--key-name NAME] [--tag K=V]... [--wait [--timeout DURATION]]",
 		Short: "Launch instances of an image",
 		Long: `Launch instances of an image (an ami- id or a name). Each gets a copy-on-write
 volume per block device mapping (nothing of the image is copied), blank volumes for
@@ -101,6 +101,7 @@ micro (1, 512 MiB; the default), small (1, 1 GiB), medium (2, 2 GiB), large (2, 
 	f.StringVar(&userData, "user-data", "", "user data FILE (a #! script runs at boot)")
 	f.StringArrayVar(&vols, "volume", nil, "blank volume DEVICE=SIZE (repeatable)")
 	f.StringVar(&req.KeyName, "key-name", "", "a key pair of yours whose public key the guest gets (kiln key-pair)")
+	f.Var(tagFlag{&req.Tags}, "tag", "tag each instance K=V (repeatable)")
 	f.StringVar(&req.MetadataTokens, "metadata-tokens", "optional", "the metadata service's IMDSv2 tokens: optional or required")
 	f.StringArrayVarP(&publish, "publish", "p", nil, "forward a host port: [HOSTIP:]HOSTPORT:GUESTPORT[/tcp|udp] (repeatable; loopback unless HOSTIP)")
 	opts.addFlags(cmd, `the instances are ready (see "Ready" above)`, timeoutBoot)

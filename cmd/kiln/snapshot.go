@@ -23,13 +23,15 @@ func newSnapshotCommand(e *env) *cobra.Command {
 }
 
 func newSnapshotLsCommand(e *env) *cobra.Command {
-	return &cobra.Command{
+	var filters []string
+	cmd := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List your snapshots",
+		Long:    "List your snapshots (an administrator: everyone's).\n" + filterHelp("snapshot-id", "owner-id", "volume-size (GiB)", "description"),
 		Args:    exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			list, err := e.client().Snapshots(cmd.Context())
+			list, err := e.client().Snapshots(cmd.Context(), filters...)
 			if err != nil {
 				return err
 			}
@@ -50,18 +52,20 @@ func newSnapshotLsCommand(e *env) *cobra.Command {
 			return table(e.stdout, []string{"SNAPSHOT ID", "SIZE", "STORED", "LAYERS", "MADE FOR", "CREATED"}, rows)
 		},
 	}
+	cmd.Flags().StringArrayVar(&filters, "filter", nil, "filter KEY=VALUE (repeatable)")
+	return cmd
 }
 
 func printSnapshot(e *env, sn api.Snapshot) error {
 	if e.output == "json" {
 		return printJSON(e.stdout, sn)
 	}
-	return fields(e.stdout, [][2]string{
+	return fields(e.stdout, append([][2]string{
 		{"ID", sn.ID}, {"Owner", sn.OwnerID}, {"Description", sn.Description},
 		{"Volume size", strconv.FormatInt(sn.VolumeSize, 10) + " GiB"}, {"Stored", humanBytes(sn.StorageSize)},
 		{"Layer", sn.Layer}, {"Chain", strings.Join(sn.Chain, " ← ")}, {"Made for", sn.ImageID},
 		{"Created", sn.StartTime.Local().Format("2006-01-02 15:04:05 MST")},
-	})
+	}, tagFields(sn.Tags)...))
 }
 
 func newSnapshotInspectCommand(e *env) *cobra.Command {

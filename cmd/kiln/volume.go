@@ -30,19 +30,21 @@ func printVolume(e *env, v api.Volume) error {
 	case e.output == "json":
 		return printJSON(e.stdout, v)
 	}
-	return fields(e.stdout, [][2]string{{"ID", v.ID}, {"Owner", v.OwnerID}, {"State", v.State},
+	return fields(e.stdout, append([][2]string{{"ID", v.ID}, {"Owner", v.OwnerID}, {"State", v.State},
 		{"Size", strconv.FormatInt(v.SizeGiB, 10) + " GiB"}, {"Snapshot", v.SnapshotID},
-		{"Instance", v.InstanceID}, {"Device", v.DeviceName}, {"Created", v.CreateTime.Local().Format("2006-01-02 15:04:05 MST")}})
+		{"Instance", v.InstanceID}, {"Device", v.DeviceName}, {"Created", v.CreateTime.Local().Format("2006-01-02 15:04:05 MST")}},
+		tagFields(v.Tags)...))
 }
 
 func newVolumeCreateCommand(e *env) *cobra.Command {
 	var size, snapshot string
+	var tags map[string]string
 	cmd := &cobra.Command{
-		Use:   "create --size SIZE | --snapshot SNAPSHOT [--size SIZE]",
+		Use:   "create --size SIZE | --snapshot SNAPSHOT [--size SIZE] [--tag K=V]...",
 		Short: "Create a volume: blank, or from a snapshot (copy-on-write)",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			req := api.CreateVolumeRequest{SnapshotID: snapshot}
+			req := api.CreateVolumeRequest{SnapshotID: snapshot, Tags: tags}
 			if size != "" {
 				n, err := parseSize(size)
 				if err != nil {
@@ -62,17 +64,20 @@ func newVolumeCreateCommand(e *env) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&size, "size", "", "size, e.g. 10G (whole GiB)")
 	cmd.Flags().StringVar(&snapshot, "snapshot", "", "the snapshot to start from")
+	cmd.Flags().Var(tagFlag{&tags}, "tag", "tag K=V (repeatable)")
 	return cmd
 }
 
 func newVolumeLsCommand(e *env) *cobra.Command {
-	return &cobra.Command{
+	var filters []string
+	cmd := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List your volumes",
+		Long:    "List your volumes (an administrator: everyone's).\n" + filterHelp("volume-id", "status", "size (GiB)", "snapshot-id", "attachment.instance-id", "attachment.device"),
 		Args:    exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			list, err := e.client().Volumes(cmd.Context())
+			list, err := e.client().Volumes(cmd.Context(), filters...)
 			if err != nil {
 				return err
 			}
@@ -92,6 +97,8 @@ func newVolumeLsCommand(e *env) *cobra.Command {
 			return table(e.stdout, []string{"VOLUME ID", "STATE", "SIZE", "SNAPSHOT", "INSTANCE", "DEVICE"}, rows)
 		},
 	}
+	cmd.Flags().StringArrayVar(&filters, "filter", nil, "filter KEY=VALUE (repeatable)")
+	return cmd
 }
 
 func newVolumeInspectCommand(e *env) *cobra.Command {

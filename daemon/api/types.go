@@ -79,6 +79,8 @@ type Image struct {
 	TPMSupport string `json:"tpmSupport,omitempty"`
 	SecureBoot bool   `json:"secureBoot,omitempty"`
 	UEFIData   string `json:"uefiData,omitempty"`
+	// LastLaunchedTime is when an instance was last launched from the image.
+	LastLaunchedTime *time.Time `json:"lastLaunchedTime,omitempty"`
 }
 
 // ImageCopy is an image copied from another by another user.
@@ -169,7 +171,8 @@ type RegisterImageRequest struct {
 	TPMSupport   string `json:"tpmSupport,omitempty"`
 }
 
-// TagRequest is POST /v1/images/{image}/tags: set these tags (adding or replacing).
+// TagRequest is POST /v1/{images|instances|volumes|snapshots|key-pairs}/{id}/tags: set
+// these tags (adding or replacing). The answer is the resource.
 type TagRequest struct {
 	Tags map[string]string `json:"tags"`
 }
@@ -179,7 +182,8 @@ type DescriptionRequest struct {
 	Description string `json:"description"`
 }
 
-// UntagRequest is POST /v1/images/{image}/untag: remove these tag keys.
+// UntagRequest is POST /v1/{images|instances|volumes|snapshots|key-pairs}/{id}/untag:
+// remove these tag keys (a key the resource lacks is no error). The answer is the resource.
 type UntagRequest struct {
 	Keys []string `json:"keys"`
 }
@@ -265,9 +269,9 @@ type InstanceBlockDeviceMapping struct {
 	DeleteOnTermination bool   `json:"deleteOnTermination"`
 }
 
-// VolumeSpec asks for a blank volume at launch or, naming a device of the image's block
-// device mapping, changes that volume: a larger size (0 keeps the snapshot's), and
-// whether it is deleted with the instance.
+// VolumeSpec is a volume of a launch: a blank one (RunInstancesRequest.Volumes), or a
+// change of one of the image's (RunInstancesRequest.Mappings: a larger size, 0 keeping
+// the snapshot's).
 type VolumeSpec struct {
 	DeviceName string `json:"deviceName"`
 	SizeGiB    int64  `json:"sizeGiB"`
@@ -285,7 +289,9 @@ type RunInstancesRequest struct {
 	MemoryMiB    *int         `json:"memoryMiB,omitempty"` // nil: the type's
 	Count        int          `json:"count,omitempty"`     // 0 means 1
 	UserData     []byte       `json:"userData,omitempty"`  // base64 in JSON
-	Volumes      []VolumeSpec `json:"volumes,omitempty"`
+	Volumes      []VolumeSpec `json:"volumes,omitempty"` // blank volumes, on devices the image has none
+	// Mappings change volumes of the image's block device mapping (by device name).
+	Mappings []VolumeSpec `json:"mappings,omitempty"`
 	// Publish are host ports forwarded to the guest's (kiln run --publish); with one
 	// instance only.
 	Publish []Port `json:"publish,omitempty"`
@@ -559,3 +565,12 @@ type AccessKey struct {
 	OwnerID         string    `json:"ownerId"`
 	CreateTime      time.Time `json:"createTime"`
 }
+
+// An answer given in process (kilnd's EC2 door calls the API's handlers directly) need
+// not be encoded: a ResponseWriter that is a ValueWriter takes the answer's value as it
+// is, and the body it becomes is a ValueBody, which gives the value back (and reads as
+// its JSON for any other reader).
+type (
+	ValueWriter interface{ WriteValue(status int, v any) }
+	ValueBody   interface{ Value() any }
+)

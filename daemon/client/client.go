@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -78,6 +79,9 @@ func (c *Client) send(ctx context.Context, hc *http.Client, method, path string,
 	}
 	defer resp.Body.Close()
 	if out == nil {
+		return nil
+	}
+	if vb, ok := resp.Body.(api.ValueBody); ok && assign(out, vb.Value()) {
 		return nil
 	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
@@ -161,10 +165,7 @@ type ListImagesOptions struct {
 
 // Images lists the images the caller may see that pass the options.
 func (c *Client) Images(ctx context.Context, opts ListImagesOptions) ([]api.Image, error) {
-	q := url.Values{}
-	for _, f := range opts.Filters {
-		q.Add("filter", f)
-	}
+	q := filterQuery(opts.Filters)
 	if opts.Owner != "" {
 		q.Set("owner", opts.Owner)
 	}
@@ -292,13 +293,6 @@ func (c *Client) delete(ctx context.Context, path, ref string) (string, error) {
 	return d.ID, err
 }
 
-// TagImage adds or replaces tags on the image.
-func (c *Client) TagImage(ctx context.Context, ref string, tags map[string]string) (api.Image, error) {
-	var im api.Image
-	err := c.do(ctx, http.MethodPost, "/images/"+url.PathEscape(ref)+"/tags", nil, api.TagRequest{Tags: tags}, &im)
-	return im, err
-}
-
 // ShareImage adds users, groups or everyone (Public) to the image's launch permission.
 func (c *Client) ShareImage(ctx context.Context, ref string, req api.ShareRequest) (api.Image, error) {
 	var im api.Image
@@ -310,13 +304,6 @@ func (c *Client) ShareImage(ctx context.Context, ref string, req api.ShareReques
 func (c *Client) UnshareImage(ctx context.Context, ref string, req api.ShareRequest) (api.Image, error) {
 	var im api.Image
 	err := c.do(ctx, http.MethodPost, "/images/"+url.PathEscape(ref)+"/unshare", nil, req, &im)
-	return im, err
-}
-
-// UntagImage removes tag keys from the image.
-func (c *Client) UntagImage(ctx context.Context, ref string, keys []string) (api.Image, error) {
-	var im api.Image
-	err := c.do(ctx, http.MethodPost, "/images/"+url.PathEscape(ref)+"/untag", nil, api.UntagRequest{Keys: keys}, &im)
 	return im, err
 }
 
@@ -358,10 +345,10 @@ func (c *Client) CopyImage(ctx context.Context, image string, req api.CopyImageR
 	return im, err
 }
 
-// Snapshots lists the caller's snapshots.
-func (c *Client) Snapshots(ctx context.Context) ([]api.Snapshot, error) {
+// Snapshots lists the caller's snapshots that pass the filters (KEY=PATTERN).
+func (c *Client) Snapshots(ctx context.Context, filters ...string) ([]api.Snapshot, error) {
 	var out []api.Snapshot
-	err := c.do(ctx, http.MethodGet, "/snapshots", nil, nil, &out)
+	err := c.do(ctx, http.MethodGet, "/snapshots", filterQuery(filters), nil, &out)
 	return out, err
 }
 
@@ -384,10 +371,10 @@ func (c *Client) CreateVolume(ctx context.Context, req api.CreateVolumeRequest) 
 	return v, err
 }
 
-// Volumes lists the caller's volumes.
-func (c *Client) Volumes(ctx context.Context) ([]api.Volume, error) {
+// Volumes lists the caller's volumes that pass the filters (KEY=PATTERN).
+func (c *Client) Volumes(ctx context.Context, filters ...string) ([]api.Volume, error) {
 	var out []api.Volume
-	err := c.do(ctx, http.MethodGet, "/volumes", nil, nil, &out)
+	err := c.do(ctx, http.MethodGet, "/volumes", filterQuery(filters), nil, &out)
 	return out, err
 }
 
@@ -425,10 +412,10 @@ func (c *Client) CreateKeyPair(ctx context.Context, req api.CreateKeyPairRequest
 	return kp, err
 }
 
-// KeyPairs lists the caller's key pairs.
-func (c *Client) KeyPairs(ctx context.Context) ([]api.KeyPair, error) {
+// KeyPairs lists the caller's key pairs that pass the filters (KEY=PATTERN).
+func (c *Client) KeyPairs(ctx context.Context, filters ...string) ([]api.KeyPair, error) {
 	var out []api.KeyPair
-	err := c.do(ctx, http.MethodGet, "/key-pairs", nil, nil, &out)
+	err := c.do(ctx, http.MethodGet, "/key-pairs", filterQuery(filters), nil, &out)
 	return out, err
 }
 
@@ -442,4 +429,15 @@ func (c *Client) KeyPair(ctx context.Context, ref string) (api.KeyPair, error) {
 // DeleteKeyPair removes a key pair.
 func (c *Client) DeleteKeyPair(ctx context.Context, ref string) (string, error) {
 	return c.delete(ctx, "/key-pairs/"+url.PathEscape(ref), ref)
+}
+
+// assign sets *out to v when v is of out's element type (an answer given in process,
+// api.ValueBody), and reports whether it did.
+func assign(out, v any) bool {
+	dst, src := reflect.ValueOf(out), reflect.ValueOf(v)
+	if dst.Kind() != reflect.Pointer || dst.IsNil() || !src.IsValid() || !src.Type().AssignableTo(dst.Elem().Type()) {
+		return false
+	}
+	dst.Elem().Set(src)
+	return true
 }

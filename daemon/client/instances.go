@@ -20,9 +20,10 @@ func (c *Client) RunInstances(ctx context.Context, req api.RunInstancesRequest) 
 	return out, err
 }
 
-// Instances lists the caller's instances; terminated ones only with all.
-func (c *Client) Instances(ctx context.Context, all bool) ([]api.Instance, error) {
-	q := url.Values{}
+// Instances lists the caller's instances that pass the filters (KEY=PATTERN);
+// terminated ones only with all (or a filter on instance-state-name).
+func (c *Client) Instances(ctx context.Context, all bool, filters ...string) ([]api.Instance, error) {
+	q := filterQuery(filters)
 	if all {
 		q.Set("all", "true")
 	}

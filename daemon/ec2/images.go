@@ -436,6 +436,14 @@ func describeImageAttribute(c *call) (answer, *Error) {
 		resp.BootMode = &attributeValue{im.BootMode}
 	case "tpmSupport":
 		resp.TpmSupport = &attributeValue{im.TPMSupport}
+	case "lastLaunchedTime":
+		if im.LaunchPermission == nil {
+			return nil, errorf(codeUnauthorizedOperation, "You are not authorized to perform this operation: only the owner of %s sees when it was last launched", id)
+		}
+		resp.LastLaunchedTime = &attributeValue{}
+		if im.LastLaunchedTime != nil {
+			resp.LastLaunchedTime.Value = ts(*im.LastLaunchedTime)
+		}
 	case "blockDeviceMapping":
 		bdm := imageOf(im).BlockDeviceMappings
 		resp.BlockDeviceMappings = &bdm
@@ -444,7 +452,7 @@ func describeImageAttribute(c *call) (answer, *Error) {
 	case "ramdisk":
 		resp.RamdiskID = &attributeValue{}
 	default:
-		return nil, errorf(codeInvalidParameterValue, "Value (%s) for parameter attribute is invalid: kiln answers launchPermission, description, bootMode, tpmSupport, blockDeviceMapping, kernel and ramdisk", clip(attr))
+		return nil, errorf(codeInvalidParameterValue, "Value (%s) for parameter attribute is invalid: kiln answers launchPermission, description, bootMode, tpmSupport, lastLaunchedTime, blockDeviceMapping, kernel and ramdisk", clip(attr))
 	}
 	if c.dry {
 		return c.dryRun()
@@ -485,8 +493,10 @@ func shareRequest(p params) (add, remove api.ShareRequest, e *Error) {
 		req  *api.ShareRequest
 	}{{"LaunchPermission.Add", &add}, {"LaunchPermission.Remove", &remove}} {
 		for _, lp := range p.indexed(part.name) {
-			if lp["OrganizationArn"] != "" || lp["OrganizationalUnitArn"] != "" {
-				return add, remove, errorf(codeInvalidParameterValue, "kiln has no organizations: share with users (UserId) and groups (Group)")
+			for k := range lp {
+				if k != "UserId" && k != "Group" {
+					return add, remove, errorf(codeInvalidParameterValue, "%s.N.%s: kiln shares with users (UserId) and groups (Group) only", part.name, clip(k))
+				}
 			}
 			fill(part.req, nonEmpty(lp["UserId"]), nonEmpty(lp["Group"]))
 		}
@@ -526,12 +536,15 @@ func modifyImageAttribute(c *call) (answer, *Error) {
 	desc, hasDesc := c.p["Description.Value"]
 	switch attr := c.p.get("Attribute"); attr {
 	case "", "launchPermission":
+		if _, ok := c.p["Value"]; ok {
+			return nil, errorf(codeInvalidParameterCombo, "Value goes with Attribute description only")
+		}
 	case "description":
 		desc, hasDesc = c.p.get("Value"), true
 	default:
 		return nil, errorf(codeInvalidParameterValue, "Value (%s) for parameter attribute is invalid: kiln changes launchPermission and description", clip(attr))
 	}
-	if c.p.get("ProductCode.1") != "" {
+	if len(c.p.indexed("ProductCode")) > 0 {
 		return nil, errorf(codeInvalidParameterValue, "kiln's images have no product codes")
 	}
 	if shareEmpty(add) && shareEmpty(remove) && !hasDesc {

@@ -2,6 +2,7 @@ package ec2
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"net/http"
 )
@@ -13,6 +14,10 @@ type inProcess struct{ h http.Handler }
 func (t inProcess) RoundTrip(r *http.Request) (*http.Response, error) {
 	rec := &recorder{header: http.Header{}, status: http.StatusOK}
 	t.h.ServeHTTP(rec, r)
+	var body io.ReadCloser = io.NopCloser(&rec.body)
+	if rec.hasValue {
+		body = &valueBody{v: rec.value}
+	}
 	return &http.Response{
 		StatusCode:    rec.status,
 		Status:        http.StatusText(rec.status),
@@ -20,19 +25,47 @@ func (t inProcess) RoundTrip(r *http.Request) (*http.Response, error) {
 		ProtoMajor:    1,
 		ProtoMinor:    1,
 		Header:        rec.header,
-		Body:          io.NopCloser(&rec.body),
-		ContentLength: int64(rec.body.Len()),
+		Body:          body,
+		ContentLength: -1,
 		Request:       r,
 	}, nil
 }
 
-// recorder keeps an answer.
+// recorder keeps an answer: its bytes, or (api.ValueWriter) its value unencoded.
 type recorder struct {
-	header http.Header
-	status int
-	wrote  bool
-	body   bytes.Buffer
+	header   http.Header
+	status   int
+	wrote    bool
+	body     bytes.Buffer
+	value    any
+	hasValue bool
 }
+
+func (r *recorder) WriteValue(status int, v any) {
+	r.WriteHeader(status)
+	r.value, r.hasValue = v, true
+}
+
+// valueBody is an answer's value (api.ValueBody); read, it is the value's JSON.
+type valueBody struct {
+	v   any
+	buf *bytes.Reader
+}
+
+func (b *valueBody) Value() any { return b.v }
+
+func (b *valueBody) Read(p []byte) (int, error) {
+	if b.buf == nil {
+		j, err := json.Marshal(b.v)
+		if err != nil {
+			return 0, err
+		}
+		b.buf = bytes.NewReader(j)
+	}
+	return b.buf.Read(p)
+}
+
+func (b *valueBody) Close() error { return nil }
 
 func (r *recorder) Header() http.Header { return r.header }
 

@@ -172,20 +172,30 @@ func runInstances(c *call) (answer, *Error) {
 			return nil, errorf(codeUnknownParameter, "The parameter %s is not recognized (kiln takes MetadataOptions.HttpTokens only)", clip(k))
 		}
 	}
+	var specs []api.VolumeSpec
 	for _, m := range c.p.indexed("BlockDeviceMapping") {
 		spec, e := volumeSpec(m)
 		if e != nil {
 			return nil, e
 		}
-		req.Volumes = append(req.Volumes, spec)
+		specs = append(specs, spec)
 	}
-	specs, e := c.p.tagSpecs("instance", "volume")
+	tagSpecs, e := c.p.tagSpecs("instance", "volume")
 	if e != nil {
 		return nil, e
 	}
-	req.Tags = specs["instance"]
-	if _, e := c.image(image); e != nil {
+	req.Tags = tagSpecs["instance"]
+	im, e := c.image(image)
+	if e != nil {
 		return nil, e
+	}
+	// A mapping of one of the image's devices changes that volume; any other is a blank one.
+	for _, spec := range specs {
+		if slices.ContainsFunc(im.BlockDeviceMappings, func(m api.BlockDeviceMapping) bool { return m.DeviceName == spec.DeviceName }) {
+			req.Mappings = append(req.Mappings, spec)
+		} else {
+			req.Volumes = append(req.Volumes, spec)
+		}
 	}
 	if c.dry {
 		return c.dryRun()
@@ -206,11 +216,11 @@ func runInstances(c *call) (answer, *Error) {
 		made := make([]string, len(insts))
 		for i, in := range insts {
 			made[i] = in.ID
-			if len(specs["volume"]) == 0 {
+			if len(tagSpecs["volume"]) == 0 {
 				continue
 			}
 			for _, m := range in.BlockDeviceMappings {
-				if err := c.s.kiln.Call(c.ctx, "POST", "/volumes/"+m.VolumeID+"/tags", nil, api.TagRequest{Tags: specs["volume"]}, nil); err != nil {
+				if err := c.s.kiln.Call(c.ctx, "POST", "/volumes/"+m.VolumeID+"/tags", nil, api.TagRequest{Tags: tagSpecs["volume"]}, nil); err != nil {
 					return made, fromAPI(err, false)
 				}
 			}
@@ -236,6 +246,9 @@ func volumeSpec(m params) (api.VolumeSpec, *Error) {
 		default:
 			return api.VolumeSpec{}, errorf(codeInvalidParameterValue, "BlockDeviceMapping: %s is not something kiln does (it takes DeviceName, Ebs.VolumeSize and Ebs.DeleteOnTermination)", clip(k))
 		}
+	}
+	if e := checkVolumeType(m["Ebs.VolumeType"]); e != nil {
+		return api.VolumeSpec{}, e
 	}
 	spec := api.VolumeSpec{DeviceName: m["DeviceName"]}
 	if spec.DeviceName == "" {
@@ -408,6 +421,9 @@ func statusOf(in api.Instance) (system, inst status) {
 
 func describeInstanceStatus(c *call) (answer, *Error) {
 	want := c.p.values("InstanceId")
+	if len(want) > 0 && c.p.get("MaxResults") != "" {
+		return nil, errorf(codeInvalidParameterCombo, "The parameter instancesSet cannot be used with the parameter maxResults")
+	}
 	everyState, e := c.p.boolean("IncludeAllInstances")
 	if e != nil {
 		return nil, e
@@ -467,7 +483,7 @@ type stateChangeResponse struct {
 // before and after.
 func instanceAction(act string) func(*call) (answer, *Error) {
 	return func(c *call) (answer, *Error) {
-		want := c.p.values("InstanceId")
+		want := slices.Compact(slices.Sorted(slices.Values(c.p.values("InstanceId")))) // each once, as EC2
 		if len(want) == 0 {
 			return nil, errorf(codeMissingParameter, "The request must contain the parameter InstanceId")
 		}

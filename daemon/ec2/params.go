@@ -23,8 +23,8 @@ func parseParams(r *http.Request, body []byte, presigned bool) (params, *Error) 
 			if presigned && strings.HasPrefix(k, "X-Amz-") {
 				continue
 			}
-			if len(v) > 1 {
-				return errorf(codeInvalidParameter, "the parameter %s is given %d times", clip(k), len(v))
+			if _, dup := p[k]; len(v) > 1 || dup {
+				return errorf(codeInvalidParameter, "the parameter %s is given more than once (in the query and the body, or twice in one)", clip(k))
 			}
 			p[k] = v[0]
 		}
@@ -93,6 +93,13 @@ func (p params) integer(name string, def, lo, hi int) (int, *Error) {
 		return 0, errorf(codeInvalidParameterValue, "Value (%s) for parameter %s is invalid. Expected: an integer from %d to %d.", clip(v), name, lo, hi)
 	}
 	return n, nil
+}
+
+// capAt makes an integer over hi hi (EC2 answers a page of its most, not an error).
+func (p params) capAt(name string, hi int) {
+	if n, err := strconv.Atoi(p[name]); err == nil && n > hi {
+		p[name] = strconv.Itoa(hi)
+	}
 }
 
 // indexed are the entries Name.N(.rest) in the order of N: for each N, the rest of the

@@ -156,26 +156,26 @@ func (s signed) compute(r *http.Request, body []byte, secret, payloadHash string
 	return hex.EncodeToString(mac(key, toSign))
 }
 
-// verify reports whether r carries s's signature made with secret. A presigned
-// request's payload may be signed as UNSIGNED-PAYLOAD; a header-signed one says so in
-// X-Amz-Content-Sha256.
+// verify reports whether r carries s's signature made with secret. The payload is
+// always the body's hash, but for a request with no body, which may say
+// UNSIGNED-PAYLOAD (a presigned URL does): the Query API's parameters are in the body,
+// and a body nobody signed must not choose them.
 func (s signed) verify(r *http.Request, body []byte, secret string) bool {
-	hashes := []string{r.Header.Get("X-Amz-Content-Sha256")}
-	if s.presigned {
-		hashes = append(hashes, unsignedPayload)
+	sum := sha256.Sum256(body)
+	hashes := []string{hex.EncodeToString(sum[:])}
+	switch h := r.Header.Get("X-Amz-Content-Sha256"); {
+	case h == unsignedPayload || h == "" && s.presigned:
+		if len(body) == 0 {
+			hashes = append(hashes, unsignedPayload)
+		}
+	case h != "" && h != hashes[0]:
+		return false // a header-signed payload hash must be the body's
 	}
 	want, err := hex.DecodeString(s.signature)
 	if err != nil {
 		return false
 	}
 	for _, h := range hashes {
-		if h != "" && h != unsignedPayload && !s.presigned {
-			// A header-signed payload hash must be the body's.
-			sum := sha256.Sum256(body)
-			if h != hex.EncodeToString(sum[:]) {
-				return false
-			}
-		}
 		got, _ := hex.DecodeString(s.compute(r, body, secret, h))
 		if hmac.Equal(got, want) {
 			return true
@@ -206,17 +206,22 @@ func canonicalPath(escaped string) string {
 // canonicalQuery is the query sorted by name then value, each part URI-encoded; a
 // presigned request's signature is not part of it.
 func canonicalQuery(q url.Values, presigned bool) string {
-	var pairs []string
+	var pairs [][2]string
 	for k, vs := range q {
 		if presigned && k == "X-Amz-Signature" {
 			continue
 		}
 		for _, v := range vs {
-			pairs = append(pairs, uriEncode(k)+"="+uriEncode(v))
+			pairs = append(pairs, [2]string{uriEncode(k), uriEncode(v)})
 		}
 	}
-	slices.Sort(pairs)
-	return strings.Join(pairs, "&")
+	// By encoded name, then value: "a.b" goes after "a", whatever "=" sorts as.
+	slices.SortFunc(pairs, func(a, b [2]string) int { return cmpOr(strings.Compare(a[0], b[0]), strings.Compare(a[1], b[1])) })
+	joined := make([]string, len(pairs))
+	for i, p := range pairs {
+		joined[i] = p[0] + "=" + p[1]
+	}
+	return strings.Join(joined, "&")
 }
 
 // headerValue is a header's canonical value: its values joined by commas, each trimmed

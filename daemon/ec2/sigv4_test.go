@@ -130,3 +130,13 @@ func TestPage(t *testing.T) {
 		t.Errorf("a bad token: %v", e)
 	}
 }
+
+// TestListenAddress: a bare port listens on loopback; any other address as given.
+func TestListenAddress(t *testing.T) {
+	for in, want := range map[string]string{"8773": "127.0.0.1:8773", ":8773": "127.0.0.1:8773", "0.0.0.0:8773": "0.0.0.0:8773",
+		"[::1]:8773": "[::1]:8773", "127.0.0.1:0": "127.0.0.1:0", "::1": "::1"} {
+		if got := ListenAddress(in); got != want {
+			t.Errorf("ListenAddress(%q) = %q; want %q", in, got, want)
+		}
+	}
+}

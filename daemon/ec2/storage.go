@@ -57,6 +57,10 @@ func describeVolumes(c *call) (answer, *Error) {
 	if e := checkIDs("InvalidVolumeID.Malformed", "vol", want); e != nil {
 		return nil, e
 	}
+	if len(want) > 0 && c.p.get("MaxResults") != "" {
+		return nil, errorf(codeInvalidParameterCombo, "The parameter volumeSet cannot be used with the parameter maxResults")
+	}
+	c.p.capAt("MaxResults", 500) // more is 500, as EC2's
 	fs, e := c.p.filters()
 	if e != nil {
 		return nil, e
@@ -137,10 +141,8 @@ func createVolume(c *call) (answer, *Error) {
 		}
 		return nil, errorf(codeInvalidParameterValue, "kiln does not encrypt volumes yet")
 	}
-	switch t := c.p.get("VolumeType"); t {
-	case "", volumeType, "gp2", "gp3":
-	default:
-		return nil, errorf(codeInvalidParameterValue, "VolumeType %s: kiln's volumes are of one type (%s; gp2 and gp3 are taken as it)", clip(t), volumeType)
+	if e := checkVolumeType(c.p.get("VolumeType")); e != nil {
+		return nil, e
 	}
 	for _, unsupported := range []string{"Iops", "Throughput", "KmsKeyId", "OutpostArn", "MultiAttachEnabled"} {
 		if c.p.get(unsupported) != "" {
@@ -177,6 +179,16 @@ func createVolume(c *call) (answer, *Error) {
 		return nil, e
 	}
 	return &createVolumeResponse{volume: c.s.volumeOf(v)}, nil
+}
+
+// checkVolumeType refuses volume types other than kiln's one (and the general purpose
+// ones, taken as it).
+func checkVolumeType(t string) *Error {
+	switch t {
+	case "", volumeType, "gp2", "gp3":
+		return nil
+	}
+	return errorf(codeInvalidParameterValue, "VolumeType %s: kiln's volumes are of one type (%s; gp2 and gp3 are taken as it)", clip(t), volumeType)
 }
 
 type attachmentResponse struct {
@@ -287,6 +299,10 @@ func describeSnapshots(c *call) (answer, *Error) {
 	if e := checkIDs("InvalidSnapshotID.Malformed", "snap", want); e != nil {
 		return nil, e
 	}
+	if len(want) > 0 && c.p.get("MaxResults") != "" {
+		return nil, errorf(codeInvalidParameterCombo, "The parameter snapshotSet cannot be used with the parameter maxResults")
+	}
+	c.p.capAt("MaxResults", 1000) // more is 1000, as EC2's
 	fs, e := c.p.filters()
 	if e != nil {
 		return nil, e

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"kiln/daemon/api"
+	kfilter "kiln/internal/filter"
 )
 
 // taggable are the kinds of resources that take tags: the id's prefix, the API's path,
@@ -107,12 +108,20 @@ func (c *call) resources(ids []string) ([]string, *Error) {
 		if e != nil {
 			return nil, e
 		}
-		if err := c.s.kiln.Call(c.ctx, "GET", p, nil, nil, nil); err != nil {
+		// An image shared with the caller (or public) is seen but not the caller's to tag:
+		// refused before anything is changed, so that a request changes all or nothing.
+		var view struct {
+			LaunchPermission *api.LaunchPermission `json:"launchPermission"`
+		}
+		if err := c.s.kiln.Call(c.ctx, "GET", p, nil, nil, &view); err != nil {
 			e := fromAPI(err, false)
 			if strings.HasSuffix(e.Code, ".NotFound") || e.Code == "InvalidID" {
 				e.Message = "The ID '" + id + "' does not exist"
 			}
 			return nil, e
+		}
+		if strings.HasPrefix(id, "ami-") && view.LaunchPermission == nil {
+			return nil, errorf(codeUnauthorizedOperation, "You are not authorized to perform this operation: image %s is not yours", id)
 		}
 		paths = append(paths, p)
 	}
@@ -133,7 +142,7 @@ type describeTagsResponse struct {
 }
 
 // describeTags lists the tags of every resource the caller sees. Its filters are on the
-// tags themselves: key, value, resource-id, resource-type (exact values).
+// tags themselves: key, value, resource-id, resource-type, with kiln's wildcards.
 func describeTags(c *call) (answer, *Error) {
 	fs, e := c.p.filters()
 	if e != nil {
@@ -172,7 +181,7 @@ func describeTags(c *call) (answer, *Error) {
 	all = slices.DeleteFunc(all, func(td tagDescription) bool {
 		for _, f := range fs {
 			v := map[string]string{"key": td.Key, "value": td.Value, "resource-id": td.ResourceID, "resource-type": td.ResourceType}[f.Name]
-			if !slices.Contains(f.Values, v) {
+			if !slices.ContainsFunc(f.Values, func(pattern string) bool { return kfilter.Glob(pattern, v) }) {
 				return true
 			}
 		}

@@ -21,11 +21,17 @@ type tokens struct {
 	db  *record.DB
 	now func() time.Time
 	mu  sync.Mutex
-	in  map[string]*sync.Mutex // a lock per token in use
+	in  map[string]*tokenLock // a lock per token in use, while it is
+}
+
+// tokenLock is a token's lock and how many requests hold or wait for it.
+type tokenLock struct {
+	sync.Mutex
+	users int
 }
 
 func newTokens(db *record.DB, now func() time.Time) *tokens {
-	return &tokens{db: db, now: now, in: map[string]*sync.Mutex{}}
+	return &tokens{db: db, now: now, in: map[string]*tokenLock{}}
 }
 
 // once runs make unless the caller's token already made something; it returns the ids
@@ -42,12 +48,20 @@ func (t *tokens) once(c *call, make func() ([]string, *Error)) ([]string, *Error
 	t.mu.Lock()
 	l := t.in[key]
 	if l == nil {
-		l = &sync.Mutex{}
+		l = &tokenLock{}
 		t.in[key] = l
 	}
+	l.users++
 	t.mu.Unlock()
 	l.Lock()
-	defer l.Unlock()
+	defer func() {
+		l.Unlock()
+		t.mu.Lock()
+		if l.users--; l.users == 0 {
+			delete(t.in, key)
+		}
+		t.mu.Unlock()
+	}()
 	digest := paramsDigest(c.p)
 	prev, ok, err := t.db.ClientToken(key)
 	if err != nil {
@@ -59,15 +73,17 @@ func (t *tokens) once(c *call, make func() ([]string, *Error)) ([]string, *Error
 		}
 		return prev.IDs, nil
 	}
+	// What was made is recorded even when a later step failed (a launch whose volumes
+	// could not be tagged): a retry answers it instead of making more.
 	made, e := make()
-	if e != nil || len(made) == 0 {
+	if len(made) == 0 {
 		return made, e
 	}
 	now := t.now()
-	if err := t.db.PutClientToken(record.ClientToken{Key: key, Params: digest, IDs: made, Time: now}, now.Add(-tokenLife)); err != nil {
-		return made, errorf(codeInternalError, "client token: %v", err)
+	if err := t.db.PutClientToken(record.ClientToken{Key: key, Params: digest, IDs: made, Time: now}, now.Add(-tokenLife)); err != nil && e == nil {
+		e = errorf(codeInternalError, "client token: %v", err)
 	}
-	return made, nil
+	return made, e
 }
 
 // paramsDigest identifies a request's parameters but its token and DryRun.

@@ -123,6 +123,9 @@ func (x *Images) View(c peer.Caller, im *images.Image) api.Image {
 		out.SourceRef = "" // a registry's or a file's name is the owner's business
 	}
 	if im.OwnerID == c.User || x.admin(c) {
+		if t := im.LastLaunchedTime; !t.IsZero() { // when others launch it is theirs to know
+			out.LastLaunchedTime = &t
+		}
 		lp := im.LaunchPermission
 		out.LaunchPermission = &api.LaunchPermission{Users: lp.Users, Groups: lp.Groups, Public: im.Public}
 		if out.LaunchPermission.Users == nil {

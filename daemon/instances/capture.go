@@ -82,7 +82,7 @@ func (m *Manager) CreateImage(ctx context.Context, inst *Instance, owner string,
 		return nil, err
 	}
 	capture, err := m.Builder.PrepareCapture(builder.CaptureRequest{Name: req.Name, OwnerID: owner, Description: req.Description,
-		Tags: req.Tags, SourceInstanceID: rec.ID, Source: source, Volumes: capVols, UEFIVars: uefiVars})
+		Tags: req.Tags, SourceInstanceID: rec.ID, Source: source, Volumes: capVols, UEFIVars: uefiVars, SnapshotTags: req.SnapshotTags})
 	if err != nil {
 		stored()
 		inst.op.Unlock()

@@ -13,8 +13,8 @@ import (
 
 // bootMode is the mode an instance of im boots with: legacy-bios or uefi. An image's
 // uefi-preferred boots UEFI when OVMF is installed, as EC2 boots it on an instance type
-// that has UEFI, and legacy BIOS otherwise; uefi without OVMF is refused, saying what
-// to install.
+// that has UEFI, and legacy BIOS otherwise; uefi without OVMF, or a TPM without swtpm,
+// is refused, saying what to install.
 func bootMode(im *images.Image) (string, error) {
 	switch {
 	case !images.UEFI(im.BootMode):
@@ -24,6 +24,11 @@ func bootMode(im *images.Image) (string, error) {
 	}
 	if err := hypervisor.FirmwareAvailable(im.SecureBoot); err != nil {
 		return "", fmt.Errorf("image %s boots UEFI: %v: %w", im.ID, err, errdefs.ErrFailedPrecondition)
+	}
+	if im.TPMSupport != "" {
+		if err := hypervisor.TPMAvailable(); err != nil {
+			return "", fmt.Errorf("image %s has TPM support %s: %v: %w", im.ID, im.TPMSupport, err, errdefs.ErrFailedPrecondition)
+		}
 	}
 	return "uefi", nil
 }
@@ -42,6 +47,14 @@ func (m *Manager) makeFirmwareFiles(dir string, im *images.Image, tpm bool) erro
 		return fmt.Errorf("UEFI variables of image %s: %w", im.ID, err)
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err == nil && im.UEFIData != "" { // pulled from a registry: checked for size only
+		if err := hypervisor.CheckVars(f, st.Size()); err != nil {
+			return fmt.Errorf("the UEFI data of image %s: %v: %w", im.ID, err, errdefs.ErrFailedPrecondition)
+		}
+		if im.SecureBoot && !hypervisor.HasPlatformKey(f, st.Size()) {
+			return fmt.Errorf("the UEFI data of image %s has no platform key: its Secure Boot would check nothing: %w", im.ID, errdefs.ErrFailedPrecondition)
+		}
+	}
 	if err := hypervisor.WriteVars(filepath.Join(dir, hypervisor.VarsFile), f); err != nil {
 		return err
 	}

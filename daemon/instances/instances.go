@@ -44,6 +44,10 @@ type Instance struct {
 	// hurried is set by a forced stop or terminate that finds the instance already
 	// stopping or shutting down: the grace its guest has is cut short.
 	hurried atomic.Bool
+	// tags are the instance's tags, guarded by Manager.mu: a tag change does not wait for
+	// inst.op (a stop holds it for its grace), so they are kept beside rec, whose copy
+	// of them set writes. Maps are replaced, never changed.
+	tags map[string]string
 }
 
 // Placer puts an instance's QEMU where the host keeps its processes: a systemd scope,
@@ -106,7 +110,7 @@ func New(cfg Config) *Manager {
 	m := &Manager{Config: cfg, tool: cfg.Builder.Tool, layout: layout, all: map[string]*Instance{},
 		specs: &machines.Specs{Layout: layout, Store: cfg.Store, Accel: cfg.Accel, Users: machines.NewUsers(cfg.Accel, cfg.KVMDevice), Outbound: cfg.Outbound}}
 	for _, rec := range cfg.Loaded {
-		m.all[rec.ID] = &Instance{rec: rec}
+		m.all[rec.ID] = &Instance{rec: rec, tags: rec.Tags}
 	}
 	return m
 }
@@ -134,6 +138,7 @@ func (m *Manager) set(inst *Instance, change func(r *record.Instance)) error {
 	rec := inst.rec
 	rec.Mappings = slices.Clone(inst.rec.Mappings)
 	change(&rec)
+	rec.Tags = inst.tags
 	if err := m.DB.PutInstance(rec, inst.rec.State); err != nil {
 		return err
 	}
@@ -178,7 +183,32 @@ func (m *Manager) Roots() []digest.Digest {
 func (m *Manager) Record(inst *Instance) record.Instance {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return inst.rec
+	return inst.record()
+}
+
+// record is a copy of the instance's record with its tags. The caller holds m.mu.
+func (inst *Instance) record() record.Instance {
+	r := inst.rec
+	r.Tags = inst.tags
+	return r
+}
+
+// Tag changes the instance's tags: change gets them and returns the new ones (it must
+// not change the map it gets). It does not wait for an operation on the instance.
+func (m *Manager) Tag(inst *Instance, change func(map[string]string) (map[string]string, error)) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	tags, err := change(inst.tags)
+	if err != nil {
+		return err
+	}
+	rec := inst.rec
+	rec.Tags = tags
+	if err := m.DB.PutInstance(rec, rec.State); err != nil {
+		return err
+	}
+	inst.tags = tags
+	return nil
 }
 
 // Get finds the instance ref names among those the caller me may see: an i- id, a name
@@ -226,7 +256,7 @@ func (m *Manager) List(all bool, visible func(owner string) bool) []record.Insta
 	var out []record.Instance
 	for _, inst := range m.all {
 		if (all || inst.rec.State != record.StateTerminated) && visible(inst.rec.OwnerID) {
-			out = append(out, inst.rec)
+			out = append(out, inst.record())
 		}
 	}
 	slices.SortFunc(out, func(a, b record.Instance) int {

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -48,6 +51,9 @@ func (m *Manager) Run(ctx context.Context, owner string, im *images.Image, req a
 	if count < 1 || count > maxCount {
 		return nil, fmt.Errorf("count %d: give 1 to %d: %w", count, maxCount, errdefs.ErrInvalidArgument)
 	}
+	if err := images.CheckTags(req.Tags, 0); err != nil {
+		return nil, err
+	}
 	if len(req.UserData) > api.MaxUserData {
 		return nil, fmt.Errorf("user data is %d bytes; at most %d: %w", len(req.UserData), api.MaxUserData, errdefs.ErrInvalidArgument)
 	}
@@ -59,18 +65,20 @@ func (m *Manager) Run(ctx context.Context, owner string, im *images.Image, req a
 		}
 	}
 	changed := map[string]bool{}
-	for _, v := range req.Volumes {
-		if size, ok := imageGiB[v.DeviceName]; ok { // a change of the image's volume
-			switch {
-			case changed[v.DeviceName]:
-				return nil, fmt.Errorf("volume device %s is given twice: %w", v.DeviceName, errdefs.ErrInvalidArgument)
-			case v.SizeGiB != 0 && (v.SizeGiB < size || v.SizeGiB > api.MaxVolumeGiB):
-				return nil, fmt.Errorf("volume %s: %d GiB; its snapshot is %d GiB: give %d to %d (or 0 to keep it): %w",
-					v.DeviceName, v.SizeGiB, size, size, api.MaxVolumeGiB, errdefs.ErrInvalidArgument)
-			}
-			changed[v.DeviceName] = true
-			continue
+	for _, v := range req.Mappings { // changes of the image's volumes
+		size, ok := imageGiB[v.DeviceName]
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("mapping %s: the image has no volume there (its devices: %s): %w", v.DeviceName, strings.Join(slices.Sorted(maps.Keys(imageGiB)), ", "), errdefs.ErrInvalidArgument)
+		case changed[v.DeviceName]:
+			return nil, fmt.Errorf("mapping %s is given twice: %w", v.DeviceName, errdefs.ErrInvalidArgument)
+		case v.SizeGiB != 0 && (v.SizeGiB < size || v.SizeGiB > api.MaxVolumeGiB):
+			return nil, fmt.Errorf("volume %s: %d GiB; its snapshot is %d GiB: give %d to %d (or 0 to keep it): %w",
+				v.DeviceName, v.SizeGiB, size, size, api.MaxVolumeGiB, errdefs.ErrInvalidArgument)
 		}
+		changed[v.DeviceName] = true
+	}
+	for _, v := range req.Volumes {
 		switch {
 		case !volumeDevice.MatchString(v.DeviceName):
 			return nil, fmt.Errorf("volume device %q: want /dev/vdb to /dev/vdz: %w", v.DeviceName, errdefs.ErrInvalidArgument)
@@ -122,11 +130,10 @@ func (m *Manager) Run(ctx context.Context, owner string, im *images.Image, req a
 			vols, gib = vols+1, gib+bdm.EBS.VolumeSize
 		}
 	}
+	for _, v := range req.Mappings {
+		gib += max(v.SizeGiB-imageGiB[v.DeviceName], 0) // counted above at the snapshot's size
+	}
 	for _, v := range req.Volumes {
-		if size, ok := imageGiB[v.DeviceName]; ok {
-			gib += max(v.SizeGiB-size, 0) // counted above at the snapshot's size
-			continue
-		}
 		vols, gib = vols+1, gib+v.SizeGiB
 	}
 	if vols > 0 {
@@ -163,7 +170,7 @@ func (m *Manager) reserve(rec record.Instance) (*Instance, error) {
 	}
 	// Reserved: no state yet (the first event is → pending), but its owner and size
 	// count against the quota.
-	inst := &Instance{rec: record.Instance{ID: rec.ID, OwnerID: rec.OwnerID, CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB}}
+	inst := &Instance{rec: record.Instance{ID: rec.ID, OwnerID: rec.OwnerID, CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB}, tags: rec.Tags}
 	m.all[rec.ID] = inst // reserved: the name is taken from here on
 	m.mu.Unlock()
 	inst.op.Lock()
@@ -192,6 +199,7 @@ func (m *Manager) launch(ctx context.Context, owner string, im *images.Image, na
 		Kernel: im.Kernel, Initrd: im.Initrd, Cmdline: im.Cmdline, Seed: len(req.UserData) > 0 || key.PublicKey != "", LaunchTime: time.Now().UTC(),
 		Ports: ports, KeyName: key.Name, SSHUser: im.SSHUser, MetadataTokensRequired: req.MetadataTokens == api.MetadataTokensRequired,
 		BootMode: mode, SecureBoot: mode == "uefi" && im.SecureBoot, TPM: mode == "uefi" && im.TPMSupport != "",
+		Tags: req.Tags,
 	})
 	if err != nil {
 		return nil, err
@@ -215,7 +223,7 @@ func (m *Manager) prepare(ctx context.Context, inst *Instance, im *images.Image,
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	mappings, err := m.Vols.MakeFor(ctx, inst.rec.OwnerID, inst.rec.ID, im, req.Volumes)
+	mappings, err := m.Vols.MakeFor(ctx, inst.rec.OwnerID, inst.rec.ID, im, req.Mappings, req.Volumes)
 	if err != nil {
 		return err
 	}

@@ -56,9 +56,9 @@ func New(db *record.DB, loaded []record.KeyPair) *Set {
 	return s
 }
 
-// Create makes a key pair of typ (ed25519 when empty) for owner; the answer holds its
-// private key, which kilnd keeps nowhere.
-func (s *Set) Create(owner, name, typ string) (api.KeyPair, error) {
+// Create makes a key pair of typ (ed25519 when empty) for owner, with tags (checked by
+// the caller); the answer holds its private key, which kilnd keeps nowhere.
+func (s *Set) Create(owner, name, typ string, tags map[string]string) (api.KeyPair, error) {
 	var private, fingerprint string
 	var public ssh.PublicKey
 	switch typ {
@@ -95,7 +95,7 @@ func (s *Set) Create(owner, name, typ string) (api.KeyPair, error) {
 	default:
 		return api.KeyPair{}, fmt.Errorf("key type %q: want ed25519 or rsa: %w", ids.Clip(typ), errdefs.ErrInvalidArgument)
 	}
-	kp, err := s.add(owner, name, typ, fingerprint, public)
+	kp, err := s.add(owner, name, typ, fingerprint, public, tags)
 	if err != nil {
 		return api.KeyPair{}, err
 	}
@@ -104,8 +104,9 @@ func (s *Set) Create(owner, name, typ string) (api.KeyPair, error) {
 	return out, nil
 }
 
-// Import keeps a public key of owner's (authorized_keys form: ssh-ed25519 or ssh-rsa).
-func (s *Set) Import(owner, name, publicKey string) (api.KeyPair, error) {
+// Import keeps a public key of owner's (authorized_keys form: ssh-ed25519 or ssh-rsa),
+// with tags (checked by the caller).
+func (s *Set) Import(owner, name, publicKey string, tags map[string]string) (api.KeyPair, error) {
 	public, _, _, _, err := ssh.ParseAuthorizedKey([]byte(publicKey))
 	if err != nil {
 		return api.KeyPair{}, fmt.Errorf("public key: %v (want one line as in authorized_keys or a .pub file: ssh-ed25519 AAAA… or ssh-rsa AAAA…): %w",
@@ -133,7 +134,7 @@ func (s *Set) Import(owner, name, publicKey string) (api.KeyPair, error) {
 	default:
 		return api.KeyPair{}, fmt.Errorf("public key of type %s: want ssh-ed25519 or ssh-rsa: %w", public.Type(), errdefs.ErrInvalidArgument)
 	}
-	kp, err := s.add(owner, name, typ, fingerprint, public)
+	kp, err := s.add(owner, name, typ, fingerprint, public, tags)
 	if err != nil {
 		return api.KeyPair{}, err
 	}
@@ -141,12 +142,12 @@ func (s *Set) Import(owner, name, publicKey string) (api.KeyPair, error) {
 }
 
 // add records a key pair, refusing a name its owner has.
-func (s *Set) add(owner, name, typ, fingerprint string, public ssh.PublicKey) (record.KeyPair, error) {
+func (s *Set) add(owner, name, typ, fingerprint string, public ssh.PublicKey, tags map[string]string) (record.KeyPair, error) {
 	if err := checkName(name); err != nil {
 		return record.KeyPair{}, err
 	}
 	kp := record.KeyPair{ID: ids.NewID(Prefix), Name: name, OwnerID: owner, Type: typ, Fingerprint: fingerprint,
-		PublicKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(public))), CreateTime: time.Now().UTC()}
+		PublicKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(public))), CreateTime: time.Now().UTC(), Tags: tags}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, o := range s.all {
@@ -213,10 +214,38 @@ func (s *Set) Delete(ref, owner string, visible func(owner string) bool) (string
 	return kp.ID, nil
 }
 
+// Tag changes the tags of a key pair the caller may see (found as Get finds it): change
+// gets its tags and returns the new ones (it must not change the map it gets). The
+// answer is the key pair then.
+func (s *Set) Tag(ref, owner string, visible func(owner string) bool, change func(map[string]string) (map[string]string, error)) (api.KeyPair, error) {
+	found, err := s.Get(ref, owner, visible)
+	if err != nil {
+		return api.KeyPair{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	kp, ok := s.all[found.ID]
+	if !ok {
+		return api.KeyPair{}, ids.NotFound("key pair", ref, nil) // deleted meanwhile
+	}
+	if kp.Tags, err = change(kp.Tags); err != nil {
+		return api.KeyPair{}, err
+	}
+	if err := s.db.PutKeyPair(kp); err != nil {
+		return api.KeyPair{}, err
+	}
+	s.all[kp.ID] = kp
+	return View(kp), nil
+}
+
 // View is the API's view of a key pair.
 func View(kp record.KeyPair) api.KeyPair {
-	return api.KeyPair{KeyPairID: kp.ID, KeyName: kp.Name, KeyType: kp.Type, KeyFingerprint: kp.Fingerprint,
-		PublicKey: kp.PublicKey, OwnerID: kp.OwnerID, CreateTime: kp.CreateTime}
+	out := api.KeyPair{KeyPairID: kp.ID, KeyName: kp.Name, KeyType: kp.Type, KeyFingerprint: kp.Fingerprint,
+		PublicKey: kp.PublicKey, OwnerID: kp.OwnerID, CreateTime: kp.CreateTime, Tags: kp.Tags}
+	if out.Tags == nil {
+		out.Tags = map[string]string{}
+	}
+	return out
 }
 
 // sha256Fingerprint is the cloud's fingerprint of an ED25519 key: the SHA-256 of its SSH

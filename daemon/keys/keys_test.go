@@ -47,7 +47,7 @@ func TestFingerprints(t *testing.T) {
 	// openssl's digests print as "(stdin)= HEX" (or "SHA1(stdin)= aa:bb…" with -c).
 	digest := func(out string) string { return out[strings.LastIndex(out, " ")+1:] }
 
-	rsa, err := s.Create("alice", "made-rsa", TypeRSA)
+	rsa, err := s.Create("alice", "made-rsa", TypeRSA, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func TestFingerprints(t *testing.T) {
 		t.Errorf("created RSA: %s, openssl says %s", rsa.KeyFingerprint, want)
 	}
 
-	ed, err := s.Create("alice", "made-ed", "")
+	ed, err := s.Create("alice", "made-ed", "", nil)
 	if err != nil || ed.KeyType != TypeED25519 {
 		t.Fatalf("create: %+v, %v", ed, err)
 	}
@@ -81,7 +81,7 @@ func TestFingerprints(t *testing.T) {
 	// Imported: a key ssh-keygen made.
 	run(ssh, "-q", "-m", "PEM", "-t", "rsa", "-b", "3072", "-N", "", "-C", "alice@desk", "-f", filepath.Join(dir, "imp"))
 	b, _ := os.ReadFile(filepath.Join(dir, "imp.pub"))
-	imp, err := s.Import("alice", "imported", string(b))
+	imp, err := s.Import("alice", "imported", string(b), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,14 +95,14 @@ func TestFingerprints(t *testing.T) {
 // refused; by name a key pair is found among its owner's only.
 func TestKeyPairRules(t *testing.T) {
 	s := newSet(t)
-	a, err := s.Create("alice", "k", "")
+	a, err := s.Create("alice", "k", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Create("alice", "k", ""); !errdefs.IsAlreadyExists(err) {
+	if _, err := s.Create("alice", "k", "", nil); !errdefs.IsAlreadyExists(err) {
 		t.Errorf("a second k of alice's: %v", err)
 	}
-	if _, err := s.Create("bob", "k", ""); err != nil {
+	if _, err := s.Create("bob", "k", "", nil); err != nil {
 		t.Errorf("bob's k: %v", err)
 	}
 	for _, bad := range []struct{ name, typ, key string }{
@@ -111,9 +111,9 @@ func TestKeyPairRules(t *testing.T) {
 	} {
 		var err error
 		if bad.key != "" {
-			_, err = s.Import("alice", bad.name, bad.key)
+			_, err = s.Import("alice", bad.name, bad.key, nil)
 		} else {
-			_, err = s.Create("alice", bad.name, bad.typ)
+			_, err = s.Create("alice", bad.name, bad.typ, nil)
 		}
 		if !errdefs.IsInvalidArgument(err) {
 			t.Errorf("%+v: %v; want invalid", bad, err)

@@ -243,6 +243,9 @@ type KeyPair struct {
 	Fingerprint string    `json:"fingerprint"`
 	PublicKey   string    `json:"publicKey"`
 	CreateTime  time.Time `json:"createTime"`
+
+	// Tags are the key pair's tags.
+	Tags map[string]string `json:"tags,omitempty"`
 }
 
 // KeyPairs reads every key pair's record.

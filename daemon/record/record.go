@@ -72,6 +72,9 @@ type Instance struct {
 	BootMode   string `json:"bootMode,omitempty"`
 	SecureBoot bool   `json:"secureBoot,omitempty"`
 	TPM        bool   `json:"tpm,omitempty"`
+	// Tags are the instance's tags. In memory the instance domain keeps them beside the
+	// record (they change without the instance's operation lock).
+	Tags map[string]string `json:"tags,omitempty"`
 }
 
 // Port is a host port forwarded to a port of the guest.
@@ -111,6 +114,8 @@ type Volume struct {
 	// with a Layer is in the store as that layer (and in Chain): its file is kept only
 	// while the QEMU that opened it runs.
 	Frozen []Frozen `json:"frozen,omitempty"`
+	// Tags are the volume's tags.
+	Tags map[string]string `json:"tags,omitempty"`
 }
 
 // Frozen is a file that was a volume's top, and the layer made of it once captured.

@@ -68,12 +68,16 @@ inst.create_tags(Tags=[{"Key": "made-by", "Value": "boto3"}])
 found = list(ec2.instances.filter(Filters=[{"Name": "tag:made-by", "Values": ["boto3"]}]))
 assert [i.id for i in found] == [iid], found
 print("ok: tag filter found %s" % iid)
+# The guest's checks pass once it is up (and then it shuts down at once when asked).
+client.get_waiter("instance_status_ok").wait(InstanceIds=[iid], WaiterConfig={"Delay": 2, "MaxAttempts": 90})
+print("ok: instance_status_ok waiter for %s" % iid)
 inst.terminate()
 inst.wait_until_terminated(WaiterConfig={"Delay": 2, "MaxAttempts": 60})
 print("ok: terminated %s" % iid)
 
 # Presigned requests: one works; expired and tampered ones are refused.
-url = client.generate_presigned_url("describe_regions", ExpiresIn=60)
+# Signed for GET, the method it is sent with (botocore signs EC2's as POST otherwise).
+url = client.generate_presigned_url("describe_regions", ExpiresIn=60, HttpMethod="GET")
 with urllib.request.urlopen(url, timeout=30) as r:
     body = r.read().decode()
 assert "DescribeRegionsResponse" in body and os.environ["AWS_DEFAULT_REGION"] in body, body
@@ -91,7 +95,7 @@ def refused(url):
 code, body = refused(url.replace("Action=DescribeRegions", "Action=DescribeImages"))
 assert code in (401, 403) and ("AuthFailure" in body or "SignatureDoesNotMatch" in body), (code, body)
 print("ok: a tampered presigned request was refused (%d)" % code)
-short = client.generate_presigned_url("describe_regions", ExpiresIn=1)
+short = client.generate_presigned_url("describe_regions", ExpiresIn=1, HttpMethod="GET")
 time.sleep(2)
 code, body = refused(short)
 assert "RequestExpired" in body, (code, body)

@@ -58,15 +58,45 @@ func clone(v *record.Volume) *record.Volume {
 	return &c
 }
 
-// Put writes a volume's record, then keeps a copy.
+// Put writes a volume's record, then keeps a copy. The tags of a volume the set has are
+// the set's (Tag changes them): v's count only for a new volume, so a request that
+// worked on a copy never undoes a tag change made meanwhile.
 func (s *Set) Put(v *record.Volume) error {
-	if err := s.db.PutVolume(v); err != nil {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := clone(v)
+	if cur := s.all[v.ID]; cur != nil {
+		c.Tags = cur.Tags
+	}
+	if err := s.db.PutVolume(c); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	s.all[v.ID] = clone(v)
-	s.mu.Unlock()
+	s.all[v.ID] = c
 	return nil
+}
+
+// Tag changes the tags of a volume the caller may see: change gets its tags and returns
+// the new ones (it must not change the map it gets). The answer is the volume then.
+func (s *Set) Tag(ref string, visible func(owner string) bool, change func(map[string]string) (map[string]string, error)) (api.Volume, error) {
+	id, err := s.Resolve(ref, visible)
+	if err != nil {
+		return api.Volume{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.all[id]
+	if cur == nil {
+		return api.Volume{}, ids.NotFound("volume", ref, nil) // deleted meanwhile
+	}
+	c := clone(cur)
+	if c.Tags, err = change(cur.Tags); err != nil {
+		return api.Volume{}, err
+	}
+	if err := s.db.PutVolume(c); err != nil {
+		return api.Volume{}, err
+	}
+	s.all[id] = c
+	return View(c), nil
 }
 
 // Delete removes a volume's files and record.
@@ -170,7 +200,11 @@ func (s *Set) Inspect(id string, visible func(owner string) bool) (api.Volume, e
 // View is the API's view of a volume.
 func View(v *record.Volume) api.Volume {
 	out := api.Volume{ID: v.ID, OwnerID: v.OwnerID, State: "available", SizeGiB: v.SizeGiB, SnapshotID: v.SnapshotID,
-		InstanceID: v.InstanceID, DeviceName: v.DeviceName, DeleteOnTermination: v.DeleteOnTermination, CreateTime: v.CreateTime}
+		InstanceID: v.InstanceID, DeviceName: v.DeviceName, DeleteOnTermination: v.DeleteOnTermination, CreateTime: v.CreateTime,
+		Tags: v.Tags}
+	if out.Tags == nil {
+		out.Tags = map[string]string{}
+	}
 	if v.InstanceID != "" {
 		out.State = "in-use"
 	}
@@ -178,9 +212,13 @@ func View(v *record.Volume) api.Volume {
 }
 
 // Create makes a standalone volume of owner's: blank, or over a snapshot (sn, one the
-// caller may see), sizeGiB large (0: the snapshot's size).
-func (s *Set) Create(ctx context.Context, owner string, sizeGiB int64, sn *images.Snapshot) (api.Volume, error) {
-	v := &record.Volume{ID: ids.NewID(record.VolumePrefix), OwnerID: owner, Standalone: true, SizeGiB: sizeGiB, CreateTime: time.Now().UTC()}
+// caller may see), sizeGiB large (0: the snapshot's size), with tags (checked here).
+func (s *Set) Create(ctx context.Context, owner string, sizeGiB int64, sn *images.Snapshot, tags map[string]string) (api.Volume, error) {
+	if err := images.CheckTags(tags, 0); err != nil {
+		return api.Volume{}, err
+	}
+	v := &record.Volume{ID: ids.NewID(record.VolumePrefix), OwnerID: owner, Standalone: true, SizeGiB: sizeGiB, CreateTime: time.Now().UTC(),
+		Tags: tags}
 	release := s.store.Hold()
 	defer release()
 	var chain []digest.Digest
@@ -224,7 +262,7 @@ func (s *Set) Create(ctx context.Context, owner string, sizeGiB int64, sn *image
 // MakeFor makes the volumes of a new instance of owner's: an overlay on the layers of
 // each of the image's mappings (nothing is copied), and the blank ones asked for. A
 // failure leaves the records of those made, which the caller deletes (DeleteOf).
-func (s *Set) MakeFor(ctx context.Context, owner, instance string, im *images.Image, specs []api.VolumeSpec) ([]record.Mapping, error) {
+func (s *Set) MakeFor(ctx context.Context, owner, instance string, im *images.Image, changes, blank []api.VolumeSpec) ([]record.Mapping, error) {
 	// Layers must not go between looking them up and the volume record naming them.
 	release := s.store.Hold()
 	defer release()
@@ -247,9 +285,9 @@ func (s *Set) MakeFor(ctx context.Context, owner, instance string, im *images.Im
 		}
 		v := &record.Volume{DeviceName: bdm.DeviceName, SnapshotID: bdm.EBS.SnapshotID, Chain: chain, SizeGiB: bdm.EBS.VolumeSize,
 			DeleteOnTermination: bdm.EBS.DeleteOnTermination}
-		if i := slices.IndexFunc(specs, func(sp api.VolumeSpec) bool { return sp.DeviceName == bdm.DeviceName }); i >= 0 {
-			v.SizeGiB = max(v.SizeGiB, specs[i].SizeGiB)
-			if d := specs[i].DeleteOnTermination; d != nil {
+		if i := slices.IndexFunc(changes, func(sp api.VolumeSpec) bool { return sp.DeviceName == bdm.DeviceName }); i >= 0 {
+			v.SizeGiB = max(v.SizeGiB, changes[i].SizeGiB)
+			if d := changes[i].DeleteOnTermination; d != nil {
 				v.DeleteOnTermination = *d
 			}
 		}
@@ -259,10 +297,7 @@ func (s *Set) MakeFor(ctx context.Context, owner, instance string, im *images.Im
 			return nil, err
 		}
 	}
-	for _, spec := range specs {
-		if slices.ContainsFunc(im.BlockDeviceMappings, func(bdm images.BlockDeviceMapping) bool { return bdm.DeviceName == spec.DeviceName }) {
-			continue // changed the image's volume above
-		}
+	for _, spec := range blank {
 		v := &record.Volume{DeviceName: spec.DeviceName, SizeGiB: spec.SizeGiB, DeleteOnTermination: spec.DeleteOnTermination == nil || *spec.DeleteOnTermination}
 		if err := add(v, func(path string) error { return s.tool.CreateBlank(ctx, path, v.SizeGiB<<30) }); err != nil {
 			return nil, err
