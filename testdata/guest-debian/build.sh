@@ -4,7 +4,8 @@
 #
 # The root is Debian bookworm made by mmdebstrap from Debian's packages: systemd with
 # dbus (so that logind takes the power button and shutdown works), cloud-init (NoCloud),
-# openssh-server, qemu-guest-agent, sudo, curl, python3 and the cloud kernel.
+# openssh-server, qemu-guest-agent, sudo, curl, python3, the cloud kernel, and Debian's
+# signed EFI loaders (shim-signed, grub-efi-amd64-signed) with mokutil.
 # The disk has an MBR partition table, a FAT boot partition and an ext4 root, each made
 # as a file of its own with mkfs -d / mtools and copied in: no loop device and no mount.
 # The boot partition boots both ways: legacy BIOS through syslinux (the MBR's code, the
