@@ -57,7 +57,7 @@ $(GUEST)/.built: testdata/guest/build.sh testdata/guest/initrd-init $(shell find
 
 guest-debian: deps $(DEBIAN)/.built ## build the Debian test guest (testdata/guest-debian/out/disk.qcow2)
 
-$(DEBIAN)/.built: testdata/guest-debian/build.sh testdata/guest-debian/syslinux.cfg $(shell find testdata/guest-debian/rootfs -type f)
+$(DEBIAN)/.built: testdata/guest-debian/build.sh testdata/guest-debian/syslinux.cfg testdata/guest-debian/grub.cfg $(shell find testdata/guest-debian/rootfs -type f)
 	$(SUDO) sh testdata/guest-debian/build.sh $(DEBIAN)
 	$(SUDO) chown -R $$(id -u):$$(id -g) $(DEBIAN)
 	touch $@
