@@ -2,7 +2,6 @@ package daemon_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"errors"
 	"os"
@@ -95,47 +94,31 @@ func TestSecureBoot(t *testing.T) {
 		t.Errorf("legacy BIOS (boot mode %q) went through UEFI:\n%s", bios.BootMode, kilntest.Tail(con, 20))
 	}
 	terminate(bios.ID)
+	// Both UEFI boots at once; each is done when its kernel says how it was started
+	// (cloud-init's ready would add minutes of a TCG guest and prove nothing more of
+	// the boot chain).
 	start = time.Now()
 	plain := runOne(t, k, api.RunInstancesRequest{Image: register("debian-uefi", disk, "uefi", false, "qcow2").ID, InstanceType: "small"})
-	con = waitConsole(t, k, plain.ID, "secureboot: Secure boot disabled", 1)
-	for _, want := range []string{"Welcome to GRUB!", "efi: EFI v2.70 by EDK II"} {
-		if !strings.Contains(con, want) {
-			t.Errorf("%s (UEFI without Secure Boot): the console lacks %q\n%s", plain.ID, want, kilntest.Tail(con, 40))
-		}
-	}
-	if plain.BootMode != "uefi" || plain.SecureBoot {
-		t.Errorf("%s: boot mode %q, Secure Boot %v; want uefi without", plain.ID, plain.BootMode, plain.SecureBoot)
-	}
-	terminate(plain.ID)
 	sb := runOne(t, k, api.RunInstancesRequest{Image: register("debian-sb", disk, "uefi", true, "qcow2").ID, InstanceType: "small"})
 	for _, c := range []struct {
-		inst  api.Instance
-		state string   // mokutil --sb-state's first line
-		says  []string // on the console
+		inst api.Instance
+		says []string // on the console, the last the kernel's
 	}{
-		{sb, "SecureBoot enabled", []string{"secureboot: Secure boot enabled", "Kernel is locked down from EFI Secure Boot"}},
+		{plain, []string{"secureboot: Secure boot disabled"}},
+		{sb, []string{"Kernel is locked down from EFI Secure Boot", "secureboot: Secure boot enabled"}},
 	} {
 		id := c.inst.ID
-		wctx, cancel := context.WithTimeout(ctx, kilntest.DebianDeadline)
-		inst, err := k.WaitInstance(wctx, id, "ready")
-		cancel()
-		if err != nil {
-			t.Fatalf("%s (Secure Boot %v) not ready within %s: %v\n%s", id, c.inst.SecureBoot, kilntest.DebianDeadline, err, k.Evidence(id))
-		}
-		t.Logf("%s (Secure Boot %v): ready %s after launch", id, c.inst.SecureBoot, time.Since(start).Round(time.Second))
-		if inst.BootMode != "uefi" {
-			t.Errorf("%s booted with %q", id, inst.BootMode)
-		}
-		con := console(t, k, id)
+		con := waitConsole(t, k, id, c.says[len(c.says)-1], 1)
+		t.Logf("%s (Secure Boot %v): its kernel started %s after launch", id, c.inst.SecureBoot, time.Since(start).Round(time.Second))
 		for _, want := range append([]string{"Welcome to GRUB!", "efi: EFI v2.70 by EDK II"}, c.says...) {
 			if !strings.Contains(con, want) {
 				t.Errorf("%s (Secure Boot %v): the console lacks %q\n%s", id, c.inst.SecureBoot, want, kilntest.Tail(con, 40))
 			}
 		}
-		res, err := k.Exec(ctx, id, api.ExecRequest{Command: []string{"mokutil", "--sb-state"}, TimeoutSeconds: 60})
-		if first, _, _ := strings.Cut(string(res.Stdout), "\n"); err != nil || first != c.state {
-			t.Errorf("%s: mokutil --sb-state: %+v, %v; want %q", id, res, err, c.state)
+		if c.inst.BootMode != "uefi" {
+			t.Errorf("%s booted with %q", id, c.inst.BootMode)
 		}
+		terminate(id)
 	}
 }
 
