@@ -108,6 +108,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer db.Close()
+	events.SetRegion(current.Load().EC2.Region) // the region is read at start only
 	evlog, err := events.Open(db, func() events.Retention { return retention(current.Load()) })
 	if err != nil {
 		return err
@@ -269,7 +270,8 @@ func serve(ctx context.Context, cfg Config, current *atomic.Pointer[settings.Set
 	if metaLn != nil {
 		// QEMU's connections come redirected from the gateway's port 80 (as the host's
 		// loopback), which their sockets still name.
-		meta := imds.NewServer(s.metadata, imds.WithRedirectsFrom(netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 80)))
+		meta := imds.NewServer(s.metadata, imds.WithRedirectsFrom(netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 80)),
+			imds.WithZone(cmp.Or(st.EC2.Region, ec2.DefaultRegion)+"a"))
 		go func() {
 			if err := meta.Serve(metaLn); err != nil {
 				l.WithError(err).Error("the metadata service stopped")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -191,6 +192,20 @@ func TestEC2CLI(t *testing.T) {
 	alice := d.users["alice"]
 	g := guestCopy(t)
 	img := alice.ok(append([]string{"image", "register", "web-base", "--wait", "-q", "--tag", "team=infra"}, g.RegisterFlags()...)...)
+
+	// Instance types: one by name, then all of them, still all there (the door reads
+	// kiln's answers in process and must leave kilnd's own list as it is).
+	var types struct {
+		InstanceTypes []struct{ InstanceType string }
+	}
+	d.ok("alice", &types, "describe-instance-types", "--instance-types", "large")
+	if len(types.InstanceTypes) != 1 || types.InstanceTypes[0].InstanceType != "large" {
+		t.Errorf("describe-instance-types --instance-types large: %+v", types)
+	}
+	d.ok("alice", &types, "describe-instance-types")
+	if names := fmt.Sprint(types.InstanceTypes); len(types.InstanceTypes) != 5 || !strings.Contains(names, "nano") || !strings.Contains(names, "small") {
+		t.Errorf("describe-instance-types after one by name: %s; want kiln's 5 types", names)
+	}
 
 	// describe-images with filters, as alice.
 	var ims ec2Images

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -205,7 +206,7 @@ func (s *server) info(w http.ResponseWriter, r *http.Request, c peer.Caller) err
 		Images:            len(s.store.Images(func(im *images.Image) bool { return s.img.Visible(c, im) })),
 		Snapshots:         nSnapshots,
 		Instances:         len(s.inst.List(false, sees)),
-		InstanceTypes:     machines.InstanceTypes,
+		InstanceTypes:     slices.Clone(machines.InstanceTypes), // kilnd's own list: the answer is the caller's to change
 		EC2Endpoint:       s.ec2Endpoint,
 		EC2Region:         s.ec2Region,
 	})

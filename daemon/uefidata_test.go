@@ -25,7 +25,7 @@ func TestUEFIDataRefused(t *testing.T) {
 		t.Skip("starts kilnd")
 	}
 	if err := hypervisor.FirmwareAvailable(false); err != nil {
-		t.Skip(err)
+		kilntest.Missing(t, "OVMF (make deps installs ovmf): %v", err)
 	}
 	g := kilntest.GuestFiles(t)
 	k := newKilnd(t)

@@ -16,7 +16,7 @@ import (
 // past the bound are refused, and leave nothing behind.
 func TestWriteVars(t *testing.T) {
 	if err := FirmwareAvailable(true); err != nil {
-		t.Skip(err)
+		kilntest.Missing(t, "OVMF (make deps installs ovmf): %v", err)
 	}
 	dir := t.TempDir()
 	path := filepath.Join(dir, VarsFile)

@@ -44,7 +44,8 @@ const (
 	EventSourceKiln = "kiln"
 )
 
-// EventRegion is the region events name: the region of the metadata service's zone.
+// EventRegion is the region events name by default: kilnd's region (the settings' ec2.region
+// when given), whose one zone the metadata service and the EC2 endpoint name too.
 const EventRegion = "kiln-local-1"
 
 // MediaTypeEventStream is GET /v1/events' answer: one Event per line (JSON lines).

@@ -113,7 +113,7 @@ func describeInstanceTypes(c *call) (answer, *Error) {
 	if err != nil {
 		return nil, fromAPI(err, false)
 	}
-	types := slices.DeleteFunc(info.InstanceTypes, func(t api.InstanceType) bool { return len(want) > 0 && !slices.Contains(want, t.Name) })
+	types := slices.DeleteFunc(slices.Clone(info.InstanceTypes), func(t api.InstanceType) bool { return len(want) > 0 && !slices.Contains(want, t.Name) })
 	if missing := missingIDs(want, types, func(t api.InstanceType) string { return t.Name }); len(missing) > 0 {
 		return nil, errorf(codeInvalidParameterValue, "The following supplied instance types do not exist: [%s]", clip(missing[0]))
 	}

@@ -46,7 +46,9 @@ func (r *recorder) WriteValue(status int, v any) {
 	r.value, r.hasValue = v, true
 }
 
-// valueBody is an answer's value (api.ValueBody); read, it is the value's JSON.
+// valueBody is an answer's value (api.ValueBody); read, it is the value's JSON. The value
+// may share memory with kilnd's own state (a list a handler answered with as it is): the
+// door reads it and never changes it in place.
 type valueBody struct {
 	v   any
 	buf *bytes.Reader

@@ -79,6 +79,7 @@ type instance struct {
 	MetadataOptions       metadataOptions                  `xml:"metadataOptions"`
 	BootMode              string                           `xml:"bootMode,omitempty"`
 	PlatformDetails       string                           `xml:"platformDetails"`
+	TpmSupport            string                           `xml:"tpmSupport,omitempty"`
 }
 
 // instanceOf is EC2's view of one of kiln's instances.
@@ -94,6 +95,9 @@ func (s *Server) instanceOf(in api.Instance, index int) instance {
 	}
 	if out.InstanceType == "" {
 		out.InstanceType = "custom"
+	}
+	if in.TPM {
+		out.TpmSupport = "v2.0"
 	}
 	if in.SSHPort != 0 {
 		out.PublicDNSName = "localhost"

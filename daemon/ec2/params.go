@@ -206,6 +206,8 @@ func page[T any](p params, items []T, id func(T) string, lo, hi int) (out []T, n
 	if e != nil {
 		return nil, "", e
 	}
+	// Sorted in a copy: items may be kiln's API's own answer, handed over in process.
+	items = slices.Clone(items)
 	slices.SortFunc(items, func(a, b T) int { return strings.Compare(id(a), id(b)) })
 	if tok := p.get("NextToken"); tok != "" {
 		after, err := base64.RawURLEncoding.DecodeString(tok)

@@ -1,6 +1,7 @@
 package ec2
 
 import (
+	"net/url"
 	"slices"
 	"strings"
 
@@ -165,7 +166,15 @@ func describeTags(c *call) (answer, *Error) {
 			KeyPairID string            `json:"keyPairId"`
 			Tags      map[string]string `json:"tags"`
 		}
-		if err := c.s.kiln.Call(c.ctx, "GET", t.path, nil, nil, &list); err != nil {
+		q := url.Values{}
+		switch t.resourceType {
+		case "image":
+			q.Set("include-deprecated", "true")
+			q.Set("include-disabled", "true")
+		case "instance":
+			q.Set("all", "true")
+		}
+		if err := c.s.kiln.Call(c.ctx, "GET", t.path, q, nil, &list); err != nil {
 			return nil, fromAPI(err, false)
 		}
 		for _, r := range list {

@@ -138,7 +138,6 @@ func writeXML(w http.ResponseWriter, status int, v any) {
 // clip shortens what a caller sent before it goes into a message.
 func clip(s string) string { return ids.Clip(s) }
 
-
 // notFound is the error for ids that do not exist (or the caller may not see).
 func notFound(code, what string, missing []string) *Error {
 	return errorf(code, "The %s '%s' does not exist", what, strings.Join(missing, ", "))

@@ -112,7 +112,7 @@ func convert(b *bolt.Bucket) error {
 
 // fill completes an event's envelope: version, id, source, region, time, sequence.
 func fill(ev *api.Event, seq uint64, at time.Time) {
-	ev.Version, ev.ID, ev.Region, ev.Sequence, ev.Time = "0", newUUID(), api.EventRegion, seq, at.UTC()
+	ev.Version, ev.ID, ev.Region, ev.Sequence, ev.Time = "0", newUUID(), region, seq, at.UTC()
 	if ev.Source == "" {
 		ev.Source = api.EventSource
 	}

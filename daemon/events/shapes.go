@@ -7,6 +7,17 @@ import (
 	"kiln/daemon/api"
 )
 
+// region is the region events name (SetRegion): the EC2 endpoint's, kiln-local-1 unless
+// the settings say otherwise.
+var region = api.EventRegion
+
+// SetRegion makes events name region; kilnd calls it once at start, before any event.
+func SetRegion(r string) {
+	if r != "" {
+		region = r
+	}
+}
+
 // arn is the ARN-like name of a resource, as EventBridge's resources list them: with
 // the owner for instances and volumes, without for images and snapshots (as EC2's own
 // ARNs of those are).
@@ -15,7 +26,7 @@ func arn(owner, kind, id string) string {
 	case "image", "snapshot":
 		owner = ""
 	}
-	return "arn:aws:ec2:" + api.EventRegion + ":" + owner + ":" + kind + "/" + id
+	return "arn:aws:ec2:" + region + ":" + owner + ":" + kind + "/" + id
 }
 
 // event is the envelope of an event of owner's about the resource (kind/id), with

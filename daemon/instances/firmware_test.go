@@ -8,6 +8,7 @@ import (
 
 	"kiln/hypervisor"
 	"kiln/images"
+	"kiln/internal/kilntest"
 )
 
 // TestBootModeNeedsSwtpm: an image that asks for a TPM is refused at launch, as one
@@ -16,7 +17,7 @@ import (
 // was made.
 func TestBootModeNeedsSwtpm(t *testing.T) {
 	if err := hypervisor.FirmwareAvailable(false); err != nil {
-		t.Skip(err)
+		kilntest.Missing(t, "OVMF (make deps installs ovmf): %v", err)
 	}
 	im := &images.Image{ID: "ami-1", Config: images.Config{BootMode: "uefi-preferred", TPMSupport: images.TPMSupportV2}}
 	if mode, err := bootMode(im); err != nil || mode != "uefi" {
