@@ -63,7 +63,7 @@ $(DEBIAN)/.built: testdata/guest-debian/build.sh testdata/guest-debian/syslinux.
 	touch $@
 
 test: deps guest guest-debian ## run every test, the ones that boot the guest included
-	$(GO) test -timeout 18m $(TESTFLAGS) $(PKGS)
+	$(GO) test -timeout 24m $(TESTFLAGS) $(PKGS)
 
 test-race: deps guest guest-debian ## run every test under the race detector, kilnd and kiln built with -race too (slow)
 	$(GO) test -race -timeout 40m $(TESTFLAGS) $(PKGS)
