@@ -80,6 +80,18 @@ func accounts(t testing.TB, socket string) map[string]*account {
 	return out
 }
 
+// accountsKilnd starts a kilnd (with args) whose socket the test users may use, and
+// returns it with them; its QEMUs are killed at the end.
+func accountsKilnd(t *testing.T, args ...string) (*kilnd, map[string]*account) {
+	t.Helper()
+	k := kilndIn(t, publicDir(t), "debug")
+	k.Args = append(k.Args, args...)
+	users := accounts(t, k.Socket)
+	k.Start() // after accounts: the socket's group must exist
+	t.Cleanup(k.KillQEMUs)
+	return k, users
+}
+
 // kiln runs the CLI as the account and returns its stdout, stderr and exit status.
 func (a *account) kiln(args ...string) (string, string, int) {
 	a.t.Helper()

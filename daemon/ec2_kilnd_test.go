@@ -44,12 +44,7 @@ func newEC2Door(t *testing.T, users ...string) *ec2Door {
 			kilntest.Missing(t, "%s is missing: make deps installs awscli and python3-boto3", p)
 		}
 	}
-	d := publicDir(t)
-	k := kilndIn(t, d, "debug")
-	k.Args = append(k.Args, "--ec2-listen", "127.0.0.1:0")
-	accts := accounts(t, k.Socket)
-	k.Start()
-	t.Cleanup(k.KillQEMUs)
+	k, accts := accountsKilnd(t, "--ec2-listen", "127.0.0.1:0")
 	info, err := k.Info(ctxT(t))
 	if err != nil {
 		t.Fatal(err)

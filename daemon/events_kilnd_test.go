@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -146,12 +145,8 @@ func TestEvents(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a guest")
 	}
-	d := publicDir(t)
-	k := kilndIn(t, d, "debug")
-	users := accounts(t, k.Socket)
+	k, users := accountsKilnd(t)
 	alice, bob, erin := users["alice"], users["bob"], users["erin"]
-	k.Start()
-	t.Cleanup(k.KillQEMUs)
 	start := time.Now()
 
 	fa, fb := follow(t, alice), follow(t, bob)
@@ -272,7 +267,7 @@ func TestEvents(t *testing.T) {
 	// With a retention of 3 events, a reader resuming after the first is told what it
 	// lost, and exits with status 1 once it printed what is kept.
 	k.Stop()
-	if err := os.WriteFile(filepath.Join(d, "kilnd.json"), []byte(`{"events": {"maxEvents": 3}}`), 0o600); err != nil {
+	if err := os.WriteFile(k.Config, []byte(`{"events": {"maxEvents": 3}}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	k.Start()

@@ -23,12 +23,8 @@ func TestTags(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a guest")
 	}
-	d := publicDir(t)
-	k := kilndIn(t, d, "debug")
-	users := accounts(t, k.Socket)
+	k, users := accountsKilnd(t)
 	alice, bob, erin := users["alice"], users["bob"], users["erin"]
-	k.Start()
-	t.Cleanup(k.KillQEMUs)
 
 	g := guestCopy(t)
 	img := alice.ok(append([]string{"image", "register", "tagged-guest", "--wait", "-q"}, g.RegisterFlags()...)...)
@@ -50,7 +46,7 @@ func TestTags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pubFile := filepath.Join(d, "alice.pub")
+	pubFile := filepath.Join(publicDir(t), "alice.pub")
 	if err := os.WriteFile(pubFile, ssh.MarshalAuthorizedKey(sshPub), 0o644); err != nil {
 		t.Fatal(err)
 	}
