@@ -177,12 +177,7 @@ func describeImages(c *call) (answer, *Error) {
 	if err := c.s.kiln.Call(c.ctx, "GET", "/images", q, nil, &all); err != nil {
 		return nil, fromAPI(err, false)
 	}
-	owners := c.p.values("Owner")
-	for i, o := range owners {
-		if o == "self" {
-			owners[i] = c.caller.User
-		}
-	}
+	owners := c.owners()
 	users := c.p.values("ExecutableBy")
 	var out []api.Image
 	for _, im := range all {
@@ -208,6 +203,17 @@ func describeImages(c *call) (answer, *Error) {
 		resp.Images.Items = append(resp.Images.Items, imageOf(im))
 	}
 	return resp, nil
+}
+
+// owners are the request's Owner.N, self as the caller's name.
+func (c *call) owners() []string {
+	owners := c.p.values("Owner")
+	for i, o := range owners {
+		if o == "self" {
+			owners[i] = c.caller.User
+		}
+	}
+	return owners
 }
 
 // executableBy reports whether user (an account: a user name, self or all) may launch

@@ -1,6 +1,7 @@
 package ec2
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/base32"
 	"encoding/base64"
@@ -87,7 +88,7 @@ func (k *Keys) List(visible func(uid uint32) bool) []api.AccessKey {
 		}
 	}
 	slices.SortFunc(out, func(a, b api.AccessKey) int {
-		return cmpOr(strings.Compare(a.OwnerID, b.OwnerID), a.CreateTime.Compare(b.CreateTime))
+		return cmp.Or(strings.Compare(a.OwnerID, b.OwnerID), a.CreateTime.Compare(b.CreateTime))
 	})
 	return out
 }
@@ -117,11 +118,4 @@ func (k *Keys) lookup(id string) (record.AccessKey, bool) {
 
 func view(ak record.AccessKey) api.AccessKey {
 	return api.AccessKey{AccessKeyID: ak.ID, OwnerID: ak.OwnerID, CreateTime: ak.CreateTime}
-}
-
-func cmpOr(a, b int) int {
-	if a != 0 {
-		return a
-	}
-	return b
 }

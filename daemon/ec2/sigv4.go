@@ -1,6 +1,7 @@
 package ec2
 
 import (
+	"cmp"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -216,7 +217,7 @@ func canonicalQuery(q url.Values, presigned bool) string {
 		}
 	}
 	// By encoded name, then value: "a.b" goes after "a", whatever "=" sorts as.
-	slices.SortFunc(pairs, func(a, b [2]string) int { return cmpOr(strings.Compare(a[0], b[0]), strings.Compare(a[1], b[1])) })
+	slices.SortFunc(pairs, func(a, b [2]string) int { return cmp.Or(strings.Compare(a[0], b[0]), strings.Compare(a[1], b[1])) })
 	joined := make([]string, len(pairs))
 	for i, p := range pairs {
 		joined[i] = p[0] + "=" + p[1]

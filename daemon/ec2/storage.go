@@ -314,12 +314,7 @@ func describeSnapshots(c *call) (answer, *Error) {
 	if err := c.s.kiln.Call(c.ctx, "GET", "/snapshots", kilnFilters(fs), nil, &all); err != nil {
 		return nil, fromAPI(err, false)
 	}
-	owners := c.p.values("Owner")
-	for i, o := range owners {
-		if o == "self" {
-			owners[i] = c.caller.User
-		}
-	}
+	owners := c.owners()
 	all = slices.DeleteFunc(all, func(sn api.Snapshot) bool {
 		return len(want) > 0 && !slices.Contains(want, sn.ID) || len(owners) > 0 && !slices.Contains(owners, sn.OwnerID)
 	})

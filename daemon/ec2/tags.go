@@ -130,10 +130,24 @@ func (c *call) resources(ids []string) ([]string, *Error) {
 }
 
 type tagDescription struct {
-	Key          string `xml:"key"`
-	ResourceID   string `xml:"resourceId"`
-	ResourceType string `xml:"resourceType"`
-	Value        string `xml:"value"`
+	Key          string            `xml:"key"`
+	ResourceID   string            `xml:"resourceId"`
+	ResourceType string            `xml:"resourceType"`
+	Value        string            `xml:"value"`
+	tags         map[string]string // all of the resource's, for tag:KEY and tag-key
+}
+
+// tagFields are DescribeTags' filters, on the tags themselves (key, value, resource-id,
+// resource-type) and, as EC2's, the resource's other tags (tag:KEY, tag-key): kiln's
+// filter syntax and wildcards.
+var tagFields = &kfilter.Fields[tagDescription]{
+	Keys: map[string]func(tagDescription) []string{
+		"key":           func(td tagDescription) []string { return []string{td.Key} },
+		"value":         func(td tagDescription) []string { return []string{td.Value} },
+		"resource-id":   func(td tagDescription) []string { return []string{td.ResourceID} },
+		"resource-type": func(td tagDescription) []string { return []string{td.ResourceType} },
+	},
+	Tags: func(td tagDescription) map[string]string { return td.tags },
 }
 
 type describeTagsResponse struct {
@@ -142,19 +156,15 @@ type describeTagsResponse struct {
 	NextToken string               `xml:"nextToken,omitempty"`
 }
 
-// describeTags lists the tags of every resource the caller sees. Its filters are on the
-// tags themselves: key, value, resource-id, resource-type, with kiln's wildcards.
+// describeTags lists the tags of every resource the caller sees, filtered (tagFields).
 func describeTags(c *call) (answer, *Error) {
 	fs, e := c.p.filters()
 	if e != nil {
 		return nil, e
 	}
-	for _, f := range fs {
-		switch f.Name {
-		case "key", "value", "resource-id", "resource-type":
-		default:
-			return nil, errorf(codeInvalidParameterValue, "The filter '%s' is invalid: DescribeTags takes key, value, resource-id and resource-type", clip(f.Name))
-		}
+	match, err := tagFields.Parse(kilnFilters(fs)["filter"])
+	if err != nil {
+		return nil, fromAPI(err, false)
 	}
 	if c.dry {
 		return c.dryRun()
@@ -183,19 +193,11 @@ func describeTags(c *call) (answer, *Error) {
 				id = r.KeyPairID
 			}
 			for k, v := range r.Tags {
-				all = append(all, tagDescription{Key: k, ResourceID: id, ResourceType: t.resourceType, Value: v})
+				all = append(all, tagDescription{Key: k, ResourceID: id, ResourceType: t.resourceType, Value: v, tags: r.Tags})
 			}
 		}
 	}
-	all = slices.DeleteFunc(all, func(td tagDescription) bool {
-		for _, f := range fs {
-			v := map[string]string{"key": td.Key, "value": td.Value, "resource-id": td.ResourceID, "resource-type": td.ResourceType}[f.Name]
-			if !slices.ContainsFunc(f.Values, func(pattern string) bool { return kfilter.Glob(pattern, v) }) {
-				return true
-			}
-		}
-		return false
-	})
+	all = slices.DeleteFunc(all, func(td tagDescription) bool { return !match.Match(td) })
 	pg, next, e := page(c.p, all, func(td tagDescription) string { return td.ResourceID + "\x00" + td.Key }, 5, 1000)
 	if e != nil {
 		return nil, e
