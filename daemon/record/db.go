@@ -36,7 +36,7 @@ type DB struct {
 // Open makes the buckets, when missing, in db; the events go to log (in the same db).
 func Open(db *bolt.DB, log *events.Log) (*DB, error) {
 	err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketInstances, bucketVolumes, bucketKeyPairs} {
+		for _, b := range [][]byte{bucketInstances, bucketVolumes, bucketKeyPairs, bucketAccessKeys, bucketClientTokens} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

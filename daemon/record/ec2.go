@@ -37,35 +37,36 @@ type ClientToken struct {
 // AccessKeys reads every access key's record.
 func (d *DB) AccessKeys() ([]AccessKey, error) {
 	var out []AccessKey
-	err := d.each(bucketAccessKeys, func(k, v []byte) error {
-		var ak AccessKey
-		if err := json.Unmarshal(v, &ak); err != nil {
-			return fmt.Errorf("access key record %s: %w", k, err)
-		}
-		out = append(out, ak)
-		return nil
+	err := d.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketAccessKeys).ForEach(func(k, v []byte) error {
+			var ak AccessKey
+			if err := json.Unmarshal(v, &ak); err != nil {
+				return fmt.Errorf("access key record %s: %w", k, err)
+			}
+			out = append(out, ak)
+			return nil
+		})
 	})
 	return out, err
 }
 
 // PutAccessKey writes an access key's record.
 func (d *DB) PutAccessKey(ak AccessKey) error {
-	return d.putIn(bucketAccessKeys, "access key", ak.ID, ak)
+	if err := d.db.Update(func(tx *bolt.Tx) error { return put(tx, bucketAccessKeys, ak.ID, ak) }); err != nil {
+		return fmt.Errorf("access key %s: %w", ak.ID, err)
+	}
+	return nil
 }
 
 // DeleteAccessKey removes an access key's record.
 func (d *DB) DeleteAccessKey(id string) error {
-	return d.deleteIn(bucketAccessKeys, "access key", id)
+	return d.delete(bucketAccessKeys, "access key", id)
 }
 
 // ClientToken reads the record of a client token; ok is false when there is none.
 func (d *DB) ClientToken(key string) (ct ClientToken, ok bool, err error) {
 	err = d.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketClientTokens)
-		if b == nil {
-			return nil
-		}
-		v := b.Get([]byte(key))
+		v := tx.Bucket(bucketClientTokens).Get([]byte(key))
 		if v == nil {
 			return nil
 		}
@@ -75,65 +76,33 @@ func (d *DB) ClientToken(key string) (ct ClientToken, ok bool, err error) {
 	return ct, ok, err
 }
 
-// PutClientToken writes a client token's record and removes those older than before.
+// PutClientToken writes a client token's record and, in the same transaction, removes
+// those older than before.
 func (d *DB) PutClientToken(ct ClientToken, before time.Time) error {
-	if err := d.putIn(bucketClientTokens, "client token", ct.Key, ct); err != nil {
-		return err
-	}
-	var old [][]byte
-	if err := d.each(bucketClientTokens, func(k, v []byte) error {
-		var c ClientToken
-		if json.Unmarshal(v, &c) != nil || c.Time.Before(before) {
-			old = append(old, k)
+	err := d.db.Update(func(tx *bolt.Tx) error {
+		if err := put(tx, bucketClientTokens, ct.Key, ct); err != nil {
+			return err
+		}
+		b := tx.Bucket(bucketClientTokens)
+		var old [][]byte
+		if err := b.ForEach(func(k, v []byte) error {
+			var c ClientToken
+			if json.Unmarshal(v, &c) != nil || c.Time.Before(before) {
+				old = append(old, k)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, k := range old {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
 		}
 		return nil
-	}); err != nil {
-		return err
-	}
-	for _, k := range old {
-		if err := d.deleteIn(bucketClientTokens, "client token", string(k)); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// each calls f for each entry of a bucket made on first write (none yet: no entries).
-func (d *DB) each(bucket []byte, f func(k, v []byte) error) error {
-	return d.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucket)
-		if b == nil {
-			return nil
-		}
-		return b.ForEach(f)
-	})
-}
-
-// putIn writes v under key in a bucket, making the bucket when missing.
-func (d *DB) putIn(bucket []byte, what, key string, v any) error {
-	err := d.db.Update(func(tx *bolt.Tx) error {
-		if _, err := tx.CreateBucketIfNotExists(bucket); err != nil {
-			return err
-		}
-		return put(tx, bucket, key, v)
 	})
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", what, key, err)
-	}
-	return nil
-}
-
-// deleteIn removes key from a bucket that may not exist yet.
-func (d *DB) deleteIn(bucket []byte, what, key string) error {
-	err := d.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucket)
-		if b == nil {
-			return nil
-		}
-		return b.Delete([]byte(key))
-	})
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", what, key, err)
+		return fmt.Errorf("client token: %w", err)
 	}
 	return nil
 }
