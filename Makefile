@@ -105,7 +105,7 @@ run: deps build guest guest-debian ## start kilnd with the default root and a sa
 	./bin/kiln image inspect kiln-guest -q >/dev/null 2>&1 || \
 		./bin/kiln image register kiln-guest --wait -q --description "kiln test guest (busybox on Debian's cloud kernel)" \
 			--disk $(CURDIR)/$(GUEST)/root.qcow2 --kernel $(CURDIR)/$(GUEST)/vmlinuz --initrd $(CURDIR)/$(GUEST)/initrd.img \
-			--cmdline "console=ttyS0 root=/dev/vda"; \
+			--cmdline "console=ttyS0 root=/dev/vda no_timer_check"; \
 	./bin/kiln image inspect debian-12 -q >/dev/null 2>&1 || \
 		./bin/kiln image register debian-12 --wait -q --description "Debian 12 (bookworm) with cloud-init, built by testdata/guest-debian" \
 			--disk $(CURDIR)/$(DEBIAN)/disk.qcow2 --ssh-user debian; \

@@ -227,7 +227,7 @@ func registerRandomImage(b *testing.B, k *kilnd, name string, size int64) api.Im
 	disk := randomDisk(b, b.TempDir(), size)
 	ctx := context.Background()
 	im, err := k.RegisterImage(ctx, api.RegisterImageRequest{Name: name, Disks: []api.Disk{{Name: disk, Format: "raw"}},
-		Kernel: g.Kernel, Initrd: g.Initrd, Cmdline: "console=ttyS0"})
+		Kernel: g.Kernel, Initrd: g.Initrd, Cmdline: "console=ttyS0 no_timer_check"})
 	if err != nil {
 		b.Fatal(err)
 	}

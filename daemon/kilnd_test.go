@@ -175,7 +175,7 @@ func TestRegisterGuestImage(t *testing.T) {
 	check := func(im api.Image, how string) {
 		t.Helper()
 		if im.State != "available" || im.RootDeviceName != "/dev/vda" || im.Kernel == "" || im.Initrd == "" ||
-			im.Cmdline != "console=ttyS0 root=/dev/vda" || len(im.BlockDeviceMappings) != 1 {
+			im.Cmdline != kilntest.GuestCmdline || len(im.BlockDeviceMappings) != 1 {
 			t.Fatalf("%s: %+v", how, im)
 		}
 		m := im.BlockDeviceMappings[0]

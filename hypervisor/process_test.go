@@ -55,7 +55,7 @@ func guestSpec(t *testing.T) Spec {
 	t.Cleanup(func() { top.Close() })
 	return Spec{
 		Dir: dir, Accel: accel, CPUs: 1, MemoryMiB: 256, User: user,
-		Kernel: files[0], Initrd: files[1], Cmdline: "console=ttyS0 root=/dev/vda quiet",
+		Kernel: files[0], Initrd: files[1], Cmdline: kilntest.GuestCmdline + " quiet",
 		Disks: []Disk{{ID: "vda", Files: []*os.File{files[2], top}}},
 	}
 }

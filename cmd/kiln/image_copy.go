@@ -25,7 +25,7 @@ available at once; --wait is there for scripts that pass it to every command.
 			}
 			req.Name = args[1]
 			c := e.client()
-			im, err := c.CopyImage(cmd.Context(), args[0], req)
+			im, err := c.CopyImage(uncut(cmd.Context()), args[0], req)
 			if err != nil {
 				return err
 			}

@@ -44,7 +44,7 @@ until the instance is back as it was: ready again if it was ready, else running.
 					return err
 				}
 			}
-			im, err := c.CreateImage(cmd.Context(), args[0], req)
+			im, err := c.CreateImage(uncut(cmd.Context()), args[0], req)
 			if err != nil {
 				return err
 			}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -42,8 +43,12 @@ func newLifecycleCommand(e *env, lc lifecycle) *cobra.Command {
 				last = err
 			}
 			var asked []api.Instance
-			for _, ref := range args {
-				inst, err := c.InstanceAction(cmd.Context(), ref, lc.action, forceFlag)
+			for i, ref := range args {
+				if in, ok := interruptedBy(cmd.Context()); ok { // ask nothing more
+					fail(exitError{code: in.exitCode(), msg: fmt.Sprintf("kiln: %v: not asked: %s\n", in, strings.Join(args[i:], " "))})
+					break
+				}
+				inst, err := c.InstanceAction(uncut(cmd.Context()), ref, lc.action, forceFlag)
 				if err != nil {
 					fail(err)
 					continue

@@ -104,7 +104,7 @@ func TestCLI(t *testing.T) {
 	code, out, errOut := kiln(t, socket, "image", "register", "kiln-guest", "--wait", "-q",
 		"--disk", g.Disk+",format=qcow2,device=/dev/vda",
 		"--kernel", g.Kernel, "--initrd", g.Initrd,
-		"--cmdline", "console=ttyS0 root=/dev/vda", "--tag", "env=test", "--description", "the test guest")
+		"--cmdline", kilntest.GuestCmdline, "--tag", "env=test", "--description", "the test guest")
 	id := strings.TrimSpace(out)
 	if code != 0 || !strings.HasPrefix(id, "ami-") || strings.Contains(id, "\n") {
 		t.Fatalf("register: exit %d, stdout %q, stderr %q", code, out, errOut)

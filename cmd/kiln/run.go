@@ -78,7 +78,7 @@ micro (1, 512 MiB; the default), small (1, 1 GiB), medium (2, 2 GiB), large (2, 
 				}
 			}
 			c := e.client()
-			insts, err := c.RunInstances(cmd.Context(), req)
+			insts, err := c.RunInstances(uncut(cmd.Context()), req)
 			if err != nil {
 				return err
 			}

@@ -110,6 +110,12 @@ func (w *waitOptions) context(ctx context.Context) (context.Context, context.Can
 	return context.WithDeadlineCause(ctx, w.deadline, errWaitTimeout)
 }
 
+// uncut is ctx for a request that starts work kiln then waits for (run, start, stop,
+// image create, copy): a signal does not cut the request short, so that kiln learns what
+// it started and can name it (the work would go on in kilnd either way); the wait that
+// follows ends at once. A second signal ends kiln where it is.
+func uncut(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
+
 // aside is a short context for what kiln asks kilnd after a wait ended (its own
 // context may be done): to say how far things got.
 func aside(ctx context.Context) (context.Context, context.CancelFunc) {

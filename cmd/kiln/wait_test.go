@@ -78,7 +78,7 @@ func TestWaitEnds(t *testing.T) {
 	})
 	// The root device does not exist: the initrd gives up mounting it and sits in a
 	// shell, so the guest never prints "KILN-GUEST ready" and has no acpid.
-	registerGuest(t, socket, "never-ready", "console=ttyS0 root=/dev/vdz")
+	registerGuest(t, socket, "never-ready", "console=ttyS0 root=/dev/vdz no_timer_check")
 	registerGuest(t, socket, "kiln-guest", kilntest.GuestCmdline)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
