@@ -167,8 +167,8 @@ func TestWaitEnds(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Ctrl-C once the instance runs and its guest printed something: kiln has its
-		// answer and is waiting.
+		// Ctrl-C once the instance runs and its guest printed something: kiln is waiting,
+		// or still reading run's answer (a signal does not cut that request short).
 		var id string
 		kilntest.Poll(t, time.Minute, "a second instance that runs and prints", func() bool {
 			list, _ := c.Instances(ctx, true)
