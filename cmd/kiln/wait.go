@@ -112,7 +112,7 @@ func (w *waitOptions) context(ctx context.Context) (context.Context, context.Can
 
 // uncut is ctx for a request that starts work kiln then waits for (run, start, stop,
 // image create, copy): a signal does not cut the request short, so that kiln learns what
-// it started and can name it (the work would go on in kilnd either way); the wait that
+// it started and can name it rather than leave work it cannot name; the wait that
 // follows ends at once. A second signal ends kiln where it is.
 func uncut(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
 

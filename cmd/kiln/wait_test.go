@@ -347,6 +347,20 @@ func TestWaitUsage(t *testing.T) {
 	}
 }
 
+// TestInterruptedAsksNothingMore: a stop, start, reboot or terminate of several
+// instances asks kilnd nothing after a signal, and names the instances it did not ask.
+// (No kilnd listens: a request would end in "cannot reach kilnd", exit 1.)
+func TestInterruptedAsksNothingMore(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "none.sock")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(interrupted{syscall.SIGINT})
+	var stdout, stderr strings.Builder
+	code := run(ctx, []string{"--socket", socket, "stop", "i-1", "web", "--wait"}, &stdout, &stderr)
+	if want := "kiln: interrupted (Ctrl-C): not asked: i-1 web\n"; code != 130 || stderr.String() != want || stdout.Len() != 0 {
+		t.Errorf("stop after Ctrl-C: exit %d, stdout %q, stderr %q; want 130 and %q", code, stdout.String(), stderr.String(), want)
+	}
+}
+
 func TestLastLines(t *testing.T) {
 	for _, tc := range []struct {
 		text string
