@@ -283,19 +283,30 @@ func checkBootFile(what string, f *os.File) error {
 	if f == nil {
 		return nil
 	}
+	st, err := checkRegularFile(what, f)
+	if err != nil {
+		return err
+	}
+	if st.Size() == 0 || st.Size() > MaxBootFileSize {
+		return fmt.Errorf("%s: %d bytes (want 1 to %d): %w", what, st.Size(), MaxBootFileSize, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// checkRegularFile checks that a file a caller gives is readable and a regular file, and
+// returns what it is.
+func checkRegularFile(what string, f *os.File) (os.FileInfo, error) {
 	if err := volumes.CheckReadable(f); err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	st, err := f.Stat()
 	switch {
 	case err != nil:
-		return fmt.Errorf("%s: %v: %w", what, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("%s: %v: %w", what, err, errdefs.ErrInvalidArgument)
 	case !st.Mode().IsRegular():
-		return fmt.Errorf("%s is not a regular file: %w", what, errdefs.ErrInvalidArgument)
-	case st.Size() == 0 || st.Size() > MaxBootFileSize:
-		return fmt.Errorf("%s: %d bytes (want 1 to %d): %w", what, st.Size(), MaxBootFileSize, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("%s is not a regular file: %w", what, errdefs.ErrInvalidArgument)
 	}
-	return nil
+	return st, nil
 }
 
 // checkUEFIData checks a variable store a caller gives: readable, a regular file that
@@ -305,15 +316,9 @@ func checkUEFIData(f *os.File, secureBoot bool) error {
 	if f == nil {
 		return nil
 	}
-	if err := volumes.CheckReadable(f); err != nil {
-		return fmt.Errorf("UEFI data: %w", err)
-	}
-	st, err := f.Stat()
-	switch {
-	case err != nil:
-		return fmt.Errorf("UEFI data: %v: %w", err, errdefs.ErrInvalidArgument)
-	case !st.Mode().IsRegular():
-		return fmt.Errorf("UEFI data is not a regular file: %w", errdefs.ErrInvalidArgument)
+	st, err := checkRegularFile("UEFI data", f)
+	if err != nil {
+		return err
 	}
 	if err := hypervisor.CheckVars(f, st.Size()); err != nil {
 		return fmt.Errorf("UEFI data: %v (give a copy of OVMF's variable store, as an instance's uefi-vars.fd is): %w", err, errdefs.ErrInvalidArgument)

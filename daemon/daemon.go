@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kiln/builder"
+	"kiln/daemon/api"
 	"kiln/daemon/audit"
 	"kiln/daemon/ec2"
 	"kiln/daemon/events"
@@ -108,7 +109,8 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer db.Close()
-	events.SetRegion(current.Load().EC2.Region) // the region is read at start only
+	region := cmp.Or(st.EC2.Region, api.DefaultRegion) // read at start only
+	events.SetRegion(region)
 	evlog, err := events.Open(db, func() events.Retention { return retention(current.Load()) })
 	if err != nil {
 		return err
@@ -148,7 +150,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
-	return serve(ctx, cfg, current, store, rdb, evlog, rules, accel, ln, l)
+	return serve(ctx, cfg, current, store, rdb, evlog, region, rules, accel, ln, l)
 }
 
 // retention is the event log's, as the settings say.
@@ -214,7 +216,7 @@ func socketGID(ctx context.Context, group string, mode os.FileMode) int {
 	return gid
 }
 
-func serve(ctx context.Context, cfg Config, current *atomic.Pointer[settings.Settings], store *images.Store, db *record.DB, evlog *events.Log, rules *recyclebin.Rules, accel accelerator, ln net.Listener, l *log.Entry) (err error) {
+func serve(ctx context.Context, cfg Config, current *atomic.Pointer[settings.Settings], store *images.Store, db *record.DB, evlog *events.Log, region string, rules *recyclebin.Rules, accel accelerator, ln net.Listener, l *log.Entry) (err error) {
 	st := current.Load()
 	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelOps()
@@ -271,7 +273,7 @@ func serve(ctx context.Context, cfg Config, current *atomic.Pointer[settings.Set
 		// QEMU's connections come redirected from the gateway's port 80 (as the host's
 		// loopback), which their sockets still name.
 		meta := imds.NewServer(s.metadata, imds.WithRedirectsFrom(netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 80)),
-			imds.WithZone(cmp.Or(st.EC2.Region, ec2.DefaultRegion)+"a"))
+			imds.WithZone(api.ZoneOf(region)))
 		go func() {
 			if err := meta.Serve(metaLn); err != nil {
 				l.WithError(err).Error("the metadata service stopped")
@@ -310,7 +312,7 @@ func serve(ctx context.Context, cfg Config, current *atomic.Pointer[settings.Set
 		st := s.settings.Load()
 		return st.Limits, st.Admins()
 	})
-	ec2cfg := EC2Config{Listen: cmp.Or(cfg.EC2Listen, st.EC2.Listen), Region: st.EC2.Region, CertFile: st.EC2.CertFile, KeyFile: st.EC2.KeyFile}
+	ec2cfg := EC2Config{Listen: cmp.Or(cfg.EC2Listen, st.EC2.Listen), Region: region, CertFile: st.EC2.CertFile, KeyFile: st.EC2.KeyFile}
 	stopEC2, err := s.serveEC2(ctx, db, ec2cfg)
 	if err != nil {
 		return err

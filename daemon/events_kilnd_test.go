@@ -181,7 +181,7 @@ func TestEvents(t *testing.T) {
 		if i > 0 && ev.Sequence <= logged[i-1].Sequence {
 			t.Errorf("event %d has sequence %d after %d", i, ev.Sequence, logged[i-1].Sequence)
 		}
-		if ev.Version != "0" || ev.Source != api.EventSource || ev.Account != "alice" || ev.Region != api.EventRegion ||
+		if ev.Version != "0" || ev.Source != api.EventSource || ev.Account != "alice" || ev.Region != api.DefaultRegion ||
 			len(ev.ID) != 36 || len(ev.Resources) != 1 || ev.Time.Before(start) {
 			t.Errorf("envelope of event %d: %+v", ev.Sequence, ev)
 		}

@@ -73,7 +73,7 @@ func (s *server) uidViewer(c peer.Caller) func(uid uint32) bool {
 // EC2Config is where kilnd answers EC2's Query API (off when Listen is empty).
 type EC2Config struct {
 	Listen string // host:port, or a bare port for loopback
-	// Region is the region it names itself (ec2.DefaultRegion when empty).
+	// Region is the region it names itself (api.DefaultRegion when empty).
 	Region string
 	// CertFile and KeyFile, when set, make it HTTPS.
 	CertFile, KeyFile string
@@ -89,7 +89,7 @@ func (s *server) serveEC2(ctx context.Context, db *record.DB, cfg EC2Config) (st
 	addr := ec2.ListenAddress(cfg.Listen)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("the EC2 endpoint cannot listen on %s (--ec2-listen): %w", addr, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("the EC2 endpoint cannot listen on %s (--ec2-listen, ec2.listen): %w: %w", addr, err, errdefs.ErrInvalidArgument)
 	}
 	scheme := "http"
 	if cfg.CertFile != "" || cfg.KeyFile != "" {

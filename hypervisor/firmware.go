@@ -57,11 +57,7 @@ type TPM struct {
 // FirmwareAvailable reports whether OVMF is installed (the ovmf package), and what is
 // missing when not.
 func FirmwareAvailable(secureBoot bool) error {
-	code := OVMFCode
-	vars := OVMFVars
-	if secureBoot {
-		code, vars = OVMFCodeSecure, OVMFVarsMicrosoft
-	}
+	code, vars := ovmfFiles(secureBoot)
 	for _, f := range []string{code, vars} {
 		if _, err := os.Stat(filepath.Join(OVMFDir, f)); err != nil {
 			return fmt.Errorf("UEFI firmware %s is missing (install the ovmf package): %w", f, err)
@@ -70,13 +66,19 @@ func FirmwareAvailable(secureBoot bool) error {
 	return nil
 }
 
+// ovmfFiles are the names of OVMF's code and variable template in OVMFDir: the secboot
+// build and the store with Microsoft's keys for Secure Boot, else the plain ones.
+func ovmfFiles(secureBoot bool) (code, vars string) {
+	if secureBoot {
+		return OVMFCodeSecure, OVMFVarsMicrosoft
+	}
+	return OVMFCode, OVMFVars
+}
+
 // OpenCode opens OVMF's code for a machine (the secboot build for Secure Boot).
 func OpenCode(secureBoot bool) (*os.File, error) {
-	name := OVMFCode
-	if secureBoot {
-		name = OVMFCodeSecure
-	}
-	f, err := os.Open(filepath.Join(OVMFDir, name))
+	code, _ := ovmfFiles(secureBoot)
+	f, err := os.Open(filepath.Join(OVMFDir, code))
 	if err != nil {
 		return nil, fmt.Errorf("UEFI firmware (install the ovmf package): %w", err)
 	}
@@ -87,10 +89,8 @@ func OpenCode(secureBoot bool) (*os.File, error) {
 // none: with Secure Boot, the one with Microsoft's keys enrolled (what a cloud's UEFI
 // instance starts with); without, the empty one.
 func VarsTemplate(secureBoot bool) string {
-	if secureBoot {
-		return filepath.Join(OVMFDir, OVMFVarsMicrosoft)
-	}
-	return filepath.Join(OVMFDir, OVMFVars)
+	_, vars := ovmfFiles(secureBoot)
+	return filepath.Join(OVMFDir, vars)
 }
 
 // WriteVars makes a machine's variable store at path from src (a template, an image's

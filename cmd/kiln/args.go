@@ -61,11 +61,20 @@ func isUnknownCommand(err error) bool {
 func parseKV(args []string) (map[string]string, error) {
 	out := map[string]string{}
 	for _, a := range args {
-		k, v, ok := strings.Cut(a, "=")
-		if !ok || k == "" {
-			return nil, usageError{fmt.Errorf("%q: want KEY=VALUE", a)}
+		k, v, err := cutKV(a)
+		if err != nil {
+			return nil, usageError{err}
 		}
 		out[k] = v
 	}
 	return out, nil
+}
+
+// cutKV splits one KEY=VALUE word.
+func cutKV(s string) (k, v string, err error) {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return "", "", fmt.Errorf("%q: want KEY=VALUE", s)
+	}
+	return k, v, nil
 }

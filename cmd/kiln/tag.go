@@ -164,9 +164,9 @@ func retagEach(e *env, ctx context.Context, refs []string, did string, change fu
 type tagFlag struct{ tags *map[string]string }
 
 func (f tagFlag) Set(s string) error {
-	k, v, ok := strings.Cut(s, "=")
-	if !ok || k == "" {
-		return fmt.Errorf("%q: want KEY=VALUE", s)
+	k, v, err := cutKV(s)
+	if err != nil {
+		return err
 	}
 	if *f.tags == nil {
 		*f.tags = map[string]string{}

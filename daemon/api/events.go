@@ -17,7 +17,7 @@ type Event struct {
 	Source     string          `json:"source"`  // EventSource (EventsLost: EventSourceKiln)
 	Account    string          `json:"account"` // the resource's owner: who sees the event (and administrators)
 	Time       time.Time       `json:"time"`
-	Region     string          `json:"region"`    // EventRegion
+	Region     string          `json:"region"`    // kilnd's region (DefaultRegion)
 	Resources  []string        `json:"resources"` // ARN-like names of the resources: arn:aws:ec2:REGION:OWNER:instance/i-…
 	Detail     json.RawMessage `json:"detail"`
 	// Sequence orders every event kilnd records, of all users, from 1 up, without a
@@ -44,9 +44,12 @@ const (
 	EventSourceKiln = "kiln"
 )
 
-// EventRegion is the region events name by default: kilnd's region (the settings' ec2.region
-// when given), whose one zone the metadata service and the EC2 endpoint name too.
-const EventRegion = "kiln-local-1"
+// DefaultRegion is kilnd's region when the settings' ec2.region names none: the region
+// its events, its EC2 endpoint and its metadata service name.
+const DefaultRegion = "kiln-local-1"
+
+// ZoneOf is a region's one availability zone: its name with "a".
+func ZoneOf(region string) string { return region + "a" }
 
 // MediaTypeEventStream is GET /v1/events' answer: one Event per line (JSON lines).
 const MediaTypeEventStream = "application/x-ndjson"

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"kiln/daemon/api"
 	"kiln/daemon/record"
 )
 
@@ -81,9 +82,9 @@ func TestHeaderSignedUnsignedPayload(t *testing.T) {
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	r.Header.Set("X-Amz-Content-Sha256", unsignedPayload)
 	r.Header.Set("X-Amz-Date", now.Format(amzDate))
-	s := signed{keyID: attackKeyID, date: now.Format("20060102"), region: DefaultRegion, at: now, signedHeaders: []string{"content-type", "host", "x-amz-date"}}
+	s := signed{keyID: attackKeyID, date: now.Format("20060102"), region: api.DefaultRegion, at: now, signedHeaders: []string{"content-type", "host", "x-amz-date"}}
 	sig := s.compute(r, nil, attackSecret, unsignedPayload)
-	r.Header.Set("Authorization", algorithm+" Credential="+attackKeyID+"/"+s.date+"/"+DefaultRegion+"/ec2/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature="+sig)
+	r.Header.Set("Authorization", algorithm+" Credential="+attackKeyID+"/"+s.date+"/"+api.DefaultRegion+"/ec2/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature="+sig)
 	if code, out := serveDoor(door, r); code == http.StatusOK {
 		t.Fatalf("a header-signed request with an unsigned body was answered: %d %s", code, out)
 	}
@@ -142,13 +143,13 @@ func TestSlowBodiesHoldNoSlots(t *testing.T) {
 func presignFor(t *testing.T, base string, form url.Values, at time.Time) string {
 	t.Helper()
 	at = at.UTC()
-	s := signed{keyID: attackKeyID, date: at.Format("20060102"), region: DefaultRegion, at: at, signedHeaders: []string{"host"}, presigned: true}
+	s := signed{keyID: attackKeyID, date: at.Format("20060102"), region: api.DefaultRegion, at: at, signedHeaders: []string{"host"}, presigned: true}
 	q := url.Values{}
 	for k, v := range form {
 		q[k] = v
 	}
 	q.Set("X-Amz-Algorithm", algorithm)
-	q.Set("X-Amz-Credential", attackKeyID+"/"+s.date+"/"+DefaultRegion+"/"+service+"/aws4_request")
+	q.Set("X-Amz-Credential", attackKeyID+"/"+s.date+"/"+api.DefaultRegion+"/"+service+"/aws4_request")
 	q.Set("X-Amz-Date", at.Format(amzDate))
 	q.Set("X-Amz-Expires", "3600")
 	q.Set("X-Amz-SignedHeaders", "host")

@@ -450,17 +450,17 @@ func describeInstanceStatus(c *call) (answer, *Error) {
 	insts = slices.DeleteFunc(insts, func(in api.Instance) bool {
 		return in.State == "terminated" && len(want) == 0 || !everyState && in.State != "running"
 	})
-	// Ready is known only to an instance's own inspection.
-	for i, in := range insts {
-		if in.State == "running" {
-			if err := c.s.kiln.Call(c.ctx, "GET", "/instances/"+in.ID, nil, nil, &insts[i]); err != nil {
-				return nil, fromAPI(err, true)
-			}
-		}
-	}
 	pg, next, e := page(c.p, insts, func(in api.Instance) string { return in.ID }, 5, 1000)
 	if e != nil {
 		return nil, e
+	}
+	// Ready is known only to an instance's own inspection: of those on this page.
+	for i, in := range pg {
+		if in.State == "running" {
+			if err := c.s.kiln.Call(c.ctx, "GET", "/instances/"+in.ID, nil, nil, &pg[i]); err != nil {
+				return nil, fromAPI(err, true)
+			}
+		}
 	}
 	resp := &describeInstanceStatusResponse{NextToken: next, Statuses: list[instanceStatus]{Items: []instanceStatus{}}}
 	for _, in := range pg {

@@ -15,14 +15,11 @@ import (
 
 	"github.com/containerd/log"
 
+	"kiln/daemon/api"
 	"kiln/daemon/client"
 	"kiln/daemon/peer"
 	"kiln/daemon/record"
 )
-
-// DefaultRegion is the region kiln's EC2 door names itself when none is configured;
-// its one availability zone is the region's name with "a".
-const DefaultRegion = "kiln-local-1"
 
 // maxBody bounds a request's body (user data is at most 256 KiB, 344 KiB as base64).
 const maxBody = 1 << 20
@@ -32,7 +29,7 @@ const maxInFlight = 32
 
 // Config is what the door needs.
 type Config struct {
-	// Region is the region it answers for (DefaultRegion when empty).
+	// Region is the region it answers for (api.DefaultRegion when empty).
 	Region string
 	// API is kiln's own API (the socket's routes): every call goes through it, as the
 	// caller the request's access key belongs to.
@@ -57,7 +54,7 @@ type Server struct {
 // New returns the door.
 func New(cfg Config) *Server {
 	if cfg.Region == "" {
-		cfg.Region = DefaultRegion
+		cfg.Region = api.DefaultRegion
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -70,7 +67,7 @@ func New(cfg Config) *Server {
 func (s *Server) Region() string { return s.cfg.Region }
 
 // Zone is the region's one availability zone.
-func (s *Server) Zone() string { return s.cfg.Region + "a" }
+func (s *Server) Zone() string { return api.ZoneOf(s.cfg.Region) }
 
 // ServeHTTP answers one request: it verifies the signature, finds the caller, parses
 // the action and its parameters, and runs it.

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"kiln/daemon/api"
 )
 
 // signedRequest is a POST of form signed at at with the key.
@@ -17,7 +19,7 @@ func signedRequest(t *testing.T, form url.Values, at time.Time, secret string) (
 		t.Fatal(err)
 	}
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
-	Sign(r, body, "AKIAEXAMPLE", secret, DefaultRegion, at)
+	Sign(r, body, "AKIAEXAMPLE", secret, api.DefaultRegion, at)
 	return r, body
 }
 

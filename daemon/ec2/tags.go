@@ -30,9 +30,11 @@ func resourcePath(id string) (string, *Error) {
 	return "", errorf("InvalidID", "The ID '%s' is not valid: kiln tags images (ami-), instances (i-), volumes (vol-), snapshots (snap-) and key pairs (key-)", clip(id))
 }
 
-// tagged is what a resource's API view says of its tags.
-type tagged struct {
-	Tags map[string]string `json:"tags"`
+// resource is a resource a request names: its API path, and its tags as they were when
+// it was checked.
+type resource struct {
+	path string
+	tags map[string]string
 }
 
 func createTags(c *call) (answer, *Error) {
@@ -47,15 +49,15 @@ func createTags(c *call) (answer, *Error) {
 	if len(tags) == 0 {
 		return nil, errorf(codeMissingParameter, "The request must contain the parameter Tag")
 	}
-	paths, e := c.resources(res)
+	rs, e := c.resources(res)
 	if e != nil {
 		return nil, e
 	}
 	if c.dry {
 		return c.dryRun()
 	}
-	for _, p := range paths {
-		if err := c.s.kiln.Call(c.ctx, "POST", p+"/tags", nil, api.TagRequest{Tags: tags}, nil); err != nil {
+	for _, r := range rs {
+		if err := c.s.kiln.Call(c.ctx, "POST", r.path+"/tags", nil, api.TagRequest{Tags: tags}, nil); err != nil {
 			return nil, fromAPI(err, false)
 		}
 	}
@@ -67,7 +69,7 @@ func deleteTags(c *call) (answer, *Error) {
 	if len(res) == 0 {
 		return nil, errorf(codeMissingParameter, "The request must contain the parameter ResourceId")
 	}
-	paths, e := c.resources(res)
+	rs, e := c.resources(res)
 	if e != nil {
 		return nil, e
 	}
@@ -75,13 +77,9 @@ func deleteTags(c *call) (answer, *Error) {
 	if c.dry {
 		return c.dryRun()
 	}
-	for _, p := range paths {
-		var cur tagged
-		if err := c.s.kiln.Call(c.ctx, "GET", p, nil, nil, &cur); err != nil {
-			return nil, fromAPI(err, false)
-		}
+	for _, r := range rs {
 		var keys []string
-		for k, v := range cur.Tags {
+		for k, v := range r.tags {
 			// No Tag: all of them. A Tag with a Value: only when the value is that.
 			if len(given) == 0 || slices.ContainsFunc(given, func(t params) bool {
 				val, hasValue := t["Value"]
@@ -93,17 +91,16 @@ func deleteTags(c *call) (answer, *Error) {
 		if len(keys) == 0 {
 			continue
 		}
-		if err := c.s.kiln.Call(c.ctx, "POST", p+"/untag", nil, api.UntagRequest{Keys: keys}, nil); err != nil {
+		if err := c.s.kiln.Call(c.ctx, "POST", r.path+"/untag", nil, api.UntagRequest{Keys: keys}, nil); err != nil {
 			return nil, fromAPI(err, false)
 		}
 	}
 	return ok()
 }
 
-// resources are the API paths of the resources ids name, each checked to exist for the
-// caller first.
-func (c *call) resources(ids []string) ([]string, *Error) {
-	var paths []string
+// resources are the resources ids name, each checked to exist for the caller first.
+func (c *call) resources(ids []string) ([]resource, *Error) {
+	var rs []resource
 	for _, id := range ids {
 		p, e := resourcePath(id)
 		if e != nil {
@@ -113,6 +110,7 @@ func (c *call) resources(ids []string) ([]string, *Error) {
 		// refused before anything is changed, so that a request changes all or nothing.
 		var view struct {
 			LaunchPermission *api.LaunchPermission `json:"launchPermission"`
+			Tags             map[string]string     `json:"tags"`
 		}
 		if err := c.s.kiln.Call(c.ctx, "GET", p, nil, nil, &view); err != nil {
 			e := fromAPI(err, false)
@@ -124,9 +122,9 @@ func (c *call) resources(ids []string) ([]string, *Error) {
 		if strings.HasPrefix(id, "ami-") && view.LaunchPermission == nil {
 			return nil, errorf(codeUnauthorizedOperation, "You are not authorized to perform this operation: image %s is not yours", id)
 		}
-		paths = append(paths, p)
+		rs = append(rs, resource{path: p, tags: view.Tags})
 	}
-	return paths, nil
+	return rs, nil
 }
 
 type tagDescription struct {

@@ -11,17 +11,23 @@ import (
 )
 
 // tokenLife is how long a client token is remembered (the cloud: at least a day).
-const tokenLife = 48 * time.Hour
+// Older ones are removed at most every tokenPruning (a read ignores them meanwhile): the
+// SDKs send a token with every RunInstances, and a launch need not read them all.
+const (
+	tokenLife    = 48 * time.Hour
+	tokenPruning = time.Hour
+)
 
 // tokens make RunInstances, CreateImage and CopyImage idempotent: a request with a
 // ClientToken the caller used before (for the same action) answers what the first made
 // instead of making more; with other parameters it is IdempotentParameterMismatch.
 // Requests with the same token wait for each other.
 type tokens struct {
-	db  *record.DB
-	now func() time.Time
-	mu  sync.Mutex
-	in  map[string]*tokenLock // a lock per token in use, while it is
+	db     *record.DB
+	now    func() time.Time
+	mu     sync.Mutex
+	in     map[string]*tokenLock // a lock per token in use, while it is
+	pruned time.Time             // when old tokens were last removed
 }
 
 // tokenLock is a token's lock and how many requests hold or wait for it.
@@ -80,7 +86,13 @@ func (t *tokens) once(c *call, make func() ([]string, *Error)) ([]string, *Error
 		return made, e
 	}
 	now := t.now()
-	if err := t.db.PutClientToken(record.ClientToken{Key: key, Params: digest, IDs: made, Time: now}, now.Add(-tokenLife)); err != nil && e == nil {
+	var before time.Time // zero: remove none this time
+	t.mu.Lock()
+	if now.Sub(t.pruned) >= tokenPruning {
+		before, t.pruned = now.Add(-tokenLife), now
+	}
+	t.mu.Unlock()
+	if err := t.db.PutClientToken(record.ClientToken{Key: key, Params: digest, IDs: made, Time: now}, before); err != nil && e == nil {
 		e = errorf(codeInternalError, "client token: %v", err)
 	}
 	return made, e

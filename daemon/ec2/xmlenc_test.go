@@ -16,7 +16,7 @@ func TestEncodeAnswer(t *testing.T) {
 	im := imageOf(api.Image{ID: "ami-0123456789abcdef0", Name: `a<b>&"c"` + "\n\t", OwnerID: "alice", State: "available",
 		Tags: map[string]string{"k": "v & w"}, CreationDate: now, DeprecationTime: &now,
 		BlockDeviceMappings: []api.BlockDeviceMapping{{DeviceName: "/dev/vda", EBS: &api.EBS{SnapshotID: "snap-1", VolumeSize: 2}}, {DeviceName: "/dev/vdb"}}})
-	s := &Server{cfg: Config{Region: DefaultRegion}}
+	s := &Server{cfg: Config{Region: api.DefaultRegion}}
 	for _, resp := range []answer{
 		&describeImagesResponse{Images: listOf([]image{im, imageOf(api.Image{})}), NextToken: "x"},
 		&describeImagesResponse{Images: list[image]{}},

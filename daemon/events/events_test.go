@@ -101,7 +101,7 @@ func TestShapes(t *testing.T) {
 	var env map[string]any
 	json.Unmarshal(raw, &env)
 	for k, want := range map[string]any{"version": "0", "detail-type": "EC2 Instance State-change Notification", "source": "aws.ec2",
-		"account": "alice", "region": api.EventRegion, "sequence": 1.0} {
+		"account": "alice", "region": api.DefaultRegion, "sequence": 1.0} {
 		if env[k] != want {
 			t.Errorf("instance event %s = %v, want %v (%s)", k, env[k], want, raw)
 		}

@@ -9,14 +9,10 @@ import (
 
 // region is the region events name (SetRegion): the EC2 endpoint's, kiln-local-1 unless
 // the settings say otherwise.
-var region = api.EventRegion
+var region = api.DefaultRegion
 
-// SetRegion makes events name region; kilnd calls it once at start, before any event.
-func SetRegion(r string) {
-	if r != "" {
-		region = r
-	}
-}
+// SetRegion makes events name r; kilnd calls it once at start, before any event.
+func SetRegion(r string) { region = r }
 
 // arn is the ARN-like name of a resource, as EventBridge's resources list them: with
 // the owner for instances and volumes, without for images and snapshots (as EC2's own

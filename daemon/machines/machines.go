@@ -221,12 +221,10 @@ func (m *Specs) Spec(rec record.Instance, vols []*record.Volume) (spec hyperviso
 	}
 	if rec.BootMode == "uefi" {
 		fw, err := openFirmware(m.Layout.Dir(rec.ID), rec.SecureBoot)
-		if fw != nil {
-			files = append(files, fw.Code, fw.Vars)
-		}
 		if err != nil {
 			return spec, close, err
 		}
+		files = append(files, fw.Code, fw.Vars)
 		spec.Firmware = fw
 		if rec.TPM {
 			state, err := os.Open(filepath.Join(m.Layout.Dir(rec.ID), hypervisor.TPMDir))
@@ -249,7 +247,7 @@ func (m *Specs) Spec(rec record.Instance, vols []*record.Volume) (spec hyperviso
 }
 
 // openFirmware opens a UEFI machine's flash: OVMF's code and the instance's variable
-// store in dir. What it opened is returned with any error, for the caller to close.
+// store in dir. On an error it leaves nothing open.
 func openFirmware(dir string, secureBoot bool) (*hypervisor.Firmware, error) {
 	code, err := hypervisor.OpenCode(secureBoot)
 	if err != nil {

@@ -77,11 +77,14 @@ func (d *DB) ClientToken(key string) (ct ClientToken, ok bool, err error) {
 }
 
 // PutClientToken writes a client token's record and, in the same transaction, removes
-// those older than before.
+// those older than before (none when before is zero).
 func (d *DB) PutClientToken(ct ClientToken, before time.Time) error {
 	err := d.db.Update(func(tx *bolt.Tx) error {
 		if err := put(tx, bucketClientTokens, ct.Key, ct); err != nil {
 			return err
+		}
+		if before.IsZero() {
+			return nil
 		}
 		b := tx.Bucket(bucketClientTokens)
 		var old [][]byte
