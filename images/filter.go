@@ -40,9 +40,6 @@ var imageFields = &filter.Fields[*Image]{Tags: func(im *Image) map[string]string
 // everything.
 type Filter = filter.Filter[*Image]
 
-// FilterKeys lists the filter names ParseFilter accepts.
-func FilterKeys() []string { return imageFields.Names() }
-
 // ParseFilter parses image filters of the form KEY=PATTERN (filter.Fields.Parse): *
 // and ? are wildcards, \ escapes the next character. Errors wrap
 // errdefs.ErrInvalidArgument and say which keys exist.

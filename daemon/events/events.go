@@ -34,7 +34,6 @@ type Retention struct {
 type Log struct {
 	db   *bolt.DB
 	keep func() Retention
-	now  func() time.Time
 
 	mu   sync.Mutex
 	wake chan struct{} // closed (and replaced) when an append commits
@@ -45,7 +44,7 @@ type Log struct {
 // pruning what retention no longer keeps. keep says the retention in force, read at
 // each append (the settings change on reload).
 func Open(db *bolt.DB, keep func() Retention) (*Log, error) {
-	l := &Log{db: db, keep: keep, now: time.Now, wake: make(chan struct{})}
+	l := &Log{db: db, keep: keep, wake: make(chan struct{})}
 	err := db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucket)
 		if err != nil {
@@ -131,7 +130,7 @@ func (l *Log) Append(tx *bolt.Tx, ev api.Event) error {
 	if err != nil {
 		return err
 	}
-	fill(&ev, seq, l.now())
+	fill(&ev, seq, time.Now())
 	v, err := json.Marshal(ev)
 	if err != nil {
 		return err
@@ -171,7 +170,7 @@ func (l *Log) prune(tx *bolt.Tx) error {
 	last := b.Sequence()
 	cutoff := time.Time{}
 	if r.MaxAge > 0 {
-		cutoff = l.now().Add(-r.MaxAge)
+		cutoff = time.Now().Add(-r.MaxAge)
 	}
 	var at time.Time
 	pruned := false
@@ -206,7 +205,7 @@ func (l *Log) expired() bool {
 	old := false
 	l.db.View(func(tx *bolt.Tx) error {
 		if k, v := tx.Bucket(bucket).Cursor().First(); k != nil {
-			old = timeOf(v).Before(l.now().Add(-r.MaxAge))
+			old = timeOf(v).Before(time.Now().Add(-r.MaxAge))
 		}
 		return nil
 	})
@@ -274,7 +273,7 @@ func (l *Log) Stream(ctx context.Context, q Query, send func(api.Event) error) e
 		}
 		first = false
 		if lost != nil {
-			if err := send(notice(*lost, q.Account, l.now())); err != nil {
+			if err := send(notice(*lost, q.Account, time.Now())); err != nil {
 				return err
 			}
 		}

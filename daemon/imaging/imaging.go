@@ -274,6 +274,24 @@ func (x *Images) Own(c peer.Caller, ref string) (*images.Image, error) {
 	return im, nil
 }
 
+// owned counts the user's images that count for its quotas (those not in the recycle
+// bin): all of them, the public ones, and those being made.
+func (x *Images) owned(user string) (n, public, making int) {
+	x.store.Images(func(im *images.Image) bool {
+		if im.OwnerID == user && !im.InBin() {
+			n++
+			if im.Public {
+				public++
+			}
+			if im.State == images.StatePending {
+				making++
+			}
+		}
+		return false
+	})
+	return n, public, making
+}
+
 // Admit reserves one more image for the user, or refuses it when the images the
 // user owns and those already reserved fill the quota. The reservation holds until
 // release is called, which the caller does once the image's record is in the store (or
@@ -283,16 +301,7 @@ func (x *Images) Admit(user string) (release func(), err error) {
 	q := x.quota(user)
 	x.reserved.Lock()
 	defer x.reserved.Unlock()
-	n, making := 0, 0
-	x.store.Images(func(im *images.Image) bool {
-		if im.OwnerID == user && !im.InBin() {
-			n++
-			if im.State == images.StatePending {
-				making++
-			}
-		}
-		return false
-	})
+	n, _, making := x.owned(user)
 	held := int(x.reserved.images[user]) // admitted, their records not made yet
 	if n+held+1 > q.Images {
 		return nil, quota.Exceeded(user, "images", q.Images, n+held, 1)
@@ -354,8 +363,7 @@ func (x *Images) Share(c peer.Caller, ref string, req api.ShareRequest, share bo
 			return nil, fmt.Errorf("image %s is %s; only an available image can be made public: %w", im.ID, im.State, errdefs.ErrFailedPrecondition)
 		}
 		q := x.quota(im.OwnerID)
-		n := len(x.store.Images(func(o *images.Image) bool { return o.OwnerID == im.OwnerID && o.Public && !o.InBin() }))
-		if n+1 > q.PublicImages {
+		if _, n, _ := x.owned(im.OwnerID); n+1 > q.PublicImages {
 			return nil, quota.Exceeded(im.OwnerID, "public images", q.PublicImages, n, 1)
 		}
 	}

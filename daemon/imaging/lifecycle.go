@@ -164,20 +164,12 @@ func (x *Images) Restore(c peer.Caller, ref string) (*images.Image, error) {
 	q := x.quota(im.OwnerID)
 	x.reserved.Lock()
 	defer x.reserved.Unlock()
-	mine := x.store.Images(func(o *images.Image) bool { return o.OwnerID == im.OwnerID && !o.InBin() })
-	if n := len(mine) + int(x.reserved.images[im.OwnerID]); n+1 > q.Images {
+	n, public, _ := x.owned(im.OwnerID)
+	if n += int(x.reserved.images[im.OwnerID]); n+1 > q.Images {
 		return nil, quota.Exceeded(im.OwnerID, "images", q.Images, n, 1)
 	}
-	if im.Public {
-		n := 0
-		for _, o := range mine {
-			if o.Public {
-				n++
-			}
-		}
-		if n+1 > q.PublicImages {
-			return nil, quota.Exceeded(im.OwnerID, "public images", q.PublicImages, n, 1)
-		}
+	if im.Public && public+1 > q.PublicImages {
+		return nil, quota.Exceeded(im.OwnerID, "public images", q.PublicImages, public, 1)
 	}
 	return x.store.RestoreImage(im.ID, now)
 }

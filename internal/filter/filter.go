@@ -89,16 +89,6 @@ func (f Filter[T]) Match(x T) bool {
 // Has reports whether the filter has a term for key.
 func (f Filter[T]) Has(key string) bool { return len(f.terms[key]) > 0 }
 
-// Exact returns the value of key when the filter pins it to one literal value (no
-// wildcard), so a caller can use an index instead of a scan.
-func (f Filter[T]) Exact(key string) (string, bool) {
-	ps := f.terms[key]
-	if len(ps) != 1 || strings.ContainsAny(ps[0], `*?\`) {
-		return "", false
-	}
-	return ps[0], true
-}
-
 func anyMatch(patterns, values []string) bool {
 	for _, p := range patterns {
 		for _, v := range values {
