@@ -2,6 +2,7 @@ package peer
 
 import (
 	"context"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -86,55 +87,99 @@ type fileConn struct {
 }
 
 func (c *fileConn) Read(b []byte) (int, error) {
-	// Room for what the connection and its caller may still hold, no more: the kernel
-	// closes descriptors that do not fit (MSG_CTRUNC), so a caller past its limit makes
-	// kilnd hold at most one read's worth more, on each of its connections reading at
-	// once, and keep rarely anything (keep's admitFiles closes what is left over).
-	c.mu.Lock()
-	room := maxPassedFiles - len(c.files)
-	c.mu.Unlock()
+	if len(b) == 0 {
+		return 0, nil
+	}
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var recvErr error
+	// The runtime calls recv when the socket may be readable, again after EAGAIN, and
+	// returns the read deadline's error or the connection's closing.
+	if err := raw.Read(func(fd uintptr) bool {
+		n, recvErr = c.recv(int(fd), b)
+		return recvErr != unix.EAGAIN
+	}); err != nil {
+		return 0, err
+	}
 	switch {
-	case c.lim != nil && c.known:
-		room = min(room, c.lim.roomFor(c.caller))
-	case c.lim != nil:
-		room = 0 // descriptors from a caller the kernel did not name are not kept
+	case recvErr != nil:
+		return 0, &net.OpError{Op: "read", Net: "unix", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("recvmsg", recvErr)}
+	case n == 0:
+		return 0, io.EOF
 	}
-	oob := make([]byte, unix.CmsgSpace(max(room, 0)*4))
-	n, oobn, _, _, err := c.ReadMsgUnix(b, oob) // descriptors arrive close-on-exec
-	if oobn > 0 {
-		c.keep(oob[:oobn])
-	}
-	// recvmsg gives -1 with its error (a deadline passed, the peer reset); io.Reader
-	// allows no negative count, and bufio panics on one.
-	return max(n, 0), err
+	return n, nil
 }
 
-func (c *fileConn) keep(oob []byte) {
+// recv receives once, without waiting, with room for the descriptors the connection and
+// its caller may still hold, counted before the call (the kernel closes those that do
+// not fit and says so with MSG_CTRUNC): so kilnd never holds a passed descriptor past
+// the limits, not even for a moment.
+func (c *fileConn) recv(fd int, b []byte) (int, error) {
+	room := c.reserve()
+	oob := make([]byte, unix.CmsgSpace(room*4))
+	var n, oobn, flags int
+	var err error
+	for {
+		n, oobn, flags, _, err = unix.Recvmsg(fd, b, oob, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	kept := c.keep(oob[:max(oobn, 0)], room)
+	received(kept)
+	c.release(room - kept)
+	if flags&unix.MSG_CTRUNC != 0 && c.lim != nil && c.known {
+		c.lim.filesRefused(c.caller)
+	}
+	return n, err
+}
+
+// received is told how many descriptors each receive kept (tests watch it).
+var received = func(int) {}
+
+// reserve is how many descriptors the next receive may keep, counted against the
+// caller's limits; release gives back those that did not come.
+func (c *fileConn) reserve() int {
+	c.mu.Lock()
+	room := max(0, maxPassedFiles-len(c.files))
+	c.mu.Unlock()
+	switch {
+	case c.lim == nil:
+		return room
+	case !c.known:
+		return 0 // descriptors from a caller the kernel did not name are not kept
+	}
+	return c.lim.reserveFiles(c.caller, room)
+}
+
+// keep holds up to room of the descriptors in oob for the connection's next request,
+// closes any others, and returns how many it kept.
+func (c *fileConn) keep(oob []byte, room int) int {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
-		return
+		return 0
 	}
-	var fds []int
-	for _, m := range msgs {
-		if got, err := unix.ParseUnixRights(&m); err == nil {
-			fds = append(fds, got...)
-		}
-	}
+	kept := 0
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	room := min(len(fds), maxPassedFiles-len(c.files))
-	if c.lim != nil && c.known {
-		room = c.lim.admitFiles(c.caller, max(room, 0))
-	} else if c.lim != nil {
-		room = 0 // descriptors from a caller the kernel did not name are not kept
-	}
-	for i, fd := range fds {
-		if i >= room {
-			unix.Close(fd)
+	for _, m := range msgs {
+		fds, err := unix.ParseUnixRights(&m)
+		if err != nil {
 			continue
 		}
-		c.files = append(c.files, os.NewFile(uintptr(fd), "passed file"))
+		for _, fd := range fds {
+			if kept == room {
+				unix.Close(fd)
+				continue
+			}
+			c.files = append(c.files, os.NewFile(uintptr(fd), "passed file"))
+			kept++
+		}
 	}
+	return kept
 }
 
 // take returns the descriptors passed so far; the caller closes them and then calls

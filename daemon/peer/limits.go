@@ -87,30 +87,30 @@ func (l *Limiter) releaseConn(uid uint32) {
 	}
 }
 
-// admitFiles counts up to n descriptors passed by c and returns how many it may keep;
-// the caller closes the rest and calls releaseFiles for those kept once they are gone.
-func (l *Limiter) admitFiles(c Caller, n int) int {
+// reserveFiles counts up to n descriptors c may be about to receive and returns how
+// many: a connection receives at most that many and gives back what did not come with
+// releaseFiles. Counted before they arrive, a user's descriptors stay within the limits
+// even while many of its connections receive at once.
+func (l *Limiter) reserveFiles(c Caller, n int) int {
 	lim, admin := l.settings()
 	lim = lim.Resolved()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	k := max(0, min(n, l.roomLocked(c, lim, admin)))
-	if k < n {
-		l.offendLocked(c, fmt.Sprintf("passed descriptors closed: the user holds %d, users %d, all %d (limits.filesPerUser, limits.files)",
-			l.files[c.UID], l.totalFiles, lim.Files))
-	}
 	l.files[c.UID] += k
 	l.totalFiles += k
 	return k
 }
 
-// roomFor is how many more descriptors c may pass now.
-func (l *Limiter) roomFor(c Caller) int {
-	lim, admin := l.settings()
+// filesRefused logs (once in a while) that descriptors c passed were closed unread,
+// because c had no room left for them.
+func (l *Limiter) filesRefused(c Caller) {
+	lim, _ := l.settings()
 	lim = lim.Resolved()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return max(0, l.roomLocked(c, lim, admin))
+	l.offendLocked(c, fmt.Sprintf("passed descriptors closed: the user holds %d, users %d, all %d (limits.filesPerUser, limits.files)",
+		l.files[c.UID], l.totalFiles, lim.Files))
 }
 
 func (l *Limiter) roomLocked(c Caller, lim settings.Limits, admin string) int {
