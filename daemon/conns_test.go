@@ -294,8 +294,8 @@ func TestHammerHelper(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 		fmt.Printf("probe: asked %d times, slowest %v\n", asked, slowest)
-		if slowest > time.Second {
-			t.Fatalf("probe: the slowest answer took %v; want within 1s", slowest)
+		if slowest > 3*time.Second {
+			t.Fatalf("probe: the slowest answer took %v; want within 3s", slowest)
 		}
 		return
 	}
@@ -337,7 +337,7 @@ func TestHammerHelper(t *testing.T) {
 // TestOneUserCannotExhaustKilnd: one user (alice) opens connection after connection,
 // passing 32 descriptors on each and holding them, as the attack that took kilnd to
 // 20,000 open files did. Throughout, root's and a second user's (bob's) requests are
-// answered within 1 s; kilnd's
+// answered within 3 s (a few ms here); kilnd's
 // open descriptors stay within the limits (here small: 16 connections and 64
 // descriptors a user); kilnd logs alice once, not per refusal. Without the limits (set
 // huge) the descriptor bound fails.
@@ -408,8 +408,8 @@ watch:
 		t.Fatalf("bob's probe did not end 10s after the hammer\n%s", probeOut)
 	}
 	t.Logf("%s; %s; root asked %d times, slowest %v; kilnd's descriptors: %d before, at most %d during", strings.TrimSpace(out.String()), strings.TrimSpace(probeOut.String()), asked, slowest, base, maxFDs)
-	if slowest > time.Second {
-		t.Errorf("root's slowest request during the hammer took %v; want within 1s", slowest)
+	if slowest > 3*time.Second {
+		t.Errorf("root's slowest request during the hammer took %v; want within 3s", slowest)
 	}
 	// alice's 16 connections and 64 descriptors, and slack for root's and bob's connections
 	// and a refused connection accepted and not yet closed; no passed descriptor past the

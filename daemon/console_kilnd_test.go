@@ -119,7 +119,8 @@ func TestConsoleFlood(t *testing.T) {
 	ready("flooding")
 	grow("flooding", 8*limit, 4*limit)
 
-	// 40 inspects at once, five times: each within a second, kilnd's peak resident set
+	// 40 inspects at once, five times: each within 5 s (a few ms here; the floods once
+	// held them to their deadline), kilnd's peak resident set
 	// (VmHWM, reset first) within 100 MB of where it was.
 	pid := k.Cmd.Process.Pid
 	before, _ := rss(t, pid)
@@ -138,7 +139,7 @@ func TestConsoleFlood(t *testing.T) {
 				switch took := time.Since(start); {
 				case err != nil:
 					errs[i] = err
-				case took > time.Second:
+				case took > 5*time.Second:
 					errs[i] = fmt.Errorf("answered in %s", took)
 				case !got.Ready:
 					errs[i] = fmt.Errorf("not ready: %+v", got)

@@ -126,11 +126,16 @@ func (d *ec2Door) wait(user, waiter, id string) {
 	} else {
 		waitState(d.t, d.k, id, strings.TrimPrefix(waiter, "instance-"))
 	}
-	start := time.Now()
-	flag := map[bool]string{true: "--image-ids", false: "--instance-ids"}[waiter == "image-available"]
+	images := waiter == "image-available"
+	flag := map[bool]string{true: "--image-ids", false: "--instance-ids"}[images]
+	// Each request the door answers is one line of kilnd's log with its action.
+	op := `op="ec2 ` + map[bool]string{true: "DescribeImages", false: "DescribeInstances"}[images] + `"`
+	polls := func() int { return strings.Count(d.k.Log.String(), op) }
+	before := polls()
 	d.ok(user, nil, "wait", waiter, flag, id)
-	if took := time.Since(start); took > 10*time.Second {
-		d.t.Errorf("aws ec2 wait %s %s took %v: its first poll did not match what kiln shows", waiter, id, took)
+	kilntest.Poll(d.t, 10*time.Second, "kilnd to log the waiter's poll", func() bool { return polls() > before }, nil)
+	if n := polls() - before; n != 1 {
+		d.t.Errorf("aws ec2 wait %s %s polled %d times: its first poll did not match what kiln shows", waiter, id, n)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -147,17 +148,11 @@ func TestRegisterRefusals(t *testing.T) {
 	}
 
 	// kilnd kept none of the descriptors passed with refused requests.
-	for try := 0; ; try++ {
-		after := kilntest.Descriptors(t, k.Cmd.Process.Pid)
-		if after <= fdsBefore {
-			break
-		}
-		if try == 50 {
-			t.Errorf("kilnd holds %d descriptors after the refused requests, %d before", after, fdsBefore)
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	kilntest.Poll(t, 10*time.Second, "kilnd to hold no more descriptors than before the refused requests",
+		func() bool { return kilntest.Descriptors(t, k.Cmd.Process.Pid) <= fdsBefore },
+		func() string {
+			return fmt.Sprintf("%d descriptors, %d before", kilntest.Descriptors(t, k.Cmd.Process.Pid), fdsBefore)
+		})
 
 	for _, ref := range []string{"ami-0123456789abcdef0", "no-such-image"} {
 		if _, err := k.Image(ctx, ref); !isCode(err, api.CodeInvalidAMIIDNotFound) {

@@ -223,15 +223,16 @@ func TestAgentExecMissingProgram(t *testing.T) {
 
 func TestAgentExecDeadline(t *testing.T) {
 	a := dialAgent(t, hostAgent(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	// Time for the agent to start the program on a busy machine; sleep outlives it.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var res ExecResult
 	var err error
-	within(t, 10*time.Second, "Exec past its deadline", func() {
+	within(t, 20*time.Second, "Exec past its deadline", func() {
 		res, err = a.Exec(ctx, ExecRequest{Path: "/bin/sleep", Args: []string{"60"}})
 	})
 	if !errors.Is(err, context.DeadlineExceeded) || res.PID <= 0 {
-		t.Fatalf("Exec of sleep 60 within 500 ms: pid %d, %v; want a pid and context.DeadlineExceeded", res.PID, err)
+		t.Fatalf("Exec of sleep 60 within 5 s: pid %d, %v; want a pid and context.DeadlineExceeded", res.PID, err)
 	}
 	// The agent runs on this machine: its process is ours to see, and to end.
 	if err := syscall.Kill(res.PID, 0); err != nil {

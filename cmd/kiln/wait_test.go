@@ -118,7 +118,9 @@ func TestWaitEnds(t *testing.T) {
 		if code != 1 || out != "" || silent == "" {
 			t.Fatalf("run --wait --timeout 5s: exit %d, stdout %q; want exit 1 naming the instance", code, out)
 		}
-		if took < 5*time.Second || took > 8*time.Second {
+		// Not before its 5 s, and long before the default wait (5 minutes): the run's own
+		// request, before the 5 s start, takes a few seconds on a busy machine.
+		if took < 5*time.Second || took > time.Minute {
 			t.Errorf("run --wait --timeout 5s took %s", took)
 		}
 		for _, want := range []string{
@@ -196,7 +198,7 @@ func TestWaitEnds(t *testing.T) {
 		if want := "kiln: " + id + " is still starting; kiln ps"; !strings.Contains(stderr.String(), want) {
 			t.Errorf("stderr lacks %q", want)
 		}
-		if time.Since(sent) > 5*time.Second {
+		if time.Since(sent) > time.Minute { // long before its --timeout 2m
 			t.Errorf("kiln took %s to end after Ctrl-C", time.Since(sent))
 		}
 		if inst, err := c.Instance(ctx, id); err != nil || inst.State != "running" {
