@@ -102,6 +102,9 @@ func (c *fileConn) Read(b []byte) (int, error) {
 		n, recvErr = c.recv(int(fd), b)
 		return recvErr != unix.EAGAIN
 	}); err != nil {
+		if oe, ok := err.(*net.OpError); ok { // a read's error, as net/http expects it
+			oe.Op, oe.Source, oe.Addr = "read", c.LocalAddr(), c.RemoteAddr()
+		}
 		return 0, err
 	}
 	switch {
@@ -118,8 +121,10 @@ func (c *fileConn) Read(b []byte) (int, error) {
 // not fit and says so with MSG_CTRUNC): so kilnd never holds a passed descriptor past
 // the limits, not even for a moment.
 func (c *fileConn) recv(fd int, b []byte) (int, error) {
-	room := c.reserve()
-	oob := make([]byte, unix.CmsgSpace(room*4))
+	own, room, done := c.reserve()
+	defer done()
+	// Exactly room descriptors' space: the kernel fills what the buffer's length holds.
+	oob := make([]byte, unix.CmsgLen(room*4))
 	var n, oobn, flags int
 	var err error
 	for {
@@ -131,7 +136,8 @@ func (c *fileConn) recv(fd int, b []byte) (int, error) {
 	kept := c.keep(oob[:max(oobn, 0)], room)
 	received(kept)
 	c.release(room - kept)
-	if flags&unix.MSG_CTRUNC != 0 && c.lim != nil && c.known {
+	// Past the caller's limits, not only the connection's own 32: a refusal to log.
+	if flags&unix.MSG_CTRUNC != 0 && room < own && c.lim != nil && c.known {
 		c.lim.filesRefused(c.caller)
 	}
 	return n, err
@@ -140,19 +146,22 @@ func (c *fileConn) recv(fd int, b []byte) (int, error) {
 // received is told how many descriptors each receive kept (tests watch it).
 var received = func(int) {}
 
-// reserve is how many descriptors the next receive may keep, counted against the
-// caller's limits; release gives back those that did not come.
-func (c *fileConn) reserve() int {
+// reserve is how many descriptors the next receive may keep: room, counted against the
+// caller's limits (release gives back those that did not come), within own, what the
+// connection itself may still hold. done ends the receive: a caller's receives go one at
+// a time, so that one's reservation never takes another's room.
+func (c *fileConn) reserve() (own, room int, done func()) {
 	c.mu.Lock()
-	room := max(0, maxPassedFiles-len(c.files))
+	own = max(0, maxPassedFiles-len(c.files))
 	c.mu.Unlock()
 	switch {
 	case c.lim == nil:
-		return room
+		return own, own, func() {}
 	case !c.known:
-		return 0 // descriptors from a caller the kernel did not name are not kept
+		return own, 0, func() {} // descriptors from a caller the kernel did not name are not kept
 	}
-	return c.lim.reserveFiles(c.caller, room)
+	done = c.lim.receiving(c.caller.UID)
+	return own, c.lim.reserveFiles(c.caller, own), done
 }
 
 // keep holds up to room of the descriptors in oob for the connection's next request,
@@ -200,6 +209,9 @@ func (c *fileConn) release(n int) {
 }
 
 func (c *fileConn) Close() error {
+	// First the socket: its Close waits for a receive in progress to end, so no
+	// descriptor is kept after those held are taken.
+	err := c.UnixConn.Close()
 	c.closed.Do(func() {
 		f := c.take()
 		CloseFiles(f)
@@ -208,7 +220,7 @@ func (c *fileConn) Close() error {
 			c.lim.releaseConn(c.caller.UID)
 		}
 	})
-	return c.UnixConn.Close()
+	return err
 }
 
 // CloseFiles closes each of files.

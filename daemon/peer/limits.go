@@ -31,6 +31,8 @@ type Limiter struct {
 	// warned is when each user was last logged as refused, and how many refusals were
 	// not logged since: an offender is logged once, not per attempt.
 	warned map[uint32]*offence
+	// receives holds each user's receiving lock (receiving), once the user connected.
+	receives map[uint32]*sync.Mutex
 }
 
 type offence struct {
@@ -45,7 +47,7 @@ const offenceQuiet = 10 * time.Minute
 // NewLimiter makes the limiter of a kilnd running as uid self; settings gives the
 // limits and the admin group in force.
 func NewLimiter(self uint32, settings func() (settings.Limits, string)) *Limiter {
-	return &Limiter{settings: settings, self: self, conns: map[uint32]int{}, files: map[uint32]int{}, warned: map[uint32]*offence{}}
+	return &Limiter{settings: settings, self: self, conns: map[uint32]int{}, files: map[uint32]int{}, warned: map[uint32]*offence{}, receives: map[uint32]*sync.Mutex{}}
 }
 
 func (l *Limiter) privileged(c Caller, admin string) bool {
@@ -100,6 +102,22 @@ func (l *Limiter) reserveFiles(c Caller, n int) int {
 	l.files[c.UID] += k
 	l.totalFiles += k
 	return k
+}
+
+// receiving waits for the user's receive in progress, if any, and returns the function
+// that ends this one. A receive reserves room for as many descriptors as may come
+// (reserveFiles), and two of one user's at once would each find the other's reservation
+// held: the second would lose descriptors within the limits.
+func (l *Limiter) receiving(uid uint32) (done func()) {
+	l.mu.Lock()
+	m := l.receives[uid]
+	if m == nil {
+		m = &sync.Mutex{}
+		l.receives[uid] = m
+	}
+	l.mu.Unlock()
+	m.Lock()
+	return m.Unlock
 }
 
 // filesRefused logs (once in a while) that descriptors c passed were closed unread,

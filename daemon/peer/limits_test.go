@@ -72,7 +72,7 @@ func TestLimiterKeepsRoomForRootAndAdmins(t *testing.T) {
 		logged = append(logged, uid)
 	}
 	slices.Sort(logged)
-	if want := []uint32{0, 1, 4, 6}; !slices.Equal(logged, want) {
-		t.Fatalf("logged offenders %v; want %v", logged, want)
+	if want := []uint32{0, 1, 4, 6}; !slices.Equal(logged, want) || l.warned[6].quiet != 1 {
+		t.Fatalf("logged offenders %v, user 6's unlogged refusals %d; want %v and 1", logged, l.warned[6].quiet, want)
 	}
 }
