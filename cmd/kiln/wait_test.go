@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -84,10 +85,17 @@ func TestWaitEnds(t *testing.T) {
 	defer cancel()
 
 	t.Run("image timeout", func(t *testing.T) {
-		// A registration takes about 100 ms here: a 1 ms wait ends first.
+		// 128 MiB that do not compress take a second to register here (the guest's disk
+		// 100 ms): a 1 ms wait ends first, however the test is scheduled.
 		g := kilntest.GuestFiles(t)
+		disk := filepath.Join(t.TempDir(), "random.raw")
+		noise := make([]byte, 128<<20)
+		rand.NewChaCha8([32]byte{}).Read(noise)
+		if err := os.WriteFile(disk, noise, 0o644); err != nil {
+			t.Fatal(err)
+		}
 		code, out, errOut := kiln(t, socket, "image", "register", "late", "--wait", "--timeout", "1ms",
-			"--disk", g.Disk, "--kernel", g.Kernel, "--initrd", g.Initrd)
+			"--disk", disk+",format=raw", "--kernel", g.Kernel, "--initrd", g.Initrd)
 		t.Logf("exit %d\n%s", code, errOut)
 		id := regexp.MustCompile(`ami-[0-9a-f]+`).FindString(errOut)
 		if code != 1 || out != "" || id == "" {
