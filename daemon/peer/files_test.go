@@ -47,6 +47,7 @@ func connected(t *testing.T, l *Limiter, passing []int) []*fileConn {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { s.Close() })
 		served = append(served, s.(*fileConn))
 	}
 	return served
